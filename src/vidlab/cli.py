@@ -1,0 +1,164 @@
+"""`vidlab ...` commands. Thin: parse the options, call the library, print the result."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from vidlab.errors import VidlabError
+
+app = typer.Typer(
+    help="vidlab: fine-tune, evaluate and serve VideoLLaMA3 video-language models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+model_app = typer.Typer(help="Build, inspect and convert model checkpoints.", no_args_is_help=True)
+data_app = typer.Typer(help="Make videos and data sets.", no_args_is_help=True)
+app.add_typer(model_app, name="model")
+app.add_typer(data_app, name="data")
+
+
+def _quiet_transformers() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+
+
+@model_app.command("tiny")
+def model_tiny(
+    out_dir: Annotated[Path, typer.Argument(help="Folder to write the model to.")],
+    seed: Annotated[int, typer.Option(help="Random seed of the weights; the same seed gives the same files.")] = 0,
+    overwrite: Annotated[bool, typer.Option(help="Replace OUT_DIR if it already holds files.")] = False,
+) -> None:
+    """Build a tiny random VideoLLaMA3 offline (tokenizer trained on the spot, real processor)."""
+    _quiet_transformers()
+    from vidlab.models.tiny import build_tiny_model
+
+    folder = build_tiny_model(out_dir, seed=seed, overwrite=overwrite)
+    typer.echo(f"wrote tiny VideoLLaMA3 to {folder}")
+
+
+@data_app.command("sample-video")
+def data_sample_video(
+    out: Annotated[Path, typer.Argument(help="Video file to write (.mp4, .mkv, .webm, .avi, .mov, .gif).")],
+    shape: Annotated[str, typer.Option(help="circle, square or triangle.")] = "circle",
+    colour: Annotated[str, typer.Option(help="red, green, blue, yellow, purple or white.")] = "red",
+    direction: Annotated[str, typer.Option(help="left, right, up or down.")] = "left",
+    seconds: Annotated[float, typer.Option(help="Length of the clip.")] = 4.0,
+    fps: Annotated[float, typer.Option(help="Frame rate of the clip.")] = 8.0,
+    size: Annotated[int, typer.Option(help="Width and height in pixels.")] = 112,
+) -> None:
+    """Write a short clip of a coloured shape moving across the picture."""
+    from vidlab.synthetic import Scene, write_scene
+
+    try:
+        scene = Scene(shape=shape, colour=colour, direction=direction, size=size, seconds=seconds, fps=fps)
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from err
+    write_scene(out, scene)
+    typer.echo(f"wrote {out}: {scene.caption}, {seconds:g}s at {fps:g} fps, {size}x{size}")
+
+
+def _print_reply(chat, question: str, video, images, as_json: bool) -> None:
+    if as_json:
+        reply = chat.ask(question, video=video, image=images)
+        typer.echo(json.dumps(reply.to_dict(), ensure_ascii=False))
+        return
+    for piece in chat.stream(question, video=video, image=images):
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+
+
+def _interactive(chat, video, images, as_json: bool) -> None:
+    """Read questions from stdin until /quit or end of input; /reset starts over on the same media."""
+    tty = sys.stdin.isatty()
+    if tty:
+        typer.echo("Ask about the video. /reset clears the history, /quit leaves.", err=True)
+    media_pending = True
+    while True:
+        try:
+            line = input("you> " if tty else "")
+        except EOFError:
+            break
+        question = line.strip()
+        if not question:
+            continue
+        if question == "/quit":
+            break
+        if question == "/reset":
+            chat.reset()
+            media_pending = True
+            typer.echo("(history cleared)")
+            continue
+        _print_reply(chat, question, video if media_pending else None, images if media_pending else None, as_json)
+        media_pending = False
+
+
+@app.command("chat")
+def chat_command(
+    question: Annotated[Optional[str], typer.Argument(help="Ask this and exit; without it, chat interactively.")] = None,
+    model: Annotated[str, typer.Option(help="Checkpoint folder or hub id of a native VideoLLaMA3.")] = ...,
+    adapter: Annotated[Optional[Path], typer.Option(help="PEFT adapter folder (e.g. from vidlab train).")] = None,
+    video: Annotated[Optional[Path], typer.Option(help="Video file or folder of frames.")] = None,
+    image: Annotated[Optional[list[Path]], typer.Option(help="Image file; repeat for several.")] = None,
+    fps: Annotated[float, typer.Option(help="Frames per second of video to sample.")] = 1.0,
+    max_frames: Annotated[Optional[int], typer.Option(help="At most this many frames (default 180).")] = None,
+    num_frames: Annotated[Optional[int], typer.Option(help="Exactly this many evenly spaced frames.")] = None,
+    start: Annotated[Optional[float], typer.Option(help="Use the video from this second.")] = None,
+    end: Annotated[Optional[float], typer.Option(help="Use the video up to this second.")] = None,
+    folder_fps: Annotated[float, typer.Option(help="Frame rate of a --video frame folder.")] = 3.0,
+    no_compression: Annotated[bool, typer.Option(help="Keep every video token (turn DiffFP pruning off).")] = False,
+    max_new_tokens: Annotated[int, typer.Option(help="Longest answer, in tokens.")] = 512,
+    temperature: Annotated[float, typer.Option(help="0 is greedy; above 0 samples.")] = 0.0,
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling mass when sampling.")] = 0.9,
+    system: Annotated[Optional[str], typer.Option(help="System message that starts the conversation.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per answer, with token counts.")] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
+    dtype: Annotated[str, typer.Option(help="auto, bf16, fp16 or fp32.")] = "auto",
+) -> None:
+    """Ask a VideoLLaMA3 model about a video or images, once or interactively."""
+    if max_frames is not None and num_frames is not None:
+        raise typer.BadParameter("give --max-frames or --num-frames, not both")
+    if video is not None and image:
+        raise typer.BadParameter("give --video or --image, not both")
+    _quiet_transformers()
+    from vidlab.chat import Chat
+    from vidlab.generate import GenerationOptions
+    from vidlab.media import Sampling, load_images, load_video
+
+    try:
+        sampling = Sampling(fps=fps, max_frames=max_frames or 180, num_frames=num_frames, start=start, end=end)
+        generation = GenerationOptions(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from err
+    # Decode once: follow-ups and /reset reuse the same frames.
+    clip = load_video(video, sampling, folder_fps) if video is not None else None
+    pictures = load_images(image) if image else None
+    chat = Chat(
+        model, adapter, system=system, sampling=sampling, compression=not no_compression,
+        generation=generation, dtype=dtype, device=device,
+    )
+    if question is not None:
+        _print_reply(chat, question, clip, pictures, as_json)
+    else:
+        _interactive(chat, clip, pictures, as_json)
+
+
+def main() -> None:
+    """Console entry point: user errors print one clear line, not a traceback."""
+    try:
+        app()
+    except VidlabError as err:
+        typer.secho(f"error: {err}", fg="red", err=True)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""Errors a user can cause. Each message names the file, the record and what to do.
+
+Anything that is not a `VidlabError` is a bug in vidlab and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class VidlabError(Exception):
+    """Base class of every error caused by input, configuration or environment."""
+
+
+class MediaError(VidlabError):
+    """A video, image or frame folder that cannot be used."""
+
+
+class MediaNotFoundError(MediaError):
+    pass
+
+
+class UnreadableMediaError(MediaError):
+    pass
+
+
+class NoVideoStreamError(MediaError):
+    pass
+
+
+class NoFramesError(MediaError):
+    pass
+
+
+class ClipWindowError(MediaError):
+    pass
+
+
+class ConversationError(VidlabError):
+    """An annotation record or chat message list that does not validate."""
+
+
+class ModelLoadError(VidlabError):
+    """A model folder, hub id or adapter that cannot be loaded."""

@@ -1,0 +1,124 @@
+"""Answers from model inputs: whole, or streamed piece by piece."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+from transformers import TextIteratorStreamer
+
+from vidlab.inputs import ModelInputs
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    """Decoding settings. Greedy unless temperature > 0; the sampling defaults are VideoLLaMA3's."""
+
+    max_new_tokens: int = 512
+    temperature: float = 0.0
+    top_p: float = 0.9
+    top_k: int = 20
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be at least 1 (got {self.max_new_tokens})")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be 0 (greedy) or above (got {self.temperature})")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1] (got {self.top_p})")
+
+    def to_kwargs(self) -> dict:
+        if self.temperature == 0:
+            return {"max_new_tokens": self.max_new_tokens, "do_sample": False, "temperature": None,
+                    "top_p": None, "top_k": None}
+        return {"max_new_tokens": self.max_new_tokens, "do_sample": True, "temperature": self.temperature,
+                "top_p": self.top_p, "top_k": self.top_k}
+
+
+@dataclass
+class Generated:
+    text: str
+    token_ids: list[int] = field(default_factory=list)
+
+
+def _on_model(inputs: ModelInputs, model) -> dict[str, torch.Tensor]:
+    """Move tensors to the model's device; pixels also to its dtype."""
+    moved = {}
+    for name, tensor in inputs.tensors.items():
+        tensor = tensor.to(model.device)
+        if name.startswith("pixel_values"):
+            tensor = tensor.to(model.dtype)
+        moved[name] = tensor
+    return moved
+
+
+def _until_stop(ids: list[int], stop_ids: set[int]) -> list[int]:
+    for i, token in enumerate(ids):
+        if token in stop_ids:
+            return ids[:i]
+    return ids
+
+
+def _stop_ids(model, processor) -> set[int]:
+    eos = model.generation_config.eos_token_id
+    ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    ids.add(processor.tokenizer.eos_token_id)
+    if processor.tokenizer.pad_token_id is not None:
+        ids.add(processor.tokenizer.pad_token_id)
+    return ids
+
+
+@torch.inference_mode()
+def generate(model, processor, inputs: ModelInputs, options: GenerationOptions = GenerationOptions()) -> Generated:
+    """One answer for one input."""
+    tensors = _on_model(inputs, model)
+    output = model.generate(**tensors, **options.to_kwargs())
+    prompt_length = tensors["input_ids"].shape[1]
+    ids = _until_stop(output[0, prompt_length:].tolist(), _stop_ids(model, processor))
+    return Generated(text=processor.tokenizer.decode(ids, skip_special_tokens=True), token_ids=ids)
+
+
+class _RecordingStreamer(TextIteratorStreamer):
+    """A text streamer that also keeps the generated token ids."""
+
+    def __init__(self, tokenizer, **kwargs):
+        super().__init__(tokenizer, **kwargs)
+        self.generated: list[int] = []
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self.next_tokens_are_prompt:
+            self.generated.extend(value.flatten().tolist())
+        super().put(value)
+
+
+def stream(
+    model, processor, inputs: ModelInputs, options: GenerationOptions = GenerationOptions()
+) -> Iterator[str]:
+    """Yield the answer in pieces as it is generated; returns the full `Generated` at the end.
+
+    Use as `result = yield from stream(...)` or iterate and read StopIteration.value.
+    """
+    tensors = _on_model(inputs, model)
+    streamer = _RecordingStreamer(processor.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            with torch.inference_mode():
+                model.generate(**tensors, **options.to_kwargs(), streamer=streamer)
+        except BaseException as err:  # surfaced in the caller's thread below
+            failure.append(err)
+            streamer.end()
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    for piece in streamer:
+        if piece:
+            yield piece
+    worker.join()
+    if failure:
+        raise failure[0]
+    ids = _until_stop(streamer.generated, _stop_ids(model, processor))
+    return Generated(text=processor.tokenizer.decode(ids, skip_special_tokens=True), token_ids=ids)

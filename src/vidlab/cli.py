@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -103,23 +103,25 @@ def _interactive(chat, video, images, as_json: bool) -> None:
 
 @app.command("chat")
 def chat_command(
-    question: Annotated[Optional[str], typer.Argument(help="Ask this and exit; without it, chat interactively.")] = None,
+    question: Annotated[str | None, typer.Argument(help="Ask this and exit; without it, chat interactively.")] = None,
     model: Annotated[str, typer.Option(help="Checkpoint folder or hub id of a native VideoLLaMA3.")] = ...,
-    adapter: Annotated[Optional[Path], typer.Option(help="PEFT adapter folder (e.g. from vidlab train).")] = None,
-    video: Annotated[Optional[Path], typer.Option(help="Video file or folder of frames.")] = None,
-    image: Annotated[Optional[list[Path]], typer.Option(help="Image file; repeat for several.")] = None,
+    adapter: Annotated[Path | None, typer.Option(help="PEFT adapter folder (e.g. from vidlab train).")] = None,
+    video: Annotated[Path | None, typer.Option(help="Video file or folder of frames.")] = None,
+    image: Annotated[list[Path] | None, typer.Option(help="Image file; repeat for several.")] = None,
     fps: Annotated[float, typer.Option(help="Frames per second of video to sample.")] = 1.0,
-    max_frames: Annotated[Optional[int], typer.Option(help="At most this many frames (default 180).")] = None,
-    num_frames: Annotated[Optional[int], typer.Option(help="Exactly this many evenly spaced frames.")] = None,
-    start: Annotated[Optional[float], typer.Option(help="Use the video from this second.")] = None,
-    end: Annotated[Optional[float], typer.Option(help="Use the video up to this second.")] = None,
+    max_frames: Annotated[int | None, typer.Option(help="At most this many frames (default 180).")] = None,
+    num_frames: Annotated[int | None, typer.Option(help="Exactly this many evenly spaced frames.")] = None,
+    start: Annotated[float | None, typer.Option(help="Use the video from this second.")] = None,
+    end: Annotated[float | None, typer.Option(help="Use the video up to this second.")] = None,
     folder_fps: Annotated[float, typer.Option(help="Frame rate of a --video frame folder.")] = 3.0,
     no_compression: Annotated[bool, typer.Option(help="Keep every video token (turn DiffFP pruning off).")] = False,
     max_new_tokens: Annotated[int, typer.Option(help="Longest answer, in tokens.")] = 512,
     temperature: Annotated[float, typer.Option(help="0 is greedy; above 0 samples.")] = 0.0,
     top_p: Annotated[float, typer.Option(help="Nucleus sampling mass when sampling.")] = 0.9,
-    system: Annotated[Optional[str], typer.Option(help="System message that starts the conversation.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per answer, with token counts.")] = False,
+    system: Annotated[str | None, typer.Option(help="System message that starts the conversation.")] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object per answer, with token counts.")
+    ] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
     dtype: Annotated[str, typer.Option(help="auto, bf16, fp16 or fp32.")] = "auto",
 ) -> None:

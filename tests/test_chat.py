@@ -1,0 +1,132 @@
+"""Chat in Python and `vidlab chat` end to end on the tiny model and generated videos."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vidlab.chat import Chat
+from vidlab.generate import GenerationOptions
+from vidlab.media import Sampling
+
+GREEDY_SHORT = GenerationOptions(max_new_tokens=8)
+
+
+def run_cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    vidlab = Path(sys.executable).parent / "vidlab"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(
+        [str(vidlab), *args], input=stdin, capture_output=True, text=True, timeout=300, env=env
+    )
+
+
+def test_follow_up_keeps_the_video_and_the_history(tiny_model, sample_video):
+    chat = Chat(tiny_model, generation=GREEDY_SHORT, sampling=Sampling(fps=1))
+    first = chat.ask("What happens?", video=sample_video)
+    assert first.frames == [0.0, 1.0, 2.0, 3.0]
+    assert 0 < first.generated_tokens <= 8
+    second = chat.ask("And then?")
+    assert [t.role for t in chat.history] == ["user", "assistant", "user", "assistant"]
+    assert chat.history[1].text == first.answer
+    # The follow-up sees the same video again plus the first exchange.
+    assert second.visual_tokens == first.visual_tokens
+    assert second.prompt_tokens > first.prompt_tokens + first.generated_tokens
+    chat.reset()
+    assert chat.history == []
+    assert chat.ask("What happens?", video=sample_video).answer == first.answer
+
+
+def test_stream_gives_the_same_answer_as_ask(tiny_model, sample_video):
+    asked = Chat(tiny_model, generation=GREEDY_SHORT).ask("Describe the video.", video=sample_video)
+    streaming = Chat(tiny_model, generation=GREEDY_SHORT)
+    pieces = list(streaming.stream("Describe the video.", video=sample_video))
+    assert len(pieces) >= 1
+    assert "".join(pieces) == asked.answer == streaming.last_reply.answer
+    assert streaming.last_reply.generated_tokens == asked.generated_tokens
+
+
+def test_system_message_opens_the_conversation(tiny_model):
+    chat = Chat(tiny_model, system="Answer in one word.", generation=GREEDY_SHORT)
+    chat.ask("Hello?")
+    assert [t.role for t in chat.history] == ["system", "user", "assistant"]
+
+
+def test_sampling_with_temperature_varies(tiny_model):
+    chat = Chat(tiny_model, generation=GenerationOptions(max_new_tokens=12, temperature=5.0, top_p=1.0))
+    answers = set()
+    for _ in range(4):
+        chat.reset()
+        answers.add(chat.ask("Say something.").answer)
+    assert len(answers) > 1
+
+
+def test_cli_tiny_model_and_chat_json_end_to_end(tmp_path):
+    model_dir, video = tmp_path / "tiny", tmp_path / "clip.mp4"
+    assert run_cli("model", "tiny", str(model_dir), "--seed", "3").returncode == 0
+    assert run_cli("data", "sample-video", str(video), "--seconds", "3").returncode == 0
+    result = run_cli(
+        "chat", "--model", str(model_dir), "--video", str(video), "--json", "--max-new-tokens", "6",
+        "What happens in the video?",
+    )
+    assert result.returncode == 0, result.stderr
+    reply = json.loads(result.stdout)
+    assert set(reply) == {
+        "answer", "frames", "visual_tokens", "visual_tokens_before_pruning", "prompt_tokens",
+        "generated_tokens", "seconds",
+    }
+    assert reply["frames"] == [0.0, 1.0, 2.0]
+    assert 0 < reply["visual_tokens"] <= reply["visual_tokens_before_pruning"]
+    assert reply["prompt_tokens"] > reply["visual_tokens"]
+    assert 1 <= reply["generated_tokens"] <= 6
+
+    unpruned = run_cli(
+        "chat", "--model", str(model_dir), "--video", str(video), "--json", "--max-new-tokens", "1",
+        "--no-compression", "--num-frames", "2", "What?",
+    )
+    reply = json.loads(unpruned.stdout)
+    assert reply["frames"] == [0.0, 2.875]  # 24 frames at 8 fps: the last at 23/8 s
+    assert reply["visual_tokens"] == reply["visual_tokens_before_pruning"]
+
+
+def test_cli_interactive_session_through_stdin(tiny_model_dir, sample_video):
+    result = run_cli(
+        "chat", "--model", str(tiny_model_dir), "--video", str(sample_video), "--json", "--max-new-tokens", "5",
+        stdin="What happens?\nAnd then?\n/reset\nWhat happens?\n/quit\nnever asked\n",
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert lines[2] == "(history cleared)"
+    replies = [json.loads(line) for line in lines[:2] + lines[3:]]
+    assert len(replies) == 3  # the line after /quit is not answered
+    assert replies[1]["prompt_tokens"] > replies[0]["prompt_tokens"]  # history grew
+    assert replies[2] == {**replies[0], "seconds": replies[2]["seconds"]}  # reset: same state as the start
+
+
+def test_cli_streams_plain_text(tiny_model_dir, sample_video):
+    result = run_cli(
+        "chat", "--model", str(tiny_model_dir), "--video", str(sample_video), "--max-new-tokens", "5", "Hi?"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.endswith("\n") and not result.stdout.lstrip().startswith("{")
+
+
+def test_cli_user_errors_are_one_clear_line(tiny_model_dir, tmp_path):
+    missing = tmp_path / "missing.mp4"
+    result = run_cli("chat", "--model", str(tiny_model_dir), "--video", str(missing), "Hi?")
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: {missing}: no such file or folder. " \
+        "Check the path; annotation paths are relative to the data root."
+    result = run_cli("chat", "--model", str(tmp_path), "Hi?")
+    assert result.returncode == 2 and "not a model folder" in result.stderr and "Traceback" not in result.stderr
+    both = run_cli("chat", "--model", str(tiny_model_dir), "--max-frames", "4", "--num-frames", "2", "Hi?")
+    assert both.returncode == 2 and "not both" in both.stderr
+
+
+@pytest.mark.parametrize("command", [[], ["chat"], ["model"], ["model", "tiny"], ["data", "sample-video"]])
+def test_every_command_has_help(command):
+    result = run_cli(*command, "--help")
+    assert result.returncode == 0 and "Usage:" in result.stdout
+    assert len(result.stdout.split()) > 10

@@ -1,0 +1,112 @@
+"""Conversation + media -> processor inputs: time stamps, token counts, DiffFP, images, text."""
+
+import re
+
+import numpy as np
+import pytest
+from conftest import gradient_frames
+from PIL import Image
+from transformers import AutoProcessor
+
+from vidlab.conversation import parse_record
+from vidlab.inputs import build_inputs, load_media
+from vidlab.media import Sampling
+from vidlab.media.writer import write_video
+
+
+@pytest.fixture(scope="module")
+def processor(tiny_model_dir):
+    return AutoProcessor.from_pretrained(tiny_model_dir)
+
+
+def video_record(path, question="What happens?"):
+    return parse_record({"video": [str(path)], "conversations": [{"from": "human", "value": f"<video>\n{question}"}]})
+
+
+def prompt_of(inputs, processor) -> str:
+    return processor.tokenizer.decode(inputs.tensors["input_ids"][0])
+
+
+def test_one_time_stamp_per_frame_in_order_and_token_counts_agree(processor, sample_video):
+    conv = video_record(sample_video)
+    media = load_media(conv, sampling=Sampling(fps=1))
+    inputs = build_inputs(conv, media, processor)
+    prompt = prompt_of(inputs, processor)
+    stamps = re.findall(r"Time (\d+\.\d)s:", prompt)
+    assert stamps == [f"{t:.1f}" for t in media[0].clip_timestamps] == ["0.0", "1.0", "2.0", "3.0"]
+    video_tokens = int((inputs.tensors["input_ids"] == processor.video_token_id).sum())
+    assert video_tokens == inputs.stats.visual_tokens == int(inputs.tensors["video_compression_mask"].sum())
+    assert inputs.stats.text_tokens == inputs.tensors["input_ids"].shape[1] - video_tokens
+    assert inputs.stats.frames == [[0.0, 1.0, 2.0, 3.0]]
+    # The original VideoLLaMA3 layout: frames joined by commas, then a newline, then the question.
+    assert prompt.startswith("<|im_start|>user\nTime 0.0s:<|video_pad|>")
+    assert re.search(r"<\|video_pad\|>,Time 1\.0s:<\|video_pad\|>", prompt)
+    assert prompt.endswith("<|video_pad|>\nWhat happens?<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_variable_rate_times_reach_the_prompt(processor, tmp_path):
+    times = [0.0, 0.3, 1.3, 2.4, 2.6]
+    path = write_video(tmp_path / "vfr.mp4", gradient_frames(len(times)), fps=10, times=times)
+    conv = video_record(path)
+    inputs = build_inputs(conv, load_media(conv, sampling=Sampling(fps=1)), processor)
+    # On screen at 0, 1, 2 s: the frames shown at 0.0, 0.3 and 1.3 s.
+    assert re.findall(r"Time (\d+\.\d)s:", prompt_of(inputs, processor)) == ["0.0", "0.3", "1.3"]
+
+
+def test_clip_times_count_from_the_clip_start(processor, sample_video):
+    conv = parse_record(
+        {"video": str(sample_video), "start": 1.0, "end": 3.0,
+         "conversations": [{"from": "human", "value": "<video>\nWhat?"}]}
+    )
+    inputs = build_inputs(conv, load_media(conv), processor)
+    assert re.findall(r"Time (\d+\.\d)s:", prompt_of(inputs, processor)) == ["0.0", "1.0"]
+
+
+def test_difffp_prunes_a_static_video_and_can_be_switched_off(processor, tmp_path):
+    static = write_video(tmp_path / "static.mp4", gradient_frames(8, moving=False), fps=2)
+    moving = write_video(tmp_path / "moving.mp4", gradient_frames(8, moving=True), fps=2)
+    stats = {}
+    for name, path in [("static", static), ("moving", moving)]:
+        conv = video_record(path)
+        stats[name] = build_inputs(conv, load_media(conv), processor).stats
+    assert stats["static"].visual_tokens_before_pruning == stats["moving"].visual_tokens_before_pruning
+    per_frame = stats["static"].visual_tokens_before_pruning // 4
+    # A static video keeps its first frame whole and one token for each later frame.
+    assert stats["static"].visual_tokens == per_frame + 3
+    assert stats["moving"].visual_tokens == stats["moving"].visual_tokens_before_pruning
+    conv = video_record(static)
+    unpruned = build_inputs(conv, load_media(conv), processor, compression=False)
+    assert unpruned.stats.visual_tokens == unpruned.stats.visual_tokens_before_pruning
+    assert int((unpruned.tensors["input_ids"] == processor.video_token_id).sum()) == unpruned.stats.visual_tokens
+
+
+def test_images_single_and_several(processor, tmp_path):
+    rng = np.random.default_rng(0)
+    paths = []
+    for i, size in enumerate([(56, 56), (84, 42)]):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(rng.integers(0, 255, (*size[::-1], 3), dtype=np.uint8)).save(paths[-1])
+    conv = parse_record(
+        {"image": [str(p) for p in paths], "conversations": [{"from": "human", "value": "<image>\n<image>\nSame?"}]}
+    )
+    inputs = build_inputs(conv, load_media(conv), processor)
+    grids = inputs.tensors["image_grid_thw"]
+    assert grids.tolist() == [[1, 4, 4], [1, 3, 6]]  # 56x56 and 42x84 pixels in 14-pixel patches, merge 1
+    image_tokens = int((inputs.tensors["input_ids"] == processor.image_token_id).sum())
+    assert image_tokens == inputs.stats.visual_tokens == 16 + 18
+    assert inputs.stats.visual_tokens_before_pruning == inputs.stats.visual_tokens
+    assert inputs.stats.frames == []
+
+
+def test_text_only(processor):
+    conv = parse_record({"conversations": [{"from": "human", "value": "Hello there"}]})
+    inputs = build_inputs(conv, [], processor)
+    assert inputs.stats.visual_tokens == 0
+    assert prompt_of(inputs, processor) == "<|im_start|>user\nHello there<|im_end|>\n<|im_start|>assistant\n"
+    assert inputs.stats.text_tokens == inputs.tensors["input_ids"].shape[1]
+
+
+def test_relative_paths_resolve_against_the_data_root(processor, sample_video):
+    conv = video_record(sample_video.name)
+    media = load_media(conv, data_root=sample_video.parent)
+    assert media[0].path == str(sample_video)

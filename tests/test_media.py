@@ -1,0 +1,191 @@
+"""Decoding videos, frame folders and images: true timestamps, the right pixels, clear errors."""
+
+from fractions import Fraction
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from vidlab.errors import (
+    ClipWindowError,
+    MediaNotFoundError,
+    NoFramesError,
+    NoVideoStreamError,
+    UnreadableMediaError,
+)
+from vidlab.media import Sampling, load_image, load_video
+from vidlab.media.writer import write_video
+
+LEVEL_STEP = 6
+
+
+def numbered_frames(count: int, size: int = 64) -> list[np.ndarray]:
+    """Frame i is a flat grey of level i * LEVEL_STEP, so a decoded frame tells its own index."""
+    return [np.full((size, size, 3), i * LEVEL_STEP, np.uint8) for i in range(count)]
+
+
+def decoded_index(frame: np.ndarray) -> int:
+    return int(round(frame.mean() / LEVEL_STEP))
+
+
+def test_constant_rate_video_has_true_timestamps_and_the_right_frames(tmp_path):
+    path = write_video(tmp_path / "cfr.mp4", numbered_frames(30), fps=10)
+    clip = load_video(path, Sampling(fps=1))
+    assert clip.timestamps == pytest.approx([0.0, 1.0, 2.0])
+    assert clip.frame_indices == [0, 10, 20]
+    assert [decoded_index(f) for f in clip.frames] == [0, 10, 20]
+    assert clip.frames.shape == (3, 64, 64, 3) and clip.frames.dtype == np.uint8
+    assert clip.source_fps == pytest.approx(10)
+    assert clip.duration == pytest.approx(3.0)
+
+
+def test_variable_rate_video_uses_presentation_times(tmp_path):
+    times = [0.0, 0.1, 0.4, 0.7, 1.7, 2.0, 2.2, 3.3]
+    path = write_video(tmp_path / "vfr.mp4", numbered_frames(len(times)), fps=10, times=times)
+    clip = load_video(path, Sampling(fps=1))
+    # On screen at 0 s, 1 s, 2 s, 3 s: frames 0 (0.0), 3 (0.7), 5 (2.0), 6 (2.2).
+    assert clip.frame_indices == [0, 3, 5, 6]
+    assert clip.timestamps == pytest.approx([0.0, 0.7, 2.0, 2.2])
+    assert [decoded_index(f) for f in clip.frames] == [0, 3, 5, 6]
+
+
+def test_stream_that_does_not_start_at_zero_is_timed_from_its_first_frame(tmp_path):
+    times = [5.0 + i / 10 for i in range(20)]
+    path = write_video(tmp_path / "offset.mp4", numbered_frames(20), fps=10, times=times)
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        assert stream.start_time * stream.time_base >= 5  # the file really starts late
+    clip = load_video(path, Sampling(fps=2))
+    assert clip.timestamps == pytest.approx([0.0, 0.5, 1.0, 1.5])
+    assert [decoded_index(f) for f in clip.frames] == [0, 5, 10, 15]
+
+
+def test_clip_with_start_and_end(tmp_path):
+    path = write_video(tmp_path / "long.mp4", numbered_frames(40), fps=10)
+    clip = load_video(path, Sampling(fps=1, start=1.5, end=3.2))
+    assert clip.timestamps == pytest.approx([1.5, 2.5])  # true times in the video
+    assert clip.clip_timestamps == pytest.approx([0.0, 1.0])  # what the prompt announces
+    assert [decoded_index(f) for f in clip.frames] == [15, 25]
+    assert (clip.start, clip.end) == (1.5, 3.2)
+
+
+def test_end_past_the_video_is_clamped(tmp_path):
+    path = write_video(tmp_path / "short.mp4", numbered_frames(20), fps=10)
+    clip = load_video(path, Sampling(fps=1, start=1.0, end=60.0))
+    assert clip.timestamps == pytest.approx([1.0])
+    assert clip.end == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv", ".webm", ".avi", ".mov", ".gif"])
+def test_every_container_decodes(tmp_path, suffix):
+    path = write_video(tmp_path / f"v{suffix}", numbered_frames(30), fps=10)
+    clip = load_video(path, Sampling(fps=2))
+    assert clip.timestamps == pytest.approx([i / 2 for i in range(6)])
+    assert [decoded_index(f) for f in clip.frames] == [0, 5, 10, 15, 20, 25]
+
+
+def test_num_frames_on_a_real_video(tmp_path):
+    path = write_video(tmp_path / "v.mp4", numbered_frames(40), fps=10)
+    clip = load_video(path, Sampling(num_frames=5))
+    assert clip.frame_indices == [0, 9, 19, 29, 39]
+    assert [decoded_index(f) for f in clip.frames] == [0, 9, 19, 29, 39]
+
+
+def test_frame_folder_sorted_naturally_at_the_given_rate(tmp_path):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, frame in enumerate(numbered_frames(12)):
+        Image.fromarray(frame).save(folder / f"frame_{i}.png")  # frame_10 must come after frame_9
+    (folder / "notes.txt").write_text("not a frame")
+    clip = load_video(folder, Sampling(fps=1), folder_fps=4)
+    assert clip.timestamps == pytest.approx([0.0, 1.0, 2.0])
+    assert [decoded_index(f) for f in clip.frames] == [0, 4, 8]
+    assert clip.duration == pytest.approx(3.0)
+
+
+def test_image_is_rgb_and_upright(tmp_path):
+    path = tmp_path / "rotated.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to view
+    Image.new("L", (40, 20), 128).save(path, exif=exif)
+    image = load_image(path)
+    assert image.mode == "RGB"
+    assert image.size == (20, 40)
+
+
+# --- errors: each names the path and the reason -------------------------------------------
+
+
+def test_missing_file(tmp_path):
+    path = tmp_path / "nope.mp4"
+    with pytest.raises(MediaNotFoundError, match="no such file") as err:
+        load_video(path)
+    assert str(path) in str(err.value)
+
+
+def test_file_that_is_not_a_video(tmp_path):
+    path = tmp_path / "notes.mp4"
+    path.write_text("this is text, not a video")
+    with pytest.raises(UnreadableMediaError, match="not a readable video") as err:
+        load_video(path)
+    assert str(path) in str(err.value)
+
+
+def test_file_without_a_video_stream(tmp_path):
+    path = tmp_path / "sound.m4a"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("aac", rate=16000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        frame.sample_rate, frame.pts = 16000, 0
+        for packet in [*stream.encode(frame), *stream.encode()]:
+            container.mux(packet)
+    with pytest.raises(NoVideoStreamError, match="no video stream.*audio") as err:
+        load_video(path)
+    assert str(path) in str(err.value)
+
+
+def test_video_with_no_decodable_frame(tmp_path):
+    path = tmp_path / "corrupt.mkv"
+    rng = np.random.default_rng(0)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+        for i in range(5):  # packets of random bytes: a stream the decoder cannot use
+            packet = av.Packet(rng.integers(0, 255, 500, dtype=np.uint8).tobytes())
+            packet.pts = packet.dts = i * 100
+            packet.time_base = Fraction(1, 1000)
+            packet.stream = stream
+            container.mux(packet)
+    with pytest.raises(NoFramesError, match="no frame could be decoded") as err:
+        load_video(path)
+    assert str(path) in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "window, reason",
+    [
+        ({"start": 9.0}, "at or after the end"),
+        ({"start": -1.0}, "negative"),
+        ({"start": 5.0, "end": 8.0}, "at or after"),
+    ],
+)
+def test_clip_window_outside_the_video(tmp_path, window, reason):
+    path = write_video(tmp_path / "v.mp4", numbered_frames(30), fps=10)  # 3 s
+    with pytest.raises(ClipWindowError, match=reason) as err:
+        load_video(path, Sampling(**window))
+    assert str(path) in str(err.value) and "0-3.00s" in str(err.value)
+
+
+def test_empty_frame_folder(tmp_path):
+    with pytest.raises(NoFramesError, match="no frame images") as err:
+        load_video(tmp_path)
+    assert str(tmp_path) in str(err.value)
+
+
+def test_unreadable_image(tmp_path):
+    path = tmp_path / "broken.png"
+    path.write_bytes(b"\x89PNG not really")
+    with pytest.raises(UnreadableMediaError, match="not a readable image") as err:
+        load_image(path)
+    assert str(path) in str(err.value)

@@ -130,3 +130,16 @@ def test_every_command_has_help(command):
     result = run_cli(*command, "--help")
     assert result.returncode == 0 and "Usage:" in result.stdout
     assert len(result.stdout.split()) > 10
+
+
+def test_chat_about_images_by_path_and_in_memory(tiny_model, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    picture = Image.fromarray(np.random.default_rng(0).integers(0, 255, (56, 56, 3), dtype=np.uint8))
+    picture.save(tmp_path / "a.png")
+    chat = Chat(tiny_model, generation=GREEDY_SHORT)
+    reply = chat.ask("Same pictures?", image=[tmp_path / "a.png", picture])
+    assert reply.frames == []
+    assert reply.visual_tokens == reply.visual_tokens_before_pruning == 2 * 16  # two 4x4-patch images
+    assert [p.type for p in chat.history[0].media] == ["image", "image"]

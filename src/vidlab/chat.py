@@ -108,9 +108,12 @@ class Chat:
         if isinstance(images, (str, Path, Image.Image)):
             images = [images]
         for image in images or []:
-            picture = image if isinstance(image, Image.Image) else load_image(image)
-            parts.append(MediaPart(type="image", path=str(getattr(image, "filename", "") or image)))
-            loaded.append(picture)
+            if isinstance(image, Image.Image):
+                parts.append(MediaPart(type="image", path=getattr(image, "filename", "") or "<image>"))
+                loaded.append(image)
+            else:
+                parts.append(MediaPart(type="image", path=str(image)))
+                loaded.append(load_image(image))
         return parts, loaded
 
     def _prepare(self, question: str, video, image) -> tuple[Conversation, list[LoadedMedia]]:

@@ -15,6 +15,11 @@ def test_one_frame_per_second_on_a_short_video():
     assert select_frames(times, end, Sampling(fps=1)) == [0, 30, 60]
 
 
+def test_a_tick_at_the_rounded_end_of_the_video_is_not_a_frame():
+    times, _ = constant_rate(10, 30)
+    assert len(select_frames(times, 10.0004, Sampling(fps=1))) == 10  # end stored as 10.0004 s
+
+
 def test_two_frames_per_second():
     times, end = constant_rate(10, 30)
     chosen = select_frames(times, end, Sampling(fps=2))

@@ -80,7 +80,8 @@ def select_frames(frame_times: Sequence[float], end_of_video: float, sampling: S
     if sampling.num_frames is not None:
         return [window[i] for i in evenly_spaced(len(window), sampling.num_frames)]
 
-    ticks = np.arange(start, end, 1.0 / sampling.fps)
+    # Container time bases round frame times; a tick within a millisecond of the end is past it.
+    ticks = np.arange(start, end - 1e-3, 1.0 / sampling.fps)
     chosen = sorted({frame_on_screen(frame_times, float(t)) for t in ticks})
     if len(chosen) > sampling.max_frames:
         chosen = [chosen[i] for i in evenly_spaced(len(chosen), sampling.max_frames)]

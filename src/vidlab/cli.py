@@ -43,6 +43,50 @@ def model_tiny(
     typer.echo(f"wrote tiny VideoLLaMA3 to {folder}")
 
 
+@model_app.command("convert")
+def model_convert(
+    src: Annotated[
+        str,
+        typer.Argument(
+            help="Original VideoLLaMA3 checkpoint: a released one (folder or hub id, e.g. DAMO-NLP-SG/VideoLLaMA3-2B), "
+            "one saved by the original training code, or the output folder of its LoRA run."
+        ),
+    ],
+    out_dir: Annotated[Path, typer.Argument(help="New folder for the native checkpoint; must not exist yet.")],
+    dtype: Annotated[
+        str | None, typer.Option(help="bf16, fp16 or fp32; leave out to keep the checkpoint's dtype.")
+    ] = None,
+    base: Annotated[
+        str | None,
+        typer.Option(help="LoRA runs only: the checkpoint the run started from (default: the adapter's base path)."),
+    ] = None,
+    max_shard_size: Annotated[str, typer.Option(help="Largest weight file to write, e.g. 4GB or 500MB.")] = "4GB",
+    progress: Annotated[bool, typer.Option(help="Show a progress bar over the source shards.")] = True,
+) -> None:
+    """Convert an original VideoLLaMA3 checkpoint (or LoRA run, merged) to the native transformers format."""
+    _quiet_transformers()
+    from vidlab.models.convert import convert_checkpoint
+    from vidlab.models.info import model_info, render_model_info
+
+    folder = convert_checkpoint(
+        src, out_dir, dtype=dtype, base=base, max_shard_size=max_shard_size, progress=progress
+    )
+    typer.echo(f"wrote native VideoLLaMA3 to {folder}")
+    typer.echo(render_model_info(model_info(folder)))
+
+
+@model_app.command("info")
+def model_info_command(
+    path: Annotated[Path, typer.Argument(help="Checkpoint folder: native, original, or a LoRA run of the original.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")] = False,
+) -> None:
+    """Show a checkpoint's format, parameters per part, dtype, token ids and processor settings."""
+    from vidlab.models.info import model_info, render_model_info
+
+    info = model_info(path)
+    typer.echo(json.dumps(info, indent=2) if as_json else render_model_info(info))
+
+
 @data_app.command("sample-video")
 def data_sample_video(
     out: Annotated[Path, typer.Argument(help="Video file to write (.mp4, .mkv, .webm, .avi, .mov, .gif).")],

@@ -40,3 +40,11 @@ class ConversationError(VidlabError):
 
 class ModelLoadError(VidlabError):
     """A model folder, hub id or adapter that cannot be loaded."""
+
+
+class EvaluationError(VidlabError):
+    """An evaluation data file, predictions file, run folder or metric name that cannot be used."""
+
+
+class ConversionError(VidlabError):
+    """An original VideoLLaMA3 checkpoint that cannot be converted to the native layout as it is."""

@@ -125,7 +125,11 @@ def test_cli_user_errors_are_one_clear_line(tiny_model_dir, tmp_path):
     assert both.returncode == 2 and "not both" in both.stderr
 
 
-@pytest.mark.parametrize("command", [[], ["chat"], ["model"], ["model", "tiny"], ["data", "sample-video"]])
+@pytest.mark.parametrize(
+    "command",
+    [[], ["chat"], ["model"], ["model", "tiny"], ["model", "convert"], ["model", "info"], ["data", "sample-video"],
+     ["eval"], ["eval", "run"], ["eval", "score"], ["eval", "compare"]],
+)
 def test_every_command_has_help(command):
     result = run_cli(*command, "--help")
     assert result.returncode == 0 and "Usage:" in result.stdout

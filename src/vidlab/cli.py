@@ -9,7 +9,8 @@ from typing import Annotated
 
 import typer
 
-from vidlab.errors import VidlabError
+from vidlab.cli_common import quiet_transformers, run_app
+from vidlab.evaluate.cli import eval_app
 
 app = typer.Typer(
     help="vidlab: fine-tune, evaluate and serve VideoLLaMA3 video-language models.",
@@ -21,12 +22,7 @@ model_app = typer.Typer(help="Build, inspect and convert model checkpoints.", no
 data_app = typer.Typer(help="Make videos and data sets.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
 app.add_typer(data_app, name="data")
-
-
-def _quiet_transformers() -> None:
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
+app.add_typer(eval_app, name="eval")
 
 
 @model_app.command("tiny")
@@ -36,7 +32,7 @@ def model_tiny(
     overwrite: Annotated[bool, typer.Option(help="Replace OUT_DIR if it already holds files.")] = False,
 ) -> None:
     """Build a tiny random VideoLLaMA3 offline (tokenizer trained on the spot, real processor)."""
-    _quiet_transformers()
+    quiet_transformers()
     from vidlab.models.tiny import build_tiny_model
 
     folder = build_tiny_model(out_dir, seed=seed, overwrite=overwrite)
@@ -64,7 +60,7 @@ def model_convert(
     progress: Annotated[bool, typer.Option(help="Show a progress bar over the source shards.")] = True,
 ) -> None:
     """Convert an original VideoLLaMA3 checkpoint (or LoRA run, merged) to the native transformers format."""
-    _quiet_transformers()
+    quiet_transformers()
     from vidlab.models.convert import convert_checkpoint
     from vidlab.models.info import model_info, render_model_info
 
@@ -174,7 +170,7 @@ def chat_command(
         raise typer.BadParameter("give --max-frames or --num-frames, not both")
     if video is not None and image:
         raise typer.BadParameter("give --video or --image, not both")
-    _quiet_transformers()
+    quiet_transformers()
     from vidlab.chat import Chat
     from vidlab.generate import GenerationOptions
     from vidlab.media import Sampling, load_images, load_video
@@ -199,11 +195,7 @@ def chat_command(
 
 def main() -> None:
     """Console entry point: user errors print one clear line, not a traceback."""
-    try:
-        app()
-    except VidlabError as err:
-        typer.secho(f"error: {err}", fg="red", err=True)
-        raise SystemExit(2) from None
+    run_app(app)
 
 
 if __name__ == "__main__":

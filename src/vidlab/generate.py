@@ -1,4 +1,4 @@
-"""Answers from model inputs: whole, or streamed piece by piece."""
+"""Answers from model inputs: whole, streamed piece by piece, or for a batch at once."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import TextIteratorStreamer
 
-from vidlab.inputs import ModelInputs
+from vidlab.inputs import BatchInputs, ModelInputs
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class Generated:
     token_ids: list[int] = field(default_factory=list)
 
 
-def _on_model(inputs: ModelInputs, model) -> dict[str, torch.Tensor]:
+def _on_model(inputs: ModelInputs | BatchInputs, model) -> dict[str, torch.Tensor]:
     """Move tensors to the model's device; pixels also to its dtype."""
     moved = {}
     for name, tensor in inputs.tensors.items():
@@ -71,13 +71,28 @@ def _stop_ids(model, processor) -> set[int]:
 
 
 @torch.inference_mode()
+def generate_batch(
+    model, processor, inputs: BatchInputs | ModelInputs, options: GenerationOptions = GenerationOptions()
+) -> list[Generated]:
+    """One answer per sample of a left-padded batch (see `vidlab.inputs.build_batch`), in order.
+
+    Under greedy decoding each answer is the one `generate` gives for that sample alone.
+    """
+    tensors = _on_model(inputs, model)
+    output = model.generate(**tensors, **options.to_kwargs(), pad_token_id=processor.tokenizer.pad_token_id)
+    # Left padding: every prompt ends in the same column, so the answers all start after it.
+    prompt_length = tensors["input_ids"].shape[1]
+    stop_ids = _stop_ids(model, processor)
+    answers = []
+    for row in output[:, prompt_length:].tolist():
+        ids = _until_stop(row, stop_ids)
+        answers.append(Generated(text=processor.tokenizer.decode(ids, skip_special_tokens=True), token_ids=ids))
+    return answers
+
+
 def generate(model, processor, inputs: ModelInputs, options: GenerationOptions = GenerationOptions()) -> Generated:
     """One answer for one input."""
-    tensors = _on_model(inputs, model)
-    output = model.generate(**tensors, **options.to_kwargs())
-    prompt_length = tensors["input_ids"].shape[1]
-    ids = _until_stop(output[0, prompt_length:].tolist(), _stop_ids(model, processor))
-    return Generated(text=processor.tokenizer.decode(ids, skip_special_tokens=True), token_ids=ids)
+    return generate_batch(model, processor, inputs, options)[0]
 
 
 class _RecordingStreamer(TextIteratorStreamer):

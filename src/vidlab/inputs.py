@@ -6,6 +6,7 @@ frames' true times (variable frame rate included) instead of letting it assume f
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -86,6 +87,90 @@ def _metadata(clip: VideoClip) -> TimedVideoMetadata:
     )
 
 
+@dataclass
+class BatchInputs:
+    """Several conversations padded on the left into one batch, for batched generation."""
+
+    tensors: dict[str, torch.Tensor]
+    stats: list[InputStats]  # per sample, in order
+    texts: list[str]  # per sample, the rendered prompt before expansion
+
+
+def build_batch(
+    items: Sequence[tuple[Conversation, list[LoadedMedia]]],
+    processor,
+    *,
+    compression: bool = True,
+    add_generation_prompt: bool = True,
+) -> BatchInputs:
+    """Tokens, pixels and masks for several conversations in one batch, padded on the left.
+
+    Videos, images and text-only conversations may be mixed. Left padding puts every prompt's
+    last token in the last column, so generation continues all of them from the same position.
+
+    Args:
+        items: (conversation, media) pairs; each media list is what `load_media` returned.
+        processor: the model's VideoLlama3Processor.
+        compression: DiffFP pruning of video tokens (see `build_inputs`).
+        add_generation_prompt: end each prompt with `<|im_start|>assistant\\n`.
+    """
+    if not items:
+        raise ValueError("build_batch needs at least one (conversation, media) pair")
+    texts = [
+        processor.apply_chat_template(conv.to_messages(), tokenize=False, add_generation_prompt=add_generation_prompt)
+        for conv, _ in items
+    ]
+    videos = [[m for m in media if isinstance(m, VideoClip)] for _, media in items]
+    images = [[m for m in media if not isinstance(m, VideoClip)] for _, media in items]
+    all_videos = [clip for sample in videos for clip in sample]
+    all_images = [image for sample in images for image in sample]
+    kwargs = {}
+    if all_videos:
+        kwargs["videos"] = [clip.frames for clip in all_videos]
+        kwargs["video_metadata"] = [_metadata(clip) for clip in all_videos]
+        kwargs["use_token_compression"] = compression
+    if all_images:
+        kwargs["images"] = all_images
+    batch = processor(text=texts, return_tensors="pt", padding=True, padding_side="left", **kwargs)
+    tensors = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
+    stats = _batch_stats(tensors, videos, [len(sample) for sample in images])
+    return BatchInputs(tensors=tensors, stats=stats, texts=texts)
+
+
+def _batch_stats(
+    tensors: dict[str, torch.Tensor], videos: list[list[VideoClip]], image_counts: list[int]
+) -> list[InputStats]:
+    """Per-sample token counts. The processor lists the batch's videos and images in sample order."""
+    video_before: list[int] = []
+    video_after: list[int] = []
+    if "video_grid_thw" in tensors:
+        video_before = (tensors["video_grid_thw"].prod(-1) // tensors["video_merge_sizes"] ** 2).tolist()
+        masks = tensors["video_compression_mask"].split(video_before)
+        video_after = [int(mask.sum()) for mask in masks]
+    image_tokens: list[int] = []
+    if "image_grid_thw" in tensors:
+        image_tokens = (tensors["image_grid_thw"].prod(-1) // tensors["image_merge_sizes"] ** 2).tolist()
+    stats = []
+    next_video = next_image = 0
+    for row, (sample_videos, n_images) in enumerate(zip(videos, image_counts)):
+        n_videos = len(sample_videos)
+        before = sum(video_before[next_video : next_video + n_videos])
+        after = sum(video_after[next_video : next_video + n_videos])
+        pictures = sum(image_tokens[next_image : next_image + n_images])
+        next_video += n_videos
+        next_image += n_images
+        length = int(tensors["attention_mask"][row].sum())
+        stats.append(
+            InputStats(
+                frames=[clip.clip_timestamps for clip in sample_videos],
+                visual_tokens=after + pictures,
+                visual_tokens_before_pruning=before + pictures,
+                text_tokens=length - after - pictures,
+            )
+        )
+    return stats
+
+
 def build_inputs(
     conversation: Conversation,
     media: list[LoadedMedia],
@@ -104,34 +189,7 @@ def build_inputs(
             previous frame. On by default, as in the released models.
         add_generation_prompt: end with `<|im_start|>assistant\\n` so the model answers.
     """
-    videos = [m for m in media if isinstance(m, VideoClip)]
-    images = [m for m in media if not isinstance(m, VideoClip)]
-    text = processor.apply_chat_template(
-        conversation.to_messages(), tokenize=False, add_generation_prompt=add_generation_prompt
+    batch = build_batch(
+        [(conversation, media)], processor, compression=compression, add_generation_prompt=add_generation_prompt
     )
-    kwargs = {}
-    if videos:
-        kwargs["videos"] = [clip.frames for clip in videos]
-        kwargs["video_metadata"] = [_metadata(clip) for clip in videos]
-        kwargs["use_token_compression"] = compression
-    if images:
-        kwargs["images"] = images
-    batch = processor(text=[text], return_tensors="pt", **kwargs)
-    tensors = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
-
-    visual_before = visual_after = 0
-    if videos:
-        merge = tensors["video_merge_sizes"]
-        visual_before += int((tensors["video_grid_thw"].prod(-1) // merge**2).sum())
-        visual_after += int(tensors["video_compression_mask"].sum())
-    if images:
-        image_tokens = int((tensors["image_grid_thw"].prod(-1) // tensors["image_merge_sizes"] ** 2).sum())
-        visual_before += image_tokens
-        visual_after += image_tokens
-    stats = InputStats(
-        frames=[clip.clip_timestamps for clip in videos],
-        visual_tokens=visual_after,
-        visual_tokens_before_pruning=visual_before,
-        text_tokens=tensors["input_ids"].shape[1] - visual_after,
-    )
-    return ModelInputs(tensors=tensors, stats=stats, text=text)
+    return ModelInputs(tensors=batch.tensors, stats=batch.stats[0], text=batch.texts[0])

@@ -1,0 +1,293 @@
+"""What an evaluation reads: records with a prompt and reference answers, and the records it skips.
+
+Annotation records (JSON list or JSONL) in the training format: the last assistant turn is the
+reference, the turns before it are the prompt. A reference may be a list of strings (several
+references), or a record may end with the question and give `"references": [...]`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vidlab.conversation import ROLE_NAMES, Conversation, TextPart, Turn, parse_record
+from vidlab.errors import EvaluationError, VidlabError
+from vidlab.evaluate.subtitles import Cue, lines_at, subtitle_block
+from vidlab.media import VideoClip
+
+FORMATS = ("auto", "records", "choice", "videomme", "mvbench")
+BREAKDOWN_KEYS = ("task", "category", "duration")
+
+
+@dataclass
+class EvalRecord:
+    """One question to answer, with what a right answer looks like.
+
+    Attributes:
+        id: unique within the data set; predictions and resuming are keyed on it.
+        source: file:line of the record, for messages.
+        index: position in the data set (the order predictions are written in).
+        conversation: the prompt turns, ending with a user turn.
+        references: one or more reference answers (for multiple choice: the answer letter).
+        options: multiple choice only: the option texts, in letter order (A, B, ...).
+        answer: multiple choice only: the correct letter.
+        meta: task / category / duration labels for per-group accuracy.
+        subtitles: timed cues (shown at the sampled frames) or plain text, put before the question.
+    """
+
+    id: str
+    source: str
+    index: int
+    conversation: Conversation
+    references: list[str]
+    options: list[str] | None = None
+    answer: str | None = None
+    meta: dict[str, str] = field(default_factory=dict)
+    subtitles: list[Cue] | str | None = None
+
+    @property
+    def kind(self) -> str:
+        return "choice" if self.options else "open"
+
+    @property
+    def question(self) -> str:
+        """The last user turn as text, media shown as <video> / <image>."""
+        turn = self.conversation.turns[-1]
+        return "".join(p.text if isinstance(p, TextPart) else f"<{p.type}>\n" for p in turn.parts)
+
+    def conversation_for(self, media: list) -> Conversation:
+        """The prompt to send once the media are loaded: subtitles need the sampled frame times."""
+        if self.subtitles is None:
+            return self.conversation
+        if isinstance(self.subtitles, str):
+            text = self.subtitles
+        else:
+            clips = [m for m in media if isinstance(m, VideoClip)]
+            text = "\n".join(lines_at(self.subtitles, clips[0].timestamps if clips else []))
+        turns = list(self.conversation.turns)
+        last = turns[-1]
+        parts = list(last.parts)
+        at = next((i for i, p in enumerate(parts) if isinstance(p, TextPart)), len(parts))
+        if at < len(parts):
+            parts[at] = TextPart(text=subtitle_block(text) + parts[at].text)
+        else:
+            parts.append(TextPart(text=subtitle_block(text)))
+        turns[-1] = Turn(role=last.role, parts=parts)
+        return self.conversation.model_copy(update={"turns": turns})
+
+
+@dataclass
+class Skipped:
+    """A record that was not evaluated, and why."""
+
+    source: str  # file:line
+    id: str | None
+    reason: str
+    index: int = -1
+
+    def to_dict(self) -> dict:
+        return {"source": self.source, "id": self.id, "reason": self.reason}
+
+
+@dataclass
+class EvalSet:
+    path: Path
+    format: str
+    data_root: Path
+    records: list[EvalRecord]
+    skipped: list[Skipped]
+
+    def limited(self, limit: int | None) -> EvalSet:
+        """Only the first `limit` records of the file (good and bad alike)."""
+        if limit is None:
+            return self
+        return EvalSet(
+            self.path, self.format, self.data_root,
+            [r for r in self.records if r.index < limit], [s for s in self.skipped if s.index < limit],
+        )
+
+
+def reason_of(err: Exception, where: str) -> str:
+    """The error message without the leading `where: ` (skipped.jsonl has the place in its own field)."""
+    message = str(err)
+    return message[len(where) + 2 :] if message.startswith(f"{where}: ") else message
+
+
+def iter_json_items(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line, item) for each record of a JSON list or JSONL file.
+
+    A JSONL line that is not valid JSON yields (line, EvaluationError) so the caller can skip
+    that record and go on. A broken JSON list cannot be read past the break and raises.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise EvaluationError(f"{path}: not UTF-8 text ({err.reason}). Save the file as UTF-8.") from err
+    stripped = text.lstrip()
+    if not stripped:
+        raise EvaluationError(f"{path}: the file is empty. Give a JSON list or JSONL file of records.")
+    if stripped[0] == "[" and path.suffix.lower() != ".jsonl":
+        yield from _iter_json_list(path, text)
+        return
+    if stripped[0] == "{" and path.suffix.lower() != ".jsonl":
+        try:
+            whole = json.loads(text)
+        except json.JSONDecodeError:
+            whole = None
+        if isinstance(whole, dict) and "\n" in text.strip():
+            raise EvaluationError(
+                f"{path}: holds one JSON object, not a list of records. Put the records in a JSON list "
+                "([{...}, {...}]) or in JSONL (one record per line)."
+            )
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            yield number, json.loads(line)
+        except json.JSONDecodeError as err:
+            yield number, EvaluationError(
+                f"{path}:{number}: not valid JSON ({err.msg} at column {err.colno}). Fix the line or remove it."
+            )
+
+
+def _iter_json_list(path: Path, text: str) -> Iterator[tuple[int, Any]]:
+    # The json module gives no positions for list items, so walk the list item by item to know each one's line.
+    decoder = json.JSONDecoder()
+    pos, line, counted = text.index("[") + 1, 1, 0
+
+    def skip_space(at: int) -> int:
+        while at < len(text) and text[at] in " \t\r\n":
+            at += 1
+        return at
+
+    while True:
+        pos = skip_space(pos)
+        if pos < len(text) and text[pos] == "]":
+            return
+        line += text.count("\n", counted, pos)
+        counted = pos
+        try:
+            item, pos = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as err:
+            raise EvaluationError(
+                f"{path}:{err.lineno}: not valid JSON ({err.msg}). In a JSON list nothing after a break can be "
+                "read: fix it, or use JSONL (one record per line), where a bad line only skips that record."
+            ) from err
+        yield line, item
+        pos = skip_space(pos)
+        if pos < len(text) and text[pos] == ",":
+            pos += 1
+        elif pos >= len(text) or text[pos] != "]":
+            line += text.count("\n", counted, pos)
+            raise EvaluationError(f"{path}:{line}: expected ',' or ']' after a record. Fix the JSON list.")
+
+
+def _references(value: Any, where: str, name: str) -> list[str]:
+    values = [value] if isinstance(value, str) else value
+    if not isinstance(values, list) or not values or not all(isinstance(v, str) and v.strip() for v in values):
+        raise EvaluationError(f"{where}: {name} must be a non-empty string or a list of non-empty strings.")
+    return list(values)
+
+
+def annotation_record(item: Any, where: str, index: int, default_id: str) -> EvalRecord:
+    """An annotation record -> EvalRecord: the last assistant turn is the reference."""
+    if not isinstance(item, dict):
+        raise EvaluationError(f"{where}: a record must be a JSON object, got {type(item).__name__}.")
+    turns = item.get("conversations")
+    if not isinstance(turns, list) or not turns:
+        raise EvaluationError(f'{where}: the record has no "conversations" list. Add one (see docs/evaluate.md).')
+    last = turns[-1]
+    extra = item.get("references")
+    last_is_answer = isinstance(last, dict) and ROLE_NAMES.get(str(last.get("from", "")).lower()) == "assistant"
+    if last_is_answer and extra is not None:
+        raise EvaluationError(
+            f'{where}: the record has both a final "gpt" turn and "references". Keep one: either the last gpt '
+            'turn is the reference, or the record ends with the question and lists the answers in "references".'
+        )
+    if last_is_answer:
+        references = _references(last.get("value"), where, 'the last "gpt" turn\'s "value"')
+        prompt_turns = turns[:-1]
+    elif extra is not None:
+        references = _references(extra, where, '"references"')
+        prompt_turns = turns
+    else:
+        raise EvaluationError(
+            f'{where}: no reference answer: the last turn is not from "gpt" and there is no "references". '
+            "Add a final gpt turn with the expected answer."
+        )
+    conversation = parse_record({**item, "conversations": prompt_turns}, where=where)
+    if conversation.turns[-1].role != "user":
+        raise EvaluationError(f"{where}: the turns before the reference must end with a human turn (the question).")
+    record_id = str(item["id"]) if item.get("id") is not None else default_id
+    meta = {key: str(item[key]) for key in BREAKDOWN_KEYS if item.get(key) is not None}
+    return EvalRecord(record_id, where, index, conversation, references, meta=meta)
+
+
+def load_annotations(path: Path, data_root: Path | None = None) -> EvalSet:
+    """Annotation records; bad ones become `Skipped` entries with their file:line and the reason."""
+    records, skipped = [], []
+    for index, (line, item) in enumerate(iter_json_items(path)):
+        where = f"{path}:{line}"
+        record_id = str(item["id"]) if isinstance(item, dict) and item.get("id") is not None else None
+        if isinstance(item, Exception):
+            skipped.append(Skipped(where, None, reason_of(item, where), index))
+            continue
+        try:
+            records.append(annotation_record(item, where, index, default_id=f"{path.name}:{line}"))
+        except VidlabError as err:
+            skipped.append(Skipped(where, record_id, reason_of(err, where), index))
+    return EvalSet(path, "records", data_root or path.parent, records, skipped)
+
+
+def drop_duplicate_ids(data: EvalSet) -> EvalSet:
+    """Predictions are keyed on the id: a second record with the same id is skipped, not merged."""
+    first: dict[str, str] = {}
+    records = []
+    for record in data.records:
+        if record.id in first:
+            data.skipped.append(
+                Skipped(record.source, record.id, f"duplicate id {record.id!r} (first at {first[record.id]}). "
+                        "Give each record a unique id.", record.index)
+            )
+            continue
+        first[record.id] = record.source
+        records.append(record)
+    data.records = records
+    data.skipped.sort(key=lambda s: s.index)
+    return data
+
+
+def load_eval_set(
+    path: str | Path, data_root: str | Path | None = None, format: str = "auto", subtitles: bool = False
+) -> EvalSet:
+    """Read an evaluation data set in any supported format.
+
+    Args:
+        path: annotation records (JSON/JSONL), a multiple-choice file, a Video-MME file (JSON, JSONL
+            or the released parquet) or MVBench (its `json/` folder or one task's JSON).
+        data_root: folder that media paths are relative to (default: per format, see docs/evaluate.md).
+        format: auto, records, choice, videomme or mvbench.
+        subtitles: Video-MME: put the subtitles of the sampled frames before the question.
+    """
+    from vidlab.evaluate import benchmarks
+
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise EvaluationError(f"{path}: no such data file or folder. Check the --data path.")
+    if format not in FORMATS:
+        raise EvaluationError(f"unknown data format {format!r}. Use one of: {', '.join(FORMATS)}.")
+    root = Path(data_root).expanduser() if data_root is not None else None
+    if format == "auto":
+        format = benchmarks.detect_format(path)
+    if format == "records":
+        data = load_annotations(path, root)
+    elif format == "choice":
+        data = benchmarks.load_choices(path, root)
+    elif format == "videomme":
+        data = benchmarks.load_videomme(path, root, subtitles=subtitles)
+    else:
+        data = benchmarks.load_mvbench(path, root)
+    return drop_duplicate_ids(data)

@@ -1,0 +1,101 @@
+"""Files an evaluation writes: finished files replaced atomically, predictions appended as they come."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from vidlab.errors import EvaluationError
+
+
+def write_atomic(path: str | Path, data: str | bytes) -> Path:
+    """Write to a temporary name in the same folder, then rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data.encode("utf-8") if isinstance(data, str) else data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    return write_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+def write_jsonl(path: str | Path, rows: Iterable[dict]) -> Path:
+    return write_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+
+
+def save_figure(figure, path: str | Path) -> Path:
+    """A matplotlib figure saved as PNG, atomically."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    os.close(fd)
+    try:
+        figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+class LineAppender:
+    """Appends one JSON object per line and flushes each, so a killed run keeps every finished line."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._handle = open(self.path, "a", encoding="utf-8")
+
+    def write(self, row: dict) -> None:
+        self._handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        self._handle.flush()
+
+    def close(self) -> None:
+        self._handle.close()
+
+    def __enter__(self) -> LineAppender:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def read_jsonl(path: str | Path, *, torn_tail_ok: bool = False) -> list[dict]:
+    """The JSON objects of a JSONL file, one per non-blank line.
+
+    Args:
+        torn_tail_ok: drop a last line that a killed writer left half written (no newline at the
+            end and not valid JSON) instead of failing. Lines before it must be whole.
+    """
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    lines = text.split("\n")
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            if torn_tail_ok and number == len(lines):
+                break  # the last line had no newline: a write that was cut off
+            raise EvaluationError(
+                f"{path}:{number}: not a JSON object ({err.msg}). Fix or delete that line and run again."
+            ) from err
+        if not isinstance(row, dict):
+            raise EvaluationError(f"{path}:{number}: expected a JSON object per line. Fix or delete that line.")
+        rows.append(row)
+    return rows

@@ -1,0 +1,319 @@
+"""Scores for predictions: COCO caption metrics, sacrebleu, exact match and multiple-choice accuracy.
+
+Tools disagree on what "BLEU" means, so every number here has one exact definition (DEFINITIONS),
+and the libraries that define them compute them: pycocoevalcap for BLEU-1..4, METEOR, ROUGE-L and
+CIDEr (after the Stanford PTB tokenisation of the COCO evaluation), sacrebleu for its BLEU.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import string
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vidlab.errors import EvaluationError
+from vidlab.evaluate.benchmarks import accuracy_table, extract_letter
+from vidlab.evaluate.files import read_jsonl, write_json, write_jsonl
+
+METRICS = ("bleu1", "bleu2", "bleu3", "bleu4", "sacrebleu", "meteor", "rouge_l", "cider", "exact_match", "accuracy")
+CAPTION_METRICS = ("bleu1", "bleu2", "bleu3", "bleu4", "meteor", "rouge_l", "cider")  # need tokenised text
+METRICS_FILE = "metrics.json"
+
+_PTB = "Stanford PTBTokenizer (CoreNLP 3.4.1, run through Java by pycocoevalcap), lower-cased, punctuation removed"
+_FALLBACK = ("nltk's Treebank word tokenizer (Java not found), lower-cased, punctuation removed as in the COCO "
+             "evaluation; equal to the PTB tokens for plain sentences, may differ on rare constructions")
+
+DEFINITIONS = {
+    **{
+        f"bleu{n}": (
+            f"COCO caption BLEU-{n}: corpus-level BLEU with n-grams up to {n} and uniform weights, over all "
+            "open-ended samples at once (clipped n-gram counts against all references of each sample, brevity "
+            "penalty from the reference length closest to each prediction, no smoothing), as pycocoevalcap's Bleu "
+            "computes it, on tokenised text (see tokenization); x100."
+        )
+        for n in range(1, 5)
+    },
+    "sacrebleu": (
+        "sacrebleu corpus BLEU-4 on the raw text with sacrebleu's own tokenisation (13a, case-sensitive, "
+        "exponential smoothing, all references of each sample); the exact settings are in sacrebleu_signature. "
+        "Already 0-100."
+    ),
+    "meteor": (
+        "METEOR 1.5 (pycocoevalcap, Java; English, -norm, exact/stem/synonym/paraphrase matching) on tokenised "
+        "text against all references, the corpus score METEOR aggregates over all samples; x100."
+    ),
+    "rouge_l": (
+        "ROUGE-L of the COCO evaluation (pycocoevalcap Rouge): per sample, longest-common-subsequence precision "
+        "and recall against each reference on tokenised text, the best precision and best recall combined into "
+        "an F-measure with beta 1.2; the mean over samples; x100."
+    ),
+    "cider": (
+        "CIDEr-D of the COCO evaluation (pycocoevalcap Cider): TF-IDF weighted 1- to 4-gram cosine similarity "
+        "with document frequencies from this set's references, Gaussian length penalty (sigma 6), clipped counts, "
+        "times 10 inside the library; the mean over samples, then x100 as papers report it (so it can pass 100, "
+        "and identical text does not give 100)."
+    ),
+    "exact_match": (
+        "Share of open-ended samples whose prediction equals at least one reference after SQuAD normalisation "
+        "(lower-case, punctuation and the articles a/an/the removed, whitespace collapsed); x100."
+    ),
+    "accuracy": (
+        "Multiple choice: share of questions where the option letter read from the prediction equals the answer "
+        "letter; a prediction naming no option, or several, counts as wrong; x100."
+    ),
+    "sentence_bleu4": (
+        "Per sample (in predictions.jsonl): sacrebleu sentence BLEU-4 (13a, case-sensitive, exponential "
+        "smoothing, effective order) against the sample's references, 0-100. For sorting samples; not an "
+        "average that equals any corpus BLEU above."
+    ),
+    "sentence_rouge_l": "Per sample (in predictions.jsonl): the ROUGE-L above for that one sample, 0-100.",
+}
+
+
+@dataclass
+class Scores:
+    values: dict[str, float]  # metric -> 0-100 (CIDEr may pass 100)
+    per_sample: dict[str, dict[str, Any]]  # id -> {"sentence_bleu4", "sentence_rouge_l"} or {"choice", "correct"}
+    notes: dict[str, str] = field(default_factory=dict)  # metric -> why it is missing
+    sacrebleu_signature: str | None = None
+    tokenization: str | None = None
+    accuracy: dict[str, Any] | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def parse_metric_names(names: Sequence[str] | None) -> list[str]:
+    """["bleu4,cider", "meteor"] -> ["bleu4", "cider", "meteor"], checked; None means all."""
+    if not names:
+        return list(METRICS)
+    wanted = [n.strip().lower().replace("-", "_") for name in names for n in name.split(",") if n.strip()]
+    unknown = [n for n in wanted if n not in METRICS]
+    if unknown:
+        raise EvaluationError(f"unknown metric(s) {', '.join(unknown)}. Use some of: {', '.join(METRICS)}.")
+    return [m for m in METRICS if m in wanted]
+
+
+def java_available() -> bool:
+    return shutil.which("java") is not None
+
+
+# The COCO evaluation removes these tokens after PTB tokenisation (pycocoevalcap's PUNCTUATIONS).
+_COCO_PUNCTUATION = {"''", "'", "``", "`", "-LRB-", "-RRB-", "-LCB-", "-RCB-", ".", "?", "!", ",", ":", "-", "--",
+                     "...", ";"}
+# PTB escapes brackets; lower-cased they are no longer in the list above and stay, as in the COCO evaluation.
+_BRACKETS = {"(": "-lrb-", ")": "-rrb-", "[": "-lsb-", "]": "-rsb-", "{": "-lcb-", "}": "-rcb-"}
+
+
+def _fallback_tokenize(text: str) -> str:
+    from nltk.tokenize import TreebankWordTokenizer
+
+    tokenizer = TreebankWordTokenizer()
+    tokens = []
+    # Treebank splits only the text's last period; PTB every sentence's, so split into sentences first.
+    for sentence in re.split(r"(?<=[.!?])\s+", text.replace("\n", " ").lower()):
+        for token in tokenizer.tokenize(sentence):
+            token = _BRACKETS.get(token, token)
+            if token not in _COCO_PUNCTUATION:
+                tokens.append(token)
+    return " ".join(tokens)
+
+
+@contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Silence file descriptor 2 (where Java child processes write) for the duration."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def tokenize(texts: dict[int, list[str]], use_java: bool | None = None) -> tuple[dict[int, list[str]], str]:
+    """COCO tokenisation of {key: [sentences]}: PTB through Java, or the Treebank fallback without it."""
+    if use_java is None:
+        use_java = java_available()
+    if use_java:
+        from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+        try:
+            with _quiet_stderr():  # the jar reports its token count and odd characters on stderr
+                return PTBTokenizer().tokenize({k: [{"caption": t} for t in v] for k, v in texts.items()}), _PTB
+        except (OSError, KeyError, ValueError):
+            pass
+    return {k: [_fallback_tokenize(t) for t in v] for k, v in texts.items()}, _FALLBACK
+
+
+def normalize_answer(text: str) -> str:
+    """SQuAD's answer normalisation: lower-case, no punctuation, no articles, single spaces."""
+    text = text.lower()
+    text = "".join(ch for ch in text if ch not in set(string.punctuation))
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
+def _coco_scores(
+    predictions: list[str], references: list[list[str]], wanted: list[str], scores: Scores
+) -> list[float] | None:
+    """COCO metrics into `scores`; returns the per-sample ROUGE-L (0-1) when computed."""
+    keys = range(len(predictions))
+    tokens, scores.tokenization = tokenize(
+        {**{("p", k): [predictions[k]] for k in keys}, **{("r", k): references[k] for k in keys}}
+    )
+    res = {k: tokens[("p", k)] for k in keys}
+    gts = {k: tokens[("r", k)] for k in keys}
+    if any(f"bleu{n}" in wanted for n in range(1, 5)):
+        from pycocoevalcap.bleu.bleu import Bleu
+
+        corpus, _ = Bleu(4).compute_score(gts, res, verbose=0)
+        for n in range(1, 5):
+            if f"bleu{n}" in wanted:
+                scores.values[f"bleu{n}"] = 100.0 * corpus[n - 1]
+    if "cider" in wanted:
+        from pycocoevalcap.cider.cider import Cider
+
+        scores.values["cider"] = 100.0 * float(Cider().compute_score(gts, res)[0])
+    if "meteor" in wanted:
+        scores.values.update(_meteor(gts, res, scores.notes))
+    from pycocoevalcap.rouge.rouge import Rouge
+
+    mean, per_sample = Rouge().compute_score(gts, res)
+    if "rouge_l" in wanted:
+        scores.values["rouge_l"] = 100.0 * float(mean)
+    return [float(v) for v in per_sample]
+
+
+def _meteor(gts: dict, res: dict, notes: dict) -> dict[str, float]:
+    if not java_available():
+        notes["meteor"] = ("left out: METEOR runs on Java and no `java` was found on PATH. Install a Java runtime "
+                           "(e.g. `apt install default-jre-headless`) and run `vidlab eval score` again.")
+        return {}
+    from pycocoevalcap.meteor.meteor import Meteor
+
+    try:
+        meteor = Meteor()
+        try:
+            value, _ = meteor.compute_score(gts, res)
+        finally:
+            del meteor
+    except (OSError, ValueError) as err:
+        notes["meteor"] = f"left out: the METEOR jar failed ({err}). Check the Java runtime (it needs 2 GB of heap)."
+        return {}
+    return {"meteor": 100.0 * float(value)}
+
+
+def compute_scores(rows: Sequence[dict], metrics: Sequence[str] | None = None) -> Scores:
+    """Corpus and per-sample scores for prediction rows (`prediction`, `references`, `kind`, ...)."""
+    wanted = parse_metric_names(metrics)
+    scores = Scores(values={}, per_sample={})
+    open_rows = [r for r in rows if r.get("kind", "open") != "choice"]
+    choice_rows = [r for r in rows if r.get("kind") == "choice"]
+    scores.counts = {"evaluated": len(rows), "open": len(open_rows), "choice": len(choice_rows)}
+    if open_rows:
+        _open_scores(open_rows, wanted, scores)
+    elif any(m in wanted for m in (*CAPTION_METRICS, "sacrebleu", "exact_match")):
+        scores.notes["captions"] = "no open-ended records: BLEU, METEOR, ROUGE-L, CIDEr and exact match not computed."
+    if choice_rows:
+        for row in choice_rows:
+            letter = extract_letter(row["prediction"], row["options"])
+            scores.per_sample[str(row["id"])] = {"choice": letter, "correct": letter == row["answer"]}
+        table = accuracy_table({**r, "correct": scores.per_sample[str(r["id"])]["correct"]} for r in choice_rows)
+        scores.accuracy = table
+        if "accuracy" in wanted:
+            scores.values["accuracy"] = table["overall"]["accuracy"]
+    elif "accuracy" in wanted and metrics:
+        scores.notes["accuracy"] = "no multiple-choice records: accuracy not computed."
+    return scores
+
+
+def _open_scores(rows: list[dict], wanted: list[str], scores: Scores) -> None:
+    import sacrebleu
+
+    predictions = [str(r["prediction"]) for r in rows]
+    references = []
+    for r in rows:
+        refs = r.get("references")
+        if isinstance(refs, str):
+            refs = [refs]
+        if not refs:
+            raise EvaluationError(f"{r.get('source', r.get('id'))}: the prediction has no references to score against.")
+        references.append([str(x) for x in refs])
+    rouge = _coco_scores(predictions, references, wanted, scores)
+    if "sacrebleu" in wanted:
+        most = max(len(refs) for refs in references)
+        streams = [[refs[i] if i < len(refs) else None for refs in references] for i in range(most)]
+        bleu = sacrebleu.metrics.BLEU()
+        scores.values["sacrebleu"] = float(bleu.corpus_score(predictions, streams).score)
+        scores.sacrebleu_signature = str(bleu.get_signature())
+    if "exact_match" in wanted:
+        hits = [normalize_answer(p) in {normalize_answer(x) for x in refs} for p, refs in zip(predictions, references)]
+        scores.values["exact_match"] = 100.0 * sum(hits) / len(hits)
+    for i, row in enumerate(rows):
+        sentence = sacrebleu.sentence_bleu(predictions[i], references[i]).score
+        scores.per_sample[str(row["id"])] = {"sentence_bleu4": float(sentence), "sentence_rouge_l": 100.0 * rouge[i]}
+
+
+def score_file(
+    predictions: str | Path, metrics: Sequence[str] | None = None, out_dir: str | Path | None = None
+) -> dict[str, Any]:
+    """Score a predictions.jsonl: write metrics.json and add each sample's scores to the file.
+
+    Args:
+        predictions: the predictions.jsonl of `vidlab eval run` (or any JSONL with id, prediction,
+            references; multiple-choice rows also kind "choice", options and answer).
+        metrics: names from METRICS (None: all that apply).
+        out_dir: where metrics.json goes (default: beside the predictions).
+
+    Returns:
+        What metrics.json holds.
+    """
+    path = Path(predictions).expanduser()
+    if not path.is_file():
+        raise EvaluationError(f"{path}: no such predictions file. Pass the predictions.jsonl of `vidlab eval run`.")
+    rows = read_jsonl(path)
+    for n, row in enumerate(rows, start=1):
+        missing = [k for k in ("id", "prediction") if k not in row]
+        if row.get("kind") == "choice":
+            missing += [k for k in ("options", "answer") if k not in row]
+        elif "references" not in row:
+            missing.append("references")
+        if missing:
+            raise EvaluationError(
+                f"{path}: record {n} (id {row.get('id')!r}) lacks {', '.join(missing)}. Score a predictions.jsonl "
+                "written by `vidlab eval run`, or add those fields."
+            )
+    if not rows:
+        raise EvaluationError(f"{path}: holds no predictions. Run `vidlab eval run` first.")
+    scores = compute_scores(rows, metrics)
+    for row in rows:
+        row["scores"] = scores.per_sample.get(str(row["id"]), {})
+    write_jsonl(path, rows)
+
+    skipped_path = path.parent / "skipped.jsonl"
+    skipped = len(read_jsonl(skipped_path, torn_tail_ok=True)) if skipped_path.exists() else 0
+    from importlib.metadata import version
+
+    result = {
+        **{m: scores.values[m] for m in METRICS if m in scores.values},
+        "sacrebleu_signature": scores.sacrebleu_signature,
+        "tokenization": scores.tokenization,
+        "counts": {**scores.counts, "skipped": skipped},
+        "accuracy_breakdown": scores.accuracy,
+        "notes": scores.notes,
+        "definitions": {k: DEFINITIONS[k] for k in [*METRICS, "sentence_bleu4", "sentence_rouge_l"]
+                        if k in scores.values or k.startswith("sentence_")},
+        "predictions": str(path),
+        "versions": {name: version(name) for name in ("pycocoevalcap", "sacrebleu")},
+    }
+    target = Path(out_dir).expanduser() if out_dir is not None else path.parent
+    write_json(target / METRICS_FILE, result)
+    return result

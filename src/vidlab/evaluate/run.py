@@ -1,0 +1,378 @@
+"""Predictions for an evaluation set: batched, resumable, and sharded over processes.
+
+`predictions.jsonl` grows one flushed line per answered record, so a run killed at any moment
+keeps every finished answer; running the same command again answers only what is missing.
+Under `accelerate launch` (or torchrun) each process answers every N-th missing record into its
+own part file, and process 0 merges the parts into `predictions.jsonl` in data-set order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from itertools import islice
+from pathlib import Path
+
+from vidlab.errors import EvaluationError, VidlabError
+from vidlab.evaluate.data import EvalRecord, EvalSet, Skipped, load_eval_set, reason_of
+from vidlab.evaluate.files import LineAppender, read_jsonl, write_json, write_jsonl
+from vidlab.generate import GenerationOptions, generate_batch
+from vidlab.inputs import build_batch, load_media
+from vidlab.media import DEFAULT_FOLDER_FPS, Sampling
+
+PREDICTIONS = "predictions.jsonl"
+SKIPPED = "skipped.jsonl"
+RUN_INFO = "run.json"
+PART_GLOB = "predictions.part-*.jsonl"
+SKIPPED_PART_GLOB = "skipped.part-*.jsonl"
+# run.json keys that must match for a rerun to continue a folder's predictions.
+SAME_RUN_KEYS = ("model", "adapter", "data", "format", "sampling", "max_new_tokens", "temperature", "compression",
+                 "subtitles")
+# Errors that cost one record (a corrupt file the decoder chokes on, a processor that rejects a
+# picture, out of memory on a long video) rather than the run. Other exceptions are bugs.
+RECORD_ERRORS = (VidlabError, ValueError, RuntimeError, OSError, EOFError)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run an evaluation.
+
+    Attributes:
+        batch_size: records generated together (left-padded); greedy answers do not depend on it.
+        limit: only the first N records of the data file.
+        sampling: which video frames to take (fps, max_frames, num_frames).
+        generation: decoding settings (greedy by default).
+        compression: DiffFP pruning of unchanged video tokens.
+        folder_fps: frame rate of videos stored as frame folders.
+        workers: threads decoding the next records' media while the model generates (0: none).
+        progress: show a progress bar (process 0 only).
+    """
+
+    batch_size: int = 1
+    limit: int | None = None
+    sampling: Sampling = Sampling()
+    generation: GenerationOptions = GenerationOptions()
+    compression: bool = True
+    folder_fps: float = DEFAULT_FOLDER_FPS
+    workers: int = 2
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1 (got {self.batch_size})")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit must be at least 1 (got {self.limit})")
+        if self.workers < 0:
+            raise ValueError(f"workers must be 0 or more (got {self.workers})")
+
+
+@dataclass
+class RunResult:
+    out_dir: Path
+    records: int  # readable records in the data set (after --limit)
+    predictions: int  # lines in predictions.jsonl after the run (process 0; others: their own new ones)
+    answered: int  # new predictions of this call (process 0: of all processes; others: their own)
+    skipped: list[Skipped] = field(default_factory=list)
+    is_main: bool = True  # process 0 (or the only process): it merged the files
+
+
+@dataclass
+class _Processes:
+    rank: int = 0
+    world: int = 1
+    device: object = None
+    barrier: Callable[[], None] = lambda: None
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _processes() -> _Processes:
+    """The process group set up by accelerate launch / torchrun, or a single process."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return _Processes()
+    import torch
+    from accelerate import PartialState
+
+    # Without a GPU, accelerate sets up gloo only when asked for the CPU explicitly.
+    state = PartialState(cpu=not torch.cuda.is_available())
+    return _Processes(state.process_index, state.num_processes, state.device, state.wait_for_everyone)
+
+
+def _end_processes(processes: _Processes) -> None:
+    if processes.world > 1:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _run_info(model_name: str, adapter, data: EvalSet, options: RunOptions, subtitles: bool) -> dict:
+    from vidlab import __version__
+
+    return {
+        "model": model_name,
+        "adapter": str(adapter) if adapter is not None else None,
+        "data": str(data.path.resolve()),
+        "format": data.format,
+        "data_root": str(data.data_root),
+        "sampling": asdict(options.sampling),
+        "max_new_tokens": options.generation.max_new_tokens,
+        "temperature": options.generation.temperature,
+        "compression": options.compression,
+        "subtitles": subtitles,
+        "vidlab": __version__,
+    }
+
+
+def _check_same_run(out_dir: Path, info: dict) -> None:
+    path = out_dir / RUN_INFO
+    if not path.is_file() or not (out_dir / PREDICTIONS).exists():
+        return
+    try:
+        before = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return
+    changed = [k for k in SAME_RUN_KEYS if k in before and before[k] != info[k]]
+    if changed:
+        details = "; ".join(f"{k}: {before[k]!r} then, {info[k]!r} now" for k in changed)
+        raise EvaluationError(
+            f"{out_dir}: holds predictions of a different run ({details}). Use another --out folder, "
+            "or delete this one to start over."
+        )
+
+
+def merge_predictions(out_dir: Path, order: dict[str, int]) -> list[dict]:
+    """Fold the part files and a possibly half-written last line into one clean predictions.jsonl.
+
+    Each record id is kept once (its first line); rows are put in data-set order, rows of records
+    no longer in the data set after them. Written atomically; the part files are then removed.
+    """
+    sources = [out_dir / PREDICTIONS, *sorted(out_dir.glob(PART_GLOB))]
+    rows: dict[str, dict] = {}
+    for source in sources:
+        if not source.exists():
+            continue
+        for row in read_jsonl(source, torn_tail_ok=True):
+            if "id" not in row:
+                raise EvaluationError(f"{source}: a line has no \"id\". Delete that line and run again.")
+            rows.setdefault(str(row["id"]), row)
+    ordered = sorted(rows.values(), key=lambda row: order.get(str(row["id"]), len(order)))
+    if any(s.exists() for s in sources):
+        write_jsonl(out_dir / PREDICTIONS, ordered)
+    for part in sources[1:]:
+        part.unlink()
+    return ordered
+
+
+def _merge_skipped(out_dir: Path, at_load: list[Skipped]) -> list[Skipped]:
+    found = list(at_load)
+    for part in sorted(out_dir.glob(SKIPPED_PART_GLOB)):
+        for row in read_jsonl(part, torn_tail_ok=True):
+            found.append(Skipped(row["source"], row.get("id"), row["reason"], row.get("index", -1)))
+        part.unlink()
+    found.sort(key=lambda s: s.index)
+    write_jsonl(out_dir / SKIPPED, [s.to_dict() for s in found])
+    return found
+
+
+def _with_media(
+    records: list[EvalRecord], data_root: Path, options: RunOptions
+) -> Iterator[tuple[EvalRecord, list | Skipped]]:
+    """Each record with its decoded media (or why not), decoding ahead in threads while the model works."""
+
+    def load(record: EvalRecord):
+        return load_media(record.conversation, data_root, options.sampling, options.folder_fps)
+
+    def outcome(record: EvalRecord, get) -> list | Skipped:
+        try:
+            return get()
+        except RECORD_ERRORS as err:
+            return Skipped(record.source, record.id, reason_of(err, record.source), record.index)
+
+    if options.workers == 0:
+        for record in records:
+            yield record, outcome(record, lambda r=record: load(r))
+        return
+    ahead = max(2 * options.batch_size, 2 * options.workers)
+    with ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="vidlab-media") as pool:
+        pending = iter(records)
+        window = deque((r, pool.submit(load, r)) for r in islice(pending, ahead))
+        while window:
+            record, future = window.popleft()
+            following = next(pending, None)
+            if following is not None:
+                window.append((following, pool.submit(load, following)))
+            yield record, outcome(record, future.result)
+
+
+def _row(record: EvalRecord, answer, stats, seconds: float) -> dict:
+    row = {
+        "id": record.id,
+        "source": record.source,
+        "kind": record.kind,
+        "prompt": record.question,
+        "media": [part.path for part in record.conversation.media],
+        "prediction": answer.text,
+        "references": record.references,
+    }
+    if record.kind == "choice":
+        row["options"] = record.options
+        row["answer"] = record.answer
+    if record.meta:
+        row["meta"] = record.meta
+    row.update(
+        frames=[[round(t, 3) for t in times] for times in stats.frames],
+        visual_tokens=stats.visual_tokens,
+        visual_tokens_before_pruning=stats.visual_tokens_before_pruning,
+        prompt_tokens=stats.total_tokens,
+        generated_tokens=len(answer.token_ids),
+        seconds=round(seconds, 4),
+    )
+    return row
+
+
+def _answer(model, processor, batch, options: RunOptions) -> list[dict | Skipped]:
+    """Answers for a batch; when the batch fails, each record alone, so one bad record costs only itself."""
+    started = time.perf_counter()
+    try:
+        inputs = build_batch(
+            [(record.conversation_for(media), media) for record, media in batch], processor,
+            compression=options.compression,
+        )
+        answers = generate_batch(model, processor, inputs, options.generation)
+    except RECORD_ERRORS as err:
+        if len(batch) > 1:
+            return [result for item in batch for result in _answer(model, processor, [item], options)]
+        record = batch[0][0]
+        _free_accelerator_memory()
+        reason = f"{type(err).__name__}: {reason_of(err, record.source)}"
+        return [Skipped(record.source, record.id, reason, record.index)]
+    seconds = (time.perf_counter() - started) / len(batch)
+    return [_row(record, answer, stats, seconds) for (record, _), answer, stats in zip(batch, answers, inputs.stats)]
+
+
+def _free_accelerator_memory() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _progress(total: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="samples", desc="eval", disable=not enabled, dynamic_ncols=True, smoothing=0.1)
+
+
+def run_predictions(
+    model,
+    data: EvalSet | str | Path,
+    out_dir: str | Path,
+    *,
+    adapter: str | Path | None = None,
+    data_root: str | Path | None = None,
+    format: str = "auto",
+    subtitles: bool = False,
+    options: RunOptions = RunOptions(),
+    device: str = "auto",
+    dtype: str = "auto",
+) -> RunResult:
+    """Answer every record of `data` that `out_dir/predictions.jsonl` does not hold yet.
+
+    Args:
+        model: a checkpoint folder or hub id, or a loaded `(model, processor)` pair.
+        data: an `EvalSet`, or a data file / folder (read with `format`, `data_root`, `subtitles`).
+        out_dir: where predictions.jsonl, skipped.jsonl and run.json go.
+        adapter: a PEFT adapter folder to apply (when `model` is a path).
+        options: batch size, limit, frame sampling, decoding; see `RunOptions`.
+        device, dtype: as in `vidlab.load_model`; under accelerate, auto is each process's device.
+
+    Returns:
+        A `RunResult`; with several processes, process 0 has merged everything when it returns.
+    """
+    processes = _processes()
+    try:
+        return _run(processes, model, data, Path(out_dir), adapter, data_root, format, subtitles, options, device,
+                    dtype)
+    finally:
+        _end_processes(processes)
+
+
+def _run(processes, model, data, out_dir, adapter, data_root, format, subtitles, options, device, dtype):
+    if not isinstance(data, EvalSet):
+        data = load_eval_set(data, data_root, format, subtitles)
+    data = data.limited(options.limit)
+    order = {record.id: record.index for record in data.records}
+    if isinstance(model, (str, Path)):
+        model_name, loaded = str(model), None
+    else:
+        loaded = model
+        model_name = str(getattr(model[0], "name_or_path", "") or "<loaded model>")
+    info = _run_info(model_name, adapter, data, options, subtitles)
+
+    if processes.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _check_same_run(out_dir, info)
+        merge_predictions(out_dir, order)
+        write_json(out_dir / RUN_INFO, info)
+    processes.barrier()
+
+    done = {str(row["id"]) for row in read_jsonl(out_dir / PREDICTIONS)} if (out_dir / PREDICTIONS).exists() else set()
+    missing = [record for record in data.records if record.id not in done]
+    mine = missing[processes.rank :: processes.world]
+    skipped: list[Skipped] = []
+    answered = 0
+    if mine:
+        if loaded is None:
+            from vidlab.models import load_model
+
+            if device == "auto" and processes.device is not None:
+                device = processes.device
+            loaded = load_model(model, adapter=adapter, dtype=dtype, device=device)
+        model_obj, processor = loaded
+        target = out_dir / (PREDICTIONS if processes.world == 1 else f"predictions.part-{processes.rank}.jsonl")
+        bar = _progress(len(mine), options.progress and processes.is_main)
+        batch: list = []
+        with LineAppender(target) as out:
+
+            def flush() -> None:
+                nonlocal answered
+                for result in _answer(model_obj, processor, batch, options):
+                    if isinstance(result, Skipped):
+                        skipped.append(result)
+                    else:
+                        out.write(result)
+                        answered += 1
+                    bar.update(1)
+                bar.set_postfix(skipped=len(skipped), refresh=False)
+                batch.clear()
+
+            for record, media in _with_media(mine, data.data_root, options):
+                if isinstance(media, Skipped):
+                    skipped.append(media)
+                    bar.update(1)
+                    continue
+                batch.append((record, media))
+                if len(batch) == options.batch_size:
+                    flush()
+            if batch:
+                flush()
+        bar.close()
+    if processes.world > 1:
+        write_jsonl(out_dir / f"skipped.part-{processes.rank}.jsonl", [{**s.to_dict(), "index": s.index}
+                                                                         for s in skipped])
+    processes.barrier()
+    if processes.is_main:
+        predictions = len(merge_predictions(out_dir, order))
+        answered = predictions - len(done)  # every process's new answers
+        all_skipped = _merge_skipped(out_dir, data.skipped + (skipped if processes.world == 1 else []))
+    else:
+        predictions, all_skipped = answered, skipped
+    return RunResult(out_dir, len(data.records), predictions, answered, all_skipped, processes.is_main)

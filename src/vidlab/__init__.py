@@ -3,7 +3,7 @@
 Names are imported on first use, so `import vidlab` and `vidlab --help` do not pay for torch.
 """
 
-from importlib import import_module
+from vidlab.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -27,9 +27,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'vidlab' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -8,7 +8,7 @@
 Names are imported on first use, so importing the package does not pay for torch.
 """
 
-from importlib import import_module
+from vidlab.lazy import lazy_exports
 
 _EXPORTS = {
     "EvalRecord": "vidlab.evaluate.data",
@@ -28,9 +28,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'vidlab.evaluate' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -6,7 +6,7 @@ for importing transformers' model classes.
 
 from __future__ import annotations
 
-import importlib
+from vidlab.lazy import lazy_exports
 
 _EXPORTS = {
     "load_model": "vidlab.models.load",
@@ -20,11 +20,4 @@ _EXPORTS = {
 }
 
 __all__ = list(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -37,6 +37,22 @@ def test_same_seed_same_files_other_seed_other_weights(tmp_path, tiny_model_dir)
     assert (other / "tokenizer.json").read_bytes() == (tiny_model_dir / "tokenizer.json").read_bytes()
 
 
+def test_tiny_folder_is_readable_like_any_new_folder(tiny_model_dir):
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    assert tiny_model_dir.stat().st_mode & 0o777 == 0o777 & ~umask  # not mkdtemp's owner-only 0o700
+    assert (tiny_model_dir / "config.json").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_tiny_overwrite_replaces_the_folder(tmp_path):
+    (tmp_path / "old.txt").write_text("old")
+    build_tiny_model(tmp_path, seed=0, overwrite=True)
+    assert not (tmp_path / "old.txt").exists() and (tmp_path / "config.json").is_file()
+    assert not [p for p in tmp_path.parent.iterdir() if p.name.startswith(f".{tmp_path.name}.")]
+
+
 def test_tiny_refuses_a_non_empty_folder_unless_told(tmp_path):
     (tmp_path / "keep.txt").write_text("mine")
     with pytest.raises(Exception, match="not empty.*--overwrite"):

@@ -176,7 +176,8 @@ def chat_command(
     from vidlab.media import Sampling, load_images, load_video
 
     try:
-        sampling = Sampling(fps=fps, max_frames=max_frames or 180, num_frames=num_frames, start=start, end=end)
+        limit = {"max_frames": max_frames} if max_frames is not None else {}  # else Sampling's default
+        sampling = Sampling(fps=fps, num_frames=num_frames, start=start, end=end, **limit)
         generation = GenerationOptions(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
     except ValueError as err:
         raise typer.BadParameter(str(err)) from err

@@ -11,9 +11,6 @@ OUT_DIR; a crash at worst leaves the hidden `.OUT_DIR.converting-*` folder, whic
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +20,7 @@ from tqdm.auto import tqdm
 from transformers import GenerationConfig, VideoLlama3Config, VideoLlama3Processor
 
 from vidlab.errors import ConversionError
+from vidlab.folders import staged_folder
 from vidlab.models.hub import CHECKPOINT_FILES, is_hub_id, local_folder
 from vidlab.models.lora import read_lora
 from vidlab.models.native_config import build_native_config, native_tensor_shapes
@@ -150,18 +148,6 @@ def _write_weights(
     return written, writer.close()
 
 
-def _publish(staging: Path, out_dir: Path) -> None:
-    # mkdtemp and safetensors create owner-only files; give the result the permissions of anything else written.
-    umask = os.umask(0)
-    os.umask(umask)
-    staging.chmod(0o777 & ~umask)
-    for path in staging.iterdir():
-        path.chmod(0o666 & ~umask)
-    if out_dir.exists():
-        out_dir.rmdir()  # checked empty before; rename cannot replace a folder
-    staging.rename(out_dir)
-
-
 @dataclass(frozen=True)
 class _Prepared:
     """Everything the output folder will hold, checked, with the weights still to be streamed."""
@@ -275,9 +261,7 @@ def convert_checkpoint(
     source_folder = local_folder(src, "checkpoint", CHECKPOINT_FILES)
     job = _prepare(_gather_sources(source_folder, base), wanted_dtype)
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.converting-", dir=out_dir.parent))
-    try:
+    with staged_folder(out_dir, "converting") as staging:
         written, shards = _write_weights(job.plan, job.sources, staging, wanted_dtype, max_bytes, progress)
         job.config.save_pretrained(staging)
         job.generation_config.save_pretrained(staging)
@@ -285,7 +269,4 @@ def convert_checkpoint(
         source = str(src) if is_hub_id(str(src)) else str(source_folder.resolve())
         record = _record(job, source, written, shards)
         (staging / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n")
-        _publish(staging, out_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return out_dir

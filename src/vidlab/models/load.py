@@ -9,6 +9,7 @@ import torch
 from transformers import AutoProcessor, VideoLlama3ForConditionalGeneration
 
 from vidlab.errors import ModelLoadError
+from vidlab.folders import describe_contents
 
 NATIVE_MODEL_TYPE = "video_llama_3"
 ORIGINAL_MODEL_TYPES = {"videollama3_qwen2", "videollama3"}
@@ -50,9 +51,8 @@ def check_model_folder(folder: Path) -> None:
         raise ModelLoadError(f"{folder}: no such model folder. Check the path, or build one with `vidlab model tiny`.")
     config_path = folder / "config.json"
     if not config_path.is_file():
-        present = ", ".join(sorted(p.name for p in folder.iterdir())[:12]) or "nothing"
         raise ModelLoadError(
-            f"{folder}: not a model folder (no config.json; it holds: {present}). "
+            f"{folder}: not a model folder (no config.json; it holds: {describe_contents(folder)}). "
             "Point --model at a VideoLLaMA3 checkpoint folder."
         )
     try:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vidlab.errors import ConversionError
+from vidlab.folders import describe_contents
 from vidlab.models.hub import local_folder
 from vidlab.models.weights import WeightFile, find_weight_files
 
@@ -44,9 +45,9 @@ def folder_kind(folder: Path) -> str:
         return "adapter"
     config_path = folder / "config.json"
     if not config_path.is_file():
-        present = ", ".join(sorted(p.name for p in folder.iterdir())[:12]) or "nothing"
         raise ConversionError(
-            f"{folder}: not a VideoLLaMA3 checkpoint (no config.json or adapter_config.json; it holds: {present}). "
+            f"{folder}: not a VideoLLaMA3 checkpoint (no config.json or adapter_config.json; "
+            f"it holds: {describe_contents(folder)}). "
             "Pass the folder of an original VideoLLaMA3 checkpoint or LoRA run."
         )
     model_type = read_json(config_path).get("model_type")

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -29,6 +27,7 @@ from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
 
 from vidlab.errors import VidlabError
+from vidlab.folders import staged_folder
 from vidlab.models.template import (
     CHAT_TEMPLATE,
     END_OF_TURN,
@@ -198,15 +197,8 @@ def build_tiny_model(out_dir: str | Path, seed: int = 0, spec: TinySpec = TinySp
         do_sample=False,
     )
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with staged_folder(out_dir, replace=overwrite) as staging:
         model.save_pretrained(staging)
         processor.save_pretrained(staging)
         (staging / "vidlab_tiny.json").write_text(json.dumps({"seed": seed, **asdict(spec)}, indent=2) + "\n")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        staging.rename(out_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return out_dir

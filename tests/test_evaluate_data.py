@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from vidlab.errors import EvaluationError
+from vidlab.errors import DataFileError, EvaluationError
 from vidlab.evaluate.data import load_eval_set
-from vidlab.evaluate.files import read_jsonl
+from vidlab.files import read_jsonl
 
 
 def record(rid, answer="A dog runs.", **extra):
@@ -76,11 +76,11 @@ def test_unreadable_files_raise_one_clear_error(tmp_path):
         load_eval_set(tmp_path / "missing.jsonl")
     broken = tmp_path / "broken.json"
     broken.write_text('[\n  {"id": "a", "conversations": []},\n  {"id": oops}\n]')
-    with pytest.raises(EvaluationError, match=r"broken.json:3: not valid JSON.*use JSONL"):
+    with pytest.raises(DataFileError, match=r"broken.json:3: not valid JSON.*use JSONL"):
         load_eval_set(broken, format="records")
     single = tmp_path / "single.json"
     single.write_text(json.dumps(record("a"), indent=2))
-    with pytest.raises(EvaluationError, match="one JSON object, not a list of records"):
+    with pytest.raises(DataFileError, match="one JSON object, not a list of records"):
         load_eval_set(single)
     odd = tmp_path / "odd.jsonl"
     odd.write_text('{"text": "hello"}\n')
@@ -94,8 +94,8 @@ def test_read_jsonl_drops_only_a_torn_last_line(tmp_path):
     path = tmp_path / "p.jsonl"
     path.write_text('{"id": "a"}\n{"id": "b"}\n{"id": "c", "predic')
     assert [r["id"] for r in read_jsonl(path, torn_tail_ok=True)] == ["a", "b"]
-    with pytest.raises(EvaluationError, match=r"p.jsonl:3: not a JSON object"):
+    with pytest.raises(DataFileError, match=r"p.jsonl:3: not a JSON object"):
         read_jsonl(path)
     path.write_text('{"id": "a"}\n{"id": \n{"id": "c"}\n')
-    with pytest.raises(EvaluationError, match=r"p.jsonl:2: .*Fix or delete that line"):
+    with pytest.raises(DataFileError, match=r"p.jsonl:2: .*Fix or delete that line"):
         read_jsonl(path, torn_tail_ok=True)

@@ -38,6 +38,10 @@ class ConversationError(VidlabError):
     """An annotation record or chat message list that does not validate."""
 
 
+class DataFileError(VidlabError):
+    """An annotation, predictions or other JSON / JSONL file that cannot be read as it is."""
+
+
 class ModelLoadError(VidlabError):
     """A model folder, hub id or adapter that cannot be loaded."""
 

@@ -18,10 +18,9 @@ from vidlab.evaluate.data import (
     EvalRecord,
     EvalSet,
     Skipped,
-    iter_json_items,
-    reason_of,
 )
 from vidlab.evaluate.subtitles import read_subtitles
+from vidlab.files import iter_json_items, reason_of
 
 LETTERS = string.ascii_uppercase
 ANSWER_DIRECTLY = "Answer with the option's letter from the given choices directly."

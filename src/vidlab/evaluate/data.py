@@ -7,8 +7,6 @@ references), or a record may end with the question and give `"references": [...]
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +14,7 @@ from typing import Any
 from vidlab.conversation import ROLE_NAMES, Conversation, TextPart, Turn, parse_record
 from vidlab.errors import EvaluationError, VidlabError
 from vidlab.evaluate.subtitles import Cue, lines_at, subtitle_block
+from vidlab.files import iter_json_items, reason_of
 from vidlab.media import VideoClip
 
 FORMATS = ("auto", "records", "choice", "videomme", "mvbench")
@@ -108,81 +107,6 @@ class EvalSet:
             self.path, self.format, self.data_root,
             [r for r in self.records if r.index < limit], [s for s in self.skipped if s.index < limit],
         )
-
-
-def reason_of(err: Exception, where: str) -> str:
-    """The error message without the leading `where: ` (skipped.jsonl has the place in its own field)."""
-    message = str(err)
-    return message[len(where) + 2 :] if message.startswith(f"{where}: ") else message
-
-
-def iter_json_items(path: Path) -> Iterator[tuple[int, Any]]:
-    """(line, item) for each record of a JSON list or JSONL file.
-
-    A JSONL line that is not valid JSON yields (line, EvaluationError) so the caller can skip
-    that record and go on. A broken JSON list cannot be read past the break and raises.
-    """
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise EvaluationError(f"{path}: not UTF-8 text ({err.reason}). Save the file as UTF-8.") from err
-    stripped = text.lstrip()
-    if not stripped:
-        raise EvaluationError(f"{path}: the file is empty. Give a JSON list or JSONL file of records.")
-    if stripped[0] == "[" and path.suffix.lower() != ".jsonl":
-        yield from _iter_json_list(path, text)
-        return
-    if stripped[0] == "{" and path.suffix.lower() != ".jsonl":
-        try:
-            whole = json.loads(text)
-        except json.JSONDecodeError:
-            whole = None
-        if isinstance(whole, dict) and "\n" in text.strip():
-            raise EvaluationError(
-                f"{path}: holds one JSON object, not a list of records. Put the records in a JSON list "
-                "([{...}, {...}]) or in JSONL (one record per line)."
-            )
-    for number, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            yield number, json.loads(line)
-        except json.JSONDecodeError as err:
-            yield number, EvaluationError(
-                f"{path}:{number}: not valid JSON ({err.msg} at column {err.colno}). Fix the line or remove it."
-            )
-
-
-def _iter_json_list(path: Path, text: str) -> Iterator[tuple[int, Any]]:
-    # The json module gives no positions for list items, so walk the list item by item to know each one's line.
-    decoder = json.JSONDecoder()
-    pos, line, counted = text.index("[") + 1, 1, 0
-
-    def skip_space(at: int) -> int:
-        while at < len(text) and text[at] in " \t\r\n":
-            at += 1
-        return at
-
-    while True:
-        pos = skip_space(pos)
-        if pos < len(text) and text[pos] == "]":
-            return
-        line += text.count("\n", counted, pos)
-        counted = pos
-        try:
-            item, pos = decoder.raw_decode(text, pos)
-        except json.JSONDecodeError as err:
-            raise EvaluationError(
-                f"{path}:{err.lineno}: not valid JSON ({err.msg}). In a JSON list nothing after a break can be "
-                "read: fix it, or use JSONL (one record per line), where a bad line only skips that record."
-            ) from err
-        yield line, item
-        pos = skip_space(pos)
-        if pos < len(text) and text[pos] == ",":
-            pos += 1
-        elif pos >= len(text) or text[pos] != "]":
-            line += text.count("\n", counted, pos)
-            raise EvaluationError(f"{path}:{line}: expected ',' or ']' after a record. Fix the JSON list.")
 
 
 def _references(value: Any, where: str, name: str) -> list[str]:

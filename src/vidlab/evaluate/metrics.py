@@ -20,7 +20,7 @@ from typing import Any
 
 from vidlab.errors import EvaluationError
 from vidlab.evaluate.benchmarks import accuracy_table, extract_letter
-from vidlab.evaluate.files import read_jsonl, write_json, write_jsonl
+from vidlab.files import read_jsonl, write_json, write_jsonl
 
 METRICS = ("bleu1", "bleu2", "bleu3", "bleu4", "sacrebleu", "meteor", "rouge_l", "cider", "exact_match", "accuracy")
 CAPTION_METRICS = ("bleu1", "bleu2", "bleu3", "bleu4", "meteor", "rouge_l", "cider")  # need tokenised text

@@ -19,8 +19,8 @@ from itertools import islice
 from pathlib import Path
 
 from vidlab.errors import EvaluationError, VidlabError
-from vidlab.evaluate.data import EvalRecord, EvalSet, Skipped, load_eval_set, reason_of
-from vidlab.evaluate.files import LineAppender, read_jsonl, write_json, write_jsonl
+from vidlab.evaluate.data import EvalRecord, EvalSet, Skipped, load_eval_set
+from vidlab.files import LineAppender, read_jsonl, reason_of, write_json, write_jsonl
 from vidlab.generate import GenerationOptions, generate_batch
 from vidlab.inputs import build_batch, load_media
 from vidlab.media import DEFAULT_FOLDER_FPS, Sampling

@@ -1,0 +1,265 @@
+"""The training config: one YAML file, typed and checked before anything is loaded.
+
+The pydantic models below are the schema and their field descriptions are the documentation
+(docs/train.md lists them). `load_config` reads the YAML, applies `--set section.key=value`
+overrides and reports every problem at once: unknown keys (with the nearest known key), wrong
+types, missing files.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from vidlab.errors import VidlabError
+
+PARTS = ("vision", "projector", "llm")
+
+
+class ConfigError(VidlabError):
+    """A training config that cannot be used as it is."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelSection(_Section):
+    path: str = Field(description="Native VideoLLaMA3 checkpoint: a folder or a hub id (convert originals first).")
+    adapter: str | None = Field(None, description="PEFT adapter folder to start from (LoRA continues training it).")
+    attn_implementation: str | None = Field(None, description="eager, sdpa or flash_attention_2; null lets transformers pick.")
+
+
+class DataSection(_Section):
+    train: list[str] = Field(min_length=1, description="Annotation files (JSON list or JSONL) to train on.")
+    val: list[str] = Field(default_factory=list, description="Annotation files for validation loss (optional).")
+    data_root: str | None = Field(None, description="Folder media paths are relative to (default: each file's folder).")
+    fps: float = Field(1.0, gt=0, description="Video frames sampled per second.")
+    max_frames: int = Field(180, ge=1, description="At most this many frames per video (evenly thinned).")
+    num_frames: int | None = Field(None, ge=1, description="Exactly this many evenly spaced frames (overrides fps).")
+    folder_fps: float = Field(3.0, gt=0, description="Frame rate of videos stored as frame folders.")
+    compression: bool = Field(True, description="DiffFP: drop video tokens that barely change from the previous frame.")
+    model_max_length: int = Field(16384, ge=16, description="Tokens per sample (text + visual); longer ones shrink.")
+    max_visual_tokens: int | None = Field(
+        10240, ge=1, description="Visual tokens one video may use (null: the processor's own budget)."
+    )
+    image_merge_size: Literal[1, 2] | None = Field(
+        None, description="Image tokens per 14x14 (1) or 28x28 (2) block; null: the processor's (stage 4 uses 2)."
+    )
+    strict: bool = Field(False, description="Stop at the first bad sample instead of skipping it.")
+    workers: int = Field(2, ge=0, description="DataLoader worker processes decoding videos (0: in the main process).")
+    worker_timeout: float = Field(600, gt=0, description="Seconds a worker may take for one batch before the run stops.")
+
+    @field_validator("train", "val", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
+class LoraSection(_Section):
+    r: int = Field(64, ge=1, description="LoRA rank.")
+    alpha: float = Field(16, gt=0, description="LoRA scaling numerator (scale = alpha / r).")
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA input.")
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        "all-linear", description="LLM Linear layers to adapt: all-linear, or names such as [q_proj, v_proj]."
+    )
+    bits: Literal[4, 8] = Field(4, description="QLoRA only: 4-bit (nf4, double quantisation) or 8-bit base weights.")
+
+
+class LearningRates(_Section):
+    """A part trains only when it has a learning rate (the original VideoLLaMA3 rule)."""
+
+    vision: float | None = Field(None, gt=0, description="Vision encoder (trained fully).")
+    projector: float | None = Field(None, gt=0, description="Projector (trained fully).")
+    llm: float | None = Field(None, gt=0, description="LLM: its LoRA adapters, or all its weights for method full.")
+
+    def trained(self) -> dict[str, float]:
+        return {part: rate for part in PARTS if (rate := getattr(self, part)) is not None}
+
+
+class OptimSection(_Section):
+    name: Literal["adamw", "sgd"] = Field("adamw", description="Optimiser (torch.optim).")
+    weight_decay: float = Field(0.0, ge=0, description="Decoupled weight decay (not on biases and norms).")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas.")
+    eps: float = Field(1e-8, gt=0, description="AdamW epsilon.")
+    momentum: float = Field(0.9, ge=0, description="SGD momentum.")
+    scheduler: Literal["cosine", "linear", "constant", "one_cycle"] = Field(
+        "cosine", description="Learning-rate schedule after warmup (one_cycle: up then cosine down to 0)."
+    )
+    warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Share of the optimiser steps spent warming up.")
+    max_grad_norm: float | None = Field(1.0, gt=0, description="Clip the gradient norm to this (null: no clipping).")
+
+
+class TrainSection(_Section):
+    batch_size: int = Field(1, ge=1, description="Samples per step on each process.")
+    grad_accum: int = Field(1, ge=1, description="Steps whose gradients add up before the optimiser steps.")
+    epochs: int = Field(1, ge=1, description="Passes over the training data (unless max_steps ends the run first).")
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimiser steps.")
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
+        "auto", description="auto: bf16 on a GPU that has it, fp16 on other GPUs, fp32 on the CPU."
+    )
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
+    seed: int = Field(42, description="Seeds weights of new layers, data order, dropout.")
+
+
+class OutputSection(_Section):
+    dir: str = Field(description="Run folder: checkpoints, the final adapter or model, logs, skipped.jsonl.")
+    save_steps: int = Field(500, ge=1, description="Save a checkpoint every N optimiser steps.")
+    save_total_limit: int | None = Field(2, ge=1, description="Keep only the newest N checkpoints (null: all).")
+    log_steps: int = Field(10, ge=1, description="Write loss and learning rate to log.jsonl every N steps.")
+    eval_steps: int | None = Field(None, ge=1, description="Validation loss every N steps (needs data.val).")
+    tensorboard: bool = Field(True, description="Also log to OUTPUT/tensorboard (when tensorboard is installed).")
+    progress: bool = Field(True, description="Show a progress bar.")
+
+
+class TrainConfig(_Section):
+    model: ModelSection
+    data: DataSection
+    method: Literal["lora", "qlora", "full"] = Field("lora", description="What trains in the LLM.")
+    lora: LoraSection = Field(default_factory=LoraSection)
+    learning_rates: LearningRates = Field(default_factory=LearningRates)
+    optim: OptimSection = Field(default_factory=OptimSection)
+    train: TrainSection = Field(default_factory=TrainSection)
+    output: OutputSection
+    resume: bool | Literal["auto"] = Field(
+        False, description="true: continue from the newest checkpoint (error if none); auto: if there is one."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainConfig:
+        problems = []
+        rates = self.learning_rates.trained()
+        if not rates:
+            problems.append("learning_rates: no part has a learning rate, so nothing would train. "
+                            "Give learning_rates.llm (e.g. 2e-4 for LoRA, 1e-5 for full).")
+        if self.method in ("lora", "qlora") and "llm" not in rates:
+            problems.append(f"learning_rates.llm: method {self.method} trains LoRA adapters in the LLM, which need a "
+                            "learning rate. Set learning_rates.llm (e.g. 2e-4).")
+        if self.method == "full" and self.model.adapter is not None:
+            problems.append("model.adapter: method full trains the weights themselves. Merge the adapter first "
+                            "(vidlab model merge) and point model.path at the merged model.")
+        if self.output.eval_steps is not None and not self.data.val:
+            problems.append("output.eval_steps: set, but data.val lists no validation files. Add data.val or "
+                            "remove eval_steps.")
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`section.key=value` -> (["section", "key"], value); the value is read as YAML (2e-4, true, [a, b])."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {text!r}: expected section.key=value, e.g. --set train.max_steps=100.")
+    return key.strip().split("."), yaml.safe_load(value) if value.strip() else None
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = raw
+        for key in keys[:-1]:
+            child = node.setdefault(key, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {text!r}: {key} is not a section. Set a key inside a section.")
+            node = child
+        node[keys[-1]] = value
+    return raw
+
+
+def _known_keys(model: type[BaseModel], loc: tuple) -> list[str]:
+    """The field names at `loc` (the location of an unknown key), for did-you-mean hints."""
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        annotation = getattr(field, "annotation", None) if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)
+
+
+def _describe(error: dict) -> str:
+    loc = error["loc"]
+    where = ".".join(str(part) for part in loc) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        known = _known_keys(TrainConfig, loc)
+        near = difflib.get_close_matches(str(loc[-1]), known, n=1)
+        hint = f"did you mean {near[0]!r}? " if near else ""
+        return f"{where}: unknown key; {hint}known keys here: {', '.join(known)}."
+    if error["type"] == "missing":
+        field = _field_info(loc)
+        about = f" ({field.description})" if field is not None and field.description else ""
+        return f"{where}: missing{about}. Add it."
+    if error["type"] == "value_error":
+        return str(error["ctx"]["error"]) if "ctx" in error else error["msg"]
+    return f"{where}: {error['msg']} (got {error.get('input')!r})."
+
+
+def _field_info(loc: tuple):
+    model: type[BaseModel] = TrainConfig
+    field = None
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return None
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            model = field.annotation
+    return field
+
+
+def check_files(config: TrainConfig) -> list[str]:
+    """Problems with the files the config names (data files, a local model folder, an adapter)."""
+    problems = []
+    for section, files in (("data.train", config.data.train), ("data.val", config.data.val)):
+        for name in files:
+            if not Path(name).expanduser().is_file():
+                problems.append(f"{section}: {name}: no such annotation file. Fix the path (relative paths are "
+                                "relative to the folder you run vidlab in).")
+    if config.data.data_root is not None and not Path(config.data.data_root).expanduser().is_dir():
+        problems.append(f"data.data_root: {config.data.data_root}: no such folder.")
+    model_path = Path(config.model.path).expanduser()
+    if config.model.path.startswith((".", "/", "~")) and not model_path.exists():
+        problems.append(f"model.path: {config.model.path}: no such model folder. Build one with `vidlab model tiny` "
+                        "or convert a checkpoint with `vidlab model convert`.")
+    if config.model.adapter is not None and not (Path(config.model.adapter).expanduser() / "adapter_config.json").is_file():
+        problems.append(f"model.adapter: {config.model.adapter}: not a PEFT adapter folder (no adapter_config.json).")
+    return problems
+
+
+def load_config(path: str | Path | None, overrides: list[str] = (), *, check_paths: bool = True) -> TrainConfig:
+    """Read, override and validate a training config; one ConfigError lists every problem.
+
+    Args:
+        path: the YAML file (None: only the overrides, for tests and scripts).
+        overrides: `section.key=value` strings, applied in order after the file.
+        check_paths: also check that the data files and a local model folder exist.
+    """
+    label = str(path) if path is not None else "--set"
+    raw: Any = {}
+    if path is not None:
+        path = Path(path).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such config file. Copy one from configs/ (see docs/train.md).")
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML ({err}). Fix the file.") from err
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: the config must be a mapping of sections (model:, data:, ...).")
+    raw = apply_overrides(raw, list(overrides))
+    try:
+        config = TrainConfig.model_validate(raw)
+    except ValidationError as err:
+        lines = [_describe(e) for e in err.errors()]
+        raise ConfigError(f"{label}: {len(lines)} problem(s) in the config:\n  " + "\n  ".join(lines)) from None
+    problems = check_files(config) if check_paths else []
+    if problems:
+        raise ConfigError(f"{label}: {len(problems)} problem(s) in the config:\n  " + "\n  ".join(problems))
+    return config

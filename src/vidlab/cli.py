@@ -11,6 +11,7 @@ import typer
 
 from vidlab.cli_common import quiet_transformers, run_app
 from vidlab.evaluate.cli import eval_app
+from vidlab.train.cli import train_command
 
 app = typer.Typer(
     help="vidlab: fine-tune, evaluate and serve VideoLLaMA3 video-language models.",
@@ -23,6 +24,7 @@ data_app = typer.Typer(help="Make videos and data sets.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
 app.add_typer(data_app, name="data")
 app.add_typer(eval_app, name="eval")
+app.command("train")(train_command)
 
 
 @model_app.command("tiny")
@@ -71,6 +73,22 @@ def model_convert(
     typer.echo(render_model_info(model_info(folder)))
 
 
+@model_app.command("merge")
+def model_merge(
+    out_dir: Annotated[Path, typer.Argument(help="New folder for the merged model.")],
+    base: Annotated[str, typer.Option(help="The checkpoint the adapter was trained on (folder or hub id).")] = ...,
+    adapter: Annotated[Path, typer.Option(help="LoRA adapter folder, e.g. the output.dir of vidlab train.")] = ...,
+    dtype: Annotated[str, typer.Option(help="Weights of the merged model: fp32, bf16 or fp16.")] = "fp32",
+    overwrite: Annotated[bool, typer.Option(help="Replace OUT_DIR if it already holds files.")] = False,
+) -> None:
+    """Merge a LoRA adapter into its base model and write a full native checkpoint."""
+    quiet_transformers()
+    from vidlab.models.merge import merge_adapter
+
+    folder = merge_adapter(base, adapter, out_dir, dtype=dtype, overwrite=overwrite)
+    typer.echo(f"wrote merged model to {folder}")
+
+
 @model_app.command("info")
 def model_info_command(
     path: Annotated[Path, typer.Argument(help="Checkpoint folder: native, original, or a LoRA run of the original.")],
@@ -102,6 +120,33 @@ def data_sample_video(
         raise typer.BadParameter(str(err)) from err
     write_scene(out, scene)
     typer.echo(f"wrote {out}: {scene.caption}, {seconds:g}s at {fps:g} fps, {size}x{size}")
+
+
+@data_app.command("synth")
+def data_synth(
+    out_dir: Annotated[Path, typer.Argument(help="New folder for the videos and annotation files.")],
+    train: Annotated[int, typer.Option(help="Training videos (4 records each: caption, colour, shape, direction).")] = 600,
+    val: Annotated[int, typer.Option(help="Validation videos.")] = 48,
+    test: Annotated[int, typer.Option(help="Test videos (new renders, never copies of training videos).")] = 120,
+    seed: Annotated[int, typer.Option(help="Random seed; the same options give the same files.")] = 0,
+    frames: Annotated[int, typer.Option(help="Frames per video.")] = 16,
+    fps: Annotated[float, typer.Option(help="Frame rate; a video lasts FRAMES / FPS seconds.")] = 4.0,
+    size: Annotated[
+        int, typer.Option(help="Width and height in pixels: even; a multiple of 28 suits VideoLLaMA3 best.")
+    ] = 112,
+    overwrite: Annotated[bool, typer.Option(help="Replace OUT_DIR if it already holds files.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar over the videos (on stderr).")] = True,
+) -> None:
+    """Write a synthetic video data set: moving shapes, captions and colour/shape/direction questions."""
+    from vidlab.synthetic_dataset import SynthSettings, write_synthetic_dataset
+
+    try:
+        settings = SynthSettings(train=train, val=val, test=test, seed=seed, frames=frames, fps=fps, size=size)
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from err
+    folder = write_synthetic_dataset(out_dir, settings, overwrite=overwrite, progress=progress)
+    counts = ", ".join(f"{count} {split}" for split, count in settings.counts.items())
+    typer.echo(f"wrote {folder}: {counts} videos ({frames} frames, {size}x{size}), 4 records per video")
 
 
 def _print_reply(chat, question: str, video, images, as_json: bool) -> None:

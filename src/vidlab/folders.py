@@ -15,7 +15,7 @@ def describe_contents(folder: Path, limit: int = 12) -> str:
     return ", ".join(sorted(p.name for p in folder.iterdir())[:limit]) or "nothing"
 
 
-def _usual_permissions(folder: Path) -> None:
+def usual_permissions(folder: Path) -> None:
     # mkdtemp (and safetensors) create owner-only files; give the result the permissions of
     # anything else this process writes.
     umask = os.umask(0)
@@ -36,7 +36,7 @@ def staged_folder(out_dir: Path, label: str = "partial", replace: bool = False) 
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.{label}-", dir=out_dir.parent))
     try:
         yield staging
-        _usual_permissions(staging)
+        usual_permissions(staging)
         if out_dir.exists():
             shutil.rmtree(out_dir) if replace else out_dir.rmdir()  # rename cannot replace a folder
         staging.rename(out_dir)

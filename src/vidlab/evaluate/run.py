@@ -87,6 +87,7 @@ class _Processes:
     world: int = 1
     device: object = None
     barrier: Callable[[], None] = lambda: None
+    owns_group: bool = False  # this call set the process group up, so it takes it down
 
     @property
     def is_main(self) -> bool:
@@ -98,15 +99,17 @@ def _processes() -> _Processes:
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return _Processes()
     import torch
+    import torch.distributed as dist
     from accelerate import PartialState
 
+    owns_group = not dist.is_initialized()  # else a caller (the trainer) owns it and goes on using it
     # Without a GPU, accelerate sets up gloo only when asked for the CPU explicitly.
     state = PartialState(cpu=not torch.cuda.is_available())
-    return _Processes(state.process_index, state.num_processes, state.device, state.wait_for_everyone)
+    return _Processes(state.process_index, state.num_processes, state.device, state.wait_for_everyone, owns_group)
 
 
 def _end_processes(processes: _Processes) -> None:
-    if processes.world > 1:
+    if processes.world > 1 and processes.owns_group:
         import torch.distributed as dist
 
         if dist.is_initialized():

@@ -40,7 +40,7 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype
     return DTYPES[dtype]
 
 
-def _looks_local(path_or_id: str) -> bool:
+def looks_local(path_or_id: str) -> bool:
     # A hub id is "name" or "org/name"; anything else (./x, /x, a/b/c, x\\y) is a path.
     return Path(path_or_id).exists() or path_or_id.startswith((".", "/", "~")) or path_or_id.count("/") > 1
 
@@ -102,7 +102,7 @@ def load_model(
         (model, processor), the model in eval mode on `device`.
     """
     source = str(path_or_id)
-    if _looks_local(source):
+    if looks_local(source):
         check_model_folder(Path(source).expanduser())
         source = str(Path(source).expanduser())
     device = resolve_device(device)

@@ -31,7 +31,9 @@ class _Section(BaseModel):
 class ModelSection(_Section):
     path: str = Field(description="Native VideoLLaMA3 checkpoint: a folder or a hub id (convert originals first).")
     adapter: str | None = Field(None, description="PEFT adapter folder to start from (LoRA continues training it).")
-    attn_implementation: str | None = Field(None, description="eager, sdpa or flash_attention_2; null lets transformers pick.")
+    attn_implementation: str | None = Field(
+        None, description="eager, sdpa or flash_attention_2; null lets transformers pick."
+    )
 
 
 class DataSection(_Section):
@@ -52,7 +54,7 @@ class DataSection(_Section):
     )
     strict: bool = Field(False, description="Stop at the first bad sample instead of skipping it.")
     workers: int = Field(2, ge=0, description="DataLoader worker processes decoding videos (0: in the main process).")
-    worker_timeout: float = Field(600, gt=0, description="Seconds a worker may take for one batch before the run stops.")
+    worker_timeout: float = Field(600, gt=0, description="Seconds a worker may take for a batch before the run stops.")
 
     @field_validator("train", "val", mode="before")
     @classmethod
@@ -87,8 +89,8 @@ class OptimSection(_Section):
     betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas.")
     eps: float = Field(1e-8, gt=0, description="AdamW epsilon.")
     momentum: float = Field(0.9, ge=0, description="SGD momentum.")
-    scheduler: Literal["cosine", "linear", "constant", "one_cycle"] = Field(
-        "cosine", description="Learning-rate schedule after warmup (one_cycle: up then cosine down to 0)."
+    scheduler: Literal["cosine", "linear", "constant"] = Field(
+        "cosine", description="Learning-rate schedule after the linear warmup: down to 0 (cosine, linear) or flat."
     )
     warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Share of the optimiser steps spent warming up.")
     max_grad_norm: float | None = Field(1.0, gt=0, description="Clip the gradient norm to this (null: no clipping).")
@@ -228,7 +230,8 @@ def check_files(config: TrainConfig) -> list[str]:
     if config.model.path.startswith((".", "/", "~")) and not model_path.exists():
         problems.append(f"model.path: {config.model.path}: no such model folder. Build one with `vidlab model tiny` "
                         "or convert a checkpoint with `vidlab model convert`.")
-    if config.model.adapter is not None and not (Path(config.model.adapter).expanduser() / "adapter_config.json").is_file():
+    adapter = config.model.adapter
+    if adapter is not None and not (Path(adapter).expanduser() / "adapter_config.json").is_file():
         problems.append(f"model.adapter: {config.model.adapter}: not a PEFT adapter folder (no adapter_config.json).")
     return problems
 

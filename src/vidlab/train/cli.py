@@ -1,0 +1,37 @@
+"""`vidlab train CONFIG`: thin: read the config, run the loop, say where the results are."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from vidlab.cli_common import quiet_transformers
+
+
+def train_command(
+    config: Annotated[Path, typer.Argument(help="Training config (YAML); copy one from configs/.")],
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a config key, e.g. --set train.max_steps=100 (repeatable)."),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option(help="Continue from the newest complete checkpoint in output.dir (same as resume: true).")
+    ] = False,
+    check: Annotated[bool, typer.Option(help="Only validate the config and print it resolved; train nothing.")] = False,
+) -> None:
+    """Fine-tune VideoLLaMA3 (LoRA, QLoRA or full) as CONFIG says; use accelerate launch for several GPUs."""
+    from vidlab.train.config import load_config
+
+    settings = load_config(config, set_ or [])
+    if check:
+        typer.echo(settings.to_yaml(), nl=False)
+        return
+    quiet_transformers()
+    from vidlab.train.loop import train
+
+    result = train(settings, resume=True if resume else None)
+    loss = f"{result.final_loss:.4f}" if result.final_loss is not None else "n/a"
+    typer.echo(f"trained {result.steps} steps, last logged loss {loss}; skipped {result.skipped} sample(s)")
+    typer.echo(f"results in {result.run_dir} (log.jsonl, checkpoints/, skipped.jsonl)")

@@ -1,0 +1,200 @@
+"""The model a training run optimises: loaded, quantised or adapted, with per-part freezing.
+
+Parts are VideoLLaMA3's three: the vision encoder, the projector and the LLM (with its embeddings
+and output head). A part trains only when the config gives it a learning rate. With LoRA the LLM's
+weights stay frozen and its Linear layers get adapters; a vision encoder or projector that has a
+rate trains fully and is saved with the adapter (peft `modules_to_save`), so the run folder loads
+with plain peft.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from vidlab.errors import VidlabError
+from vidlab.train.config import PARTS, TrainConfig
+
+# Module prefixes of each part in the native VideoLlama3ForConditionalGeneration.
+PART_PREFIXES = {
+    "vision": ("model.vision_model.",),
+    "projector": ("model.projector.",),
+    "llm": ("model.language_model.", "lm_head."),
+}
+PEFT_MODULE_NAMES = {"vision": "vision_model", "projector": "projector"}
+
+
+class TrainSetupError(VidlabError):
+    """A method, precision or device combination that cannot train here."""
+
+
+@dataclass
+class PartSummary:
+    part: str
+    parameters: int
+    trainable: int
+    learning_rate: float | None
+
+
+def part_of(name: str) -> str:
+    """Which part a parameter belongs to, from its name (peft's prefixes and wrappers stripped)."""
+    name = name.removeprefix("base_model.model.")
+    name = re.sub(r"\.(modules_to_save|original_module)\.default\.", ".", name)
+    for part, prefixes in PART_PREFIXES.items():
+        if name.startswith(prefixes):
+            return part
+    raise ValueError(f"parameter {name!r} belongs to no known part of VideoLLaMA3")
+
+
+def lora_target_regex(model: torch.nn.Module, target_modules: list[str] | str) -> str:
+    """A peft target regex matching the chosen Linear layers of the LLM only (not the vision encoder)."""
+    prefix = PART_PREFIXES["llm"][0]
+    leaves = sorted({
+        name.rsplit(".", 1)[-1]
+        for name, module in model.named_modules()
+        if name.startswith(prefix) and isinstance(module, torch.nn.Linear)
+    })
+    if target_modules != "all-linear":
+        unknown = sorted(set(target_modules) - set(leaves))
+        if unknown:
+            raise TrainSetupError(
+                f"lora.target_modules: {', '.join(unknown)} is not a Linear layer of the LLM. "
+                f"Use all-linear or some of: {', '.join(leaves)}."
+            )
+        leaves = list(target_modules)
+    return rf"{re.escape(prefix)}.*\.({'|'.join(map(re.escape, leaves))})"
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """accelerate's mixed_precision value: auto is bf16 on GPUs that have it, fp16 on others, none on CPU."""
+    if precision == "auto":
+        if device.type != "cuda":
+            return "no"
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if precision == "fp16" and device.type != "cuda":
+        raise TrainSetupError("train.precision: fp16 needs a CUDA GPU. Use fp32 or bf16 on the CPU.")
+    return "no" if precision == "fp32" else precision
+
+
+def _quantization_config(config: TrainConfig, compute_dtype: torch.dtype, device: torch.device):
+    if device.type != "cuda":
+        raise TrainSetupError(
+            "method qlora: 4/8-bit base weights need a CUDA GPU (bitsandbytes kernels), and none is visible. "
+            "Use method lora on this machine."
+        )
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError as err:
+        raise TrainSetupError("method qlora needs bitsandbytes: pip install bitsandbytes") from err
+    from transformers import BitsAndBytesConfig
+
+    # The vision encoder, projector and output head stay in full precision, as in the original QLoRA path.
+    skip = ["vision_model", "projector", "lm_head"]
+    if config.lora.bits == 8:
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute_dtype,
+        llm_int8_skip_modules=skip,
+    )
+
+
+def load_for_training(config: TrainConfig, device: torch.device, mixed_precision: str):
+    """(model, processor) ready for the optimiser: adapted, frozen per part, trainable weights in fp32."""
+    from transformers import AutoProcessor, VideoLlama3ForConditionalGeneration
+
+    from vidlab.models.load import check_model_folder, looks_local
+
+    source = config.model.path
+    if looks_local(source):
+        check_model_folder(Path(source).expanduser())
+    compute_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mixed_precision, torch.float32)
+    # Frozen base weights of an adapter run can live in the compute dtype; weights that train stay fp32.
+    load_dtype = compute_dtype if config.method in ("lora", "qlora") else torch.float32
+    kwargs = {}
+    if config.method == "qlora":
+        kwargs["quantization_config"] = _quantization_config(config, compute_dtype, device)
+        kwargs["device_map"] = {"": device.index or 0}
+    model = VideoLlama3ForConditionalGeneration.from_pretrained(
+        source, dtype=load_dtype, attn_implementation=config.model.attn_implementation, **kwargs
+    )
+    processor = AutoProcessor.from_pretrained(source)
+    model.config.use_cache = False
+    if config.train.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    if config.method == "full":
+        model.requires_grad_(False)
+        rates = config.learning_rates.trained()
+        for name, param in model.named_parameters():
+            param.requires_grad_(part_of(name) in rates)
+    else:
+        model = _add_adapters(model, config)
+    for param in model.parameters():
+        if param.requires_grad and param.dtype != torch.float32:
+            param.data = param.data.float()
+    return model, processor
+
+
+def _add_adapters(model, config: TrainConfig):
+    from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
+
+    if config.method == "qlora":
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=config.train.gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+        )
+    full_parts = [PEFT_MODULE_NAMES[p] for p in config.learning_rates.trained() if p != "llm"]
+    if config.model.adapter is not None:
+        model = PeftModel.from_pretrained(model, config.model.adapter, is_trainable=True)
+        missing = sorted(set(full_parts) - set(model.peft_config["default"].modules_to_save or []))
+        if missing:
+            raise TrainSetupError(
+                f"model.adapter: {config.model.adapter} does not hold trainable copies of {', '.join(missing)}, but "
+                "learning_rates gives them a rate. Drop those rates, or start a new adapter (remove model.adapter)."
+            )
+        return model
+    lora = LoraConfig(
+        r=config.lora.r,
+        lora_alpha=config.lora.alpha,
+        lora_dropout=config.lora.dropout,
+        target_modules=lora_target_regex(model, config.lora.target_modules),
+        modules_to_save=full_parts or None,
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lora)
+
+
+def summarize_parts(model: torch.nn.Module, config: TrainConfig) -> list[PartSummary]:
+    """Parameters and trainable parameters per part (for the start-of-run table)."""
+    totals = {part: [0, 0] for part in PARTS}
+    for name, param in model.named_parameters():
+        if ".original_module." in name:
+            continue  # peft keeps the frozen original beside a trained copy; count the module once
+        counts = totals[part_of(name)]
+        counts[0] += param.numel()
+        counts[1] += param.numel() if param.requires_grad else 0
+    rates = config.learning_rates.trained()
+    return [PartSummary(part, total, trainable, rates.get(part)) for part, (total, trainable) in totals.items()]
+
+
+def parameter_groups(model: torch.nn.Module, config: TrainConfig) -> list[dict]:
+    """Optimiser groups: one per trained part, without weight decay on biases and norms."""
+    rates = config.learning_rates.trained()
+    groups: dict[tuple[str, bool], list[torch.nn.Parameter]] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        part = part_of(name)
+        decay = param.ndim >= 2 and config.optim.weight_decay > 0
+        groups.setdefault((part, decay), []).append(param)
+    return [
+        {"params": params, "lr": rates[part], "weight_decay": config.optim.weight_decay if decay else 0.0,
+         "name": f"{part}{'' if decay else ' (no decay)'}" if config.optim.weight_decay > 0 else part}
+        for (part, decay), params in sorted(groups.items())
+    ]

@@ -128,6 +128,7 @@ def test_cli_user_errors_are_one_clear_line(tiny_model_dir, tmp_path):
 @pytest.mark.parametrize(
     "command",
     [[], ["chat"], ["model"], ["model", "tiny"], ["model", "convert"], ["model", "info"], ["data", "sample-video"],
+     ["data", "synth"],
      ["eval"], ["eval", "run"], ["eval", "score"], ["eval", "compare"]],
 )
 def test_every_command_has_help(command):

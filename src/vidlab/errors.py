@@ -52,3 +52,7 @@ class EvaluationError(VidlabError):
 
 class ConversionError(VidlabError):
     """An original VideoLLaMA3 checkpoint that cannot be converted to the native layout as it is."""
+
+
+class SampleError(VidlabError):
+    """A training sample that cannot be used: bad media, over budget."""

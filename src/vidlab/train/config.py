@@ -226,8 +226,10 @@ def check_files(config: TrainConfig) -> list[str]:
                                 "relative to the folder you run vidlab in).")
     if config.data.data_root is not None and not Path(config.data.data_root).expanduser().is_dir():
         problems.append(f"data.data_root: {config.data.data_root}: no such folder.")
+    from vidlab.models.load import looks_local
+
     model_path = Path(config.model.path).expanduser()
-    if config.model.path.startswith((".", "/", "~")) and not model_path.exists():
+    if looks_local(config.model.path) and not model_path.exists():
         problems.append(f"model.path: {config.model.path}: no such model folder. Build one with `vidlab model tiny` "
                         "or convert a checkpoint with `vidlab model convert`.")
     adapter = config.model.adapter

@@ -239,6 +239,11 @@ def train(config: TrainConfig, resume: bool | str | None = None) -> TrainResult:
     device_hint = torch.device("cuda" if on_gpu else "cpu")
     mixed_precision = resolve_precision(config.train.precision, device_hint)
     accelerator = Accelerator(cpu=not on_gpu, mixed_precision=mixed_precision)
+    if accelerator.gradient_accumulation_steps != 1 and not is_sharded(accelerator):
+        raise VidlabError(
+            f"the accelerate config sets gradient_accumulation_steps={accelerator.gradient_accumulation_steps}, which "
+            "would rescale vidlab's loss. Remove it from the accelerate config and set train.grad_accum instead."
+        )
     is_main = accelerator.is_main_process
     run_dir = Path(config.output.dir).expanduser()
     checkpoint = _prepare_run_dir(run_dir, config, resume, is_main) if is_main else None
@@ -267,6 +272,7 @@ def train(config: TrainConfig, resume: bool | str | None = None) -> TrainResult:
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_multiplier(step, total_steps, warmup, config.optim.scheduler)
     )
+    _configure_deepspeed(accelerator, config)
     model, optimizer = accelerator.prepare(model, optimizer)
 
     progress = {"step": 0, "samples": 0}
@@ -365,12 +371,27 @@ def _process_checksums(accelerator, model) -> list[str]:
     return list(gather_object([digest.hexdigest()]))
 
 
+def _configure_deepspeed(accelerator, config: TrainConfig) -> None:
+    """DeepSpeed accumulates and clips inside its engine: hand it vidlab's settings before prepare."""
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    if plugin is None:
+        return
+    plugin.deepspeed_config.update({
+        "train_micro_batch_size_per_gpu": config.train.batch_size,
+        "gradient_accumulation_steps": config.train.grad_accum,
+        "gradient_clipping": config.optim.max_grad_norm or 0.0,
+    })
+
+
 def _data_root(config: TrainConfig) -> Path | None:
     return Path(config.data.data_root).expanduser() if config.data.data_root else None
 
 
 def _accumulate(accelerator, model, batches, group: int):
     """Forward and backward `group` micro-batches; gradients sync across processes on the last one."""
+    from accelerate.utils import DistributedType
+
+    deepspeed = accelerator.distributed_type == DistributedType.DEEPSPEED
     loss_sum = torch.zeros((), device=accelerator.device)
     tokens, count, notes = 0, 0, []
     for index in range(group):
@@ -384,7 +405,9 @@ def _accumulate(accelerator, model, batches, group: int):
         with context, accelerator.autocast():
             logits = model(**inputs).logits
             loss, n = summed_token_loss(logits, labels)
-            accelerator.backward(loss)
+            # DeepSpeed owns the gradients (they are not reachable to rescale): give it a per-token mean;
+            # it averages micro-batches itself.
+            accelerator.backward(loss / max(n, 1) if deepspeed else loss)
         loss_sum += loss.detach()
         tokens += n
     return loss_sum, tokens, notes, count
@@ -450,7 +473,7 @@ def _save_final(run_dir: Path, accelerator, model, processor) -> None:
         staging = Path(tempfile.mkdtemp(dir=run_dir, prefix=".final."))
         try:
             if hasattr(unwrapped, "peft_config"):
-                unwrapped.save_pretrained(staging)
+                unwrapped.save_pretrained(staging, state_dict=state)  # state: gathered from FSDP/ZeRO-3 shards
             else:
                 unwrapped.config.use_cache = True
                 unwrapped.save_pretrained(staging, state_dict=state)

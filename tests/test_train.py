@@ -1,0 +1,317 @@
+"""vidlab train on the tiny model: LoRA and full runs, freezing, resume after SIGKILL, 2 processes, merge."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from vidlab.synthetic import Scene, write_scene
+from vidlab.train.checkpoint import complete_checkpoints
+from vidlab.train.config import load_config
+from vidlab.train.loop import EpochBatches, lr_multiplier, summed_token_loss, train
+
+SCENES = [
+    Scene(shape=shape, colour=colour, direction=direction, size=56, seconds=2, fps=4)
+    for shape, colour, direction in [
+        ("circle", "red", "left"), ("square", "blue", "right"), ("triangle", "green", "up"),
+        ("circle", "yellow", "down"), ("square", "red", "up"), ("triangle", "blue", "left"),
+        ("circle", "green", "right"), ("square", "yellow", "down"),
+    ]
+]
+
+
+@pytest.fixture(scope="module")
+def caption_data(tmp_path_factory) -> Path:
+    """8 short clips with caption records (JSONL), and a validation file of 2 of them."""
+    root = tmp_path_factory.mktemp("captions")
+    lines = []
+    for i, scene in enumerate(SCENES):
+        write_scene(root / f"v{i}.mp4", scene)
+        lines.append({"id": f"v{i}", "video": [f"v{i}.mp4"], "conversations": [
+            {"from": "human", "value": "<video>\nDescribe the video."}, {"from": "gpt", "value": scene.caption}]})
+    (root / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    (root / "val.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines[:2]))
+    return root
+
+
+def make_config(model_dir: Path, data: Path, out: Path, *extra: str):
+    overrides = [
+        f"model.path={model_dir}", f"data.train=[{data / 'train.jsonl'}]", f"output.dir={out}",
+        "data.workers=0", "data.max_frames=4", "learning_rates.llm=0.01", "lora.r=8", "lora.alpha=16",
+        "train.batch_size=4", "train.max_steps=8", "optim.warmup_ratio=0", "optim.scheduler=constant", "output.log_steps=1",
+        "output.tensorboard=false", "output.progress=false", "output.save_steps=100", "train.seed=3", *extra,
+    ]
+    return load_config(None, overrides)
+
+
+def write_config(config, path: Path) -> Path:
+    path.write_text(config.to_yaml())
+    return path
+
+
+def model_logits(model, processor, video: Path) -> torch.Tensor:
+    from vidlab.conversation import parse_record
+    from vidlab.inputs import build_inputs, load_media
+    from vidlab.media import Sampling
+
+    conv = parse_record({"video": [str(video)], "conversations": [{"from": "human", "value": "<video>\nDescribe."}]})
+    inputs = build_inputs(conv, load_media(conv, sampling=Sampling(max_frames=4)), processor)
+    with torch.no_grad():
+        return model(**inputs.tensors).logits
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "vidlab.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
+# --- pieces -----------------------------------------------------------------------------------
+
+
+def test_summed_token_loss_counts_only_labelled_next_tokens():
+    logits = torch.randn(2, 5, 7)
+    labels = torch.tensor([[-100, 1, 2, -100, -100], [-100, -100, 3, 4, 5]])
+    loss, count = summed_token_loss(logits, labels)
+    # Position t predicts label t+1: labelled targets are (0,1),(0,2),(1,2),(1,3),(1,4).
+    expected = sum(
+        torch.nn.functional.cross_entropy(logits[b, t - 1][None], labels[b, t][None])
+        for b, t in [(0, 1), (0, 2), (1, 2), (1, 3), (1, 4)]
+    )
+    assert count == 5
+    assert torch.allclose(loss, expected)
+
+
+def test_lr_schedule_warms_up_then_decays_to_zero():
+    assert lr_multiplier(0, 100, 10, "cosine") == pytest.approx(0.1)
+    assert lr_multiplier(9, 100, 10, "cosine") == pytest.approx(1.0)
+    assert lr_multiplier(10, 100, 10, "cosine") == pytest.approx(1.0)
+    assert lr_multiplier(55, 100, 10, "cosine") == pytest.approx(0.5)
+    assert lr_multiplier(100, 100, 10, "cosine") == pytest.approx(0.0)
+    assert lr_multiplier(55, 100, 10, "linear") == pytest.approx(0.5)
+    assert lr_multiplier(99, 100, 10, "constant") == 1.0
+
+
+def test_epoch_batches_are_disjoint_across_processes_and_resume_where_they_stopped():
+    ranks = [list(EpochBatches(22, 2, rank, 2, seed=1, epoch=0)) for rank in range(2)]
+    assert [len(r) for r in ranks] == [5, 5]  # 22 // 4 global batches; the tail of 2 is dropped
+    flat = [i for r in ranks for batch in r for i in batch]
+    assert len(flat) == len(set(flat)) == 20
+    assert list(EpochBatches(22, 2, 0, 2, seed=1, epoch=0, start=3)) == ranks[0][3:]
+    assert list(EpochBatches(22, 2, 0, 2, seed=1, epoch=1)) != ranks[0]
+
+
+# --- runs on the tiny model -------------------------------------------------------------------
+
+
+def test_lora_run_learns_and_saves_an_adapter_that_changes_the_model(tiny_model_dir, caption_data, tmp_path):
+    from peft import PeftModel
+    from transformers import VideoLlama3ForConditionalGeneration
+
+    from vidlab.models import load_model
+
+    out = tmp_path / "lora"
+    result = train(make_config(tiny_model_dir, caption_data, out, "train.max_steps=12"))
+    losses = [row["loss"] for row in result.log if "loss" in row]
+    assert result.steps == 12 and len(losses) == 12
+    assert sum(losses[-3:]) / 3 < losses[0] - 0.5  # nats; a random tiny model starts near ln(vocab)
+    assert (out / "adapter_config.json").is_file() and (out / "processor_config.json").is_file()
+    assert (out / "config.yaml").is_file() and (out / "log.jsonl").is_file()
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["method"] == "lora" and saved["lora"]["r"] == 8
+
+    base, processor = load_model(tiny_model_dir, device="cpu")
+    tuned, _ = load_model(tiny_model_dir, adapter=out, device="cpu")
+    video = caption_data / "v0.mp4"
+    assert not torch.allclose(model_logits(base, processor, video), model_logits(tuned, processor, video))
+    # Plain transformers + peft load the run folder too.
+    plain = PeftModel.from_pretrained(VideoLlama3ForConditionalGeneration.from_pretrained(tiny_model_dir), out)
+    assert torch.allclose(model_logits(plain.eval(), processor, video), model_logits(tuned, processor, video))
+
+
+def test_full_run_trains_only_parts_with_a_rate(tiny_model_dir, caption_data, tmp_path):
+    from vidlab.models import load_model
+
+    out = tmp_path / "full"
+    config = make_config(tiny_model_dir, caption_data, out, "method=full", "learning_rates.llm=null",
+                         "learning_rates.projector=0.001", "train.max_steps=3")
+    train(config)
+    before = load_file(str(tiny_model_dir / "model.safetensors"))
+    after = load_file(str(out / "model.safetensors"))
+    assert set(before) == set(after)
+    changed = {name for name in before if not torch.equal(before[name], after[name])}
+    assert changed and all(name.startswith("model.projector.") for name in changed)
+    model, _ = load_model(out, device="cpu")  # a whole native checkpoint
+    assert type(model).__name__ == "VideoLlama3ForConditionalGeneration"
+
+
+def test_lora_with_a_trained_projector_keeps_the_vision_encoder_bit_identical(tiny_model_dir, caption_data, tmp_path):
+    from vidlab.models import load_model
+
+    out = tmp_path / "lora-projector"
+    train(make_config(tiny_model_dir, caption_data, out, "learning_rates.projector=0.001", "train.max_steps=3"))
+    base, _ = load_model(tiny_model_dir, device="cpu")
+    tuned, _ = load_model(tiny_model_dir, adapter=out, device="cpu")
+    merged = tuned.merge_and_unload().state_dict()
+    for name, tensor in base.state_dict().items():
+        if name.startswith("model.vision_model."):
+            assert torch.equal(tensor, merged[name]), name
+    assert any(not torch.equal(t, merged[n]) for n, t in base.state_dict().items() if n.startswith("model.projector."))
+
+
+def test_merge_equals_adapter_on_base(tiny_model_dir, caption_data, tmp_path):
+    from vidlab.models import load_model
+
+    out = tmp_path / "lora"
+    train(make_config(tiny_model_dir, caption_data, out, "train.max_steps=3", "learning_rates.projector=0.001"))
+    proc = run_cli("model", "merge", str(tmp_path / "merged"), "--base", str(tiny_model_dir), "--adapter", str(out))
+    assert proc.returncode == 0, proc.stderr
+    tuned, processor = load_model(tiny_model_dir, adapter=out, device="cpu")
+    merged, _ = load_model(tmp_path / "merged", device="cpu")
+    video = caption_data / "v1.mp4"
+    assert torch.allclose(model_logits(tuned, processor, video), model_logits(merged, processor, video), atol=1e-5)
+
+
+def test_resume_after_sigkill_matches_an_uninterrupted_run(tiny_model_dir, caption_data, tmp_path):
+    settings = ("train.max_steps=24", "output.save_steps=2", "output.save_total_limit=2", "lora.dropout=0.1",
+                "train.grad_accum=2", "train.batch_size=2")
+    whole = tmp_path / "whole"
+    train(make_config(tiny_model_dir, caption_data, whole, *settings))
+
+    broken = tmp_path / "broken"
+    path = write_config(make_config(tiny_model_dir, caption_data, broken, *settings), tmp_path / "run.yaml")
+    process = subprocess.Popen([sys.executable, "-m", "vidlab.cli", "train", str(path)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not any(int(p.name[5:]) >= 4 for p in complete_checkpoints(broken)):
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    steps_done = max(int(p.name[5:]) for p in complete_checkpoints(broken))
+    assert 4 <= steps_done < 24, "the kill should land after a checkpoint and before the end"
+    assert not (broken / "adapter_config.json").exists()
+
+    proc = run_cli("train", str(path), "--resume")
+    assert proc.returncode == 0, proc.stderr
+    whole_log = [r["loss"] for r in map(json.loads, (whole / "log.jsonl").read_text().splitlines())]
+    resumed_log = [r["loss"] for r in map(json.loads, (broken / "log.jsonl").read_text().splitlines())]
+    assert resumed_log == pytest.approx(whole_log, rel=1e-5)
+    a = load_file(str(whole / "adapter_model.safetensors"))
+    b = load_file(str(broken / "adapter_model.safetensors"))
+    assert set(a) == set(b)
+    for name in a:
+        assert torch.allclose(a[name], b[name], atol=1e-6), name
+    assert len(complete_checkpoints(broken)) == 2  # save_total_limit
+
+
+def test_two_processes_train_in_step_and_learn(tiny_model_dir, caption_data, tmp_path):
+    accelerate = Path(sys.executable).with_name("accelerate")
+    out = tmp_path / "ddp"
+    path = write_config(make_config(tiny_model_dir, caption_data, out, "train.batch_size=2", "train.max_steps=10"),
+                        tmp_path / "ddp.yaml")
+    proc = subprocess.run(
+        [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "vidlab.cli", "train", str(path)],
+        capture_output=True, text=True, timeout=400, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((out / "train_result.json").read_text())
+    assert len(result["process_checksums"]) == 2 and len(set(result["process_checksums"])) == 1
+    losses = [json.loads(line)["loss"] for line in (out / "log.jsonl").read_text().splitlines()]
+    assert sum(losses[-3:]) / 3 < losses[0] - 0.3
+    assert result["samples"] == 10 * 2 * 2
+
+
+def test_bad_samples_are_skipped_and_listed(tiny_model_dir, caption_data, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(caption_data, data)
+    (data / "broken.mp4").write_bytes(b"not a video at all")
+    with (data / "train.jsonl").open("a") as handle:
+        handle.write('{"id": "gone", "video": ["missing.mp4"], "conversations": [{"from": "human", "value": '
+                     '"<video>\\nx"}, {"from": "gpt", "value": "y"}]}\n')
+        handle.write("{not json\n")
+        handle.write('{"id": "bad-video", "video": ["broken.mp4"], "conversations": [{"from": "human", "value": '
+                     '"<video>\\nx"}, {"from": "gpt", "value": "y"}]}\n')
+    out = tmp_path / "run"
+    result = train(make_config(tiny_model_dir, data, out, "train.max_steps=3", "train.batch_size=3",
+                               "train.epochs=1"))
+    rows = [json.loads(line) for line in (out / "skipped.jsonl").read_text().splitlines()]
+    by_line = {row["line"]: row for row in rows}
+    assert by_line[9]["id"] == "gone" and "missing.mp4" in by_line[9]["reason"]
+    assert by_line[10]["id"] is None and "JSON" in by_line[10]["reason"]
+    assert by_line[11]["id"] == "bad-video" and "broken.mp4" in by_line[11]["reason"]  # found while decoding
+    assert all(row["file"].endswith("train.jsonl") for row in rows)
+    assert result.skipped == len(rows)
+
+
+def test_strict_stops_at_the_first_bad_sample(tiny_model_dir, caption_data, tmp_path):
+    from vidlab.errors import VidlabError
+
+    data = tmp_path / "data"
+    shutil.copytree(caption_data, data)
+    with (data / "train.jsonl").open("a") as handle:
+        handle.write("{not json\n")
+    with pytest.raises(VidlabError, match=r"train.jsonl:9"):
+        train(make_config(tiny_model_dir, data, tmp_path / "run", "data.strict=true"))
+
+
+# --- configs and errors through the CLI -------------------------------------------------------
+
+
+def test_config_errors_name_each_problem_and_the_fix(tiny_model_dir, caption_data, tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({
+        "model": {"path": str(tiny_model_dir)},
+        "data": {"train": [str(caption_data / "nope.jsonl")], "fpss": 2},
+        "train": {"batch_size": "four"},
+        "learning_rates": {"llm": 1e-4},
+        "output": {"dir": str(tmp_path / "out")},
+    }))
+    proc = run_cli("train", str(path))
+    assert proc.returncode == 2
+    assert "data.fpss: unknown key; did you mean 'fps'?" in proc.stderr
+    assert "train.batch_size" in proc.stderr and "'four'" in proc.stderr
+    assert not (tmp_path / "out").exists()
+    path.write_text(yaml.safe_dump({
+        "model": {"path": str(tiny_model_dir)}, "data": {"train": [str(caption_data / "nope.jsonl")]},
+        "learning_rates": {"llm": 1e-4}, "output": {"dir": str(tmp_path / "out")},
+    }))
+    proc = run_cli("train", str(path), "--set", "train.max_steps=2")
+    assert proc.returncode == 2 and "nope.jsonl: no such annotation file" in proc.stderr
+
+
+def test_config_check_prints_the_resolved_config_with_overrides(tiny_model_dir, caption_data, tmp_path):
+    path = write_config(make_config(tiny_model_dir, caption_data, tmp_path / "o"), tmp_path / "c.yaml")
+    proc = run_cli("train", str(path), "--check", "--set", "lora.r=4", "--set", "data.fps=2")
+    assert proc.returncode == 0, proc.stderr
+    resolved = yaml.safe_load(proc.stdout)
+    assert resolved["lora"]["r"] == 4 and resolved["data"]["fps"] == 2.0
+
+
+def test_a_finished_run_folder_is_not_overwritten(tiny_model_dir, caption_data, tmp_path):
+    from vidlab.errors import VidlabError
+
+    out = tmp_path / "run"
+    train(make_config(tiny_model_dir, caption_data, out, "train.max_steps=1"))
+    with pytest.raises(VidlabError, match="holds a run already.*--resume"):
+        train(make_config(tiny_model_dir, caption_data, out, "train.max_steps=1"))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU error")
+def test_qlora_and_fp16_need_a_gpu(tiny_model_dir, caption_data, tmp_path):
+    from vidlab.errors import VidlabError
+
+    with pytest.raises(VidlabError, match="qlora.*CUDA GPU.*Use method lora"):
+        train(make_config(tiny_model_dir, caption_data, tmp_path / "q", "method=qlora"))
+    with pytest.raises(VidlabError, match="fp16 needs a CUDA GPU"):
+        train(make_config(tiny_model_dir, caption_data, tmp_path / "h", "train.precision=fp16"))

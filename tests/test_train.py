@@ -49,8 +49,8 @@ def make_config(model_dir: Path, data: Path, out: Path, *extra: str):
     overrides = [
         f"model.path={model_dir}", f"data.train=[{data / 'train.jsonl'}]", f"output.dir={out}",
         "data.workers=0", "data.max_frames=4", "learning_rates.llm=0.01", "lora.r=8", "lora.alpha=16",
-        "train.batch_size=4", "train.max_steps=8", "optim.warmup_ratio=0", "optim.scheduler=constant", "output.log_steps=1",
-        "output.tensorboard=false", "output.progress=false", "output.save_steps=100", "train.seed=3", *extra,
+        "train.batch_size=4", "train.max_steps=8", "optim.warmup_ratio=0", "optim.scheduler=constant",
+        "output.log_steps=1", "output.tensorboard=false", "output.progress=false", "output.save_steps=100", "train.seed=3", *extra,
     ]
     return load_config(None, overrides)
 

@@ -125,7 +125,9 @@ def data_sample_video(
 @data_app.command("synth")
 def data_synth(
     out_dir: Annotated[Path, typer.Argument(help="New folder for the videos and annotation files.")],
-    train: Annotated[int, typer.Option(help="Training videos (4 records each: caption, colour, shape, direction).")] = 600,
+    train: Annotated[
+        int, typer.Option(help="Training videos (4 records each: caption, colour, shape, direction).")
+    ] = 600,
     val: Annotated[int, typer.Option(help="Validation videos.")] = 48,
     test: Annotated[int, typer.Option(help="Test videos (new renders, never copies of training videos).")] = 120,
     seed: Annotated[int, typer.Option(help="Random seed; the same options give the same files.")] = 0,

@@ -50,7 +50,8 @@ def make_config(model_dir: Path, data: Path, out: Path, *extra: str):
         f"model.path={model_dir}", f"data.train=[{data / 'train.jsonl'}]", f"output.dir={out}",
         "data.workers=0", "data.max_frames=4", "learning_rates.llm=0.01", "lora.r=8", "lora.alpha=16",
         "train.batch_size=4", "train.max_steps=8", "optim.warmup_ratio=0", "optim.scheduler=constant",
-        "output.log_steps=1", "output.tensorboard=false", "output.progress=false", "output.save_steps=100", "train.seed=3", *extra,
+        "output.log_steps=1", "output.tensorboard=false", "output.progress=false", "output.save_steps=100",
+        "train.seed=3", *extra,
     ]
     return load_config(None, overrides)
 
@@ -230,6 +231,19 @@ def test_two_processes_train_in_step_and_learn(tiny_model_dir, caption_data, tmp
     losses = [json.loads(line)["loss"] for line in (out / "log.jsonl").read_text().splitlines()]
     assert sum(losses[-3:]) / 3 < losses[0] - 0.3
     assert result["samples"] == 10 * 2 * 2
+
+
+def test_validation_loss_and_bleu_are_logged_every_eval_steps(tiny_model_dir, caption_data, tmp_path):
+    out = tmp_path / "run"
+    config = make_config(tiny_model_dir, caption_data, out, f"data.val=[{caption_data / 'val.jsonl'}]",
+                         "output.eval_steps=2", "train.max_steps=4", "output.eval_max_new_tokens=8")
+    train(config)
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    evals = [row for row in rows if "eval_loss" in row]
+    assert [row["step"] for row in evals] == [2, 4]
+    assert all(row["eval_samples"] == 2 and 0 <= row["eval_bleu4"] <= 100 for row in evals)
+    assert evals[1]["eval_loss"] < evals[0]["eval_loss"]  # the validation records are training records here
+    assert len((out / "eval" / "step-000004" / "val" / "predictions.jsonl").read_text().splitlines()) == 2
 
 
 def test_bad_samples_are_skipped_and_listed(tiny_model_dir, caption_data, tmp_path):

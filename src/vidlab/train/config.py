@@ -114,6 +114,10 @@ class OutputSection(_Section):
     save_total_limit: int | None = Field(2, ge=1, description="Keep only the newest N checkpoints (null: all).")
     log_steps: int = Field(10, ge=1, description="Write loss and learning rate to log.jsonl every N steps.")
     eval_steps: int | None = Field(None, ge=1, description="Validation loss every N steps (needs data.val).")
+    eval_generate: bool = Field(
+        True, description="At each evaluation also answer the validation records and score BLEU-4 and exact match."
+    )
+    eval_max_new_tokens: int = Field(64, ge=1, description="Longest generated answer at evaluation, in tokens.")
     tensorboard: bool = Field(True, description="Also log to OUTPUT/tensorboard (when tensorboard is installed).")
     progress: bool = Field(True, description="Show a progress bar.")
 

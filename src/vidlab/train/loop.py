@@ -332,7 +332,7 @@ def train(config: TrainConfig, resume: bool | str | None = None) -> TrainResult:
                     files.write_log(row)
                     window = []
                 if config.output.eval_steps and (step % config.output.eval_steps == 0 or step == total_steps):
-                    files.write_log({"step": step, **_evaluate(accelerator, model, processor, config, options)})
+                    files.write_log({"step": step, **_evaluate(accelerator, model, processor, config, options, step)})
                     model.train()
                 if step % config.output.save_steps == 0 or step == total_steps:
                     save_checkpoint(run_dir, step, accelerator, model, optimizer, scheduler,
@@ -440,7 +440,7 @@ class _nullcontext:
 
 
 @torch.no_grad()
-def _evaluate(accelerator, model, processor, config: TrainConfig, options: DataOptions) -> dict:
+def _evaluate(accelerator, model, processor, config: TrainConfig, options: DataOptions, step: int) -> dict:
     """Validation loss: token-weighted mean over every validation sample, on all processes."""
     records, _ = load_records([Path(f) for f in config.data.val], _data_root(config), strict=False)
     mine = records[accelerator.process_index :: accelerator.num_processes]
@@ -461,7 +461,38 @@ def _evaluate(accelerator, model, processor, config: TrainConfig, options: DataO
     if accelerator.num_processes > 1:
         totals = accelerator.reduce(totals, reduction="sum")
     total_loss, total_tokens = totals.tolist()
-    return {"eval_loss": total_loss / max(total_tokens, 1.0), "eval_samples": len(records)}
+    row = {"eval_loss": total_loss / max(total_tokens, 1.0), "eval_samples": len(records)}
+    if config.output.eval_generate:
+        row.update(_generation_scores(accelerator, model, processor, config, options, step))
+    return row
+
+
+def _generation_scores(accelerator, model, processor, config: TrainConfig, options: DataOptions, step: int) -> dict:
+    """BLEU-4 and exact match of the model's answers to the validation records, through vidlab.evaluate."""
+    from vidlab.evaluate.metrics import score_file
+    from vidlab.evaluate.run import RunOptions, run_predictions
+    from vidlab.generate import GenerationOptions
+
+    unwrapped = accelerator.unwrap_model(model)
+    run_options = RunOptions(
+        batch_size=config.train.batch_size, sampling=options.sampling, compression=options.compression,
+        folder_fps=options.folder_fps, generation=GenerationOptions(max_new_tokens=config.output.eval_max_new_tokens),
+        workers=0, progress=False,
+    )
+    scores = {}
+    unwrapped.config.use_cache = True  # generation is far faster with the KV cache; training runs without
+    try:
+        for file in config.data.val:
+            out = Path(config.output.dir).expanduser() / "eval" / f"step-{step:06d}" / Path(file).stem
+            run_predictions((unwrapped, processor), file, out, data_root=_data_root(config), options=run_options)
+            if accelerator.is_main_process:
+                metrics = score_file(out / "predictions.jsonl", ["bleu4", "exact_match"])
+                suffix = "" if len(config.data.val) == 1 else f".{Path(file).stem}"
+                scores.update({f"eval_{name}{suffix}": metrics[name] for name in ("bleu4", "exact_match")
+                               if name in metrics})
+    finally:
+        unwrapped.config.use_cache = False
+    return scores
 
 
 def _save_final(run_dir: Path, accelerator, model, processor) -> None:

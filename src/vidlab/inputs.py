@@ -74,7 +74,7 @@ def load_media(
     return loaded
 
 
-def _metadata(clip: VideoClip) -> TimedVideoMetadata:
+def video_metadata(clip: VideoClip) -> TimedVideoMetadata:
     height, width = clip.frames.shape[1:3]
     return TimedVideoMetadata(
         total_num_frames=len(clip),
@@ -127,17 +127,17 @@ def build_batch(
     kwargs = {}
     if all_videos:
         kwargs["videos"] = [clip.frames for clip in all_videos]
-        kwargs["video_metadata"] = [_metadata(clip) for clip in all_videos]
+        kwargs["video_metadata"] = [video_metadata(clip) for clip in all_videos]
         kwargs["use_token_compression"] = compression
     if all_images:
         kwargs["images"] = all_images
     batch = processor(text=texts, return_tensors="pt", padding=True, padding_side="left", **kwargs)
     tensors = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
-    stats = _batch_stats(tensors, videos, [len(sample) for sample in images])
+    stats = batch_stats(tensors, videos, [len(sample) for sample in images])
     return BatchInputs(tensors=tensors, stats=stats, texts=texts)
 
 
-def _batch_stats(
+def batch_stats(
     tensors: dict[str, torch.Tensor], videos: list[list[VideoClip]], image_counts: list[int]
 ) -> list[InputStats]:
     """Per-sample token counts. The processor lists the batch's videos and images in sample order."""

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from vidlab.errors import ModelLoadError
 from vidlab.folders import staged_folder
-from vidlab.models.load import load_model
+from vidlab.models.load import load_model, resolve_dtype
 
 
 def merge_adapter(base: str | Path, adapter: str | Path, out_dir: str | Path, dtype: str = "fp32",
@@ -26,8 +26,6 @@ def merge_adapter(base: str | Path, adapter: str | Path, out_dir: str | Path, dt
     model, processor = load_model(base, adapter=adapter, dtype="fp32", device="cpu")
     merged = model.merge_and_unload()
     if dtype != "fp32":
-        from vidlab.models.load import resolve_dtype
-
         merged = merged.to(resolve_dtype(dtype, merged.device))
     adapter_processor = Path(adapter) / "processor_config.json"
     if adapter_processor.is_file():  # vidlab train saves the processor it trained with beside the adapter

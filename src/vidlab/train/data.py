@@ -29,7 +29,7 @@ from transformers.image_utils import SizeDict
 from vidlab.conversation import Conversation, parse_record
 from vidlab.errors import ConversationError, DataFileError, MediaError, MediaNotFoundError, SampleError, VidlabError
 from vidlab.files import iter_json_items, reason_of
-from vidlab.inputs import InputStats, _batch_stats, _metadata, load_media
+from vidlab.inputs import InputStats, batch_stats, load_media, video_metadata
 from vidlab.media import DEFAULT_FOLDER_FPS, Sampling, VideoClip
 from vidlab.media.sampling import evenly_spaced
 from vidlab.models.template import END_OF_TURN, IMAGE_TOKEN, VIDEO_TOKEN
@@ -361,7 +361,7 @@ class _SampleEncoder:
         kwargs: dict[str, Any] = {}
         if clips:
             kwargs["videos"] = [clip.frames for clip in clips]
-            kwargs["video_metadata"] = [_metadata(clip) for clip in clips]
+            kwargs["video_metadata"] = [video_metadata(clip) for clip in clips]
             # The video processor's size["longest_edge"] is the pixel budget of a whole video, divided
             # by its frame count inside; a per-call size overrides the processor's own for this call only.
             kwargs["videos_kwargs"] = {
@@ -532,7 +532,7 @@ def encode_record(record: TrainRecord, processor, options: DataOptions) -> Encod
         tensors, clips, shrunk = _fit(encode, decoded, options)
     except (SampleError, MediaError) as err:
         raise SampleError(f"{where}: {err}") from err
-    stats = _batch_stats(tensors, [clips], [len(images)])[0]
+    stats = batch_stats(tensors, [clips], [len(images)])[0]
     tensors = {k: (v[0] if k in TEXT_KEYS else v) for k, v in tensors.items()}
     tensors["labels"] = label_assistant_turns(tensors["input_ids"], processor.tokenizer)
     return EncodedSample(tensors=tensors, stats=stats, record=record, shrunk=shrunk)

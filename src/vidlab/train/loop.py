@@ -20,6 +20,7 @@ import os
 import shutil
 import tempfile
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -286,6 +287,9 @@ def train(config: TrainConfig, resume: bool | str | None = None) -> TrainResult:
 
     options = data_options(config)
     dataset = TrainDataset(records, processor, options)
+    val_records = []
+    if config.output.eval_steps:  # read once; bad validation records are left out (they are not trained on)
+        val_records, _ = load_records([Path(f) for f in config.data.val], _data_root(config), strict=False)
     collate = Collator(processor.tokenizer.pad_token_id)
     world, rank = accelerator.num_processes, accelerator.process_index
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -332,7 +336,8 @@ def train(config: TrainConfig, resume: bool | str | None = None) -> TrainResult:
                     files.write_log(row)
                     window = []
                 if config.output.eval_steps and (step % config.output.eval_steps == 0 or step == total_steps):
-                    files.write_log({"step": step, **_evaluate(accelerator, model, processor, config, options, step)})
+                    scores = _evaluate(accelerator, model, processor, config, options, val_records, step)
+                    files.write_log({"step": step, **scores})
                     model.train()
                 if step % config.output.save_steps == 0 or step == total_steps:
                     save_checkpoint(run_dir, step, accelerator, model, optimizer, scheduler,
@@ -401,7 +406,7 @@ def _accumulate(accelerator, model, batches, group: int):
         inputs = _move_batch(batch["inputs"], accelerator.device)
         labels = inputs.pop("labels")
         sync = index == group - 1
-        context = accelerator.no_sync(model) if not sync and accelerator.num_processes > 1 else _nullcontext()
+        context = accelerator.no_sync(model) if not sync and accelerator.num_processes > 1 else nullcontext()
         with context, accelerator.autocast():
             logits = model(**inputs).logits
             loss, n = summed_token_loss(logits, labels)
@@ -431,18 +436,10 @@ def _finish_step(accelerator, model, optimizer, trainable, loss_sum, tokens: int
     return total_loss / max(total_tokens, 1.0), total_tokens
 
 
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
-
-
 @torch.no_grad()
-def _evaluate(accelerator, model, processor, config: TrainConfig, options: DataOptions, step: int) -> dict:
+def _evaluate(accelerator, model, processor, config: TrainConfig, options: DataOptions, records: list,
+              step: int) -> dict:
     """Validation loss: token-weighted mean over every validation sample, on all processes."""
-    records, _ = load_records([Path(f) for f in config.data.val], _data_root(config), strict=False)
     mine = records[accelerator.process_index :: accelerator.num_processes]
     dataset = TrainDataset(mine, processor, options) if mine else None
     collate = Collator(processor.tokenizer.pad_token_id)

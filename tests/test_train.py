@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 from vidlab.synthetic import Scene, write_scene
 from vidlab.train.checkpoint import complete_checkpoints
-from vidlab.train.config import load_config
+from vidlab.train.config import ConfigError, load_config
 from vidlab.train.loop import EpochBatches, lr_multiplier, summed_token_loss, train
 
 SCENES = [
@@ -156,25 +156,41 @@ def test_full_run_trains_only_parts_with_a_rate(tiny_model_dir, caption_data, tm
     assert type(model).__name__ == "VideoLlama3ForConditionalGeneration"
 
 
-def test_lora_with_a_trained_projector_keeps_the_vision_encoder_bit_identical(tiny_model_dir, caption_data, tmp_path):
+def test_lora_with_a_trained_projector_and_head_keeps_the_rest_bit_identical(tiny_model_dir, caption_data, tmp_path):
     from vidlab.models import load_model
 
     out = tmp_path / "lora-projector"
-    train(make_config(tiny_model_dir, caption_data, out, "learning_rates.projector=0.001", "train.max_steps=3"))
+    train(make_config(tiny_model_dir, caption_data, out, "learning_rates.projector=0.001", "train.max_steps=3",
+                      "lora.modules_to_save=[lm_head]"))
+    assert set(json.loads((out / "adapter_config.json").read_text())["modules_to_save"]) == {"projector", "lm_head"}
     base, _ = load_model(tiny_model_dir, device="cpu")
     tuned, _ = load_model(tiny_model_dir, adapter=out, device="cpu")
     merged = tuned.merge_and_unload().state_dict()
     for name, tensor in base.state_dict().items():
-        if name.startswith("model.vision_model."):
+        if name.startswith(("model.vision_model.", "model.language_model.embed_tokens.")):
             assert torch.equal(tensor, merged[name]), name
     assert any(not torch.equal(t, merged[n]) for n, t in base.state_dict().items() if n.startswith("model.projector."))
+    assert not torch.equal(base.state_dict()["lm_head.weight"], merged["lm_head.weight"])
+
+
+def test_modules_to_save_must_be_llm_modules_without_adapters(tiny_model_dir, caption_data, tmp_path):
+    from vidlab.train.model import TrainSetupError
+
+    for name, problem in [("nothing_here", "names no module"), ("projector", "outside the LLM"),
+                          ("language_model.layers.0.mlp.down_proj", "already gets LoRA adapters")]:
+        config = make_config(tiny_model_dir, caption_data, tmp_path / name, f"lora.modules_to_save=[{name}]")
+        with pytest.raises(TrainSetupError, match=f"lora.modules_to_save: '{name}' .*{problem}"):
+            train(config)
+    with pytest.raises(ConfigError, match="method full already trains every LLM weight"):
+        make_config(tiny_model_dir, caption_data, tmp_path / "full", "method=full", "lora.modules_to_save=[lm_head]")
 
 
 def test_merge_equals_adapter_on_base(tiny_model_dir, caption_data, tmp_path):
     from vidlab.models import load_model
 
     out = tmp_path / "lora"
-    train(make_config(tiny_model_dir, caption_data, out, "train.max_steps=3", "learning_rates.projector=0.001"))
+    train(make_config(tiny_model_dir, caption_data, out, "train.max_steps=3", "learning_rates.projector=0.001",
+                      "lora.modules_to_save=[lm_head]"))
     proc = run_cli("model", "merge", str(tmp_path / "merged"), "--base", str(tiny_model_dir), "--adapter", str(out))
     assert proc.returncode == 0, proc.stderr
     tuned, processor = load_model(tiny_model_dir, adapter=out, device="cpu")

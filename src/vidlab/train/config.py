@@ -69,6 +69,10 @@ class LoraSection(_Section):
     target_modules: list[str] | Literal["all-linear"] = Field(
         "all-linear", description="LLM Linear layers to adapt: all-linear, or names such as [q_proj, v_proj]."
     )
+    modules_to_save: list[str] = Field(
+        [], description="LLM modules trained in full beside the adapters and saved with them, at the llm rate: "
+        "[lm_head] (and embed_tokens) when the new answers use tokens the base model never learnt to predict."
+    )
     bits: Literal[4, 8] = Field(4, description="QLoRA only: 4-bit (nf4, double quantisation) or 8-bit base weights.")
 
 
@@ -145,6 +149,8 @@ class TrainConfig(_Section):
         if self.method in ("lora", "qlora") and "llm" not in rates:
             problems.append(f"learning_rates.llm: method {self.method} trains LoRA adapters in the LLM, which need a "
                             "learning rate. Set learning_rates.llm (e.g. 2e-4).")
+        if self.method == "full" and self.lora.modules_to_save:
+            problems.append("lora.modules_to_save: method full already trains every LLM weight. Remove it.")
         if self.method == "full" and self.model.adapter is not None:
             problems.append("model.adapter: method full trains the weights themselves. Merge the adapter first "
                             "(vidlab model merge) and point model.path at the merged model.")

@@ -4,7 +4,7 @@ Parts are VideoLLaMA3's three: the vision encoder, the projector and the LLM (wi
 and output head). A part trains only when the config gives it a learning rate. With LoRA the LLM's
 weights stay frozen and its Linear layers get adapters; a vision encoder or projector that has a
 rate trains fully and is saved with the adapter (peft `modules_to_save`), so the run folder loads
-with plain peft.
+with plain peft; so do the LLM modules named in `lora.modules_to_save` (such as the output head).
 """
 
 from __future__ import annotations
@@ -149,25 +149,52 @@ def _add_adapters(model, config: TrainConfig):
             model, use_gradient_checkpointing=config.train.gradient_checkpointing,
             gradient_checkpointing_kwargs={"use_reentrant": False},
         )
+    targets = lora_target_regex(model, config.lora.target_modules)
+    check_llm_modules_to_save(model, config.lora.modules_to_save, targets)
     full_parts = [PEFT_MODULE_NAMES[p] for p in config.learning_rates.trained() if p != "llm"]
+    to_save = full_parts + list(config.lora.modules_to_save)
     if config.model.adapter is not None:
         model = PeftModel.from_pretrained(model, config.model.adapter, is_trainable=True)
-        missing = sorted(set(full_parts) - set(model.peft_config["default"].modules_to_save or []))
+        missing = sorted(set(to_save) - set(model.peft_config["default"].modules_to_save or []))
         if missing:
             raise TrainSetupError(
                 f"model.adapter: {config.model.adapter} does not hold trainable copies of {', '.join(missing)}, but "
-                "learning_rates gives them a rate. Drop those rates, or start a new adapter (remove model.adapter)."
+                "learning_rates or lora.modules_to_save asks to train them. Drop them from the config, or start a new "
+                "adapter (remove model.adapter)."
             )
         return model
+    output, embeddings = model.get_output_embeddings(), model.get_input_embeddings()
     lora = LoraConfig(
         r=config.lora.r,
         lora_alpha=config.lora.alpha,
         lora_dropout=config.lora.dropout,
-        target_modules=lora_target_regex(model, config.lora.target_modules),
-        modules_to_save=full_parts or None,
+        target_modules=targets,
+        modules_to_save=to_save or None,
+        # A model whose output head shares the embedding matrix (VideoLLaMA3-2B) keeps sharing it when one is saved.
+        ensure_weight_tying=bool(config.lora.modules_to_save) and output.weight is embeddings.weight,
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, lora)
+
+
+def check_llm_modules_to_save(model: torch.nn.Module, names: list[str], lora_targets: str) -> None:
+    """Each lora.modules_to_save name must pick modules of the LLM (as peft matches it: the name or a
+    dotted suffix) that LoRA does not already adapt."""
+    problems = []
+    for name in names:
+        matches = [key for key, _ in model.named_modules() if key == name or key.endswith(f".{name}")]
+        outside = [key for key in matches if not f"{key}.".startswith(PART_PREFIXES["llm"])]
+        adapted = [key for key in matches if re.fullmatch(lora_targets, key)]
+        if not matches:
+            problems.append(f"{name!r} names no module of the model (e.g. lm_head, embed_tokens)")
+        elif outside:
+            problems.append(f"{name!r} also matches {outside[0]}, outside the LLM; the vision encoder and projector "
+                            "train through learning_rates.vision and learning_rates.projector")
+        elif adapted:
+            problems.append(f"{name!r} matches {adapted[0]}, which already gets LoRA adapters; drop it from "
+                            "lora.target_modules or from lora.modules_to_save")
+    if problems:
+        raise TrainSetupError("lora.modules_to_save: " + "; ".join(problems) + ".")
 
 
 def summarize_parts(model: torch.nn.Module, config: TrainConfig) -> list[PartSummary]:

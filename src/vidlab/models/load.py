@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -70,6 +73,15 @@ def check_model_folder(folder: Path) -> None:
         )
 
 
+@contextmanager
+def peft_wrapping() -> Iterator[None]:
+    """Around peft calls that wrap a model: peft (0.21) reads transformers' deprecated
+    `is_gradient_checkpointing` alias, a FutureWarning the user can do nothing about."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
+
+
 def _load_adapter(model: torch.nn.Module, adapter: str | Path) -> torch.nn.Module:
     from peft import PeftModel
 
@@ -79,7 +91,8 @@ def _load_adapter(model: torch.nn.Module, adapter: str | Path) -> torch.nn.Modul
             f"{adapter}: not a PEFT adapter folder (no adapter_config.json). "
             "Pass the output folder of `vidlab train` (or any peft save_pretrained folder)."
         )
-    return PeftModel.from_pretrained(model, str(adapter))
+    with peft_wrapping():
+        return PeftModel.from_pretrained(model, str(adapter))
 
 
 def load_model(

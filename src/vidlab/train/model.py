@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from vidlab.errors import VidlabError
+from vidlab.models.load import peft_wrapping
 from vidlab.train.config import PARTS, TrainConfig
 
 # Module prefixes of each part in the native VideoLlama3ForConditionalGeneration.
@@ -126,8 +127,9 @@ def load_for_training(config: TrainConfig, device: torch.device, mixed_precision
     processor = AutoProcessor.from_pretrained(source)
     model.config.use_cache = False
     if config.train.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.enable_input_require_grads()
+        # Also makes the input embeddings' output require grad, so that checkpointed layers above a
+        # frozen embedding still pass gradients to LoRA adapters.
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     if config.method == "full":
         model.requires_grad_(False)
         rates = config.learning_rates.trained()
@@ -154,7 +156,8 @@ def _add_adapters(model, config: TrainConfig):
     full_parts = [PEFT_MODULE_NAMES[p] for p in config.learning_rates.trained() if p != "llm"]
     to_save = full_parts + list(config.lora.modules_to_save)
     if config.model.adapter is not None:
-        model = PeftModel.from_pretrained(model, config.model.adapter, is_trainable=True)
+        with peft_wrapping():
+            model = PeftModel.from_pretrained(model, config.model.adapter, is_trainable=True)
         missing = sorted(set(to_save) - set(model.peft_config["default"].modules_to_save or []))
         if missing:
             raise TrainSetupError(
@@ -174,7 +177,8 @@ def _add_adapters(model, config: TrainConfig):
         ensure_weight_tying=bool(config.lora.modules_to_save) and output.weight is embeddings.weight,
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, lora)
+    with peft_wrapping():
+        return get_peft_model(model, lora)
 
 
 def check_llm_modules_to_save(model: torch.nn.Module, names: list[str], lora_targets: str) -> None:

@@ -129,7 +129,7 @@ def test_cli_user_errors_are_one_clear_line(tiny_model_dir, tmp_path):
     "command",
     [[], ["chat"], ["model"], ["model", "tiny"], ["model", "convert"], ["model", "info"], ["data", "sample-video"],
      ["data", "synth"],
-     ["eval"], ["eval", "run"], ["eval", "score"], ["eval", "compare"]],
+     ["eval"], ["eval", "run"], ["eval", "score"], ["eval", "compare"], ["quickstart"], ["train"], ["model", "merge"]],
 )
 def test_every_command_has_help(command):
     result = run_cli(*command, "--help")

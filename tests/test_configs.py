@@ -30,6 +30,8 @@ RECIPES = [
     "lora_videollama3_2b.yaml",
     "lora_videollama3_7b.yaml",
     "qlora_videollama3_7b.yaml",
+    "quickstart/base.yaml",
+    "quickstart/lora.yaml",
     "stage1.yaml",
     "stage2.yaml",
     "stage3.yaml",

@@ -241,6 +241,33 @@ def chat_command(
         _interactive(chat, clip, pictures, as_json)
 
 
+@app.command("quickstart")
+def quickstart_command(
+    out: Annotated[Path, typer.Option(help="Folder for the data, models, runs, evaluations and the report.")] = Path(
+        "runs/quickstart"
+    ),
+    seed: Annotated[int, typer.Option(help="Seed of the data set, the initial weights and training.")] = 0,
+    fast: Annotated[
+        bool, typer.Option(help="A shorter smoke run (fewer videos and steps): the pipeline, not the numbers.")
+    ] = False,
+    overwrite: Annotated[
+        bool, typer.Option(help="Delete an earlier quickstart in OUT and start over (default: finish it).")
+    ] = False,
+    progress: Annotated[bool, typer.Option(help="Show the progress bars of each step.")] = True,
+) -> None:
+    """Train a tiny VideoLLaMA3 on synthetic videos, LoRA-fine-tune it, evaluate every step, report (offline, CPU)."""
+    quiet_transformers()
+    from dataclasses import replace
+
+    from vidlab.quickstart import FAST, QuickstartSettings, run_quickstart
+
+    try:
+        settings = replace(FAST if fast else QuickstartSettings(), seed=seed, progress=progress)
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from err
+    run_quickstart(out, settings, overwrite=overwrite)
+
+
 def main() -> None:
     """Console entry point: user errors print one clear line, not a traceback."""
     run_app(app)

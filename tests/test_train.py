@@ -173,6 +173,30 @@ def test_lora_with_a_trained_projector_and_head_keeps_the_rest_bit_identical(tin
     assert not torch.equal(base.state_dict()["lm_head.weight"], merged["lm_head.weight"])
 
 
+def test_a_trained_head_stays_tied_to_the_embeddings_on_a_tied_model(tiny_model_dir, caption_data, tmp_path):
+    # VideoLLaMA3-2B's output head is its embedding matrix; training one must train both as one.
+    from transformers import AutoProcessor, VideoLlama3ForConditionalGeneration
+
+    from vidlab.models import load_model
+
+    tied_dir = tmp_path / "tied"
+    model = VideoLlama3ForConditionalGeneration.from_pretrained(tiny_model_dir)
+    model.config.tie_word_embeddings = model.config.text_config.tie_word_embeddings = True
+    model.tie_weights()
+    model.save_pretrained(tied_dir)
+    AutoProcessor.from_pretrained(tiny_model_dir).save_pretrained(tied_dir)
+
+    out = tmp_path / "lora-tied"
+    train(make_config(tied_dir, caption_data, out, "train.max_steps=3", "lora.modules_to_save=[lm_head]"))
+    assert json.loads((out / "adapter_config.json").read_text())["ensure_weight_tying"] is True
+    base, _ = load_model(tied_dir, device="cpu")
+    assert base.lm_head.weight is base.get_input_embeddings().weight
+    merged = load_model(tied_dir, adapter=out, device="cpu")[0].merge_and_unload()
+    head, embeddings = merged.lm_head.weight, merged.get_input_embeddings().weight
+    assert torch.equal(head, embeddings)
+    assert not torch.equal(head, base.lm_head.weight)
+
+
 def test_modules_to_save_must_be_llm_modules_without_adapters(tiny_model_dir, caption_data, tmp_path):
     from vidlab.train.model import TrainSetupError
 

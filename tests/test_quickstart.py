@@ -79,16 +79,16 @@ def test_short_quickstart_shows_the_claims_in_a_weaker_form(quickstart):
     init, base, blind = (evals[n] for n in ("init_caption", "base_caption", "blind_caption"))
     # The trained base model captions the held-out videos; the untrained one cannot.
     assert init["metrics"]["bleu4"] < 5
-    assert base["metrics"]["bleu4"] >= 35
-    assert base["attributes"]["colour"] >= 60
+    assert base["metrics"]["bleu4"] >= 45  # the full quickstart: >= 60 (this setting gave 61.6)
+    assert base["attributes"]["colour"] >= 90  # full: >= 95 (this setting: 100)
     # Without the pictures the same model does much worse: BLEU-4 and colour come from the video.
-    assert blind["metrics"]["bleu4"] < 0.6 * base["metrics"]["bleu4"]
+    assert blind["metrics"]["bleu4"] <= base["metrics"]["bleu4"] / 3  # the full claim as it is
     assert summary["blind_bleu4_ratio"] == pytest.approx(blind["metrics"]["bleu4"] / base["metrics"]["bleu4"])
     assert blind["attributes"]["colour"] < base["attributes"]["colour"] - 30
     # The LoRA step teaches the one-word answer the base model never gives (it answers with a caption).
     before, after = evals["base_direction"]["metrics"]["exact_match"], evals["lora_direction"]["metrics"]["exact_match"]
     assert summary["lora_gain"] == pytest.approx(after - before)
-    assert after >= before + 10
+    assert after >= before + 15  # full: + 30 (this setting: + 20.8)
     assert seconds < 300  # about a minute on 2 idle cores
 
 

@@ -95,7 +95,7 @@ def test_videos_show_what_the_captions_say(small_set):
                     assert shape_centre(clip.frames[0], other)[1] < seen_first / 4, (row["id"], other)
             dx, dy = DIRECTIONS[row["direction"]]
             moved = last - first
-            assert moved @ np.array([dx, dy]) > 0.22 * SMALL.size, (row["id"], moved)  # at least 0.26 of size, less blur
+            assert moved @ np.array([dx, dy]) > 0.22 * SMALL.size, (row["id"], moved)  # >= 0.26 of size, less blur
             assert abs(moved @ np.array([dy, dx])) < 3, (row["id"], moved)  # nothing sideways
 
 

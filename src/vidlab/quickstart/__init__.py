@@ -12,7 +12,6 @@ from vidlab.lazy import lazy_exports
 
 _EXPORTS = {
     "FAST": "vidlab.quickstart.run",
-    "QUICKSTART_SPEC": "vidlab.quickstart.run",
     "QuickstartSettings": "vidlab.quickstart.run",
     "run_quickstart": "vidlab.quickstart.run",
     "config_folder": "vidlab.quickstart.run",

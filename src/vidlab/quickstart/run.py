@@ -46,8 +46,6 @@ from vidlab.files import read_jsonl, write_atomic, write_json, write_jsonl
 from vidlab.models.tiny import TinySpec
 from vidlab.quickstart import report
 
-# The model quickstart trains: one constant so that a bigger quickstart model is a one-line change.
-QUICKSTART_SPEC = TinySpec()
 # Metrics of every evaluation: those of `vidlab eval run` but METEOR, which starts a 2 GB Java
 # process (about 9 s per evaluation) and adds nothing to these checks.
 EVAL_METRICS = ("bleu1", "bleu2", "bleu3", "bleu4", "sacrebleu", "rouge_l", "cider", "exact_match")
@@ -209,7 +207,7 @@ def _prepare_folder(layout: Layout, settings: QuickstartSettings, configs: dict[
     if root.is_dir() and any(root.iterdir()) and state is None:
         raise VidlabError(f"{root}: folder holds files but no {STATE_FILE}, so it is not a quickstart folder. "
                           "Choose a new folder with --out.")
-    wanted = {"settings": settings.recorded(), "spec": asdict(QUICKSTART_SPEC), "configs": configs}
+    wanted = {"settings": settings.recorded(), "spec": asdict(TinySpec()), "configs": configs}
     if state is not None and overwrite:
         shutil.rmtree(root)
         state = None
@@ -270,15 +268,21 @@ def _write_blind_data(layout: Layout, description: dict) -> None:
     write_jsonl(layout.blind_data, [{**r, "video": [layout.blank_video.name]} for r in records])
 
 
-def _training_numbers(run_dir: Path, seconds: float | None, steps_timed: int | None) -> dict:
+def _loss_curve(run_dir: Path) -> list[tuple[int, float]]:
+    """(step, training loss) of each logged window of a run's log.jsonl."""
+    return [(row["step"], row["loss"]) for row in read_jsonl(run_dir / "log.jsonl", torn_tail_ok=True) if "loss" in row]
+
+
+def _training_numbers(
+    run_dir: Path, losses: list[tuple[int, float]], seconds: float | None, steps_timed: int | None
+) -> dict:
     result = json.loads((run_dir / "train_result.json").read_text())
-    log = [row for row in read_jsonl(run_dir / "log.jsonl", torn_tail_ok=True) if "loss" in row]
     return {
         "folder": str(run_dir),
         "config": str(run_dir / "config.yaml"),
         "steps": result["steps"],
-        "first_loss": log[0]["loss"] if log else None,
-        "final_loss": log[-1]["loss"] if log else result.get("final_loss"),
+        "first_loss": losses[0][1] if losses else None,
+        "final_loss": losses[-1][1] if losses else result.get("final_loss"),
         "seconds": seconds,
         "seconds_per_step": seconds / steps_timed if seconds is not None and steps_timed else None,
     }
@@ -331,10 +335,8 @@ def run_quickstart(
     description = json.loads((layout.data / "dataset.json").read_text(encoding="utf-8"))
 
     commands["model"] = f"vidlab model tiny {_quote(layout.init)} --seed {settings.seed}"
-    if QUICKSTART_SPEC != TinySpec():
-        commands["model"] += "  # with the sizes of vidlab.quickstart.QUICKSTART_SPEC"
     steps.run("model", commands["model"], (layout.init / "config.json").is_file(),
-              lambda: build_tiny_model(layout.init, seed=settings.seed, spec=QUICKSTART_SPEC))
+              lambda: build_tiny_model(layout.init, seed=settings.seed))
 
     # The training configs, with this folder's paths (and shorter runs) as --set overrides.
     quiet = [] if settings.progress else ["output.progress=false"]
@@ -479,13 +481,10 @@ def _summarize(
     before = eval_results["base_direction"]["metrics"].get("exact_match")
     after = eval_results["lora_direction"]["metrics"].get("exact_match")
     lora_gain = after - before if before is not None and after is not None else None
+    losses = {name: _loss_curve(layout.run(name)) for name in ("base", "lora")}
     training_results = {
-        name: _training_numbers(layout.run(name), state["seconds"].get(name), state.get("steps_timed", {}).get(name))
-        for name in ("base", "lora")
-    }
-    losses = {
-        name: [(row["step"], row["loss"]) for row in read_jsonl(layout.run(name) / "log.jsonl", torn_tail_ok=True)
-               if "loss" in row]
+        name: _training_numbers(layout.run(name), losses[name], state["seconds"].get(name),
+                                state.get("steps_timed", {}).get(name))
         for name in ("base", "lora")
     }
     checks = report.run_checks(eval_results, blind_ratio, lora_gain)
@@ -496,7 +495,7 @@ def _summarize(
         "training": training_results,
         "blind_bleu4_ratio": blind_ratio,
         "lora_gain": lora_gain,
-        "model": {"spec": asdict(QUICKSTART_SPEC), "parameters": model_info(layout.init)["parameters"]},
+        "model": {"spec": asdict(TinySpec()), "parameters": model_info(layout.init)["parameters"]},
         "data": {"folder": str(layout.data), "videos": description["videos"], "frames": description["frames"],
                  "fps": description["fps"], "size": description["size"]},
         "settings": settings.recorded(),

@@ -16,7 +16,7 @@ import pytest
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from vidlab.train.config import TrainConfig, load_config
+from vidlab.training.config import TrainConfig, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"

@@ -26,7 +26,7 @@ from transformers.video_utils import VideoMetadata
 
 from vidlab.errors import ConversionError, ModelLoadError
 from vidlab.models import load_model
-from vidlab.models.convert import convert_checkpoint
+from vidlab.models.convert.run import convert_checkpoint
 from vidlab.models.info import model_info, render_model_info
 
 DATA = Path(__file__).parent / "data"
@@ -593,7 +593,7 @@ def test_bad_sources_are_refused_clearly_and_leave_no_output(case, tmp_path):
 
 
 def test_a_crash_while_writing_leaves_no_output_folder(tmp_path, monkeypatch):
-    from vidlab.models import shards
+    from vidlab.models.convert import shards
 
     calls = []
 

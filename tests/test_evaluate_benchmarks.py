@@ -6,17 +6,16 @@ import numpy as np
 import pytest
 
 from vidlab.conversation import MediaPart, TextPart
-from vidlab.evaluate.benchmarks import (
+from vidlab.evaluation.benchmarks import (
     accuracy_table,
-    detect_format,
     extract_letter,
     load_choices,
     load_mvbench,
     load_videomme,
 )
-from vidlab.evaluate.data import load_eval_set
-from vidlab.evaluate.metrics import compute_scores
-from vidlab.evaluate.subtitles import read_subtitles
+from vidlab.evaluation.metrics import compute_scores
+from vidlab.evaluation.sets import detect_format, load_eval_set
+from vidlab.evaluation.subtitles import read_subtitles
 from vidlab.media import VideoClip
 
 OPTIONS = ["a red circle", "a blue square", "a green triangle", "a red circle and a square"]

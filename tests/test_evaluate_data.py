@@ -5,7 +5,7 @@ import json
 import pytest
 
 from vidlab.errors import DataFileError, EvaluationError
-from vidlab.evaluate.data import load_eval_set
+from vidlab.evaluation.sets import load_eval_set
 from vidlab.files import read_jsonl
 
 

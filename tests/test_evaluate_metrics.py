@@ -11,7 +11,7 @@ from pycocoevalcap.rouge.rouge import Rouge
 from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
 from vidlab.errors import EvaluationError
-from vidlab.evaluate.metrics import (
+from vidlab.evaluation.metrics import (
     DEFINITIONS,
     METRICS,
     compute_scores,

@@ -8,8 +8,8 @@ import sys
 import pytest
 
 from vidlab.errors import EvaluationError
-from vidlab.evaluate.metrics import DEFINITIONS, java_available, score_file
-from vidlab.evaluate.report import compare_runs, write_report
+from vidlab.evaluation.metrics import DEFINITIONS, java_available, score_file
+from vidlab.evaluation.report import compare_runs, write_report
 
 METRICS = ["bleu4", "sacrebleu", "rouge_l", "exact_match", "accuracy"]
 REFERENCES = {
@@ -90,7 +90,7 @@ def test_compare_counts_per_sample_wins_and_losses(runs, tmp_path):
     assert (tmp_path / "comparison.png").read_bytes().startswith(b"\x89PNG")
 
     cli = subprocess.run(
-        [sys.executable, "-m", "vidlab.evaluate.cli", "compare", str(base), str(tuned), "--out", str(tmp_path / "c")],
+        [sys.executable, "-m", "vidlab.evaluation.cli", "compare", str(base), str(tuned), "--out", str(tmp_path / "c")],
         capture_output=True, text=True, timeout=120, env={**os.environ},
     )
     assert cli.returncode == 0, cli.stderr

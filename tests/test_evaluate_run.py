@@ -16,22 +16,22 @@ from conftest import gradient_frames
 from PIL import Image
 
 from vidlab.conversation import parse_record
+from vidlab.data.synthetic import Scene, write_scene
 from vidlab.errors import EvaluationError
-from vidlab.evaluate.cli import eval_app
-from vidlab.evaluate.metrics import score_file
-from vidlab.evaluate.run import RunOptions, run_predictions
+from vidlab.evaluation.cli import eval_app
+from vidlab.evaluation.metrics import score_file
+from vidlab.evaluation.run import RunOptions, run_predictions
 from vidlab.generate import GenerationOptions, generate, generate_batch
 from vidlab.inputs import build_batch, build_inputs, load_media
 from vidlab.media.writer import write_video
-from vidlab.synthetic import Scene, write_scene
 
 SHORT = GenerationOptions(max_new_tokens=6)
 
 
 def run_eval_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    """`python -m vidlab.evaluate.cli ...`: the same app `vidlab eval` registers."""
+    """`python -m vidlab.evaluation.cli ...`: the same app `vidlab eval` registers."""
     return subprocess.run(
-        [sys.executable, "-m", "vidlab.evaluate.cli", *args], capture_output=True, text=True, timeout=300,
+        [sys.executable, "-m", "vidlab.evaluation.cli", *args], capture_output=True, text=True, timeout=300,
         env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
     )
 
@@ -170,7 +170,7 @@ def test_killed_run_resumes_to_exactly_one_prediction_per_record(tiny_model, tin
     predictions = out / "predictions.jsonl"
     args = ["run", "--model", str(tiny_model_dir), "--data", str(data), "--out", str(out), "--max-new-tokens", "12",
             "--no-progress"]
-    process = subprocess.Popen([sys.executable, "-m", "vidlab.evaluate.cli", *args],
+    process = subprocess.Popen([sys.executable, "-m", "vidlab.evaluation.cli", *args],
                                env={**os.environ, "HF_HUB_OFFLINE": "1"},
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
@@ -212,7 +212,7 @@ def test_two_processes_merge_into_the_single_process_predictions(tiny_model, tin
     # (torchrun underneath); vidlab then joins them with gloo on the CPU. `torchrun -m` works the same.
     result = subprocess.run(
         [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-         "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "vidlab.evaluate.cli", "run",
+         "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "vidlab.evaluation.cli", "run",
          "--model", str(tiny_model_dir), "--data", str(data), "--out", str(out), "--batch-size", "2",
          "--max-new-tokens", "6", "--no-progress", "--no-score"],
         capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from vidlab.errors import VidlabError
-from vidlab.quickstart import FAST, SUMMARY_KEYS, QuickstartSettings, run_quickstart
-from vidlab.quickstart.report import CHECKS, EVAL_LABELS, attribute_accuracy, render_table, run_checks
-from vidlab.quickstart.run import STEP_TITLES
+from vidlab.walkthrough import FAST, SUMMARY_KEYS, QuickstartSettings, run_quickstart
+from vidlab.walkthrough.report import CHECKS, EVAL_LABELS, attribute_accuracy, render_table, run_checks
+from vidlab.walkthrough.run import STEP_TITLES
 
 SHORT = replace(FAST, progress=False)  # what `vidlab quickstart --fast` runs
 VOCABULARY = {"colour": ["red", "green", "blue"], "shape": ["circle", "square"], "direction": ["left", "right", "up"]}
@@ -188,9 +188,9 @@ def test_settings_are_checked():
 
 
 def test_the_configs_are_found_in_the_checkout():
-    from vidlab.quickstart import config_folder
+    from vidlab.walkthrough import config_folder
 
-    assert config_folder() == Path(__file__).resolve().parents[1] / "configs" / "quickstart"
+    assert config_folder() == (Path(__file__).resolve().parents[1] / "configs" / "quickstart").resolve()
 
 
 def test_readme_documents_every_summary_key_and_shows_the_table_layout():

@@ -9,13 +9,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-import vidlab.synthetic_dataset as synthetic_dataset
+import vidlab.data.synthetic_dataset as synthetic_dataset
 from vidlab.cli import app
-from vidlab.errors import VidlabError
-from vidlab.evaluate.data import load_eval_set
-from vidlab.media import Sampling, load_video
-from vidlab.synthetic import COLOURS, DIRECTIONS, SHAPES, TEXTURES, Scene, background_frame, render
-from vidlab.synthetic_dataset import (
+from vidlab.data.synthetic import COLOURS, DIRECTIONS, SHAPES, TEXTURES, Scene, background_frame, render
+from vidlab.data.synthetic_dataset import (
     SPLITS,
     TASKS,
     SynthSettings,
@@ -23,6 +20,9 @@ from vidlab.synthetic_dataset import (
     plan_dataset,
     write_synthetic_dataset,
 )
+from vidlab.errors import VidlabError
+from vidlab.evaluation.sets import load_eval_set
+from vidlab.media import Sampling, load_video
 
 SMALL = SynthSettings(train=8, val=2, test=4, seed=3, frames=8, fps=4.0, size=56)
 

@@ -16,10 +16,10 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from vidlab.synthetic import Scene, write_scene
-from vidlab.train.checkpoint import complete_checkpoints
-from vidlab.train.config import ConfigError, load_config
-from vidlab.train.loop import EpochBatches, lr_multiplier, summed_token_loss, train
+from vidlab.data.synthetic import Scene, write_scene
+from vidlab.training.checkpoint import complete_checkpoints
+from vidlab.training.config import ConfigError, load_config
+from vidlab.training.loop import EpochBatches, lr_multiplier, summed_token_loss, train
 
 SCENES = [
     Scene(shape=shape, colour=colour, direction=direction, size=56, seconds=2, fps=4)
@@ -198,7 +198,7 @@ def test_a_trained_head_stays_tied_to_the_embeddings_on_a_tied_model(tiny_model_
 
 
 def test_modules_to_save_must_be_llm_modules_without_adapters(tiny_model_dir, caption_data, tmp_path):
-    from vidlab.train.model import TrainSetupError
+    from vidlab.training.model import TrainSetupError
 
     for name, problem in [("nothing_here", "names no module"), ("projector", "outside the LLM"),
                           ("language_model.layers.0.mlp.down_proj", "already gets LoRA adapters")]:

@@ -12,7 +12,7 @@ from PIL import Image
 from vidlab.errors import DataFileError, SampleError, VidlabError
 from vidlab.media import Sampling
 from vidlab.media.writer import write_video
-from vidlab.train.data import (
+from vidlab.training.data import (
     IGNORE_INDEX,
     Collator,
     DataOptions,

@@ -10,8 +10,8 @@ from typing import Annotated
 import typer
 
 from vidlab.cli_common import quiet_transformers, run_app
-from vidlab.evaluate.cli import eval_app
-from vidlab.train.cli import train_command
+from vidlab.evaluation.cli import eval_app
+from vidlab.training.cli import train_command
 
 app = typer.Typer(
     help="vidlab: fine-tune, evaluate and serve VideoLLaMA3 video-language models.",
@@ -63,7 +63,7 @@ def model_convert(
 ) -> None:
     """Convert an original VideoLLaMA3 checkpoint (or LoRA run, merged) to the native transformers format."""
     quiet_transformers()
-    from vidlab.models.convert import convert_checkpoint
+    from vidlab.models.convert.run import convert_checkpoint
     from vidlab.models.info import model_info, render_model_info
 
     folder = convert_checkpoint(
@@ -112,7 +112,7 @@ def data_sample_video(
     size: Annotated[int, typer.Option(help="Width and height in pixels.")] = 112,
 ) -> None:
     """Write a short clip of a coloured shape moving across the picture."""
-    from vidlab.synthetic import Scene, write_scene
+    from vidlab.data.synthetic import Scene, write_scene
 
     try:
         scene = Scene(shape=shape, colour=colour, direction=direction, size=size, seconds=seconds, fps=fps)
@@ -140,7 +140,7 @@ def data_synth(
     progress: Annotated[bool, typer.Option(help="Show a progress bar over the videos (on stderr).")] = True,
 ) -> None:
     """Write a synthetic video data set: moving shapes, captions and colour/shape/direction questions."""
-    from vidlab.synthetic_dataset import SynthSettings, write_synthetic_dataset
+    from vidlab.data.synthetic_dataset import SynthSettings, write_synthetic_dataset
 
     try:
         settings = SynthSettings(train=train, val=val, test=test, seed=seed, frames=frames, fps=fps, size=size)
@@ -259,7 +259,7 @@ def quickstart_command(
     quiet_transformers()
     from dataclasses import replace
 
-    from vidlab.quickstart import FAST, QuickstartSettings, run_quickstart
+    from vidlab.walkthrough import FAST, QuickstartSettings, run_quickstart
 
     try:
         settings = replace(FAST if fast else QuickstartSettings(), seed=seed, progress=progress)

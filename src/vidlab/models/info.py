@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from vidlab.errors import ConversionError, ModelLoadError
-from vidlab.models.keymap import (
+from vidlab.models.convert.keymap import (
     canonical_key,
     is_derived_buffer,
     is_training_key,
@@ -19,9 +19,9 @@ from vidlab.models.keymap import (
     part_of,
     strip_peft_names,
 )
-from vidlab.models.original import NON_LORA_FILE, folder_kind, open_lora_run, read_json
+from vidlab.models.convert.original import NON_LORA_FILE, folder_kind, open_lora_run, read_json
+from vidlab.models.convert.weights import TensorInfo, WeightFile, find_weight_files
 from vidlab.models.template import IMAGE_TOKEN, VIDEO_TOKEN
-from vidlab.models.weights import TensorInfo, WeightFile, find_weight_files
 
 PARTS = ("vision", "projector", "llm")
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from vidlab.errors import EvaluationError
-from vidlab.evaluate.benchmarks import accuracy_table, extract_letter
+from vidlab.evaluation.benchmarks import accuracy_table, extract_letter
 from vidlab.files import read_jsonl, write_json, write_jsonl
 
 METRICS = ("bleu1", "bleu2", "bleu3", "bleu4", "sacrebleu", "meteor", "rouge_l", "cider", "exact_match", "accuracy")

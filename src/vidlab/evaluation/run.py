@@ -19,7 +19,8 @@ from itertools import islice
 from pathlib import Path
 
 from vidlab.errors import EvaluationError, VidlabError
-from vidlab.evaluate.data import EvalRecord, EvalSet, Skipped, load_eval_set
+from vidlab.evaluation.records import EvalRecord, EvalSet, Skipped
+from vidlab.evaluation.sets import load_eval_set
 from vidlab.files import LineAppender, read_jsonl, reason_of, write_json, write_jsonl
 from vidlab.generate import GenerationOptions, generate_batch
 from vidlab.inputs import build_batch, load_media

@@ -13,11 +13,10 @@ from typing import Any
 
 from vidlab.conversation import ROLE_NAMES, Conversation, TextPart, Turn, parse_record
 from vidlab.errors import EvaluationError, VidlabError
-from vidlab.evaluate.subtitles import Cue, lines_at, subtitle_block
+from vidlab.evaluation.subtitles import Cue, lines_at, subtitle_block
 from vidlab.files import iter_json_items, reason_of
 from vidlab.media import VideoClip
 
-FORMATS = ("auto", "records", "choice", "videomme", "mvbench")
 BREAKDOWN_KEYS = ("task", "category", "duration")
 
 
@@ -164,54 +163,3 @@ def load_annotations(path: Path, data_root: Path | None = None) -> EvalSet:
         except VidlabError as err:
             skipped.append(Skipped(where, record_id, reason_of(err, where), index))
     return EvalSet(path, "records", data_root or path.parent, records, skipped)
-
-
-def drop_duplicate_ids(data: EvalSet) -> EvalSet:
-    """Predictions are keyed on the id: a second record with the same id is skipped, not merged."""
-    first: dict[str, str] = {}
-    records = []
-    for record in data.records:
-        if record.id in first:
-            data.skipped.append(
-                Skipped(record.source, record.id, f"duplicate id {record.id!r} (first at {first[record.id]}). "
-                        "Give each record a unique id.", record.index)
-            )
-            continue
-        first[record.id] = record.source
-        records.append(record)
-    data.records = records
-    data.skipped.sort(key=lambda s: s.index)
-    return data
-
-
-def load_eval_set(
-    path: str | Path, data_root: str | Path | None = None, format: str = "auto", subtitles: bool = False
-) -> EvalSet:
-    """Read an evaluation data set in any supported format.
-
-    Args:
-        path: annotation records (JSON/JSONL), a multiple-choice file, a Video-MME file (JSON, JSONL
-            or the released parquet) or MVBench (its `json/` folder or one task's JSON).
-        data_root: folder that media paths are relative to (default: per format, see docs/evaluate.md).
-        format: auto, records, choice, videomme or mvbench.
-        subtitles: Video-MME: put the subtitles of the sampled frames before the question.
-    """
-    from vidlab.evaluate import benchmarks
-
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise EvaluationError(f"{path}: no such data file or folder. Check the --data path.")
-    if format not in FORMATS:
-        raise EvaluationError(f"unknown data format {format!r}. Use one of: {', '.join(FORMATS)}.")
-    root = Path(data_root).expanduser() if data_root is not None else None
-    if format == "auto":
-        format = benchmarks.detect_format(path)
-    if format == "records":
-        data = load_annotations(path, root)
-    elif format == "choice":
-        data = benchmarks.load_choices(path, root)
-    elif format == "videomme":
-        data = benchmarks.load_videomme(path, root, subtitles=subtitles)
-    else:
-        data = benchmarks.load_mvbench(path, root)
-    return drop_duplicate_ids(data)

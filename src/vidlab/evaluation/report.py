@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from vidlab.errors import EvaluationError
-from vidlab.evaluate.metrics import DEFINITIONS, METRICS, METRICS_FILE
+from vidlab.evaluation.metrics import DEFINITIONS, METRICS, METRICS_FILE
 from vidlab.files import read_jsonl, save_figure, write_atomic, write_json
 
 REPORT = "report.md"

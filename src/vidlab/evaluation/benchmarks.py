@@ -13,13 +13,13 @@ from typing import Any
 
 from vidlab.conversation import Conversation, MediaPart, TextPart, Turn
 from vidlab.errors import EvaluationError, VidlabError
-from vidlab.evaluate.data import (
+from vidlab.evaluation.records import (
     BREAKDOWN_KEYS,
     EvalRecord,
     EvalSet,
     Skipped,
 )
-from vidlab.evaluate.subtitles import read_subtitles
+from vidlab.evaluation.subtitles import read_subtitles
 from vidlab.files import iter_json_items, reason_of
 
 LETTERS = string.ascii_uppercase
@@ -389,29 +389,3 @@ def load_mvbench(path: Path, data_root: Path | None = None) -> EvalSet:
                 skipped.append(Skipped(where, record_id, reason_of(err, where), index))
             index += 1
     return EvalSet(path, "mvbench", root, records, skipped)
-
-
-def detect_format(path: Path) -> str:
-    """records, choice, videomme or mvbench, from the file's first record."""
-    if path.suffix.lower() == ".parquet":
-        return "videomme"
-    if path.is_dir():
-        return "mvbench"
-    if path.name in MVBENCH_TASKS:
-        return "mvbench"
-    for line, item in iter_json_items(path):
-        if not isinstance(item, dict):
-            continue
-        if "conversations" in item:
-            return "records"
-        if "questions" in item or ("question_id" in item and ("videoID" in item or "duration" in item)):
-            return "videomme"
-        if "candidates" in item:
-            return "mvbench"
-        if "options" in item and "question" in item:
-            return "choice"
-        raise EvaluationError(
-            f"{path}:{line}: cannot tell the data format from this record (keys: {', '.join(sorted(item))}). "
-            "Pass --format records, choice, videomme or mvbench."
-        )
-    raise EvaluationError(f"{path}: no readable record to tell the format from. Pass --format.")

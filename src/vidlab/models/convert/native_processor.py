@@ -22,7 +22,7 @@ from transformers import (
 )
 
 from vidlab.errors import ConversionError
-from vidlab.models.original import read_json
+from vidlab.models.convert.original import read_json
 from vidlab.models.template import CHAT_TEMPLATE, IMAGE_TOKEN, VIDEO_TOKEN
 
 # The released processor_config.json values, used when a training folder has none.

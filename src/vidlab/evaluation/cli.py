@@ -1,6 +1,6 @@
 """`vidlab eval run | score | compare`. Thin: parse, call the library, print.
 
-Also runnable alone, e.g. under accelerate: `accelerate launch -m vidlab.evaluate.cli run ...`.
+Also runnable alone, e.g. under accelerate: `accelerate launch -m vidlab.evaluation.cli run ...`.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ MetricsOption = Annotated[
 
 
 def _summary(metrics: dict) -> str:
-    from vidlab.evaluate.metrics import METRICS
+    from vidlab.evaluation.metrics import METRICS
 
     shown = ", ".join(f"{m} {metrics[m]:.2f}" for m in METRICS if isinstance(metrics.get(m), (int, float)))
     notes = "".join(f"\nnote: {k}: {v}" for k, v in (metrics.get("notes") or {}).items())
@@ -72,9 +72,9 @@ def run_command(
 ) -> None:
     """Answer every record of --data into OUT/predictions.jsonl (resumable, shardable), then score and report."""
     quiet_transformers()
-    from vidlab.evaluate.metrics import parse_metric_names, score_file
-    from vidlab.evaluate.report import write_report
-    from vidlab.evaluate.run import PREDICTIONS, RunOptions, run_predictions
+    from vidlab.evaluation.metrics import parse_metric_names, score_file
+    from vidlab.evaluation.report import write_report
+    from vidlab.evaluation.run import PREDICTIONS, RunOptions, run_predictions
     from vidlab.generate import GenerationOptions
     from vidlab.media import Sampling
 
@@ -111,8 +111,8 @@ def score_command(
     report: Annotated[bool, typer.Option(help="Also write report.md and report.png beside the predictions.")] = True,
 ) -> None:
     """Score a predictions file: metrics.json beside it, per-sample scores into it, and report.md."""
-    from vidlab.evaluate.metrics import score_file
-    from vidlab.evaluate.report import write_report
+    from vidlab.evaluation.metrics import score_file
+    from vidlab.evaluation.report import write_report
 
     scored = score_file(predictions, metrics)
     typer.echo(_summary(scored))
@@ -126,7 +126,7 @@ def compare_command(
     out: Annotated[Path, typer.Option(help="Folder for comparison.md, comparison.json and comparison.png.")] = Path(),
 ) -> None:
     """Side-by-side metrics of several runs (base vs fine-tuned) with per-sample wins and losses."""
-    from vidlab.evaluate.report import compare_runs
+    from vidlab.evaluation.report import compare_runs
 
     result = compare_runs(runs, out)
     typer.echo(result["markdown"])

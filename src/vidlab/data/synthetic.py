@@ -2,7 +2,7 @@
 
 A `Scene` is one shape of one colour moving in a straight line over a plain or mildly textured
 background. `render` turns it into frames (numpy + PIL, no per-pixel Python loops) and
-`write_scene` encodes them. The data set built from many scenes is in `vidlab.synthetic_dataset`.
+`write_scene` encodes them. The data set built from many scenes is in `vidlab.data.synthetic_dataset`.
 """
 
 from __future__ import annotations

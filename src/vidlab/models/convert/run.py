@@ -21,10 +21,9 @@ from transformers import GenerationConfig, VideoLlama3Config, VideoLlama3Process
 
 from vidlab.errors import ConversionError
 from vidlab.folders import staged_folder
-from vidlab.models.hub import CHECKPOINT_FILES, is_hub_id, local_folder
-from vidlab.models.lora import read_lora
-from vidlab.models.native_config import build_native_config, native_tensor_shapes
-from vidlab.models.native_processor import (
+from vidlab.models.convert.lora import read_lora
+from vidlab.models.convert.native_config import build_native_config, native_tensor_shapes
+from vidlab.models.convert.native_processor import (
     OriginalPreprocessing,
     build_generation_config,
     build_processor,
@@ -32,7 +31,7 @@ from vidlab.models.native_processor import (
     load_tokenizer,
     read_preprocessing,
 )
-from vidlab.models.original import (
+from vidlab.models.convert.original import (
     LoraRun,
     OriginalCheckpoint,
     folder_kind,
@@ -40,8 +39,9 @@ from vidlab.models.original import (
     open_original,
     vision_encoder_folder,
 )
-from vidlab.models.plan import ConversionPlan, plan_conversion
-from vidlab.models.shards import ShardWriter, parse_size
+from vidlab.models.convert.plan import ConversionPlan, plan_conversion
+from vidlab.models.convert.shards import ShardWriter, parse_size
+from vidlab.models.hub import CHECKPOINT_FILES, is_hub_id, local_folder
 from vidlab.models.template import IMAGE_TOKEN, VIDEO_TOKEN
 
 OUTPUT_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}

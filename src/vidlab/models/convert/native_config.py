@@ -13,7 +13,7 @@ import torch
 from transformers import VideoLlama3Config, VideoLlama3ForConditionalGeneration
 
 from vidlab.errors import ConversionError
-from vidlab.models.original import read_json, vision_encoder_folder, vision_encoder_reference
+from vidlab.models.convert.original import read_json, vision_encoder_folder, vision_encoder_reference
 
 TEXT_FIELDS = (
     "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",

@@ -32,9 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
+from vidlab.data.synthetic import COLOURS, DIRECTIONS, SHAPES, TEXTURES, Scene, render
 from vidlab.errors import VidlabError
 from vidlab.folders import staged_folder
-from vidlab.synthetic import COLOURS, DIRECTIONS, SHAPES, TEXTURES, Scene, render
 
 SPLITS = ("train", "val", "test")
 # One fixed prompt per task: a tiny model cannot learn paraphrases quickly.

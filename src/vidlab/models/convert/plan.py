@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vidlab.errors import ConversionError
-from vidlab.models.keymap import (
+from vidlab.models.convert.keymap import (
     canonical_key,
     is_derived_buffer,
     is_training_key,
@@ -19,8 +19,8 @@ from vidlab.models.keymap import (
     original_key,
     strip_peft_names,
 )
-from vidlab.models.lora import LoraFactors
-from vidlab.models.weights import TensorInfo, WeightFile
+from vidlab.models.convert.lora import LoraFactors
+from vidlab.models.convert.weights import TensorInfo, WeightFile
 
 _SHOWN = 20  # per kind of problem; the rest are counted
 

@@ -44,7 +44,7 @@ import yaml
 from vidlab.errors import VidlabError
 from vidlab.files import read_jsonl, write_atomic, write_json, write_jsonl
 from vidlab.models.tiny import TinySpec
-from vidlab.quickstart import report
+from vidlab.walkthrough import report
 
 # Metrics of every evaluation: those of `vidlab eval run` but METEOR, which starts a 2 GB Java
 # process (about 9 s per evaluation) and adds nothing to these checks.
@@ -131,15 +131,13 @@ FAST = QuickstartSettings(train_videos=96, test_videos=24, base_steps=150, lora_
 
 
 def config_folder() -> Path:
-    """configs/quickstart/ of the clone vidlab is installed from (pip install -e .)."""
-    import vidlab
-
-    folder = Path(vidlab.__file__).resolve().parents[2] / "configs" / "quickstart"
+    """configs/quickstart/ as installed with vidlab (package data)."""
+    folder = Path(__file__).resolve().parents[1] / "configs" / "quickstart"
     missing = [name for name in CONFIG_NAMES if not (folder / name).is_file()]
     if missing:
         raise VidlabError(
-            f"{folder}: no {', '.join(missing)}. vidlab quickstart uses the configs of a source checkout: clone "
-            "the repository, `pip install -e .` in it and run the quickstart from there."
+            f"{folder}: no {', '.join(missing)}: this vidlab installation lacks its recipes. Reinstall it "
+            "(pip install --force-reinstall vidlab, or pip install . in a checkout)."
         )
     return folder
 
@@ -307,17 +305,17 @@ def run_quickstart(
         VidlabError: `out_dir` holds something else, or a quickstart with other settings; the
             configs are missing (not a source checkout); any step's own user errors.
     """
-    from vidlab.evaluate.metrics import score_file
-    from vidlab.evaluate.report import write_report
-    from vidlab.evaluate.run import PREDICTIONS, RunOptions, run_predictions
+    from vidlab.data.synthetic_dataset import SynthSettings, write_synthetic_dataset
+    from vidlab.evaluation.metrics import score_file
+    from vidlab.evaluation.report import write_report
+    from vidlab.evaluation.run import PREDICTIONS, RunOptions, run_predictions
     from vidlab.generate import GenerationOptions
     from vidlab.media import Sampling
     from vidlab.models.tiny import build_tiny_model
-    from vidlab.synthetic_dataset import SynthSettings, write_synthetic_dataset
-    from vidlab.train.checkpoint import STATE_FILE as CHECKPOINT_STATE
-    from vidlab.train.checkpoint import latest_checkpoint
-    from vidlab.train.config import load_config
-    from vidlab.train.loop import RESULT_FILE, train
+    from vidlab.training.checkpoint import STATE_FILE as CHECKPOINT_STATE
+    from vidlab.training.checkpoint import latest_checkpoint
+    from vidlab.training.config import load_config
+    from vidlab.training.loop import RESULT_FILE, train
 
     echo = echo or (lambda text: print(text, flush=True))
     started = time.monotonic()
@@ -457,7 +455,7 @@ def _summarize(
 ) -> tuple[dict, dict[str, list[tuple[int, float]]]]:
     """summary.json's content (total_seconds still 0) and the loss curves, from the files the steps wrote."""
     from vidlab import __version__
-    from vidlab.evaluate.run import PREDICTIONS
+    from vidlab.evaluation.run import PREDICTIONS
     from vidlab.models.info import model_info
 
     records = {str(r["id"]): r for r in read_jsonl(layout.data / "test.caption.jsonl")}

@@ -22,14 +22,14 @@ def train_command(
     check: Annotated[bool, typer.Option(help="Only validate the config and print it resolved; train nothing.")] = False,
 ) -> None:
     """Fine-tune VideoLLaMA3 (LoRA, QLoRA or full) as CONFIG says; use accelerate launch for several GPUs."""
-    from vidlab.train.config import load_config
+    from vidlab.training.config import load_config
 
     settings = load_config(config, set_ or [])
     if check:
         typer.echo(settings.to_yaml(), nl=False)
         return
     quiet_transformers()
-    from vidlab.train.loop import train
+    from vidlab.training.loop import train
 
     result = train(settings, resume=True if resume else None)
     loss = f"{result.final_loss:.4f}" if result.final_loss is not None else "n/a"

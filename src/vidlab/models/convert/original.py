@@ -17,8 +17,8 @@ from pathlib import Path
 
 from vidlab.errors import ConversionError
 from vidlab.folders import describe_contents
+from vidlab.models.convert.weights import WeightFile, find_weight_files
 from vidlab.models.hub import local_folder
-from vidlab.models.weights import WeightFile, find_weight_files
 
 NATIVE_MODEL_TYPE = "video_llama_3"
 ORIGINAL_MODEL_TYPES = {"videollama3_qwen2", "videollama3"}

@@ -17,7 +17,7 @@ import torch
 
 from vidlab.errors import VidlabError
 from vidlab.models.load import peft_wrapping
-from vidlab.train.config import PARTS, TrainConfig
+from vidlab.training.config import PARTS, TrainConfig
 
 # Module prefixes of each part in the native VideoLlama3ForConditionalGeneration.
 PART_PREFIXES = {

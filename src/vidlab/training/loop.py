@@ -30,16 +30,16 @@ from vidlab.errors import VidlabError
 from vidlab.files import LineAppender, read_jsonl, write_atomic, write_jsonl
 from vidlab.folders import usual_permissions
 from vidlab.media import Sampling
-from vidlab.train.checkpoint import (
+from vidlab.training.checkpoint import (
     is_sharded,
     latest_checkpoint,
     load_checkpoint,
     save_checkpoint,
     trainable_state,
 )
-from vidlab.train.config import TrainConfig
-from vidlab.train.data import Collator, DataOptions, SkipNote, TrainDataset, load_records
-from vidlab.train.model import load_for_training, parameter_groups, resolve_precision, summarize_parts
+from vidlab.training.config import TrainConfig
+from vidlab.training.data import Collator, DataOptions, SkipNote, TrainDataset, load_records
+from vidlab.training.model import load_for_training, parameter_groups, resolve_precision, summarize_parts
 
 LOG_FILE = "log.jsonl"
 SKIPPED_FILE = "skipped.jsonl"
@@ -465,9 +465,9 @@ def _evaluate(accelerator, model, processor, config: TrainConfig, options: DataO
 
 
 def _generation_scores(accelerator, model, processor, config: TrainConfig, options: DataOptions, step: int) -> dict:
-    """BLEU-4 and exact match of the model's answers to the validation records, through vidlab.evaluate."""
-    from vidlab.evaluate.metrics import score_file
-    from vidlab.evaluate.run import RunOptions, run_predictions
+    """BLEU-4 and exact match of the model's answers to the validation records, through vidlab.evaluation."""
+    from vidlab.evaluation.metrics import score_file
+    from vidlab.evaluation.run import RunOptions, run_predictions
     from vidlab.generate import GenerationOptions
 
     unwrapped = accelerator.unwrap_model(model)

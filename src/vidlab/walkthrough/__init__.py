@@ -1,6 +1,6 @@
 """`vidlab quickstart`: data set, base training, LoRA, evaluations and a report, offline on a CPU.
 
-    from vidlab.quickstart import FAST, QuickstartSettings, run_quickstart
+    from vidlab.walkthrough import FAST, QuickstartSettings, run_quickstart
     summary = run_quickstart("runs/quickstart")            # the real quickstart
     summary = run_quickstart("runs/qs-fast", FAST)          # a shorter smoke run
     summary["passed"], summary["checks"]
@@ -11,13 +11,13 @@ Names are imported on first use, so importing the package does not pay for torch
 from vidlab.lazy import lazy_exports
 
 _EXPORTS = {
-    "FAST": "vidlab.quickstart.run",
-    "QuickstartSettings": "vidlab.quickstart.run",
-    "run_quickstart": "vidlab.quickstart.run",
-    "config_folder": "vidlab.quickstart.run",
-    "SUMMARY_KEYS": "vidlab.quickstart.report",
-    "CHECKS": "vidlab.quickstart.report",
-    "attribute_accuracy": "vidlab.quickstart.report",
+    "FAST": "vidlab.walkthrough.run",
+    "QuickstartSettings": "vidlab.walkthrough.run",
+    "run_quickstart": "vidlab.walkthrough.run",
+    "config_folder": "vidlab.walkthrough.run",
+    "SUMMARY_KEYS": "vidlab.walkthrough.report",
+    "CHECKS": "vidlab.walkthrough.report",
+    "attribute_accuracy": "vidlab.walkthrough.report",
 }
 
 __all__ = sorted(_EXPORTS)

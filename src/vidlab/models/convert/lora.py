@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
-from vidlab.models.keymap import canonical_key, strip_peft_names
-from vidlab.models.original import LoraRun
+from vidlab.models.convert.keymap import canonical_key, strip_peft_names
+from vidlab.models.convert.original import LoraRun
 
 _FACTOR = re.compile(r"^(?P<module>.+)\.lora_(?P<side>[AB])(\.[^.]+)?\.weight$")
 

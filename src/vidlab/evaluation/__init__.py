@@ -1,0 +1,31 @@
+"""Evaluation: predictions (batched, resumable, sharded), metrics with exact definitions, benchmarks, reports.
+
+    from vidlab.evaluation import run_predictions, score_file, write_report
+    run_predictions("runs/tiny", "eval.jsonl", "runs/eval-base")
+    score_file("runs/eval-base/predictions.jsonl")
+    write_report("runs/eval-base")
+
+Names are imported on first use, so importing the package does not pay for torch.
+"""
+
+from vidlab.lazy import lazy_exports
+
+_EXPORTS = {
+    "EvalRecord": "vidlab.evaluation.records",
+    "EvalSet": "vidlab.evaluation.records",
+    "load_eval_set": "vidlab.evaluation.sets",
+    "extract_letter": "vidlab.evaluation.benchmarks",
+    "load_choices": "vidlab.evaluation.benchmarks",
+    "load_mvbench": "vidlab.evaluation.benchmarks",
+    "load_videomme": "vidlab.evaluation.benchmarks",
+    "DEFINITIONS": "vidlab.evaluation.metrics",
+    "compute_scores": "vidlab.evaluation.metrics",
+    "score_file": "vidlab.evaluation.metrics",
+    "RunOptions": "vidlab.evaluation.run",
+    "run_predictions": "vidlab.evaluation.run",
+    "compare_runs": "vidlab.evaluation.report",
+    "write_report": "vidlab.evaluation.report",
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

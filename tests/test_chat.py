@@ -10,7 +10,7 @@ import pytest
 
 from vidlab.chat import Chat
 from vidlab.generate import GenerationOptions
-from vidlab.media import Sampling
+from vidlab.settings import MediaSettings
 
 GREEDY_SHORT = GenerationOptions(max_new_tokens=8)
 
@@ -24,7 +24,7 @@ def run_cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess
 
 
 def test_follow_up_keeps_the_video_and_the_history(tiny_model, sample_video):
-    chat = Chat(tiny_model, generation=GREEDY_SHORT, sampling=Sampling(fps=1))
+    chat = Chat(tiny_model, generation=GREEDY_SHORT, settings=MediaSettings(fps=1))
     first = chat.ask("What happens?", video=sample_video)
     assert first.frames == [0.0, 1.0, 2.0, 3.0]
     assert 0 < first.generated_tokens <= 8

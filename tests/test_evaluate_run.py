@@ -22,7 +22,7 @@ from vidlab.evaluation.cli import eval_app
 from vidlab.evaluation.metrics import score_file
 from vidlab.evaluation.run import RunOptions, run_predictions
 from vidlab.generate import GenerationOptions, generate, generate_batch
-from vidlab.inputs import build_batch, build_inputs, load_media
+from vidlab.inputs import build_inputs, collate, encode, load_media
 from vidlab.media.writer import write_video
 
 SHORT = GenerationOptions(max_new_tokens=6)
@@ -80,13 +80,13 @@ def test_batched_generation_equals_one_at_a_time(tiny_model, data_dir):
     chosen = [records[i] for i in ("red", "pic", "text", "wide", "blue")]
     conversations = [parse_record({**r, "conversations": r["conversations"][:1]}) for r in chosen]
     items = [(c, load_media(c, data_root=data_dir)) for c in conversations]
-    batch = build_batch(items, processor)
+    batch = collate([encode(c, media, processor) for c, media in items], processor.tokenizer.pad_token_id, "left")
     mask = batch.tensors["attention_mask"]
     assert mask.shape[0] == 5 and bool(mask[:, -1].all()) and not bool(mask[:, 0].all())  # padded on the left
     together = generate_batch(model, processor, batch, SHORT)
     for (conversation, media), stats, answer in zip(items, batch.stats, together):
         alone = build_inputs(conversation, media, processor)
-        assert stats == alone.stats
+        assert [stats] == alone.stats
         assert answer.token_ids == generate(model, processor, alone, SHORT).token_ids
     assert len({tuple(a.token_ids) for a in together}) > 1  # different prompts, different answers
     assert batch.stats[0].frames == [[0.0, 1.0, 2.0]] and batch.stats[1].frames == []
@@ -224,6 +224,46 @@ def test_two_processes_merge_into_the_single_process_predictions(tiny_model, tin
     assert comparable(out / "predictions.jsonl") == comparable(tmp_path / "single" / "predictions.jsonl")
     assert (out / "skipped.jsonl").read_text() == (tmp_path / "single" / "skipped.jsonl").read_text()
     assert sorted(p.name for p in out.iterdir()) == ["predictions.jsonl", "run.json", "skipped.jsonl"]
+
+
+def test_every_record_skipped_says_so_and_where_the_reasons_are(tiny_model, data_dir, tmp_path):
+    import vidlab
+
+    data = tmp_path / "all-bad.jsonl"
+    data.write_text(json.dumps(video_record("gone", str(data_dir / "nowhere.mp4"), "x")) + "\n{broken\n")
+    with pytest.raises(EvaluationError) as caught:
+        vidlab.evaluate(tiny_model, data, tmp_path / "out", options=RunOptions(generation=SHORT, progress=False))
+    message = str(caught.value)
+    assert "every record of the data set (2) was skipped" in message
+    assert str(tmp_path / "out" / "skipped.jsonl") in message and "nowhere.mp4: no such file" in message
+    assert "Run `vidlab eval run` first" not in message
+
+
+def test_evaluate_api_answers_scores_and_reports(tiny_model, data_dir, tmp_path):
+    import vidlab
+
+    result = vidlab.evaluate(tiny_model, data_dir / "eval.jsonl", tmp_path / "api", metrics=["bleu4", "exact_match"],
+                             options=RunOptions(batch_size=2, generation=SHORT, progress=False))
+    assert (result.records, result.predictions, result.answered, len(result.skipped)) == (7, 5, 5, 3)
+    assert set(result.metrics) >= {"bleu4", "exact_match", "counts"} and "cider" not in result.metrics
+    assert result.report == tmp_path / "api" / "report.md" and result.report.is_file()
+    assert json.loads((tmp_path / "api" / "metrics.json").read_text())["bleu4"] == result.metrics["bleu4"]
+    rescored = vidlab.score(tmp_path / "api" / "predictions.jsonl", ["rouge_l"], report=False)
+    assert set(rescored.metrics) & {"bleu4", "rouge_l"} == {"rouge_l"} and rescored.report is None
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--fps", "inf"], "--fps: input should be a finite number"),
+    (["--fps", "nan"], "--fps: input should be a finite number"),
+    (["--fps", "0"], "--fps: input should be greater than 0"),
+    (["--max-frames", "0"], "--max-frames: input should be greater than or equal to 1"),
+    (["--max-frames", "4", "--num-frames", "2"], "give --max-frames or --num-frames, not both"),
+])
+def test_bad_frame_settings_are_one_line_before_anything_loads(tmp_path, flags, message):
+    result = run_eval_cli("run", "--model", str(tmp_path / "no-model"), "--data", str(tmp_path / "none.jsonl"),
+                          "--out", str(tmp_path / "o"), *flags)
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "o").exists()
 
 
 def test_every_option_has_help_and_user_errors_are_one_line(tmp_path):

@@ -10,8 +10,8 @@ from transformers import AutoProcessor
 
 from vidlab.conversation import parse_record
 from vidlab.inputs import build_inputs, load_media
-from vidlab.media import Sampling
 from vidlab.media.writer import write_video
+from vidlab.settings import MediaSettings, Sampling
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +35,9 @@ def test_one_time_stamp_per_frame_in_order_and_token_counts_agree(processor, sam
     stamps = re.findall(r"Time (\d+\.\d)s:", prompt)
     assert stamps == [f"{t:.1f}" for t in media[0].clip_timestamps] == ["0.0", "1.0", "2.0", "3.0"]
     video_tokens = int((inputs.tensors["input_ids"] == processor.video_token_id).sum())
-    assert video_tokens == inputs.stats.visual_tokens == int(inputs.tensors["video_compression_mask"].sum())
-    assert inputs.stats.text_tokens == inputs.tensors["input_ids"].shape[1] - video_tokens
-    assert inputs.stats.frames == [[0.0, 1.0, 2.0, 3.0]]
+    assert video_tokens == inputs.stats[0].visual_tokens == int(inputs.tensors["video_compression_mask"].sum())
+    assert inputs.stats[0].text_tokens == inputs.tensors["input_ids"].shape[1] - video_tokens
+    assert inputs.stats[0].frames == [[0.0, 1.0, 2.0, 3.0]]
     # The original VideoLLaMA3 layout: frames joined by commas, then a newline, then the question.
     assert prompt.startswith("<|im_start|>user\nTime 0.0s:<|video_pad|>")
     assert re.search(r"<\|video_pad\|>,Time 1\.0s:<\|video_pad\|>", prompt)
@@ -74,16 +74,17 @@ def test_difffp_prunes_a_static_video_and_can_be_switched_off(processor, tmp_pat
     stats = {}
     for name, path in folders.items():
         conv = video_record(path)
-        stats[name] = build_inputs(conv, load_media(conv, folder_fps=2), processor).stats
+        stats[name] = build_inputs(conv, load_media(conv, sampling=Sampling(folder_fps=2)), processor).stats[0]
     assert stats["static"].visual_tokens_before_pruning == stats["moving"].visual_tokens_before_pruning
     per_frame = stats["static"].visual_tokens_before_pruning // 4
     # A static video keeps its first frame whole and one token for each later frame.
     assert stats["static"].visual_tokens == per_frame + 3
     assert stats["moving"].visual_tokens == stats["moving"].visual_tokens_before_pruning
     conv = video_record(static)
-    unpruned = build_inputs(conv, load_media(conv, folder_fps=2), processor, compression=False)
-    assert unpruned.stats.visual_tokens == unpruned.stats.visual_tokens_before_pruning
-    assert int((unpruned.tensors["input_ids"] == processor.video_token_id).sum()) == unpruned.stats.visual_tokens
+    unpruned = build_inputs(conv, load_media(conv, sampling=Sampling(folder_fps=2)), processor,
+                            MediaSettings(compression=False))
+    assert unpruned.stats[0].visual_tokens == unpruned.stats[0].visual_tokens_before_pruning
+    assert int((unpruned.tensors["input_ids"] == processor.video_token_id).sum()) == unpruned.stats[0].visual_tokens
 
 
 def test_images_single_and_several(processor, tmp_path):
@@ -99,17 +100,17 @@ def test_images_single_and_several(processor, tmp_path):
     grids = inputs.tensors["image_grid_thw"]
     assert grids.tolist() == [[1, 4, 4], [1, 3, 6]]  # 56x56 and 42x84 pixels in 14-pixel patches, merge 1
     image_tokens = int((inputs.tensors["input_ids"] == processor.image_token_id).sum())
-    assert image_tokens == inputs.stats.visual_tokens == 16 + 18
-    assert inputs.stats.visual_tokens_before_pruning == inputs.stats.visual_tokens
-    assert inputs.stats.frames == []
+    assert image_tokens == inputs.stats[0].visual_tokens == 16 + 18
+    assert inputs.stats[0].visual_tokens_before_pruning == inputs.stats[0].visual_tokens
+    assert inputs.stats[0].frames == []
 
 
 def test_text_only(processor):
     conv = parse_record({"conversations": [{"from": "human", "value": "Hello there"}]})
     inputs = build_inputs(conv, [], processor)
-    assert inputs.stats.visual_tokens == 0
+    assert inputs.stats[0].visual_tokens == 0
     assert prompt_of(inputs, processor) == "<|im_start|>user\nHello there<|im_end|>\n<|im_start|>assistant\n"
-    assert inputs.stats.text_tokens == inputs.tensors["input_ids"].shape[1]
+    assert inputs.stats[0].text_tokens == inputs.tensors["input_ids"].shape[1]
 
 
 def test_relative_paths_resolve_against_the_data_root(processor, sample_video):

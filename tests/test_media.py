@@ -63,7 +63,7 @@ def test_stream_that_does_not_start_at_zero_is_timed_from_its_first_frame(tmp_pa
 
 def test_clip_with_start_and_end(tmp_path):
     path = write_video(tmp_path / "long.mp4", numbered_frames(40), fps=10)
-    clip = load_video(path, Sampling(fps=1, start=1.5, end=3.2))
+    clip = load_video(path, Sampling(fps=1), start=1.5, end=3.2)
     assert clip.timestamps == pytest.approx([1.5, 2.5])  # true times in the video
     assert clip.clip_timestamps == pytest.approx([0.0, 1.0])  # what the prompt announces
     assert [decoded_index(f) for f in clip.frames] == [15, 25]
@@ -72,7 +72,7 @@ def test_clip_with_start_and_end(tmp_path):
 
 def test_end_past_the_video_is_clamped(tmp_path):
     path = write_video(tmp_path / "short.mp4", numbered_frames(20), fps=10)
-    clip = load_video(path, Sampling(fps=1, start=1.0, end=60.0))
+    clip = load_video(path, Sampling(fps=1), start=1.0, end=60.0)
     assert clip.timestamps == pytest.approx([1.0])
     assert clip.end == pytest.approx(2.0)
 
@@ -98,7 +98,7 @@ def test_frame_folder_sorted_naturally_at_the_given_rate(tmp_path):
     for i, frame in enumerate(numbered_frames(12)):
         Image.fromarray(frame).save(folder / f"frame_{i}.png")  # frame_10 must come after frame_9
     (folder / "notes.txt").write_text("not a frame")
-    clip = load_video(folder, Sampling(fps=1), folder_fps=4)
+    clip = load_video(folder, Sampling(fps=1, folder_fps=4))
     assert clip.timestamps == pytest.approx([0.0, 1.0, 2.0])
     assert [decoded_index(f) for f in clip.frames] == [0, 4, 8]
     assert clip.duration == pytest.approx(3.0)
@@ -168,12 +168,13 @@ def test_video_with_no_decodable_frame(tmp_path):
         ({"start": 9.0}, "at or after the end"),
         ({"start": -1.0}, "negative"),
         ({"start": 5.0, "end": 8.0}, "at or after"),
+        ({"start": 2.0, "end": 1.0}, "not after start"),
     ],
 )
 def test_clip_window_outside_the_video(tmp_path, window, reason):
     path = write_video(tmp_path / "v.mp4", numbered_frames(30), fps=10)  # 3 s
     with pytest.raises(ClipWindowError, match=reason) as err:
-        load_video(path, Sampling(**window))
+        load_video(path, Sampling(), **window)
     assert str(path) in str(err.value) and "0-3.00s" in str(err.value)
 
 

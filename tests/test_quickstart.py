@@ -11,7 +11,6 @@ import json
 import shlex
 import subprocess
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -30,13 +29,12 @@ VOCABULARY = {"colour": ["red", "green", "blue"], "shape": ["circle", "square"],
 def quickstart(tmp_path_factory):
     out = tmp_path_factory.mktemp("quickstart") / "qs"
     lines: list[str] = []
-    started = time.monotonic()
     summary = run_quickstart(out, SHORT, echo=lines.append)
-    return out, summary, lines, time.monotonic() - started
+    return out, summary, lines
 
 
 def test_quickstart_writes_every_file(quickstart):
-    out, summary, lines, _ = quickstart
+    out, summary, lines = quickstart
     for path in ["summary.json", "report.md", "report.png", "quickstart.json", "configs/base.yaml",
                  "configs/lora.yaml", "data/dataset.json", "data/blank.mp4", "data/test.caption.blind.jsonl",
                  "models/init/config.json", "runs/base/train_result.json", "runs/base/model.safetensors",
@@ -58,7 +56,7 @@ def test_quickstart_writes_every_file(quickstart):
 
 
 def test_summary_has_exactly_the_documented_keys(quickstart):
-    _, summary, _, _ = quickstart
+    _, summary, _ = quickstart
     assert list(summary) == list(SUMMARY_KEYS)
     assert [c["name"] for c in summary["checks"]] == list(CHECKS)
     assert summary["passed"] == all(c["passed"] for c in summary["checks"])
@@ -74,7 +72,7 @@ def test_summary_has_exactly_the_documented_keys(quickstart):
 
 
 def test_short_quickstart_shows_the_claims_in_a_weaker_form(quickstart):
-    _, summary, _, seconds = quickstart
+    _, summary, _ = quickstart
     evals = summary["evals"]
     init, base, blind = (evals[n] for n in ("init_caption", "base_caption", "blind_caption"))
     # The trained base model captions the held-out videos; the untrained one cannot.
@@ -89,11 +87,10 @@ def test_short_quickstart_shows_the_claims_in_a_weaker_form(quickstart):
     before, after = evals["base_direction"]["metrics"]["exact_match"], evals["lora_direction"]["metrics"]["exact_match"]
     assert summary["lora_gain"] == pytest.approx(after - before)
     assert after >= before + 15  # full: + 30 (this setting: + 20.8)
-    assert seconds < 300  # about a minute on 2 idle cores
 
 
 def test_a_printed_command_runs_as_printed_and_gives_the_same_numbers(quickstart, tmp_path):
-    out, summary, _, _ = quickstart
+    out, summary, _ = quickstart
     command = shlex.split(summary["commands"]["lora_direction"])
     assert command[:3] == ["vidlab", "eval", "run"]
     command[command.index("--out") + 1] = str(tmp_path / "again")
@@ -112,14 +109,12 @@ def test_a_printed_command_runs_as_printed_and_gives_the_same_numbers(quickstart
 
 
 def test_rerun_skips_finished_steps_and_redoes_a_missing_one(quickstart):
-    out, summary, _, _ = quickstart
+    out, summary, _ = quickstart
     trained = (out / "runs" / "base" / "train_result.json").read_bytes()
     lost = out / "eval" / "lora_direction" / "metrics.json"
     lost.unlink()  # as if the run died while scoring the last evaluation
     lines: list[str] = []
-    started = time.monotonic()
     again = run_quickstart(out, SHORT, echo=lines.append)
-    assert time.monotonic() - started < 60
     assert sum("already done: skipped" in line for line in lines) == len(STEP_TITLES) - 2  # all but eval and report
     assert (out / "runs" / "base" / "train_result.json").read_bytes() == trained
     assert lost.is_file()
@@ -128,7 +123,7 @@ def test_rerun_skips_finished_steps_and_redoes_a_missing_one(quickstart):
 
 
 def test_a_folder_with_other_settings_or_other_files_is_refused(quickstart, tmp_path):
-    out, _, _, _ = quickstart
+    out, _, _ = quickstart
     with pytest.raises(VidlabError, match=r"other settings \(settings.seed differ\).*--overwrite"):
         run_quickstart(out, replace(SHORT, seed=1))
     (tmp_path / "mine.txt").write_text("not a quickstart")
@@ -173,7 +168,7 @@ def test_checks_compare_each_value_with_its_threshold():
 
 
 def test_table_shows_every_evaluation_and_check(quickstart):
-    _, summary, _, _ = quickstart
+    _, summary, _ = quickstart
     table = render_table(summary)
     for label in EVAL_LABELS.values():
         assert label in table

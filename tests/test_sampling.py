@@ -2,7 +2,8 @@
 
 import pytest
 
-from vidlab.media.sampling import Sampling, evenly_spaced, select_frames
+from vidlab.media.sampling import evenly_spaced, select_frames
+from vidlab.settings import Sampling
 
 
 def constant_rate(seconds: float, rate: float) -> tuple[list[float], float]:
@@ -64,9 +65,9 @@ def test_variable_rate_takes_the_frame_on_screen_at_each_tick():
 
 def test_clip_window_limits_the_frames():
     times, end = constant_rate(10, 10)
-    chosen = select_frames(times, end, Sampling(fps=1, start=2.5, end=5.0))
+    chosen = select_frames(times, end, Sampling(fps=1), start=2.5, end=5.0)
     assert [times[i] for i in chosen] == [2.5, 3.5, 4.5]
-    chosen = select_frames(times, end, Sampling(num_frames=3, start=2.0, end=4.0))
+    chosen = select_frames(times, end, Sampling(num_frames=3), start=2.0, end=4.0)
     assert [times[i] for i in chosen] == [2.0, 2.9, 3.9]
 
 
@@ -78,11 +79,14 @@ def test_evenly_spaced_includes_both_ends():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"fps": 0}, "fps must be above 0"),
-        ({"max_frames": 0}, "max_frames must be at least 1"),
-        ({"min_frames": 10, "max_frames": 5}, "above max_frames"),
-        ({"num_frames": 0}, "num_frames must be at least 1"),
-        ({"start": 3, "end": 2}, "must be after start"),
+        ({"fps": 0}, "fps\n  Input should be greater than 0"),
+        ({"fps": float("inf")}, "fps\n  Input should be a finite number"),
+        ({"fps": float("nan")}, "fps\n  Input should be a finite number"),
+        ({"folder_fps": float("inf")}, "folder_fps\n  Input should be a finite number"),
+        ({"max_frames": 0}, "max_frames\n  Input should be greater than or equal to 1"),
+        ({"min_frames": 10, "max_frames": 5}, "min_frames \\(10\\) is above max_frames \\(5\\)"),
+        ({"num_frames": 0}, "num_frames\n  Input should be greater than or equal to 1"),
+        ({"start": 3}, "start\n  Extra inputs are not permitted"),
     ],
 )
 def test_bad_sampling_settings_are_refused(kwargs, message):

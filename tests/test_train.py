@@ -16,10 +16,12 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from vidlab import train
 from vidlab.data.synthetic import Scene, write_scene
-from vidlab.training.checkpoint import complete_checkpoints
+from vidlab.training.checkpoint import CheckpointError, complete_checkpoints
 from vidlab.training.config import ConfigError, load_config
-from vidlab.training.loop import EpochBatches, lr_multiplier, summed_token_loss, train
+from vidlab.training.loop import build_scheduler, lr_multiplier
+from vidlab.training.steps import EpochBatches, summed_token_loss
 
 SCENES = [
     Scene(shape=shape, colour=colour, direction=direction, size=56, seconds=2, fps=4)
@@ -64,7 +66,7 @@ def write_config(config, path: Path) -> Path:
 def model_logits(model, processor, video: Path) -> torch.Tensor:
     from vidlab.conversation import parse_record
     from vidlab.inputs import build_inputs, load_media
-    from vidlab.media import Sampling
+    from vidlab.settings import Sampling
 
     conv = parse_record({"video": [str(video)], "conversations": [{"from": "human", "value": "<video>\nDescribe."}]})
     inputs = build_inputs(conv, load_media(conv, sampling=Sampling(max_frames=4)), processor)
@@ -93,14 +95,39 @@ def test_summed_token_loss_counts_only_labelled_next_tokens():
     assert torch.allclose(loss, expected)
 
 
-def test_lr_schedule_warms_up_then_decays_to_zero():
-    assert lr_multiplier(0, 100, 10, "cosine") == pytest.approx(0.1)
-    assert lr_multiplier(9, 100, 10, "cosine") == pytest.approx(1.0)
-    assert lr_multiplier(10, 100, 10, "cosine") == pytest.approx(1.0)
-    assert lr_multiplier(55, 100, 10, "cosine") == pytest.approx(0.5)
-    assert lr_multiplier(100, 100, 10, "cosine") == pytest.approx(0.0)
-    assert lr_multiplier(55, 100, 10, "linear") == pytest.approx(0.5)
-    assert lr_multiplier(99, 100, 10, "constant") == 1.0
+def rates(kind: str, steps: int, warmup: int) -> list[list[float]]:
+    """The learning rate of each parameter group (rates 1e-3 and 1e-5) before each step."""
+    params = [torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))]
+    optimizer = torch.optim.SGD([{"params": [params[0]], "lr": 1e-3}, {"params": [params[1]], "lr": 1e-5}], lr=1e-3)
+    scheduler = build_scheduler(optimizer, kind, steps, warmup)
+    seen = []
+    for _ in range(steps + 1):
+        seen.append([group["lr"] for group in optimizer.param_groups])
+        optimizer.step()
+        scheduler.step()
+    return seen
+
+
+def test_lr_schedule_warms_up_then_decays_to_zero_on_every_part():
+    cosine = rates("cosine", 100, 10)
+    assert cosine[0] == pytest.approx([1e-4, 1e-6])  # the first step already learns: 1/warmup of the rate
+    assert cosine[4] == pytest.approx([0.5e-3, 0.5e-5]) and cosine[9] == pytest.approx([1e-3, 1e-5])
+    assert cosine[55] == pytest.approx([0.5e-3, 0.5e-5])  # half way down the cosine, each part from its own rate
+    assert cosine[100] == pytest.approx([0.0, 0.0], abs=1e-12)
+    assert rates("linear", 100, 10)[55] == pytest.approx([0.5e-3, 0.5e-5])
+    assert rates("constant", 100, 10)[99] == pytest.approx([1e-3, 1e-5])
+
+
+@pytest.mark.parametrize("kind, name", [("cosine", "cosine"), ("linear", "linear"),
+                                        ("constant", "constant_with_warmup")])
+def test_lr_schedule_is_transformers_after_warmup(kind, name):
+    from transformers import get_scheduler
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    theirs = get_scheduler(name, optimizer, num_warmup_steps=10, num_training_steps=100).lr_lambdas[0]
+    ours = [lr_multiplier(s, 100, 10, kind) for s in range(101)]
+    assert ours[10:] == pytest.approx([theirs(s) for s in range(10, 101)])  # the same after warmup
+    assert ours[:10] == pytest.approx([theirs(s + 1) for s in range(10)])  # warmup one step ahead
 
 
 def test_epoch_batches_are_disjoint_across_processes_and_resume_where_they_stopped():
@@ -369,3 +396,166 @@ def test_qlora_and_fp16_need_a_gpu(tiny_model_dir, caption_data, tmp_path):
         train(make_config(tiny_model_dir, caption_data, tmp_path / "q", "method=qlora"))
     with pytest.raises(VidlabError, match="fp16 needs a CUDA GPU"):
         train(make_config(tiny_model_dir, caption_data, tmp_path / "h", "train.precision=fp16"))
+
+
+# --- checkpoints that know what made them --------------------------------------------------------
+
+
+def cut_back_to(run: Path, step: int) -> None:
+    """Make a finished run look as if it was killed right after its checkpoint at `step`."""
+    for checkpoint in complete_checkpoints(run):
+        if int(checkpoint.name[5:]) > step:
+            shutil.rmtree(checkpoint)
+    for name in ("adapter_model.safetensors", "adapter_config.json", "train_result.json"):
+        (run / name).unlink(missing_ok=True)
+
+
+def test_resume_refuses_a_changed_setting_but_not_a_changed_output_key(tiny_model_dir, caption_data, tmp_path):
+    out = tmp_path / "run"
+    settings = ("train.max_steps=4", "output.save_steps=2", "output.save_total_limit=null")
+    train(make_config(tiny_model_dir, caption_data, out, *settings))
+    assert (complete_checkpoints(out)[0] / "config.yaml").read_text() == (out / "config.yaml").read_text()
+    cut_back_to(out, 2)
+    with pytest.raises(CheckpointError) as caught:
+        train(make_config(tiny_model_dir, caption_data, out, *settings, "data.fps=2", "learning_rates.llm=0.02"),
+              resume=True)
+    message = str(caught.value)
+    assert "data.fps: 1.0 then, 2.0 now" in message and "learning_rates.llm: 0.01 then, 0.02 now" in message
+    assert "train.max_steps" not in message  # unchanged keys are not named
+    assert not (out / "train_result.json").exists()
+    assert "fps: 1.0" in (out / "config.yaml").read_text()  # the refused config was not recorded
+    # A changed log interval (or data worker count) does not change the result: the run goes on.
+    result = train(make_config(tiny_model_dir, caption_data, out, *settings, "output.log_steps=2"), resume=True)
+    assert result.steps == 4 and (out / "adapter_model.safetensors").is_file()
+    assert "log_steps: 2" in (out / "config.yaml").read_text()
+
+
+def test_tensorboard_gets_the_logged_numbers(tiny_model_dir, caption_data, tmp_path):
+    pytest.importorskip("tensorboard", reason="tensorboard is in the dev extra; without it runs log to log.jsonl only")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "tb"
+    train(make_config(tiny_model_dir, caption_data, out, "train.max_steps=3", "output.tensorboard=true"))
+    events = EventAccumulator(str(out / "tensorboard")).Reload()
+    losses = [event.value for event in events.Scalars("loss")]
+    logged = [json.loads(line)["loss"] for line in (out / "log.jsonl").read_text().splitlines()]
+    assert losses == pytest.approx(logged) and "lr/llm" in events.Tags()["scalars"]
+
+
+@pytest.fixture(scope="module")
+def mixed_data(caption_data, tmp_path_factory) -> Path:
+    """Video and text-only records alternating: with one sample per process, steps where one process
+    has a video and the other none."""
+    root = tmp_path_factory.mktemp("mixed")
+    rows = []
+    for i, line in enumerate((caption_data / "train.jsonl").read_text().splitlines()[:6]):
+        video = json.loads(line)
+        video["video"] = [str(caption_data / video["video"][0])]
+        rows.append(video)
+        rows.append({"id": f"t{i}", "conversations": [{"from": "human", "value": f"Say {i}."},
+                                                       {"from": "gpt", "value": f"{i} is said."}]})
+    (root / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+def launch_two(config_path: Path, *args: str) -> subprocess.CompletedProcess:
+    accelerate = Path(sys.executable).with_name("accelerate")
+    return subprocess.run(
+        [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "vidlab.cli", "train", str(config_path), *args],
+        capture_output=True, text=True, timeout=400,
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"},
+    )
+
+
+def test_two_processes_with_mixed_batches_train_as_one_and_resume(tiny_model_dir, mixed_data, tmp_path):
+    # The projector trains, so a process whose sample has no video leaves it without a gradient. Plain SGD
+    # (no dropout) makes the weights a direct sum of the gradients: a wrongly scaled or lost gradient shows.
+    settings = ("learning_rates.projector=0.5", "learning_rates.llm=0.5", "optim.name=sgd", "optim.momentum=0",
+                "optim.max_grad_norm=null", "lora.dropout=0", "train.max_steps=6", "output.save_steps=2",
+                "output.save_total_limit=null")
+    two = tmp_path / "two"
+    path = write_config(make_config(tiny_model_dir, mixed_data, two, "train.batch_size=1", *settings),
+                        tmp_path / "two.yaml")
+    records = [json.loads(line) for line in (mixed_data / "train.jsonl").read_text().splitlines()]
+    steps = [batch for rank in range(2) for batch in EpochBatches(len(records), 1, rank, 2, seed=3, epoch=0)]
+    pairs = list(zip(steps[: len(steps) // 2], steps[len(steps) // 2 :]))
+    assert any(("video" in records[a[0]]) != ("video" in records[b[0]]) for a, b in pairs), "no mixed step"
+
+    proc = launch_two(path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("trained 6 steps") == 1  # process 0 reports for the run
+
+    one = tmp_path / "one"
+    train(make_config(tiny_model_dir, mixed_data, one, "train.batch_size=2", *settings))
+    a, b = load_file(str(two / "adapter_model.safetensors")), load_file(str(one / "adapter_model.safetensors"))
+    assert set(a) == set(b) and any("projector" in name for name in a)
+    initial = load_file(str(tiny_model_dir / "model.safetensors"))["model.projector.readout.0.weight"]
+    assert (a["base_model.model.model.projector.readout.0.weight"] - initial).abs().max() > 1e-3  # it trained
+    for name in a:
+        assert torch.allclose(a[name], b[name], atol=1e-6), name
+
+    # One save/load path on two processes too: back to the step-2 checkpoint, resume, same end.
+    resumed = tmp_path / "resumed"
+    shutil.copytree(two, resumed)
+    cut_back_to(resumed, 2)
+    path = write_config(make_config(tiny_model_dir, mixed_data, resumed, "train.batch_size=1", *settings),
+                        tmp_path / "resumed.yaml")
+    proc = launch_two(path, "--resume")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    c = load_file(str(resumed / "adapter_model.safetensors"))
+    for name in a:
+        assert torch.allclose(a[name], c[name], atol=1e-6), name
+    losses = [json.loads(line)["loss"] for line in (two / "log.jsonl").read_text().splitlines()]
+    again = [json.loads(line)["loss"] for line in (resumed / "log.jsonl").read_text().splitlines()]
+    assert again == pytest.approx(losses, rel=1e-5)
+
+
+def test_strict_with_data_workers_is_one_error_line(tiny_model_dir, caption_data, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(caption_data, data)
+    (data / "broken.mp4").write_bytes(b"not a video at all")
+    lines = (data / "train.jsonl").read_text().splitlines()
+    lines[0] = json.dumps({**json.loads(lines[0]), "video": ["broken.mp4"]})
+    (data / "train.jsonl").write_text("\n".join(lines) + "\n")
+    path = write_config(make_config(tiny_model_dir, data, tmp_path / "run", "data.strict=true", "data.workers=2",
+                                    "train.batch_size=8"), tmp_path / "strict.yaml")
+    proc = run_cli("train", str(path))
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and f"{data / 'train.jsonl'}:1: " in errors[0] and "broken.mp4" in errors[0]
+    assert "Traceback" not in proc.stderr and "DataLoader worker" not in proc.stderr
+
+
+def test_records_with_wrong_types_are_skipped_not_fatal(tiny_model_dir, caption_data, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(caption_data, data)
+    good = json.loads((data / "train.jsonl").read_text().splitlines()[0])
+    bad = [{**good, "start": "abc"}, {**good, "start": "00:01:05"}, {**good, "end": [1]}, {**good, "video": 5}]
+    with (data / "train.jsonl").open("a") as handle:
+        handle.write("".join(json.dumps(r) + "\n" for r in bad))
+    out = tmp_path / "run"
+    result = train(make_config(tiny_model_dir, data, out, "train.max_steps=1"))
+    rows = [json.loads(line) for line in (out / "skipped.jsonl").read_text().splitlines()]
+    assert result.skipped == 4 and [row["line"] for row in rows] == [9, 10, 11, 12]
+    assert '"start" must be a number of seconds' in rows[0]["reason"]
+    assert "for '00:01:05' write 65" in rows[1]["reason"]
+    assert '"end" must be' in rows[2]["reason"] and '"video" must be a path' in rows[3]["reason"]
+
+
+def test_train_api_takes_a_path_and_keyword_overrides(tiny_model_dir, caption_data, tmp_path):
+    path = write_config(make_config(tiny_model_dir, caption_data, tmp_path / "unused"), tmp_path / "c.yaml")
+    result = train(path, train__max_steps=2, output__dir=str(tmp_path / "api"), set=["lora.r=4"])
+    assert result.steps == 2 and result.run_dir == tmp_path / "api" and result.is_main
+    saved = yaml.safe_load((tmp_path / "api" / "config.yaml").read_text())
+    assert saved["lora"]["r"] == 4 and saved["train"]["max_steps"] == 2
+    with pytest.raises(ConfigError, match="train.max_stepz: unknown key; did you mean 'max_steps'"):
+        train(path, train__max_stepz=2)
+
+
+def test_non_finite_settings_are_config_errors(tiny_model_dir, caption_data, tmp_path):
+    path = write_config(make_config(tiny_model_dir, caption_data, tmp_path / "o"), tmp_path / "c.yaml")
+    proc = run_cli("train", str(path), "--check", "--set", "data.fps=.inf", "--set", "data.folder_fps=.nan")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "data.fps: Input should be a finite number" in proc.stderr
+    assert "data.folder_fps: Input should be a finite number" in proc.stderr

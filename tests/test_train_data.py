@@ -10,19 +10,10 @@ from conftest import gradient_frames
 from PIL import Image
 
 from vidlab.errors import DataFileError, SampleError, VidlabError
-from vidlab.media import Sampling
+from vidlab.inputs import IGNORE_INDEX, assistant_label_mask, label_assistant_turns
 from vidlab.media.writer import write_video
-from vidlab.training.data import (
-    IGNORE_INDEX,
-    Collator,
-    DataOptions,
-    SkipNote,
-    TrainDataset,
-    assistant_label_mask,
-    encode_record,
-    label_assistant_turns,
-    load_records,
-)
+from vidlab.settings import MediaSettings
+from vidlab.training.data import Collator, SkipNote, TrainDataset, encode_record, load_records, raise_if_fatal
 
 VIDEO_QA = [
     {"from": "system", "value": "Be brief."},
@@ -79,6 +70,11 @@ def labelled_spans(sample, tokenizer) -> list[str]:
     return [tokenizer.decode(span) for span in spans]
 
 
+def encoded(record, processor, max_length: int = 16384, **settings):
+    """The training encoding of a record with these media settings."""
+    return encode_record(record, processor, MediaSettings(**settings), max_length)
+
+
 def as_batch(sample) -> dict:
     return Collator(0)([{"sample": sample, "skipped": []}])["inputs"]
 
@@ -89,7 +85,7 @@ def as_batch(sample) -> dict:
 
 def test_labels_are_exactly_the_assistant_replies_with_their_end_token(processor, data_dir):
     record = one_record(data_dir, "labels_video", {"video": "small.mp4", "conversations": VIDEO_QA})
-    sample = encode_record(record, processor, DataOptions(sampling=Sampling(fps=2)))
+    sample = encoded(record, processor, fps=2)
     tokenizer = processor.tokenizer
     ids, labels = sample.tensors["input_ids"], sample.tensors["labels"]
     assert labelled_spans(sample, tokenizer) == ["A red ball moves left.<|im_end|>", "No, slowly.<|im_end|>"]
@@ -112,11 +108,11 @@ def test_labels_are_exactly_the_assistant_replies_with_their_end_token(processor
 
 def test_labels_for_text_only_and_image_samples(processor, data_dir):
     tokenizer = processor.tokenizer
-    text = encode_record(one_record(data_dir, "labels_text", {"conversations": TEXT_QA}), processor, DataOptions())
+    text = encoded(one_record(data_dir, "labels_text", {"conversations": TEXT_QA}), processor)
     assert labelled_spans(text, tokenizer) == ["yes<|im_end|>"]
     assert "pixel_values" not in text.tensors and "pixel_values_videos" not in text.tensors
     image_record = one_record(data_dir, "labels_image", {"image": ["picture.png"], "conversations": IMAGE_QA})
-    image = encode_record(image_record, processor, DataOptions())
+    image = encoded(image_record, processor)
     assert labelled_spans(image, tokenizer) == ["A blue square.<|im_end|>"]
     image_positions = image.tensors["input_ids"] == processor.image_token_id
     assert image_positions.sum() > 0 and (image.tensors["labels"][image_positions] == IGNORE_INDEX).all()
@@ -170,7 +166,7 @@ def test_mixed_batch_runs_and_padding_changes_no_sample(tiny_model, processor, d
         one_record(data_dir, "mixed_text", {"conversations": TEXT_QA}),
         one_record(data_dir, "mixed_image", {"image": "picture.png", "conversations": IMAGE_QA}),
     ]
-    samples = [encode_record(r, processor, DataOptions(sampling=Sampling(fps=2))) for r in records]
+    samples = [encoded(r, processor, fps=2) for r in records]
     collate = Collator(processor.tokenizer.pad_token_id)
     skip = SkipNote("x.jsonl", 3, None, "broken")
     batch = collate([{"sample": s, "skipped": [skip] if i == 1 else []} for i, s in enumerate(samples)])
@@ -209,15 +205,15 @@ def test_collator_needs_a_pad_token():
 
 def test_max_visual_tokens_shrinks_the_grid(processor, data_dir):
     record = one_record(data_dir, "budget_visual", {"video": "large.mp4", "conversations": VIDEO_QA})
-    sampling = Sampling(fps=2)  # 4 frames
-    full = encode_record(record, processor, DataOptions(sampling=sampling))
-    small = encode_record(record, processor, DataOptions(sampling=sampling, max_visual_tokens=16))
+    sampling = 2  # fps: 4 frames
+    full = encoded(record, processor, fps=sampling)
+    small = encoded(record, processor, fps=sampling, max_visual_tokens=16)
     assert full.stats.visual_tokens_before_pruning > 16
     assert small.stats.visual_tokens_before_pruning <= 16 and small.shrunk is None
     assert small.tensors["video_grid_thw"].tolist() == [[4, 4, 4]]  # 4 frames of 2x2 tokens (28x28 px each)
     assert len(small.stats.frames[0]) == 4
     # Fewer tokens than frames: the video keeps as many evenly spaced frames as it can pay for.
-    tiny = encode_record(record, processor, DataOptions(sampling=sampling, max_visual_tokens=2))
+    tiny = encoded(record, processor, fps=sampling, max_visual_tokens=2)
     assert tiny.stats.visual_tokens_before_pruning <= 2 and tiny.stats.frames == [[0.0, 1.5]]
     assert tiny.shrunk.startswith("frames 4->2")
     assert processor.video_processor.size["longest_edge"] == 256 * 28 * 28  # the budget was per call only
@@ -226,8 +222,8 @@ def test_max_visual_tokens_shrinks_the_grid(processor, data_dir):
 def test_image_merge_size_two_keeps_the_token_budget_and_runs(tiny_model, processor, data_dir):
     model = tiny_model[0].eval()
     record = one_record(data_dir, "merge_image", {"image": "big.png", "conversations": IMAGE_QA})
-    own = encode_record(record, processor, DataOptions())
-    merged = encode_record(record, processor, DataOptions(image_merge_size=2))
+    own = encoded(record, processor)
+    merged = encoded(record, processor, image_merge_size=2)
     assert own.tensors["image_merge_sizes"].tolist() == [1] and merged.tensors["image_merge_sizes"].tolist() == [2]
     # The tiny processor allows 64 image tokens: 112x112 pixels in 14x14 blocks, or 224x224 in 28x28 blocks.
     assert own.tensors["image_grid_thw"].tolist() == [[1, 8, 8]] and own.stats.visual_tokens == 64
@@ -241,19 +237,19 @@ def test_image_merge_size_two_keeps_the_token_budget_and_runs(tiny_model, proces
 def test_long_sample_gets_smaller_then_fewer_frames_and_still_runs(tiny_model, processor, data_dir):
     model = tiny_model[0].eval()
     record = one_record(data_dir, "budget_length", {"video": "large.mp4", "conversations": VIDEO_QA})
-    sampling = Sampling(fps=4)  # 8 frames, 0.0 to 1.75 s
-    full = encode_record(record, processor, DataOptions(sampling=sampling))
+    sampling = 4  # fps: 8 frames, 0.0 to 1.75 s
+    full = encoded(record, processor, fps=sampling)
     n = len(full)
     per_frame = full.tensors["video_grid_thw"][0, 1:].prod().item() // 4
     assert full.shrunk is None and per_frame > 4
 
-    smaller = encode_record(record, processor, DataOptions(sampling=sampling, model_max_length=n - 20))
+    smaller = encoded(record, processor, n - 20, fps=sampling)
     assert len(smaller) <= n - 20
     assert re.fullmatch(rf"{per_frame}->\d+ tokens/frame", smaller.shrunk)
     assert smaller.stats.frames == full.stats.frames
 
     text_and_stamps = full.stats.text_tokens
-    fewer = encode_record(record, processor, DataOptions(sampling=sampling, model_max_length=text_and_stamps - 10))
+    fewer = encoded(record, processor, text_and_stamps - 10, fps=sampling)
     assert len(fewer) <= text_and_stamps - 10
     assert re.fullmatch(rf"frames 8->\d, {per_frame}->1 tokens/frame", fewer.shrunk)
     kept = fewer.stats.frames[0]
@@ -271,16 +267,18 @@ def test_text_longer_than_the_budget_is_an_error(processor, data_dir):
     conversations = [{"from": "human", "value": long_text}, {"from": "gpt", "value": "yes"}]
     text_only = one_record(data_dir, "over_text", {"conversations": conversations})
     with pytest.raises(SampleError, match=r"over_text\.jsonl:1: over budget: \d+ tokens > model_max_length 50"):
-        encode_record(text_only, processor, DataOptions(model_max_length=50))
+        encoded(text_only, processor, 50)
     with_video = [{"from": "human", "value": "<video>\n" + long_text}, conversations[1]]
     video = one_record(data_dir, "over_video", {"video": "small.mp4", "conversations": with_video})
     with pytest.raises(SampleError, match="over budget.*1 frame per video"):
-        encode_record(video, processor, DataOptions(model_max_length=50))
+        encoded(video, processor, 50)
 
 
-def test_data_options_are_checked():
-    with pytest.raises(ValueError, match="model_max_length.*max_visual_tokens.*image_merge_size"):
-        DataOptions(model_max_length=0, max_visual_tokens=0, image_merge_size=3)
+def test_media_settings_are_checked():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=r"(?s)fps.*finite.*max_visual_tokens.*image_merge_size"):
+        MediaSettings(fps=float("inf"), max_visual_tokens=0, image_merge_size=3)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -333,7 +331,7 @@ def test_missing_annotation_file_is_an_error(tmp_path):
 def test_undecodable_media_is_a_sample_error(processor, data_dir):
     record = one_record(data_dir, "broken", {"id": "b", "video": "broken.mp4", "conversations": VIDEO_QA})
     with pytest.raises(SampleError, match=r"broken\.jsonl:1: .*broken\.mp4: not a readable video"):
-        encode_record(record, processor, DataOptions())
+        encoded(record, processor)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -352,34 +350,37 @@ def dataset_records(data_dir):
 
 
 def test_dataset_replaces_a_failing_record_with_the_next(processor, dataset_records):
-    dataset = TrainDataset(dataset_records, processor, DataOptions(sampling=Sampling(fps=1)))
+    dataset = TrainDataset(dataset_records, processor, MediaSettings(fps=1))
     assert len(dataset) == 6
     item = dataset[2]
-    assert item["sample"].record.id == "r3"
+    assert item["record"].id == "r3"
     [note] = item["skipped"]
     assert (note.line, note.id) == (3, "bad") and "not a readable video" in note.reason
     # Same item again: same sample; the known failure is not reported twice by this process.
     again = dataset[2]
-    assert again["sample"].record.id == "r3" and again["skipped"] == []
+    assert again["record"].id == "r3" and again["skipped"] == []
     text_item = dataset[1]
-    assert text_item["skipped"] == [] and text_item["sample"].record.id == "r1"
-    assert pickle.loads(pickle.dumps(dataset))[0]["sample"].record.id == "r0"
+    assert text_item["skipped"] == [] and text_item["record"].id == "r1"
+    assert pickle.loads(pickle.dumps(dataset))[0]["record"].id == "r0"
 
-    strict = TrainDataset(dataset_records, processor, DataOptions(strict=True))
-    with pytest.raises(SampleError, match=r"dataset\.jsonl:3: "):
-        strict[2]
+    # Strict: the failure comes back as a message the main process raises (not a worker's traceback).
+    strict = TrainDataset(dataset_records, processor, MediaSettings(), strict=True)
+    item = strict[2]
+    assert item["sample"] is None and "strict mode" in item["fatal"]
+    with pytest.raises(SampleError, match=r"dataset\.jsonl:3: .*not a readable video"):
+        raise_if_fatal(Collator(0)([strict[0], item]))
 
 
 def test_dataset_gives_up_when_everything_fails(processor, dataset_records):
     bad = [r for r in dataset_records if r.id == "bad"] * 3
     with pytest.raises(VidlabError, match="data seems broken.*not a readable video"):
-        TrainDataset(bad, processor, DataOptions(), max_retries=2)[0]
+        TrainDataset(bad, processor, max_retries=2)[0]
     with pytest.raises(VidlabError, match="no training records"):
-        TrainDataset([], processor, DataOptions())
+        TrainDataset([], processor)
 
 
 def test_dataset_in_worker_processes(processor, dataset_records):
-    dataset = TrainDataset(dataset_records, processor, DataOptions(sampling=Sampling(fps=1)))
+    dataset = TrainDataset(dataset_records, processor, MediaSettings(fps=1))
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=2, num_workers=2, timeout=120, collate_fn=Collator(processor.tokenizer.pad_token_id)
     )
@@ -389,3 +390,73 @@ def test_dataset_in_worker_processes(processor, dataset_records):
     assert len(ids) == 6
     assert [(s.line, s.id) for b in batches for s in b["skipped"]] == [(3, "bad")]
     assert all(b["num_label_tokens"] > 0 for b in batches)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# One road: training and evaluation encode a record the same way
+
+
+def test_training_and_evaluation_encode_a_record_into_the_same_tensors(processor, data_dir):
+    from vidlab.evaluation.records import annotation_record
+    from vidlab.evaluation.run import RunOptions, _with_media
+    from vidlab.inputs import encode
+
+    settings = MediaSettings(fps=2, max_visual_tokens=12, image_merge_size=2, compression=False)
+    items = [
+        {"id": "v", "video": "large.mp4", "start": 0.5, "conversations": VIDEO_QA},
+        {"id": "i", "image": "big.png", "conversations": IMAGE_QA},
+    ]
+    records, _ = load_records([write_lines(data_dir / "one_road.jsonl", items)])
+    for record, item in zip(records, items):
+        trained = encode_record(record, processor, settings, max_length=16384)
+        evaluated = annotation_record(item, record.source, 0, item["id"])
+        [(_, media)] = _with_media([evaluated], data_dir, RunOptions(settings=settings, workers=0))
+        prompt = encode(evaluated.conversation_for(media), media, processor, settings)
+        # The prompt is the conversation up to the last reply, then `<|im_start|>assistant\n`: the same
+        # tokens as training's, which go on with the reply.
+        n = len(prompt)
+        assert torch.equal(trained.tensors["input_ids"][:n], prompt.tensors["input_ids"])
+        reply = processor.tokenizer.decode(trained.tensors["input_ids"][n:])
+        assert reply.startswith(item["conversations"][-1]["value"])
+        vision = [k for k in prompt.tensors if k not in ("input_ids", "attention_mask")]
+        assert vision and set(vision) == set(trained.tensors) - {"input_ids", "attention_mask", "labels"}
+        for key in vision:
+            assert torch.equal(trained.tensors[key], prompt.tensors[key]), key
+        assert trained.stats.frames == prompt.stats.frames and trained.stats.visual_tokens == prompt.stats.visual_tokens
+    assert trained.tensors["image_merge_sizes"].tolist() == [2]  # the settings reached both roads
+
+
+GENERATION_TEMPLATE = (  # vidlab's chat template with transformers' {% generation %} markers around each reply
+    "{%- macro body(message) -%}"
+    "{%- if message['content'] is string -%}{{- message['content'] -}}{%- else -%}"
+    "{%- for part in message['content'] -%}"
+    "{%- if part['type'] == 'image' -%}{{- '<|image_pad|>\n' -}}"
+    "{%- elif part['type'] == 'video' -%}{{- '<|video_pad|>\n' -}}"
+    "{%- elif part['type'] == 'text' -%}{{- part['text'] -}}{%- endif -%}"
+    "{%- endfor -%}{%- endif -%}{%- endmacro -%}"
+    "{%- for message in messages -%}{{- '<|im_start|>' + message['role'] + '\n' -}}"
+    "{%- if message['role'] == 'assistant' -%}{% generation %}{{- body(message) + '<|im_end|>' -}}{% endgeneration %}"
+    "{%- else -%}{{- body(message) + '<|im_end|>' -}}{%- endif -%}{{- '\n' -}}{%- endfor -%}"
+)
+
+
+@pytest.mark.parametrize("reply", ["A red ball moves left.", "\nStarts with a newline."])
+def test_label_mask_agrees_with_transformers_assistant_mask_on_a_video_conversation(processor, reply):
+    import numpy as np
+
+    frames = np.stack(gradient_frames(4, 56, 56))
+    messages = [
+        {"role": "system", "content": [{"type": "text", "text": "Be brief."}]},
+        {"role": "user", "content": [{"type": "video", "video": frames}, {"type": "text", "text": "What happens?"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": reply}]},
+        {"role": "user", "content": [{"type": "text", "text": "Fast?"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "No."}]},
+    ]
+    metadata = {"fps": 1.0, "total_num_frames": 4, "frames_indices": [0, 1, 2, 3], "duration": 4.0}
+    theirs = processor.apply_chat_template(
+        messages, chat_template=GENERATION_TEMPLATE, tokenize=True, return_dict=True, return_tensors="pt",
+        return_assistant_tokens_mask=True, processor_kwargs={"video_metadata": [metadata], "do_sample_frames": False},
+    )
+    ids = theirs["input_ids"][0]
+    assert int((ids == processor.video_token_id).sum()) > 0
+    assert torch.equal(assistant_label_mask(ids, processor.tokenizer), theirs["assistant_masks"][0].bool())

@@ -1,5 +1,15 @@
 """vidlab: fine-tune, evaluate and serve VideoLLaMA3 video-language models.
 
+Every command is one call here:
+
+    vidlab.train("configs/lora_videollama3_2b.yaml", train__max_steps=100)      # vidlab train
+    vidlab.evaluate("runs/base", "data/test.jsonl", "runs/eval")                 # vidlab eval run
+    vidlab.score("runs/eval/predictions.jsonl")                                  # vidlab eval score
+    vidlab.convert("DAMO-NLP-SG/VideoLLaMA3-2B", "VideoLLaMA3-2B-hf")            # vidlab model convert
+    vidlab.merge("runs/base", "runs/lora", "runs/merged")                        # vidlab model merge
+    vidlab.quickstart("runs/quickstart")                                         # vidlab quickstart
+    vidlab.Chat("runs/base").ask("What happens?", video="clip.mp4")             # vidlab chat
+
 Names are imported on first use, so `import vidlab` and `vidlab --help` do not pay for torch.
 """
 
@@ -8,16 +18,37 @@ from vidlab.lazy import lazy_exports
 __version__ = "0.1.0"
 
 _EXPORTS = {
+    # the commands
+    "train": "vidlab.training.api",
+    "evaluate": "vidlab.evaluation.api",
+    "score": "vidlab.evaluation.api",
+    "convert": "vidlab.models.convert.run",
+    "merge": "vidlab.models.merge",
+    "quickstart": "vidlab.walkthrough.run",
     "Chat": "vidlab.chat",
+    # what they take and return
+    "MediaSettings": "vidlab.settings",
+    "Sampling": "vidlab.settings",
+    "GenerationOptions": "vidlab.settings",
+    "TrainConfig": "vidlab.training.config",
+    "load_config": "vidlab.training.config",
+    "TrainResult": "vidlab.training.loop",
+    "RunOptions": "vidlab.evaluation.run",
+    "EvalResult": "vidlab.evaluation.api",
+    "ScoreResult": "vidlab.evaluation.api",
+    "ConvertResult": "vidlab.models.convert.run",
+    "MergeResult": "vidlab.models.merge",
+    "QuickstartSettings": "vidlab.walkthrough.run",
+    "QuickstartResult": "vidlab.walkthrough.run",
     "Reply": "vidlab.chat",
+    # the pieces underneath
     "Conversation": "vidlab.conversation",
     "parse_messages": "vidlab.conversation",
     "parse_record": "vidlab.conversation",
     "VidlabError": "vidlab.errors",
-    "GenerationOptions": "vidlab.generate",
+    "encode": "vidlab.inputs",
     "build_inputs": "vidlab.inputs",
     "load_media": "vidlab.inputs",
-    "Sampling": "vidlab.media",
     "VideoClip": "vidlab.media",
     "load_image": "vidlab.media",
     "load_images": "vidlab.media",

@@ -5,6 +5,7 @@
     print(chat.ask("And then?"))            # follow-up about the same video
     for piece in chat.stream("Describe it in detail."):
         print(piece, end="")
+    chat.reset()                            # a new conversation about the same video
 """
 
 from __future__ import annotations
@@ -18,9 +19,12 @@ from PIL import Image
 
 from vidlab.conversation import Conversation, MediaPart, TextPart, Turn, validate_turns
 from vidlab.generate import Generated, GenerationOptions, generate, stream
-from vidlab.inputs import LoadedMedia, build_inputs
-from vidlab.media import DEFAULT_FOLDER_FPS, Sampling, VideoClip, load_image, load_video
+from vidlab.inputs import Batch, LoadedMedia, build_inputs
+from vidlab.media import VideoClip, load_image, load_video
 from vidlab.models import load_model
+from vidlab.settings import MediaSettings
+
+ImageInput = str | Path | Image.Image
 
 
 @dataclass
@@ -51,14 +55,13 @@ class Reply:
 
 
 class Chat:
-    """A conversation with a VideoLLaMA3 model that keeps its history between questions.
+    """A conversation with a VideoLLaMA3 model that keeps its history and its media between questions.
 
     Args:
         model: a checkpoint folder or hub id, or an already loaded `(model, processor)` pair.
         adapter: a PEFT adapter folder to apply (when `model` is a path).
         system: an optional system message that starts the conversation.
-        sampling: which frames to take from videos (fps, max_frames, num_frames, start, end).
-        compression: DiffFP pruning of unchanged video tokens (on, as in VideoLLaMA3).
+        settings: frame sampling, visual-token budget, image merge size and DiffFP.
         generation: decoding settings (greedy by default).
         dtype, device: as in `vidlab.load_model`.
     """
@@ -69,64 +72,65 @@ class Chat:
         adapter: str | Path | None = None,
         *,
         system: str | None = None,
-        sampling: Sampling = Sampling(),
-        compression: bool = True,
+        settings: MediaSettings = MediaSettings(),
         generation: GenerationOptions = GenerationOptions(),
         dtype: str = "auto",
         device: str = "auto",
-        folder_fps: float = DEFAULT_FOLDER_FPS,
     ):
         if isinstance(model, (str, Path)):
             self.model, self.processor = load_model(model, adapter=adapter, dtype=dtype, device=device)
         else:
             self.model, self.processor = model
         self.system = system
-        self.sampling = sampling
-        self.compression = compression
+        self.settings = settings
         self.generation = generation
-        self.folder_fps = folder_fps
         self.last_reply: Reply | None = None
-        self.reset()
-
-    def reset(self) -> None:
-        """Forget the history and the media (the system message stays)."""
         self._turns: list[Turn] = []
-        if self.system:
-            self._turns.append(Turn(role="system", parts=[TextPart(text=self.system)]))
-        self._media: list[LoadedMedia] = []
+        self._media: list[tuple[MediaPart, LoadedMedia]] = []  # in the conversation so far, in order
+        self._carried: list[tuple[MediaPart, LoadedMedia]] = []  # kept by reset for the next question
+        self.reset(keep_media=False)
+
+    def reset(self, keep_media: bool = True) -> None:
+        """Forget the history (the system message stays). By default the next question is about the
+        same video and images, without decoding them again; `keep_media=False` forgets them too."""
+        self._carried = (self._media or self._carried) if keep_media else []
+        self._media = []
+        self._turns = [Turn(role="system", parts=[TextPart(text=self.system)])] if self.system else []
 
     @property
     def history(self) -> list[Turn]:
         return list(self._turns)
 
-    def _load(self, video, images) -> tuple[list[MediaPart], list[LoadedMedia]]:
-        parts, loaded = [], []
+    def _load(
+        self, video: str | Path | VideoClip | None, images, start: float | None, end: float | None
+    ) -> list[tuple[MediaPart, LoadedMedia]]:
+        loaded: list[tuple[MediaPart, LoadedMedia]] = []
         if video is not None:
-            clip = video if isinstance(video, VideoClip) else load_video(video, self.sampling, self.folder_fps)
-            parts.append(MediaPart(type="video", path=clip.path, start=clip.start, end=clip.end))
-            loaded.append(clip)
+            clip = video if isinstance(video, VideoClip) else load_video(video, self.settings.sampling(), start, end)
+            loaded.append((MediaPart(type="video", path=clip.path, start=clip.start, end=clip.end), clip))
         if isinstance(images, (str, Path, Image.Image)):
             images = [images]
         for image in images or []:
             if isinstance(image, Image.Image):
-                parts.append(MediaPart(type="image", path=getattr(image, "filename", "") or "<image>"))
-                loaded.append(image)
+                loaded.append((MediaPart(type="image", path=getattr(image, "filename", "") or "<image>"), image))
             else:
-                parts.append(MediaPart(type="image", path=str(image)))
-                loaded.append(load_image(image))
-        return parts, loaded
+                loaded.append((MediaPart(type="image", path=str(image)), load_image(image)))
+        return loaded
 
-    def _prepare(self, question: str, video, image) -> tuple[Conversation, list[LoadedMedia]]:
-        parts, loaded = self._load(video, image)
-        user = Turn(role="user", parts=[*parts, TextPart(text=question)])
+    def _prepare(self, question: str, video, image, start, end) -> tuple[Conversation, list, Batch]:
+        new = self._load(video, image, start, end) or self._carried
+        user = Turn(role="user", parts=[*(part for part, _ in new), TextPart(text=question)])
         turns = [*self._turns, user]
         validate_turns(turns, "chat")
-        return Conversation(turns=turns, source="chat"), [*self._media, *loaded]
+        media = [*self._media, *new]
+        conversation = Conversation(turns=turns, source="chat")
+        inputs = build_inputs(conversation, [m for _, m in media], self.processor, self.settings)
+        return conversation, media, inputs
 
-    def _finish(self, conversation: Conversation, media, inputs, generated: Generated, started: float) -> Reply:
+    def _finish(self, conversation: Conversation, media, inputs: Batch, generated: Generated, started: float) -> Reply:
         self._turns = [*conversation.turns, Turn(role="assistant", parts=[TextPart(text=generated.text)])]
-        self._media = media
-        stats = inputs.stats
+        self._media, self._carried = media, []
+        stats = inputs.stats[0]
         self.last_reply = Reply(
             answer=generated.text,
             frames=[t for times in stats.frames for t in times],
@@ -142,12 +146,17 @@ class Chat:
         self,
         question: str,
         video: str | Path | VideoClip | None = None,
-        image: str | Path | Image.Image | Sequence[str | Path | Image.Image] | None = None,
+        image: ImageInput | Sequence[ImageInput] | None = None,
+        *,
+        start: float | None = None,
+        end: float | None = None,
     ) -> Reply:
-        """Answer `question`, about `video` / `image` if given, else about what came before."""
+        """Answer `question`, about `video` / `image` if given, else about what came before.
+
+        `start` / `end` (seconds) use only that part of `video`.
+        """
         started = time.perf_counter()
-        conversation, media = self._prepare(question, video, image)
-        inputs = build_inputs(conversation, media, self.processor, compression=self.compression)
+        conversation, media, inputs = self._prepare(question, video, image, start, end)
         generated = generate(self.model, self.processor, inputs, self.generation)
         return self._finish(conversation, media, inputs, generated, started)
 
@@ -155,11 +164,13 @@ class Chat:
         self,
         question: str,
         video: str | Path | VideoClip | None = None,
-        image: str | Path | Image.Image | Sequence[str | Path | Image.Image] | None = None,
+        image: ImageInput | Sequence[ImageInput] | None = None,
+        *,
+        start: float | None = None,
+        end: float | None = None,
     ) -> Iterator[str]:
         """Like `ask`, but yields the answer in pieces; `last_reply` holds the whole reply after."""
         started = time.perf_counter()
-        conversation, media = self._prepare(question, video, image)
-        inputs = build_inputs(conversation, media, self.processor, compression=self.compression)
+        conversation, media, inputs = self._prepare(question, video, image, start, end)
         generated = yield from stream(self.model, self.processor, inputs, self.generation)
         self._finish(conversation, media, inputs, generated, started)

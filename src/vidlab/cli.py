@@ -9,9 +9,24 @@ from typing import Annotated
 
 import typer
 
-from vidlab.cli_common import quiet_transformers, run_app
+from vidlab.cli_common import (
+    FolderFpsOption,
+    FpsOption,
+    ImageMergeSizeOption,
+    MaxFramesOption,
+    MaxNewTokensOption,
+    MaxVisualTokensOption,
+    NoCompressionOption,
+    NumFramesOption,
+    TemperatureOption,
+    TopPOption,
+    generation_options,
+    media_settings,
+    quiet_transformers,
+    run_app,
+)
 from vidlab.evaluation.cli import eval_app
-from vidlab.training.cli import train_command
+from vidlab.training.cli import help_epilog, train_command
 
 app = typer.Typer(
     help="vidlab: fine-tune, evaluate and serve VideoLLaMA3 video-language models.",
@@ -24,7 +39,7 @@ data_app = typer.Typer(help="Make videos and data sets.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
 app.add_typer(data_app, name="data")
 app.add_typer(eval_app, name="eval")
-app.command("train")(train_command)
+app.command("train", epilog=help_epilog())(train_command)
 
 
 @model_app.command("tiny")
@@ -59,18 +74,20 @@ def model_convert(
         typer.Option(help="LoRA runs only: the checkpoint the run started from (default: the adapter's base path)."),
     ] = None,
     max_shard_size: Annotated[str, typer.Option(help="Largest weight file to write, e.g. 4GB or 500MB.")] = "4GB",
+    llm_only: Annotated[
+        bool, typer.Option(help="LoRA runs without non_lora_trainables.bin: the run trained only the LLM's adapters.")
+    ] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar over the source shards.")] = True,
 ) -> None:
     """Convert an original VideoLLaMA3 checkpoint (or LoRA run, merged) to the native transformers format."""
     quiet_transformers()
-    from vidlab.models.convert.run import convert_checkpoint
-    from vidlab.models.info import model_info, render_model_info
+    from vidlab.models.convert.run import convert
+    from vidlab.models.info import render_model_info
 
-    folder = convert_checkpoint(
-        src, out_dir, dtype=dtype, base=base, max_shard_size=max_shard_size, progress=progress
-    )
-    typer.echo(f"wrote native VideoLLaMA3 to {folder}")
-    typer.echo(render_model_info(model_info(folder)))
+    result = convert(src, out_dir, dtype=dtype, base=base, max_shard_size=max_shard_size, llm_only=llm_only,
+                     progress=progress)
+    typer.echo(f"wrote native VideoLLaMA3 to {result.folder}")
+    typer.echo(render_model_info(result.info))
 
 
 @model_app.command("merge")
@@ -83,10 +100,10 @@ def model_merge(
 ) -> None:
     """Merge a LoRA adapter into its base model and write a full native checkpoint."""
     quiet_transformers()
-    from vidlab.models.merge import merge_adapter
+    from vidlab.models.merge import merge
 
-    folder = merge_adapter(base, adapter, out_dir, dtype=dtype, overwrite=overwrite)
-    typer.echo(f"wrote merged model to {folder}")
+    result = merge(base, adapter, out_dir, dtype=dtype, overwrite=overwrite)
+    typer.echo(f"wrote merged model to {result.folder}")
 
 
 @model_app.command("info")
@@ -151,24 +168,22 @@ def data_synth(
     typer.echo(f"wrote {folder}: {counts} videos ({frames} frames, {size}x{size}), 4 records per video")
 
 
-def _print_reply(chat, question: str, video, images, as_json: bool) -> None:
+def _print_reply(chat, question: str, media: dict, as_json: bool) -> None:
     if as_json:
-        reply = chat.ask(question, video=video, image=images)
-        typer.echo(json.dumps(reply.to_dict(), ensure_ascii=False))
+        typer.echo(json.dumps(chat.ask(question, **media).to_dict(), ensure_ascii=False))
         return
-    for piece in chat.stream(question, video=video, image=images):
+    for piece in chat.stream(question, **media):
         sys.stdout.write(piece)
         sys.stdout.flush()
     sys.stdout.write("\n")
     sys.stdout.flush()
 
 
-def _interactive(chat, video, images, as_json: bool) -> None:
-    """Read questions from stdin until /quit or end of input; /reset starts over on the same media."""
+def _interactive(chat, media: dict, as_json: bool) -> None:
+    """Read questions from stdin until /quit or end of input; /reset starts over about the same media."""
     tty = sys.stdin.isatty()
     if tty:
         typer.echo("Ask about the video. /reset clears the history, /quit leaves.", err=True)
-    media_pending = True
     while True:
         try:
             line = input("you> " if tty else "")
@@ -180,12 +195,11 @@ def _interactive(chat, video, images, as_json: bool) -> None:
         if question == "/quit":
             break
         if question == "/reset":
-            chat.reset()
-            media_pending = True
+            chat.reset()  # the video and images stay, decoded
             typer.echo("(history cleared)")
             continue
-        _print_reply(chat, question, video if media_pending else None, images if media_pending else None, as_json)
-        media_pending = False
+        _print_reply(chat, question, media, as_json)
+        media = {}  # follow-ups are about what the conversation already holds
 
 
 @app.command("chat")
@@ -195,16 +209,18 @@ def chat_command(
     adapter: Annotated[Path | None, typer.Option(help="PEFT adapter folder (e.g. from vidlab train).")] = None,
     video: Annotated[Path | None, typer.Option(help="Video file or folder of frames.")] = None,
     image: Annotated[list[Path] | None, typer.Option(help="Image file; repeat for several.")] = None,
-    fps: Annotated[float, typer.Option(help="Frames per second of video to sample.")] = 1.0,
-    max_frames: Annotated[int | None, typer.Option(help="At most this many frames (default 180).")] = None,
-    num_frames: Annotated[int | None, typer.Option(help="Exactly this many evenly spaced frames.")] = None,
+    fps: FpsOption = None,
+    max_frames: MaxFramesOption = None,
+    num_frames: NumFramesOption = None,
     start: Annotated[float | None, typer.Option(help="Use the video from this second.")] = None,
     end: Annotated[float | None, typer.Option(help="Use the video up to this second.")] = None,
-    folder_fps: Annotated[float, typer.Option(help="Frame rate of a --video frame folder.")] = 3.0,
-    no_compression: Annotated[bool, typer.Option(help="Keep every video token (turn DiffFP pruning off).")] = False,
-    max_new_tokens: Annotated[int, typer.Option(help="Longest answer, in tokens.")] = 512,
-    temperature: Annotated[float, typer.Option(help="0 is greedy; above 0 samples.")] = 0.0,
-    top_p: Annotated[float, typer.Option(help="Nucleus sampling mass when sampling.")] = 0.9,
+    folder_fps: FolderFpsOption = None,
+    max_visual_tokens: MaxVisualTokensOption = None,
+    image_merge_size: ImageMergeSizeOption = None,
+    no_compression: NoCompressionOption = False,
+    max_new_tokens: MaxNewTokensOption = None,
+    temperature: TemperatureOption = None,
+    top_p: TopPOption = None,
     system: Annotated[str | None, typer.Option(help="System message that starts the conversation.")] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON object per answer, with token counts.")
@@ -213,32 +229,24 @@ def chat_command(
     dtype: Annotated[str, typer.Option(help="auto, bf16, fp16 or fp32.")] = "auto",
 ) -> None:
     """Ask a VideoLLaMA3 model about a video or images, once or interactively."""
-    if max_frames is not None and num_frames is not None:
-        raise typer.BadParameter("give --max-frames or --num-frames, not both")
     if video is not None and image:
         raise typer.BadParameter("give --video or --image, not both")
+    if video is None and (start is not None or end is not None):
+        raise typer.BadParameter("--start and --end cut a --video; give one")
+    settings = media_settings(
+        fps=fps, max_frames=max_frames, num_frames=num_frames, folder_fps=folder_fps,
+        max_visual_tokens=max_visual_tokens, image_merge_size=image_merge_size, no_compression=no_compression,
+    )
+    generation = generation_options(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
+    media = {"video": video, "image": image or None, "start": start, "end": end}
     quiet_transformers()
     from vidlab.chat import Chat
-    from vidlab.generate import GenerationOptions
-    from vidlab.media import Sampling, load_images, load_video
 
-    try:
-        limit = {"max_frames": max_frames} if max_frames is not None else {}  # else Sampling's default
-        sampling = Sampling(fps=fps, num_frames=num_frames, start=start, end=end, **limit)
-        generation = GenerationOptions(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
-    except ValueError as err:
-        raise typer.BadParameter(str(err)) from err
-    # Decode once: follow-ups and /reset reuse the same frames.
-    clip = load_video(video, sampling, folder_fps) if video is not None else None
-    pictures = load_images(image) if image else None
-    chat = Chat(
-        model, adapter, system=system, sampling=sampling, compression=not no_compression,
-        generation=generation, dtype=dtype, device=device,
-    )
+    chat = Chat(model, adapter, system=system, settings=settings, generation=generation, dtype=dtype, device=device)
     if question is not None:
-        _print_reply(chat, question, clip, pictures, as_json)
+        _print_reply(chat, question, media, as_json)
     else:
-        _interactive(chat, clip, pictures, as_json)
+        _interactive(chat, media, as_json)
 
 
 @app.command("quickstart")
@@ -259,13 +267,13 @@ def quickstart_command(
     quiet_transformers()
     from dataclasses import replace
 
-    from vidlab.walkthrough import FAST, QuickstartSettings, run_quickstart
+    from vidlab.walkthrough import FAST, QuickstartSettings, quickstart
 
     try:
         settings = replace(FAST if fast else QuickstartSettings(), seed=seed, progress=progress)
     except ValueError as err:
         raise typer.BadParameter(str(err)) from err
-    run_quickstart(out, settings, overwrite=overwrite)
+    quickstart(out, settings, overwrite=overwrite)
 
 
 def main() -> None:

@@ -1,10 +1,17 @@
-"""What every `vidlab` command group shares: quiet library logs, one-line user errors."""
+"""What every `vidlab` command group shares: quiet library logs, one-line user errors, the media options.
+
+The media options' help texts and defaults come from `vidlab.settings`: an option that is not given
+is None here, and `media_settings` then leaves the library default in place.
+"""
 
 from __future__ import annotations
+
+from typing import Annotated
 
 import typer
 
 from vidlab.errors import VidlabError
+from vidlab.settings import GenerationOptions, MediaSettings, build, option_help
 
 
 def quiet_transformers() -> None:
@@ -22,3 +29,60 @@ def run_app(app: typer.Typer) -> None:
     except VidlabError as err:
         typer.secho(f"error: {err}", fg="red", err=True)
         raise SystemExit(2) from None
+
+
+def _media_help(name: str) -> str:
+    return option_help(MediaSettings, name)
+
+
+FpsOption = Annotated[float | None, typer.Option(help=_media_help("fps"), show_default=False)]
+MaxFramesOption = Annotated[int | None, typer.Option(help=_media_help("max_frames"), show_default=False)]
+MinFramesOption = Annotated[int | None, typer.Option(help=_media_help("min_frames"), show_default=False)]
+NumFramesOption = Annotated[int | None, typer.Option(help=_media_help("num_frames"), show_default=False)]
+FolderFpsOption = Annotated[float | None, typer.Option(help=_media_help("folder_fps"), show_default=False)]
+MaxVisualTokensOption = Annotated[
+    int | None, typer.Option(help=_media_help("max_visual_tokens"), show_default=False)
+]
+ImageMergeSizeOption = Annotated[int | None, typer.Option(help=_media_help("image_merge_size"), show_default=False)]
+NoCompressionOption = Annotated[
+    bool, typer.Option("--no-compression", help="Keep every video token (turn DiffFP pruning off).")
+]
+
+
+def media_settings(
+    *,
+    fps: float | None = None,
+    max_frames: int | None = None,
+    min_frames: int | None = None,
+    num_frames: int | None = None,
+    folder_fps: float | None = None,
+    max_visual_tokens: int | None = None,
+    image_merge_size: int | None = None,
+    no_compression: bool = False,
+) -> MediaSettings:
+    """MediaSettings from CLI options (None: not given). A bad value is one `error:` line naming its flag."""
+    if max_frames is not None and num_frames is not None:
+        raise typer.BadParameter("give --max-frames or --num-frames, not both")
+    values = {
+        "fps": fps, "max_frames": max_frames, "min_frames": min_frames, "num_frames": num_frames,
+        "folder_fps": folder_fps, "max_visual_tokens": max_visual_tokens, "image_merge_size": image_merge_size,
+        "compression": False if no_compression else None,
+    }
+    return build(MediaSettings, values, name=lambda field: "--" + field.replace("_", "-"))
+
+
+MaxNewTokensOption = Annotated[
+    int | None, typer.Option(help=option_help(GenerationOptions, "max_new_tokens"), show_default=False)
+]
+TemperatureOption = Annotated[
+    float | None, typer.Option(help=option_help(GenerationOptions, "temperature"), show_default=False)
+]
+TopPOption = Annotated[float | None, typer.Option(help=option_help(GenerationOptions, "top_p"), show_default=False)]
+
+
+def generation_options(
+    *, max_new_tokens: int | None = None, temperature: float | None = None, top_p: float | None = None
+) -> GenerationOptions:
+    """GenerationOptions from CLI options (None: not given)."""
+    values = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p}
+    return build(GenerationOptions, values, name=lambda field: "--" + field.replace("_", "-"))

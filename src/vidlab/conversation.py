@@ -12,6 +12,7 @@ Both become a `Conversation`: a list of turns, each a list of text and media par
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any, Literal
 
@@ -123,6 +124,48 @@ def _as_list(value: Any) -> list:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
+def _paths(record: dict, kind: str, where: str) -> list[str]:
+    """The record's "video" or "image" entry: one path or a list of paths."""
+    paths = _as_list(record.get(kind))
+    if not all(isinstance(p, str) and p.strip() for p in paths):
+        raise ConversationError(
+            f'{where}: "{kind}" must be a path or a list of paths (strings), got {record.get(kind)!r}. Fix the record.'
+        )
+    return paths
+
+
+def _clock_seconds(text: str) -> float | None:
+    """'00:01:05' or '1:05.5' as seconds, to suggest the number to write instead."""
+    parts = text.strip().split(":")
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        return None
+    if not 2 <= len(values) <= 3:
+        return None
+    seconds = 0.0
+    for value in values:
+        seconds = seconds * 60 + value
+    return seconds
+
+
+def seconds_field(value: Any, name: str, where: str) -> float | None:
+    """A clip bound (start/end) as seconds: a finite number of 0 or more, or None when absent."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0:
+        return float(value)
+    hint = "a number of seconds, 0 or more"
+    if isinstance(value, str) and (clock := _clock_seconds(value)) is not None:
+        hint += f" (for {value!r} write {clock:g})"
+    elif isinstance(value, str):
+        try:
+            hint += f" (write {float(value):g} without quotes)"
+        except ValueError:
+            pass
+    raise ConversationError(f'{where}: "{name}" must be {hint}, got {value!r}. Fix the record.')
+
+
 def _split_placeholders(text: str, media: dict[str, list[MediaPart]], where: str, turn: int) -> list[Part]:
     """'<video>\\nWhat?' -> [video part, text part]; media taken in order of appearance."""
     parts: list[Part] = []
@@ -149,9 +192,12 @@ def parse_record(record: dict[str, Any], where: str = "<record>") -> Conversatio
     raw_turns = record.get("conversations")
     if not isinstance(raw_turns, list):
         raise ConversationError(f'{where}: the record has no "conversations" list. Add one (see the README).')
-    start, end = record.get("start"), record.get("end")
-    videos = [MediaPart(type="video", path=str(p), start=start, end=end) for p in _as_list(record.get("video"))]
-    images = [MediaPart(type="image", path=str(p)) for p in _as_list(record.get("image"))]
+    start = seconds_field(record.get("start"), "start", where)
+    end = seconds_field(record.get("end"), "end", where)
+    if start is not None and end is not None and end <= start:
+        raise ConversationError(f'{where}: "end" ({end:g}) must be after "start" ({start:g}). Fix the record.')
+    videos = [MediaPart(type="video", path=p, start=start, end=end) for p in _paths(record, "video", where)]
+    images = [MediaPart(type="image", path=p) for p in _paths(record, "image", where)]
     counts = {"video": len(videos), "image": len(images)}
     pending = {"video": videos, "image": images}
 
@@ -195,7 +241,10 @@ def _parse_content_item(item: Any, where: str, n: int) -> Part:
             raise ConversationError(f'{where}: message {n} has a {kind} item without a path ("{kind}": "file").')
         if kind == "image":
             return MediaPart(type="image", path=path)
-        return MediaPart(type="video", path=path, start=item.get("start"), end=item.get("end"))
+        where_item = f"{where}: message {n}"
+        start = seconds_field(item.get("start"), "start", where_item)
+        end = seconds_field(item.get("end"), "end", where_item)
+        return MediaPart(type="video", path=path, start=start, end=end)
     raise ConversationError(f"{where}: message {n} has content type {kind!r}. Use text, image or video.")
 
 

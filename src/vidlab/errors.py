@@ -34,6 +34,10 @@ class ClipWindowError(MediaError):
     pass
 
 
+class SettingsError(VidlabError):
+    """A frame-sampling or token setting out of range (fps 0, inf or nan, max_frames 0, ...)."""
+
+
 class ConversationError(VidlabError):
     """An annotation record or chat message list that does not validate."""
 

@@ -11,6 +11,9 @@ from typing import Any
 
 from vidlab.errors import DataFileError
 
+# UTF-8, with or without the byte-order mark some Windows editors put at the start.
+TEXT_ENCODING = "utf-8-sig"
+
 
 def write_atomic(path: str | Path, data: str | bytes) -> Path:
     """Write to a temporary name in the same folder, then rename: readers never see half a file."""
@@ -81,7 +84,7 @@ def read_jsonl(path: str | Path, *, torn_tail_ok: bool = False) -> list[dict]:
             end and not valid JSON) instead of failing. Lines before it must be whole.
     """
     path = Path(path)
-    text = path.read_text(encoding="utf-8")
+    text = path.read_text(encoding=TEXT_ENCODING)
     lines = text.split("\n")
     rows = []
     for number, line in enumerate(lines, start=1):
@@ -114,7 +117,7 @@ def iter_json_items(path: Path) -> Iterator[tuple[int, Any]]:
     that record and go on. A broken JSON list cannot be read past the break and raises.
     """
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding=TEXT_ENCODING)
     except UnicodeDecodeError as err:
         raise DataFileError(f"{path}: not UTF-8 text ({err.reason}). Save the file as UTF-8.") from err
     stripped = text.lstrip()
@@ -140,7 +143,7 @@ def iter_json_items(path: Path) -> Iterator[tuple[int, Any]]:
             yield number, json.loads(line)
         except json.JSONDecodeError as err:
             yield number, DataFileError(
-                f"{path}:{number}: not valid JSON ({err.msg} at column {err.colno}). Fix the line or remove it."
+                f"{path}:{number}: not valid JSON ({err.msg}: column {err.colno}). Fix the line or remove it."
             )
 
 

@@ -9,32 +9,8 @@ from dataclasses import dataclass, field
 import torch
 from transformers import TextIteratorStreamer
 
-from vidlab.inputs import BatchInputs, ModelInputs
-
-
-@dataclass(frozen=True)
-class GenerationOptions:
-    """Decoding settings. Greedy unless temperature > 0; the sampling defaults are VideoLLaMA3's."""
-
-    max_new_tokens: int = 512
-    temperature: float = 0.0
-    top_p: float = 0.9
-    top_k: int = 20
-
-    def __post_init__(self) -> None:
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be at least 1 (got {self.max_new_tokens})")
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be 0 (greedy) or above (got {self.temperature})")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1] (got {self.top_p})")
-
-    def to_kwargs(self) -> dict:
-        if self.temperature == 0:
-            return {"max_new_tokens": self.max_new_tokens, "do_sample": False, "temperature": None,
-                    "top_p": None, "top_k": None}
-        return {"max_new_tokens": self.max_new_tokens, "do_sample": True, "temperature": self.temperature,
-                "top_p": self.top_p, "top_k": self.top_k}
+from vidlab.inputs import Batch
+from vidlab.settings import GenerationOptions
 
 
 @dataclass
@@ -43,7 +19,7 @@ class Generated:
     token_ids: list[int] = field(default_factory=list)
 
 
-def _on_model(inputs: ModelInputs | BatchInputs, model) -> dict[str, torch.Tensor]:
+def _on_model(inputs: Batch, model) -> dict[str, torch.Tensor]:
     """Move tensors to the model's device; pixels also to its dtype."""
     moved = {}
     for name, tensor in inputs.tensors.items():
@@ -72,9 +48,9 @@ def _stop_ids(model, processor) -> set[int]:
 
 @torch.inference_mode()
 def generate_batch(
-    model, processor, inputs: BatchInputs | ModelInputs, options: GenerationOptions = GenerationOptions()
+    model, processor, inputs: Batch, options: GenerationOptions = GenerationOptions()
 ) -> list[Generated]:
-    """One answer per sample of a left-padded batch (see `vidlab.inputs.build_batch`), in order.
+    """One answer per sample of a left-padded batch (`vidlab.inputs.collate(..., "left")`), in order.
 
     Under greedy decoding each answer is the one `generate` gives for that sample alone.
     """
@@ -90,8 +66,8 @@ def generate_batch(
     return answers
 
 
-def generate(model, processor, inputs: ModelInputs, options: GenerationOptions = GenerationOptions()) -> Generated:
-    """One answer for one input."""
+def generate(model, processor, inputs: Batch, options: GenerationOptions = GenerationOptions()) -> Generated:
+    """The answer for a batch of one (`vidlab.inputs.build_inputs`)."""
     return generate_batch(model, processor, inputs, options)[0]
 
 
@@ -108,9 +84,7 @@ class _RecordingStreamer(TextIteratorStreamer):
         super().put(value)
 
 
-def stream(
-    model, processor, inputs: ModelInputs, options: GenerationOptions = GenerationOptions()
-) -> Iterator[str]:
+def stream(model, processor, inputs: Batch, options: GenerationOptions = GenerationOptions()) -> Iterator[str]:
     """Yield the answer in pieces as it is generated; returns the full `Generated` at the end.
 
     Use as `result = yield from stream(...)` or iterate and read StopIteration.value.

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from vidlab.conversation import Conversation, MediaPart, TextPart, Turn
+from vidlab.conversation import Conversation, MediaPart, TextPart, Turn, seconds_field
 from vidlab.errors import EvaluationError, VidlabError
 from vidlab.evaluation.records import (
     BREAKDOWN_KEYS,
@@ -206,6 +206,10 @@ def _answer_letter(answer: Any, options: Sequence[str], where: str) -> str:
     )
 
 
+def _clip_window(item: dict, where: str) -> tuple[float | None, float | None]:
+    return seconds_field(item.get("start"), "start", where), seconds_field(item.get("end"), "end", where)
+
+
 def _media_parts(item: dict, where: str, start: float | None = None, end: float | None = None) -> list[MediaPart]:
     videos = item.get("video")
     images = item.get("image")
@@ -273,7 +277,7 @@ def load_choices(path: Path, data_root: Path | None = None) -> EvalSet:
             records.append(
                 choice_record(
                     record_id=record_id, where=where, index=index,
-                    media=_media_parts(item, where, item.get("start"), item.get("end")),
+                    media=_media_parts(item, where, *_clip_window(item, where)),
                     prompt=choice_prompt(_question(item, where), options), options=options, answer=letter,
                     meta=_meta(item, {k: k for k in BREAKDOWN_KEYS}), subtitles=subtitles,
                 )
@@ -375,7 +379,7 @@ def load_mvbench(path: Path, data_root: Path | None = None) -> EvalSet:
                     )
                 options = _options(item.get("candidates"), where)
                 letter = _answer_letter(item.get("answer"), options, where)
-                start, end = (item.get("start"), item.get("end")) if cut else (None, None)
+                start, end = _clip_window(item, where) if cut else (None, None)
                 video = f"video/{folder}{item['video']}" if folder else item["video"]
                 records.append(
                     choice_record(

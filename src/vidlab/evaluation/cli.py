@@ -5,12 +5,26 @@ Also runnable alone, e.g. under accelerate: `accelerate launch -m vidlab.evaluat
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from vidlab.cli_common import quiet_transformers, run_app
+from vidlab.cli_common import (
+    FolderFpsOption,
+    FpsOption,
+    ImageMergeSizeOption,
+    MaxFramesOption,
+    MaxNewTokensOption,
+    MaxVisualTokensOption,
+    NoCompressionOption,
+    NumFramesOption,
+    generation_options,
+    media_settings,
+    quiet_transformers,
+    run_app,
+)
 
 eval_app = typer.Typer(
     help="Evaluate a model: predictions, caption metrics (BLEU, METEOR, ROUGE-L, CIDEr), video benchmarks, reports.",
@@ -37,6 +51,36 @@ def _summary(metrics: dict) -> str:
     return (shown or "no metric applies") + notes
 
 
+def run_command_line(model, data, out, *, adapter=None, options=None, metrics=None) -> str:
+    """The `vidlab eval run` command that does what `vidlab.evaluate(model, data, out, ...)` does with
+    these arguments: each setting that differs from its default becomes its flag."""
+    from vidlab.evaluation.run import RunOptions
+    from vidlab.settings import GenerationOptions, MediaSettings
+
+    options = options or RunOptions()
+    args = ["vidlab", "eval", "run", "--model", str(model), *(["--adapter", str(adapter)] if adapter else []),
+            "--data", str(data), "--out", str(out)]
+    defaults = RunOptions()
+    for name in ("batch_size", "limit", "workers"):
+        if getattr(options, name) != getattr(defaults, name):
+            args += [f"--{name.replace('_', '-')}", str(getattr(options, name))]
+    for name, default in MediaSettings().model_dump().items():
+        value = getattr(options.settings, name)
+        if value == default:
+            continue
+        if name == "compression":
+            args.append("--no-compression")
+        else:
+            args += [f"--{name.replace('_', '-')}", f"{value:g}" if isinstance(value, float) else str(value)]
+    if options.generation.max_new_tokens != GenerationOptions().max_new_tokens:
+        args += ["--max-new-tokens", str(options.generation.max_new_tokens)]
+    if metrics:
+        args += ["--metrics", ",".join(metrics)]
+    if not options.progress:
+        args.append("--no-progress")
+    return " ".join(shlex.quote(a) for a in args)
+
+
 @eval_app.command("run")
 def run_command(
     model: Annotated[str, typer.Option(help="Checkpoint folder or hub id of a native VideoLLaMA3.")] = ...,
@@ -56,12 +100,14 @@ def run_command(
                                             "the question (subtitles/<videoID>.srt).")] = False,
     batch_size: Annotated[int, typer.Option(help="Records generated together (left-padded).")] = 1,
     limit: Annotated[int | None, typer.Option(help="Only the first N records of the data file.")] = None,
-    fps: Annotated[float, typer.Option(help="Frames per second of video to sample.")] = 1.0,
-    max_frames: Annotated[int, typer.Option(help="At most this many frames per video.")] = 180,
-    num_frames: Annotated[int | None, typer.Option(help="Exactly this many evenly spaced frames instead.")] = None,
-    max_new_tokens: Annotated[int, typer.Option(help="Longest answer, in tokens.")] = 512,
-    no_compression: Annotated[bool, typer.Option(help="Keep every video token (turn DiffFP pruning off).")] = False,
-    folder_fps: Annotated[float, typer.Option(help="Frame rate of videos stored as frame folders.")] = 3.0,
+    fps: FpsOption = None,
+    max_frames: MaxFramesOption = None,
+    num_frames: NumFramesOption = None,
+    folder_fps: FolderFpsOption = None,
+    max_visual_tokens: MaxVisualTokensOption = None,
+    image_merge_size: ImageMergeSizeOption = None,
+    no_compression: NoCompressionOption = False,
+    max_new_tokens: MaxNewTokensOption = None,
     workers: Annotated[int, typer.Option(help="Threads decoding the next records' media ahead (0: none).")] = 2,
     metrics: MetricsOption = None,
     no_score: Annotated[bool, typer.Option(help="Only write predictions; score later with `eval score`.")] = False,
@@ -71,37 +117,32 @@ def run_command(
     dtype: Annotated[str, typer.Option(help="auto, bf16, fp16 or fp32.")] = "auto",
 ) -> None:
     """Answer every record of --data into OUT/predictions.jsonl (resumable, shardable), then score and report."""
-    quiet_transformers()
-    from vidlab.evaluation.metrics import parse_metric_names, score_file
-    from vidlab.evaluation.report import write_report
-    from vidlab.evaluation.run import PREDICTIONS, RunOptions, run_predictions
-    from vidlab.generate import GenerationOptions
-    from vidlab.media import Sampling
+    settings = media_settings(
+        fps=fps, max_frames=max_frames, num_frames=num_frames, folder_fps=folder_fps,
+        max_visual_tokens=max_visual_tokens, image_merge_size=image_merge_size, no_compression=no_compression,
+    )
+    generation = generation_options(max_new_tokens=max_new_tokens)
+    from vidlab.evaluation.run import PREDICTIONS, SKIPPED, RunOptions
 
     try:
-        options = RunOptions(
-            batch_size=batch_size, limit=limit,
-            sampling=Sampling(fps=fps, max_frames=max_frames, num_frames=num_frames),
-            generation=GenerationOptions(max_new_tokens=max_new_tokens), compression=not no_compression,
-            folder_fps=folder_fps, workers=workers, progress=not no_progress,
-        )
+        options = RunOptions(batch_size=batch_size, limit=limit, settings=settings, generation=generation,
+                             workers=workers, progress=not no_progress)
     except ValueError as err:
         raise typer.BadParameter(str(err)) from err
-    parse_metric_names(metrics)  # a misspelt metric fails now, not after the whole run
-    result = run_predictions(
+    quiet_transformers()
+    from vidlab.evaluation.api import evaluate
+
+    result = evaluate(
         model, data, out, adapter=adapter, data_root=data_root, format=format, subtitles=subtitles, options=options,
-        device=device, dtype=dtype,
+        metrics=metrics, score_predictions=not no_score, device=device, dtype=dtype,
     )
     if not result.is_main:
         return
     typer.echo(f"{out / PREDICTIONS}: {result.predictions} predictions ({result.answered} new), "
-               f"{len(result.skipped)} records skipped (see {out / 'skipped.jsonl'})")
-    if no_score:
-        return
-    scored = score_file(out / PREDICTIONS, metrics)
-    report = write_report(out)
-    typer.echo(_summary(scored))
-    typer.echo(f"wrote {out / 'metrics.json'} and {report}")
+               f"{len(result.skipped)} records skipped (see {out / SKIPPED})")
+    if result.metrics is not None:
+        typer.echo(_summary(result.metrics))
+        typer.echo(f"wrote {out / 'metrics.json'} and {result.report}")
 
 
 @eval_app.command("score")
@@ -111,13 +152,12 @@ def score_command(
     report: Annotated[bool, typer.Option(help="Also write report.md and report.png beside the predictions.")] = True,
 ) -> None:
     """Score a predictions file: metrics.json beside it, per-sample scores into it, and report.md."""
-    from vidlab.evaluation.metrics import score_file
-    from vidlab.evaluation.report import write_report
+    from vidlab.evaluation.api import score
 
-    scored = score_file(predictions, metrics)
-    typer.echo(_summary(scored))
-    if report:
-        typer.echo(f"wrote {write_report(predictions.parent)}")
+    result = score(predictions, metrics, report=report)
+    typer.echo(_summary(result.metrics))
+    if result.report is not None:
+        typer.echo(f"wrote {result.report}")
 
 
 @eval_app.command("compare")

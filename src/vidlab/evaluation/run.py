@@ -2,8 +2,9 @@
 
 `predictions.jsonl` grows one flushed line per answered record, so a run killed at any moment
 keeps every finished answer; running the same command again answers only what is missing.
-Under `accelerate launch` (or torchrun) each process answers every N-th missing record into its
-own part file, and process 0 merges the parts into `predictions.jsonl` in data-set order.
+Under `accelerate launch` (or torchrun) each process answers its share of the missing records
+(accelerate's `split_between_processes`) into its own part file, and process 0 merges the parts
+into `predictions.jsonl` in data-set order.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ import json
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 
@@ -22,9 +23,9 @@ from vidlab.errors import EvaluationError, VidlabError
 from vidlab.evaluation.records import EvalRecord, EvalSet, Skipped
 from vidlab.evaluation.sets import load_eval_set
 from vidlab.files import LineAppender, read_jsonl, reason_of, write_json, write_jsonl
-from vidlab.generate import GenerationOptions, generate_batch
-from vidlab.inputs import build_batch, load_media
-from vidlab.media import DEFAULT_FOLDER_FPS, Sampling
+from vidlab.generate import generate_batch
+from vidlab.inputs import collate, encode, load_media
+from vidlab.settings import GenerationOptions, MediaSettings
 
 PREDICTIONS = "predictions.jsonl"
 SKIPPED = "skipped.jsonl"
@@ -32,8 +33,7 @@ RUN_INFO = "run.json"
 PART_GLOB = "predictions.part-*.jsonl"
 SKIPPED_PART_GLOB = "skipped.part-*.jsonl"
 # run.json keys that must match for a rerun to continue a folder's predictions.
-SAME_RUN_KEYS = ("model", "adapter", "data", "format", "sampling", "max_new_tokens", "temperature", "compression",
-                 "subtitles")
+SAME_RUN_KEYS = ("model", "adapter", "data", "format", "settings", "max_new_tokens", "temperature", "subtitles")
 # Errors that cost one record (a corrupt file the decoder chokes on, a processor that rejects a
 # picture, out of memory on a long video) rather than the run. Other exceptions are bugs.
 RECORD_ERRORS = (VidlabError, ValueError, RuntimeError, OSError, EOFError)
@@ -46,20 +46,16 @@ class RunOptions:
     Attributes:
         batch_size: records generated together (left-padded); greedy answers do not depend on it.
         limit: only the first N records of the data file.
-        sampling: which video frames to take (fps, max_frames, num_frames).
+        settings: frame sampling, visual-token budget, image merge size and DiffFP.
         generation: decoding settings (greedy by default).
-        compression: DiffFP pruning of unchanged video tokens.
-        folder_fps: frame rate of videos stored as frame folders.
         workers: threads decoding the next records' media while the model generates (0: none).
         progress: show a progress bar (process 0 only).
     """
 
     batch_size: int = 1
     limit: int | None = None
-    sampling: Sampling = Sampling()
+    settings: MediaSettings = MediaSettings()
     generation: GenerationOptions = GenerationOptions()
-    compression: bool = True
-    folder_fps: float = DEFAULT_FOLDER_FPS
     workers: int = 2
     progress: bool = True
 
@@ -84,15 +80,35 @@ class RunResult:
 
 @dataclass
 class _Processes:
-    rank: int = 0
-    world: int = 1
-    device: object = None
-    barrier: Callable[[], None] = lambda: None
+    state: object = None  # accelerate's PartialState when there are several processes
     owns_group: bool = False  # this call set the process group up, so it takes it down
+
+    @property
+    def rank(self) -> int:
+        return self.state.process_index if self.state is not None else 0
+
+    @property
+    def world(self) -> int:
+        return self.state.num_processes if self.state is not None else 1
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+    @property
+    def device(self):
+        return self.state.device if self.state is not None else None
+
+    def barrier(self) -> None:
+        if self.state is not None:
+            self.state.wait_for_everyone()
+
+    def share(self, records: list) -> list:
+        """This process's part of `records` (all of them on a single process)."""
+        if self.state is None:
+            return records
+        with self.state.split_between_processes(records) as mine:
+            return list(mine)
 
 
 def _processes() -> _Processes:
@@ -105,8 +121,7 @@ def _processes() -> _Processes:
 
     owns_group = not dist.is_initialized()  # else a caller (the trainer) owns it and goes on using it
     # Without a GPU, accelerate sets up gloo only when asked for the CPU explicitly.
-    state = PartialState(cpu=not torch.cuda.is_available())
-    return _Processes(state.process_index, state.num_processes, state.device, state.wait_for_everyone, owns_group)
+    return _Processes(PartialState(cpu=not torch.cuda.is_available()), owns_group)
 
 
 def _end_processes(processes: _Processes) -> None:
@@ -126,10 +141,9 @@ def _run_info(model_name: str, adapter, data: EvalSet, options: RunOptions, subt
         "data": str(data.path.resolve()),
         "format": data.format,
         "data_root": str(data.data_root),
-        "sampling": asdict(options.sampling),
+        "settings": options.settings.model_dump(),
         "max_new_tokens": options.generation.max_new_tokens,
         "temperature": options.generation.temperature,
-        "compression": options.compression,
         "subtitles": subtitles,
         "vidlab": __version__,
     }
@@ -191,8 +205,10 @@ def _with_media(
 ) -> Iterator[tuple[EvalRecord, list | Skipped]]:
     """Each record with its decoded media (or why not), decoding ahead in threads while the model works."""
 
+    sampling = options.settings.sampling()
+
     def load(record: EvalRecord):
-        return load_media(record.conversation, data_root, options.sampling, options.folder_fps)
+        return load_media(record.conversation, data_root, sampling)
 
     def outcome(record: EvalRecord, get) -> list | Skipped:
         try:
@@ -242,24 +258,36 @@ def _row(record: EvalRecord, answer, stats, seconds: float) -> dict:
     return row
 
 
+def _skipped(record: EvalRecord, err: Exception) -> Skipped:
+    return Skipped(record.source, record.id, f"{type(err).__name__}: {reason_of(err, record.source)}", record.index)
+
+
 def _answer(model, processor, batch, options: RunOptions) -> list[dict | Skipped]:
-    """Answers for a batch; when the batch fails, each record alone, so one bad record costs only itself."""
+    """Answers for a batch; a record that cannot be encoded is skipped, and when generation fails for
+    the batch each record is tried alone, so one bad record costs only itself."""
+    results: list[dict | Skipped] = []
+    encoded = []
+    for record, media in batch:
+        try:
+            encoded.append((record, encode(record.conversation_for(media), media, processor, options.settings)))
+        except RECORD_ERRORS as err:
+            results.append(_skipped(record, err))
+    if not encoded:
+        return results
     started = time.perf_counter()
     try:
-        inputs = build_batch(
-            [(record.conversation_for(media), media) for record, media in batch], processor,
-            compression=options.compression,
-        )
+        inputs = collate([sample for _, sample in encoded], processor.tokenizer.pad_token_id, "left")
         answers = generate_batch(model, processor, inputs, options.generation)
     except RECORD_ERRORS as err:
-        if len(batch) > 1:
-            return [result for item in batch for result in _answer(model, processor, [item], options)]
-        record = batch[0][0]
+        if len(encoded) > 1:
+            alone = [item for item in batch if any(item[0] is record for record, _ in encoded)]
+            return results + [result for item in alone for result in _answer(model, processor, [item], options)]
         _free_accelerator_memory()
-        reason = f"{type(err).__name__}: {reason_of(err, record.source)}"
-        return [Skipped(record.source, record.id, reason, record.index)]
-    seconds = (time.perf_counter() - started) / len(batch)
-    return [_row(record, answer, stats, seconds) for (record, _), answer, stats in zip(batch, answers, inputs.stats)]
+        return results + [_skipped(encoded[0][0], err)]
+    seconds = (time.perf_counter() - started) / len(encoded)
+    results += [_row(record, answer, stats, seconds)
+                for (record, _), answer, stats in zip(encoded, answers, inputs.stats)]
+    return results
 
 
 def _free_accelerator_memory() -> None:
@@ -330,7 +358,7 @@ def _run(processes, model, data, out_dir, adapter, data_root, format, subtitles,
 
     done = {str(row["id"]) for row in read_jsonl(out_dir / PREDICTIONS)} if (out_dir / PREDICTIONS).exists() else set()
     missing = [record for record in data.records if record.id not in done]
-    mine = missing[processes.rank :: processes.world]
+    mine = processes.share(missing)
     skipped: list[Skipped] = []
     answered = 0
     if mine:

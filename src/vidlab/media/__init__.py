@@ -5,24 +5,26 @@ from __future__ import annotations
 from pathlib import Path
 
 from vidlab.media.clip import VideoClip
-from vidlab.media.images import DEFAULT_FOLDER_FPS, load_frame_folder, load_image, load_images
-from vidlab.media.sampling import Sampling, select_frames
+from vidlab.media.images import load_frame_folder, load_image, load_images
+from vidlab.media.sampling import select_frames
 from vidlab.media.video import load_video_file
+from vidlab.settings import Sampling
 
 
 def load_video(
-    path: str | Path, sampling: Sampling = Sampling(), folder_fps: float = DEFAULT_FOLDER_FPS
+    path: str | Path, sampling: Sampling = Sampling(), start: float | None = None, end: float | None = None
 ) -> VideoClip:
     """Sample frames from a video file, or from a folder of frame images.
 
     Args:
-        path: a video file (anything FFmpeg reads) or a folder of frame images.
-        sampling: which frames to take (fps, max_frames, min_frames, num_frames, start, end).
-        folder_fps: frame rate of a frame folder (ignored for files).
+        path: a video file (anything FFmpeg reads) or a folder of frame images (shown at
+            `sampling.folder_fps`).
+        sampling: which frames to take (fps, max_frames, min_frames, num_frames).
+        start, end: use only this part of the video, in seconds (None: from the start / to the end).
     """
     if Path(path).is_dir():
-        return load_frame_folder(path, sampling, folder_fps)
-    return load_video_file(path, sampling)
+        return load_frame_folder(path, sampling, start, end)
+    return load_video_file(path, sampling, start, end)
 
 
 __all__ = [

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 
 from vidlab.errors import ClipWindowError, MediaNotFoundError
-from vidlab.media.sampling import Sampling
 
 
 @dataclass
@@ -54,11 +53,12 @@ def require_exists(path: str | Path) -> Path:
     return path
 
 
-def check_clip_window(path: str | Path, sampling: Sampling, end_of_video: float) -> None:
+def check_clip_window(path: str | Path, start: float | None, end: float | None, end_of_video: float) -> None:
     """Raise if the requested start/end cannot select anything from a video this long."""
-    start, end = sampling.start, sampling.end
     problem = None
-    if start is not None and start < 0:
+    if start is not None and end is not None and end <= start:
+        problem = f"end {end}s is not after start {start}s"
+    elif start is not None and start < 0:
         problem = f"start {start}s is negative"
     elif end is not None and end <= 0:
         problem = f"end {end}s is not after the video's start"

@@ -11,12 +11,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from vidlab.errors import NoFramesError, UnreadableMediaError
 from vidlab.media.clip import VideoClip, check_clip_window, require_exists
-from vidlab.media.sampling import Sampling, select_frames
+from vidlab.media.sampling import select_frames
+from vidlab.settings import Sampling
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
-
-# The original VideoLLaMA3 loader assumes frame folders were extracted at 3 frames a second.
-DEFAULT_FOLDER_FPS = 3.0
 
 
 def load_image(path: str | Path) -> Image.Image:
@@ -46,9 +44,9 @@ def list_frame_files(folder: Path) -> list[Path]:
 
 
 def load_frame_folder(
-    folder: str | Path, sampling: Sampling = Sampling(), folder_fps: float = DEFAULT_FOLDER_FPS
+    folder: str | Path, sampling: Sampling = Sampling(), start: float | None = None, end: float | None = None
 ) -> VideoClip:
-    """A video stored as image files, one per frame, shown at `folder_fps` frames a second."""
+    """A video stored as image files, one per frame, shown at `sampling.folder_fps` frames a second."""
     folder = require_exists(folder)
     files = list_frame_files(folder)
     if not files:
@@ -56,10 +54,10 @@ def load_frame_folder(
             f"{folder}: the folder holds no frame images ({', '.join(sorted(IMAGE_SUFFIXES))}). "
             "Point at a folder of extracted frames or at a video file."
         )
-    times = [i / folder_fps for i in range(len(files))]
-    end = len(files) / folder_fps
-    check_clip_window(folder, sampling, end)
-    chosen = select_frames(times, end, sampling)
+    times = [i / sampling.folder_fps for i in range(len(files))]
+    length = len(files) / sampling.folder_fps
+    check_clip_window(folder, start, end, length)
+    chosen = select_frames(times, length, sampling, start, end)
     frames = [load_image(files[i]) for i in chosen]
     size = frames[0].size
     arrays = [np.asarray(f if f.size == size else f.resize(size, Image.BICUBIC)) for f in frames]
@@ -68,8 +66,8 @@ def load_frame_folder(
         frames=np.stack(arrays),
         timestamps=[times[i] for i in chosen],
         frame_indices=chosen,
-        source_fps=folder_fps,
-        duration=end,
-        start=sampling.start or 0.0,
-        end=min(sampling.end, end) if sampling.end is not None else end,
+        source_fps=sampling.folder_fps,
+        duration=length,
+        start=start or 0.0,
+        end=min(end, length) if end is not None else length,
     )

@@ -9,47 +9,10 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
-
-@dataclass(frozen=True)
-class Sampling:
-    """How to pick frames from a video.
-
-    Attributes:
-        fps: frames per second of video time to take (VideoLLaMA3 default 1).
-        max_frames: at most this many frames; more are thinned evenly (VideoLLaMA3 uses 180).
-        min_frames: at least this many frames (when the video has them), spread evenly.
-        num_frames: take exactly this many evenly spaced frames, ignoring fps and max_frames.
-        start: first second of the clip to use (None: the start of the video).
-        end: last second of the clip to use (None: the end of the video).
-    """
-
-    fps: float = 1.0
-    max_frames: int = 180
-    min_frames: int = 1
-    num_frames: int | None = None
-    start: float | None = None
-    end: float | None = None
-
-    def __post_init__(self) -> None:
-        problems = []
-        if self.fps <= 0:
-            problems.append(f"fps must be above 0 (got {self.fps})")
-        if self.max_frames < 1:
-            problems.append(f"max_frames must be at least 1 (got {self.max_frames})")
-        if self.min_frames < 1:
-            problems.append(f"min_frames must be at least 1 (got {self.min_frames})")
-        if self.min_frames > self.max_frames:
-            problems.append(f"min_frames ({self.min_frames}) is above max_frames ({self.max_frames})")
-        if self.num_frames is not None and self.num_frames < 1:
-            problems.append(f"num_frames must be at least 1 (got {self.num_frames})")
-        if self.start is not None and self.end is not None and self.end <= self.start:
-            problems.append(f"end ({self.end}s) must be after start ({self.start}s)")
-        if problems:
-            raise ValueError("; ".join(problems))
+from vidlab.settings import Sampling
 
 
 def evenly_spaced(count: int, wanted: int) -> list[int]:
@@ -65,14 +28,21 @@ def frame_on_screen(frame_times: Sequence[float], t: float) -> int:
     return max(bisect.bisect_right(frame_times, t + 1e-6) - 1, 0)
 
 
-def select_frames(frame_times: Sequence[float], end_of_video: float, sampling: Sampling) -> list[int]:
+def select_frames(
+    frame_times: Sequence[float],
+    end_of_video: float,
+    sampling: Sampling,
+    start: float | None = None,
+    end: float | None = None,
+) -> list[int]:
     """Indices (into `frame_times`, sorted ascending) of the frames to decode.
 
     `frame_times` are presentation times in seconds from the first frame; `end_of_video` is when
-    the last frame stops showing. The clip window must already be checked against the video.
+    the last frame stops showing; `start` / `end` are the clip window (None: the whole video), already
+    checked against the video (`check_clip_window`).
     """
-    start = sampling.start or 0.0
-    end = min(sampling.end, end_of_video) if sampling.end is not None else end_of_video
+    start = start or 0.0
+    end = min(end, end_of_video) if end is not None else end_of_video
     window = [i for i, t in enumerate(frame_times) if start <= t < end]
     if not window:  # a window shorter than one frame: take the frame on screen when it opens
         window = [frame_on_screen(frame_times, start)]

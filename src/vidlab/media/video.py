@@ -16,7 +16,8 @@ import numpy as np
 
 from vidlab.errors import NoFramesError, NoVideoStreamError, UnreadableMediaError
 from vidlab.media.clip import VideoClip, check_clip_window, require_exists
-from vidlab.media.sampling import Sampling, select_frames
+from vidlab.media.sampling import select_frames
+from vidlab.settings import Sampling
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +137,9 @@ def _decode_chosen(path: Path, table: FrameTable, chosen: list[int]) -> tuple[li
     return [frames[i] for i in got], got
 
 
-def load_video_file(path: str | Path, sampling: Sampling = Sampling()) -> VideoClip:
+def load_video_file(
+    path: str | Path, sampling: Sampling = Sampling(), start: float | None = None, end: float | None = None
+) -> VideoClip:
     """Decode the frames `sampling` asks for from a video file.
 
     Raises:
@@ -145,8 +148,8 @@ def load_video_file(path: str | Path, sampling: Sampling = Sampling()) -> VideoC
     """
     path = require_exists(path)
     table = _table_from_packets(path) or _table_from_decoding(path)
-    check_clip_window(path, sampling, table.end)
-    chosen = select_frames(table.times, table.end, sampling)
+    check_clip_window(path, start, end, table.end)
+    chosen = select_frames(table.times, table.end, sampling, start, end)
     frames, indices = _decode_chosen(path, table, chosen)
     return VideoClip(
         path=str(path),
@@ -155,6 +158,6 @@ def load_video_file(path: str | Path, sampling: Sampling = Sampling()) -> VideoC
         frame_indices=indices,
         source_fps=table.average_fps,
         duration=table.end,
-        start=sampling.start or 0.0,
-        end=min(sampling.end, table.end) if sampling.end is not None else table.end,
+        start=start or 0.0,
+        end=min(end, table.end) if end is not None else table.end,
     )

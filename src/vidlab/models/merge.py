@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from vidlab.errors import ModelLoadError
 from vidlab.folders import staged_folder
 from vidlab.models.load import load_model, resolve_dtype
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    """A merged model: the folder, and the base and adapter it came from."""
+
+    folder: Path
+    base: str
+    adapter: Path
+
+
+def merge(base: str | Path, adapter: str | Path, out_dir: str | Path, *, dtype: str = "fp32",
+          overwrite: bool = False) -> MergeResult:
+    """`vidlab model merge`: fold a LoRA adapter into its base and write a full native checkpoint."""
+    folder = merge_adapter(base, adapter, out_dir, dtype=dtype, overwrite=overwrite)
+    return MergeResult(folder, str(base), Path(adapter))
 
 
 def merge_adapter(base: str | Path, adapter: str | Path, out_dir: str | Path, dtype: str = "fp32",

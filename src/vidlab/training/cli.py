@@ -10,6 +10,26 @@ import typer
 from vidlab.cli_common import quiet_transformers
 
 
+def help_epilog() -> str:
+    """The config's sections and keys and the shipped recipes, for `vidlab train --help`."""
+    from vidlab.training.config import TrainConfig, recipes_folder
+
+    lines = ["Config sections and keys (`--check` prints the resolved config with every default; "
+             "docs/train.md says what each key means):"]
+    top = []
+    for name, field in TrainConfig.model_fields.items():
+        section = field.annotation
+        if isinstance(section, type) and hasattr(section, "model_fields"):
+            lines.append(f"{name}: {', '.join(section.model_fields)}")
+        else:
+            top.append(name)
+    lines.append(f"top level: {', '.join(top)}")
+    recipes = sorted(str(p.relative_to(recipes_folder())) for p in recipes_folder().rglob("*.yaml")
+                     if "accelerate" not in p.parts)
+    lines.append(f"Recipes to copy ({recipes_folder()}): {', '.join(recipes)}.")
+    return "\n\n".join(lines)
+
+
 def train_command(
     config: Annotated[Path, typer.Argument(help="Training config (YAML); copy one from configs/.")],
     set_: Annotated[
@@ -29,9 +49,11 @@ def train_command(
         typer.echo(settings.to_yaml(), nl=False)
         return
     quiet_transformers()
-    from vidlab.training.loop import train
+    from vidlab.training.api import train
 
     result = train(settings, resume=True if resume else None)
+    if not result.is_main:
+        return  # process 0 reports for the run
     loss = f"{result.final_loss:.4f}" if result.final_loss is not None else "n/a"
     typer.echo(f"trained {result.steps} steps, last logged loss {loss}; skipped {result.skipped} sample(s)")
     typer.echo(f"results in {result.run_dir} (log.jsonl, checkpoints/, skipped.jsonl)")

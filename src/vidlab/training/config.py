@@ -8,6 +8,7 @@ types, missing files.
 
 from __future__ import annotations
 
+import copy
 import difflib
 from pathlib import Path
 from typing import Any, Literal
@@ -16,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from vidlab.errors import VidlabError
+from vidlab.settings import MediaSettings
 
 PARTS = ("vision", "projector", "llm")
 
@@ -36,25 +38,21 @@ class ModelSection(_Section):
     )
 
 
-class DataSection(_Section):
+class DataSection(MediaSettings):
+    """The media settings (fps, max_frames, ..., compression: `vidlab.settings.MediaSettings`) plus what
+    only training has: the files, the sample length limit, bad-sample handling and data workers."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
     train: list[str] = Field(min_length=1, description="Annotation files (JSON list or JSONL) to train on.")
     val: list[str] = Field(default_factory=list, description="Annotation files for validation loss (optional).")
     data_root: str | None = Field(None, description="Folder media paths are relative to (default: each file's folder).")
-    fps: float = Field(1.0, gt=0, description="Video frames sampled per second.")
-    max_frames: int = Field(180, ge=1, description="At most this many frames per video (evenly thinned).")
-    num_frames: int | None = Field(None, ge=1, description="Exactly this many evenly spaced frames (overrides fps).")
-    folder_fps: float = Field(3.0, gt=0, description="Frame rate of videos stored as frame folders.")
-    compression: bool = Field(True, description="DiffFP: drop video tokens that barely change from the previous frame.")
     model_max_length: int = Field(16384, ge=16, description="Tokens per sample (text + visual); longer ones shrink.")
-    max_visual_tokens: int | None = Field(
-        10240, ge=1, description="Visual tokens one video may use (null: the processor's own budget)."
-    )
-    image_merge_size: Literal[1, 2] | None = Field(
-        None, description="Image tokens per 14x14 (1) or 28x28 (2) block; null: the processor's (stage 4 uses 2)."
-    )
     strict: bool = Field(False, description="Stop at the first bad sample instead of skipping it.")
     workers: int = Field(2, ge=0, description="DataLoader worker processes decoding videos (0: in the main process).")
-    worker_timeout: float = Field(600, gt=0, description="Seconds a worker may take for a batch before the run stops.")
+    worker_timeout: float = Field(
+        600, gt=0, allow_inf_nan=False, description="Seconds a worker may take for a batch before the run stops."
+    )
 
     @field_validator("train", "val", mode="before")
     @classmethod
@@ -173,9 +171,12 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), yaml.safe_load(value) if value.strip() else None
 
 
-def apply_overrides(raw: dict, overrides: list[str]) -> dict:
-    for text in overrides:
-        keys, value = parse_override(text)
+def apply_overrides(raw: dict, overrides: list[str] | dict[str, Any]) -> dict:
+    """Set keys in the raw config: `section.key=value` strings (values read as YAML), or a mapping
+    of dotted keys to values."""
+    pairs = overrides.items() if isinstance(overrides, dict) else [(text, None) for text in overrides]
+    for text, given in pairs:
+        keys, value = (text.split("."), given) if isinstance(overrides, dict) else parse_override(text)
         node = raw
         for key in keys[:-1]:
             child = node.setdefault(key, {})
@@ -210,7 +211,8 @@ def _describe(error: dict) -> str:
         about = f" ({field.description})" if field is not None and field.description else ""
         return f"{where}: missing{about}. Add it."
     if error["type"] == "value_error":
-        return str(error["ctx"]["error"]) if "ctx" in error else error["msg"]
+        message = str(error["ctx"]["error"]) if "ctx" in error else error["msg"]
+        return f"{where}: {message}" if loc else message
     return f"{where}: {error['msg']} (got {error.get('input')!r})."
 
 
@@ -248,17 +250,27 @@ def check_files(config: TrainConfig) -> list[str]:
     return problems
 
 
-def load_config(path: str | Path | None, overrides: list[str] = (), *, check_paths: bool = True) -> TrainConfig:
+def load_config(
+    path: str | Path | dict | TrainConfig | None,
+    overrides: list[str] | dict[str, Any] = (),
+    *,
+    check_paths: bool = True,
+) -> TrainConfig:
     """Read, override and validate a training config; one ConfigError lists every problem.
 
     Args:
-        path: the YAML file (None: only the overrides, for tests and scripts).
-        overrides: `section.key=value` strings, applied in order after the file.
+        path: the YAML file, or the config as a mapping or a TrainConfig (None: only the overrides).
+        overrides: `section.key=value` strings applied in order after the file (values read as YAML),
+            or a mapping of dotted keys to values.
         check_paths: also check that the data files and a local model folder exist.
     """
-    label = str(path) if path is not None else "--set"
+    label = str(path) if isinstance(path, (str, Path)) else "--set"
     raw: Any = {}
-    if path is not None:
+    if isinstance(path, TrainConfig):
+        raw = path.model_dump(mode="json")
+    elif isinstance(path, dict):
+        raw = copy.deepcopy(path)
+    elif path is not None:
         path = Path(path).expanduser()
         if not path.is_file():
             raise ConfigError(f"{path}: no such config file. Copy one from configs/ (see docs/train.md).")
@@ -268,7 +280,7 @@ def load_config(path: str | Path | None, overrides: list[str] = (), *, check_pat
             raise ConfigError(f"{path}: not valid YAML ({err}). Fix the file.") from err
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: the config must be a mapping of sections (model:, data:, ...).")
-    raw = apply_overrides(raw, list(overrides))
+    raw = apply_overrides(raw, overrides if isinstance(overrides, dict) else list(overrides))
     try:
         config = TrainConfig.model_validate(raw)
     except ValidationError as err:
@@ -278,3 +290,8 @@ def load_config(path: str | Path | None, overrides: list[str] = (), *, check_pat
     if problems:
         raise ConfigError(f"{label}: {len(problems)} problem(s) in the config:\n  " + "\n  ".join(problems))
     return config
+
+
+def recipes_folder() -> Path:
+    """The recipes shipped with vidlab (configs/ of a checkout links here)."""
+    return Path(__file__).resolve().parents[1] / "configs"

@@ -14,6 +14,8 @@ _EXPORTS = {
     "FAST": "vidlab.walkthrough.run",
     "QuickstartSettings": "vidlab.walkthrough.run",
     "run_quickstart": "vidlab.walkthrough.run",
+    "quickstart": "vidlab.walkthrough.run",
+    "QuickstartResult": "vidlab.walkthrough.run",
     "config_folder": "vidlab.walkthrough.run",
     "SUMMARY_KEYS": "vidlab.walkthrough.report",
     "CHECKS": "vidlab.walkthrough.report",

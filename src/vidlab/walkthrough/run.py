@@ -306,16 +306,16 @@ def run_quickstart(
             configs are missing (not a source checkout); any step's own user errors.
     """
     from vidlab.data.synthetic_dataset import SynthSettings, write_synthetic_dataset
-    from vidlab.evaluation.metrics import score_file
-    from vidlab.evaluation.report import write_report
-    from vidlab.evaluation.run import PREDICTIONS, RunOptions, run_predictions
-    from vidlab.generate import GenerationOptions
-    from vidlab.media import Sampling
+    from vidlab.evaluation.api import evaluate as evaluate_run
+    from vidlab.evaluation.cli import run_command_line
+    from vidlab.evaluation.run import RunOptions
     from vidlab.models.tiny import build_tiny_model
+    from vidlab.settings import GenerationOptions
+    from vidlab.training.api import train
     from vidlab.training.checkpoint import STATE_FILE as CHECKPOINT_STATE
     from vidlab.training.checkpoint import latest_checkpoint
     from vidlab.training.config import load_config
-    from vidlab.training.loop import RESULT_FILE, train
+    from vidlab.training.run_folder import RESULT_FILE
 
     echo = echo or (lambda text: print(text, flush=True))
     started = time.monotonic()
@@ -354,13 +354,10 @@ def run_quickstart(
               for name in ("base", "lora")}
 
     def eval_options(run: str) -> RunOptions:
-        """Frames and compression as the model was trained (the run's config), greedy decoding."""
-        data = recipe[run].data
+        """Media settings as the model was trained (the run's config), greedy decoding."""
         return RunOptions(
-            batch_size=settings.eval_batch_size,
-            sampling=Sampling(fps=data.fps, max_frames=data.max_frames, num_frames=data.num_frames),
-            generation=GenerationOptions(max_new_tokens=settings.max_new_tokens),
-            compression=data.compression, folder_fps=data.folder_fps, progress=settings.progress,
+            batch_size=settings.eval_batch_size, settings=recipe[run].data.media_settings(),
+            generation=GenerationOptions(max_new_tokens=settings.max_new_tokens), progress=settings.progress,
         )
 
     evals = {  # name -> (model, adapter, data file, the config whose data settings it uses)
@@ -373,28 +370,15 @@ def run_quickstart(
 
     def eval_command(name: str) -> str:
         model, adapter, data, run = evals[name]
-        options = eval_options(run)
-        args = ["vidlab", "eval", "run", "--model", str(model), *(["--adapter", str(adapter)] if adapter else []),
-                "--data", str(data), "--out", str(layout.eval(name)), "--batch-size", str(options.batch_size)]
-        sampling = options.sampling
-        if sampling.num_frames is not None:
-            args += ["--num-frames", str(sampling.num_frames)]
-        else:
-            args += ["--fps", f"{sampling.fps:g}", "--max-frames", str(sampling.max_frames)]
-        args += ["--max-new-tokens", str(options.generation.max_new_tokens)]
-        args += [] if options.compression else ["--no-compression"]
-        args += ["--metrics", ",".join(EVAL_METRICS)]
-        return " ".join(shlex.quote(a) for a in args)
+        return run_command_line(model, data, layout.eval(name), adapter=adapter, options=eval_options(run),
+                                metrics=EVAL_METRICS)
 
     def evaluate(name: str) -> None:
-        # What `vidlab eval run` does: predictions (resumable), scores, report.md.
         model, adapter, data, run = evals[name]
-        folder = layout.eval(name)
-        run_predictions(model, data, folder, adapter=adapter, options=eval_options(run))
-        scored = score_file(folder / PREDICTIONS, list(EVAL_METRICS))
-        write_report(folder)
-        shown = ", ".join(f"{m} {scored[m]:.1f}" for m in ("bleu4", "exact_match") if m in scored)
-        echo(f"    {shown} -> {folder}")
+        result = evaluate_run(model, data, layout.eval(name), adapter=adapter, options=eval_options(run),
+                              metrics=EVAL_METRICS)
+        shown = ", ".join(f"{m} {result.metrics[m]:.1f}" for m in ("bleu4", "exact_match") if m in result.metrics)
+        echo(f"    {shown} -> {result.out_dir}")
 
     def training(name: str) -> None:
         config = load_config(layout.configs / f"{name}.yaml", overrides[name])
@@ -448,6 +432,29 @@ def run_quickstart(
     echo(f"{time.monotonic() - started:.0f} s in this call; {summary['total_seconds']:.0f} s for the whole "
          f"quickstart. Report: {layout.root / report.REPORT_FILE}")
     return {key: summary[key] for key in report.SUMMARY_KEYS}
+
+
+@dataclass(frozen=True)
+class QuickstartResult:
+    """A finished quickstart: its folder, whether every check passed, and summary.json's content."""
+
+    out_dir: Path
+    passed: bool
+    summary: dict
+    report: Path
+
+
+def quickstart(
+    out_dir: str | Path = "runs/quickstart",
+    settings: QuickstartSettings = QuickstartSettings(),
+    *,
+    overwrite: bool = False,
+    echo: Callable[[str], None] | None = None,
+) -> QuickstartResult:
+    """`vidlab quickstart`: run (or finish) the quickstart; see `run_quickstart`."""
+    summary = run_quickstart(out_dir, settings, overwrite=overwrite, echo=echo)
+    out = Path(out_dir)
+    return QuickstartResult(out, summary["passed"], summary, out / report.REPORT_FILE)
 
 
 def _summarize(

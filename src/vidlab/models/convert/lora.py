@@ -47,6 +47,9 @@ class LoraFactors:
 class LoraContents:
     factors: dict[str, LoraFactors]  # by weight_key
     problems: list[str]  # tensors of the adapter file that cannot be merged, with the reason
+    # Trained biases (peft saves every bias with the factors when the run used --lora_bias all or
+    # lora_only), by released-layout name; they replace the base's.
+    biases: dict[str, torch.Tensor]
 
 
 def _pattern_value(patterns: dict, module: str, default: float) -> float:
@@ -62,8 +65,13 @@ def read_lora(run: LoraRun) -> LoraContents:
     config = run.adapter_config
     sides: dict[str, dict[str, torch.Tensor]] = {}
     problems = []
+    biases: dict[str, torch.Tensor] = {}
     for key, tensor in run.adapter_file.tensors():
-        match = _FACTOR.match(strip_peft_names(key))
+        name = strip_peft_names(key)
+        if name.endswith(".bias") and ".lora_" not in name:
+            biases[canonical_key(name)] = tensor
+            continue
+        match = _FACTOR.match(name)
         if match is None:
             problems.append(f"{key} in {run.adapter_file.path.name}: not a LoRA A/B factor of a Linear layer")
             continue
@@ -81,4 +89,4 @@ def read_lora(run: LoraRun) -> LoraContents:
         factors[weight_key] = LoraFactors(
             weight_key, pair["A"], pair["B"], scale, bool(config.get("fan_in_fan_out", False))
         )
-    return LoraContents(factors, problems)
+    return LoraContents(factors, problems, biases)

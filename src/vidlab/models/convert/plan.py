@@ -10,6 +10,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from vidlab.errors import ConversionError
 from vidlab.models.convert.keymap import (
     canonical_key,
@@ -72,6 +74,7 @@ class ConversionPlan:
     dropped: list[str]  # stored names left out on purpose, with the reason
     replacements: dict[str, str]  # native name -> name in non_lora_trainables.bin
     lora: dict[str, LoraFactors]  # native name -> factors to merge
+    biases: dict[str, torch.Tensor]  # native name -> a bias trained with the adapter (not in non_lora_trainables)
     layout: str  # released or training
     dtype_numel: Counter  # parameters per stored dtype, over the tensors written
 
@@ -87,6 +90,7 @@ def plan_conversion(
     replacement_file: WeightFile | None = None,
     lora: dict[str, LoraFactors] | None = None,
     lora_problems: list[str] | None = None,
+    lora_biases: dict[str, torch.Tensor] | None = None,
     subject: str = "checkpoint",
 ) -> ConversionPlan:
     """Map every stored tensor to its native name and check the result against `expected` (name -> shape).
@@ -98,6 +102,8 @@ def plan_conversion(
         replacement_file: non_lora_trainables.bin of a LoRA run; its tensors replace the base's.
         lora: LoRA factors by released-layout weight name, merged into those weights.
         lora_problems: adapter tensors already found unusable.
+        lora_biases: biases saved with the adapter, by released-layout name; one that
+            non_lora_trainables.bin also holds is taken from there.
         subject: named at the start of the error message.
 
     Raises:
@@ -139,6 +145,7 @@ def plan_conversion(
                 problems.shapes.append(f"{where}: {_shape(info.shape)}, expected {_shape(expected[target])}")
     replacements = _plan_replacements(replacement_file, expected, filled, problems)
     merged = _plan_lora(lora or {}, expected, filled, problems)
+    biases = _plan_biases(lora_biases or {}, replacements, expected, filled, problems, dropped)
     for target in expected:
         if target in filled:
             continue
@@ -150,7 +157,7 @@ def plan_conversion(
     for info in native_infos.values():
         dtype_numel[info.dtype] += info.numel
     layout = "training" if "training" in layouts else "released"
-    return ConversionPlan(files, targets, dropped, replacements, merged, layout, dtype_numel)
+    return ConversionPlan(files, targets, dropped, replacements, merged, biases, layout, dtype_numel)
 
 
 def _plan_replacements(
@@ -186,3 +193,22 @@ def _plan_lora(lora: dict[str, LoraFactors], expected: dict, filled: dict, probl
         else:
             merged[target] = factors
     return merged
+
+
+def _plan_biases(
+    biases: dict[str, torch.Tensor], replacements: dict, expected: dict, filled: dict, problems: Problems,
+    dropped: list[str],
+) -> dict[str, torch.Tensor]:
+    planned: dict[str, torch.Tensor] = {}
+    for key, tensor in biases.items():
+        target = native_key(key)
+        if target in replacements:
+            dropped.append(f"{key} in the adapter: the same bias is taken from non_lora_trainables.bin")
+        elif target not in expected or target not in filled:
+            problems.unused.append(f"bias {key} in the adapter: the base model has no such tensor")
+        elif tuple(tensor.shape) != expected[target]:
+            problems.shapes.append(f"bias {key} in the adapter: {_shape(tuple(tensor.shape))}, expected "
+                                   f"{_shape(expected[target])}")
+        else:
+            planned[target] = tensor
+    return planned

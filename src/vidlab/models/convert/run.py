@@ -32,6 +32,7 @@ from vidlab.models.convert.native_processor import (
     read_preprocessing,
 )
 from vidlab.models.convert.original import (
+    NON_LORA_FILE,
     LoraRun,
     OriginalCheckpoint,
     folder_kind,
@@ -60,7 +61,7 @@ class _Sources:
     lora_run: LoraRun | None = None
 
 
-def _gather_sources(folder: Path, base: str | Path | None) -> _Sources:
+def _gather_sources(folder: Path, base: str | Path | None, llm_only: bool = False) -> _Sources:
     if folder_kind(folder) != "adapter":
         if base is not None:
             raise ConversionError(
@@ -69,6 +70,13 @@ def _gather_sources(folder: Path, base: str | Path | None) -> _Sources:
         checkpoint = open_original(folder)
         return _Sources(checkpoint, checkpoint.config, folder / "config.json", [folder])
     run = open_lora_run(folder)
+    if run.non_lora_file is None and not llm_only:
+        raise ConversionError(
+            f"{folder}: has no {NON_LORA_FILE}. The original training code always writes it beside the adapter: it "
+            "holds the trained projector (and vision encoder, and biases); without it the base's untrained projector "
+            f"would be kept. Copy {NON_LORA_FILE} from the run's output folder, or, if the run trained only the "
+            "LLM's adapters, say so with --llm-only (python: llm_only=True)."
+        )
     base_reference = base if base is not None else run.base_reference
     named_in = "--base" if base is not None else f"base_model_name_or_path in {folder / 'adapter_config.json'}"
     if not base_reference:
@@ -141,6 +149,8 @@ def _write_weights(
                 continue  # dropped on purpose (see the plan)
             if target in plan.replacements:
                 tensor = replacements[plan.replacements[target]]
+            elif target in plan.biases:
+                tensor = plan.biases[target]
             if target in plan.lora:
                 tensor = plan.lora[target].merge(tensor)
             writer.add(target, _cast(tensor, dtype))
@@ -187,6 +197,7 @@ def _prepare(sources: _Sources, dtype: torch.dtype | None) -> _Prepared:
         replacement_file=sources.lora_run.non_lora_file if sources.lora_run else None,
         lora=lora.factors if lora else None,
         lora_problems=lora.problems if lora else None,
+        lora_biases=lora.biases if lora else None,
         subject=str(sources.folders[0]),
     )
     native_config.dtype = dtype or _dominant_dtype(plan.dtype_numel)
@@ -220,6 +231,7 @@ def _record(job: _Prepared, source: str, written: int, shards: list[Path]) -> di
         "shards": [p.name for p in shards],
         "dropped": plan.dropped,
         "replaced_from_non_lora_trainables": sorted(plan.replacements),
+        "biases_from_adapter": sorted(plan.biases),
         "lora_merged": len(plan.lora),
         "original_image_token_id": job.sources.config.get("image_token_index"),
         "preprocessing": job.settings.to_dict(),
@@ -234,6 +246,7 @@ def convert_checkpoint(
     progress: bool = True,
     base: str | Path | None = None,
     max_shard_size: int | str = "4GB",
+    llm_only: bool = False,
 ) -> Path:
     """Write a native transformers VideoLLaMA3 folder from an original checkpoint.
 
@@ -246,6 +259,8 @@ def convert_checkpoint(
         base: for a LoRA run, the checkpoint it was trained from (default: the adapter config's
             base_model_name_or_path); its LoRA factors are merged into the weights.
         max_shard_size: the largest weight file to write, e.g. "4GB" or "500MB".
+        llm_only: for a LoRA run without non_lora_trainables.bin: the run trained only the LLM's
+            adapters, so the base's projector and vision encoder are the right ones.
 
     Returns:
         out_dir, complete: weights, config, tokenizer, chat template, image and video processor
@@ -259,7 +274,7 @@ def convert_checkpoint(
     wanted_dtype = _resolve_dtype(dtype)
     max_bytes = parse_size(max_shard_size)
     source_folder = local_folder(src, "checkpoint", CHECKPOINT_FILES)
-    job = _prepare(_gather_sources(source_folder, base), wanted_dtype)
+    job = _prepare(_gather_sources(source_folder, base, llm_only), wanted_dtype)
 
     with staged_folder(out_dir, "converting") as staging:
         written, shards = _write_weights(job.plan, job.sources, staging, wanted_dtype, max_bytes, progress)
@@ -270,3 +285,32 @@ def convert_checkpoint(
         record = _record(job, source, written, shards)
         (staging / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n")
     return out_dir
+
+
+@dataclass(frozen=True)
+class ConvertResult:
+    """A finished conversion: the native folder and what `vidlab model info` says of it."""
+
+    folder: Path
+    info: dict
+
+
+def convert(
+    src: str | Path,
+    out_dir: str | Path,
+    *,
+    dtype: str | None = None,
+    base: str | Path | None = None,
+    max_shard_size: int | str = "4GB",
+    llm_only: bool = False,
+    progress: bool = True,
+) -> ConvertResult:
+    """`vidlab model convert`: an original VideoLLaMA3 checkpoint (or LoRA run, merged) -> a native folder.
+
+    Arguments as `convert_checkpoint`; returns the folder and its parameters, dtype and settings.
+    """
+    from vidlab.models.info import model_info
+
+    folder = convert_checkpoint(src, out_dir, dtype=dtype, progress=progress, base=base,
+                                max_shard_size=max_shard_size, llm_only=llm_only)
+    return ConvertResult(folder, model_info(folder))

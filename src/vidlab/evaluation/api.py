@@ -1,0 +1,120 @@
+"""`vidlab.evaluate` and `vidlab.score`: what `vidlab eval run` and `vidlab eval score` do, as calls.
+
+    result = vidlab.evaluate("runs/base", "data/test.jsonl", "runs/eval-base")
+    result.metrics["bleu4"], result.skipped, result.report
+    vidlab.score("runs/eval-base/predictions.jsonl", metrics=["bleu4", "cider"])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vidlab.errors import EvaluationError
+from vidlab.evaluation.records import EvalSet, Skipped
+from vidlab.evaluation.run import PREDICTIONS, SKIPPED, RunOptions, run_predictions
+
+
+@dataclass
+class ScoreResult:
+    """What `score` wrote: metrics.json (its content in `metrics`) and, when asked, report.md."""
+
+    predictions: Path
+    metrics: dict[str, Any]
+    report: Path | None = None
+
+
+@dataclass
+class EvalResult:
+    """What `evaluate` did and wrote.
+
+    Attributes:
+        out_dir: the run folder (predictions.jsonl, skipped.jsonl, run.json, metrics.json, report.md).
+        records: readable records in the data set (after the limit).
+        predictions: lines in predictions.jsonl after the run.
+        answered: predictions this call added (a rerun answers only what is missing).
+        skipped: records not evaluated, each with its file:line and reason (also in skipped.jsonl).
+        metrics: metrics.json's content (None with score=False, and on every process but the first).
+        report: report.md (None when not written).
+        is_main: process 0 (or the only process), the one that merged, scored and reported.
+    """
+
+    out_dir: Path
+    records: int
+    predictions: int
+    answered: int
+    skipped: list[Skipped] = field(default_factory=list)
+    metrics: dict[str, Any] | None = None
+    report: Path | None = None
+    is_main: bool = True
+
+
+def score(
+    predictions: str | Path, metrics: Sequence[str] | None = None, *, report: bool = True
+) -> ScoreResult:
+    """Score a predictions.jsonl: metrics.json beside it, per-sample scores into it, and report.md.
+
+    Args:
+        predictions: the predictions.jsonl of `vidlab eval run` / `vidlab.evaluate`.
+        metrics: metric names (None: every metric that applies); see `vidlab.evaluation.metrics.METRICS`.
+        report: also write report.md and report.png beside the predictions.
+    """
+    from vidlab.evaluation.metrics import score_file
+    from vidlab.evaluation.report import write_report
+
+    path = Path(predictions).expanduser()
+    values = score_file(path, metrics)
+    return ScoreResult(path, values, write_report(path.parent) if report else None)
+
+
+def evaluate(
+    model,
+    data: EvalSet | str | Path,
+    out_dir: str | Path,
+    *,
+    adapter: str | Path | None = None,
+    data_root: str | Path | None = None,
+    format: str = "auto",
+    subtitles: bool = False,
+    options: RunOptions = RunOptions(),
+    metrics: Sequence[str] | None = None,
+    score_predictions: bool = True,
+    device: str = "auto",
+    dtype: str = "auto",
+) -> EvalResult:
+    """Answer every record of `data` (resuming a folder that has some answers), then score and report.
+
+    Args:
+        model: a checkpoint folder or hub id, or a loaded `(model, processor)` pair.
+        data: an `EvalSet`, or a data file / folder (read with `format`, `data_root`, `subtitles`).
+        out_dir: the run folder; running again into it answers only the missing records.
+        adapter: a PEFT adapter folder to apply (when `model` is a path).
+        options: batch size, limit, media settings, decoding, decoding workers, progress bar.
+        metrics: metrics to compute (None: all that apply). A misspelt name fails before any work.
+        score_predictions: score and write the report (False: only predictions, score later).
+        device, dtype: as in `vidlab.load_model`; under accelerate, auto is each process's device.
+
+    Raises:
+        EvaluationError: a bad data file, a folder holding another run's predictions, or every
+            record skipped (the message names skipped.jsonl, where each reason is).
+    """
+    from vidlab.evaluation.metrics import parse_metric_names
+
+    parse_metric_names(metrics)
+    out_dir = Path(out_dir).expanduser()
+    run = run_predictions(model, data, out_dir, adapter=adapter, data_root=data_root, format=format,
+                          subtitles=subtitles, options=options, device=device, dtype=dtype)
+    result = EvalResult(out_dir, run.records, run.predictions, run.answered, run.skipped, is_main=run.is_main)
+    if not run.is_main or not score_predictions:
+        return result
+    if run.predictions == 0:
+        first = f" The first: {run.skipped[0].source}: {run.skipped[0].reason}" if run.skipped else ""
+        raise EvaluationError(
+            f"{out_dir / PREDICTIONS}: no predictions, because every record of the data set "
+            f"({len(run.skipped)}) was skipped. Each record and its reason are in {out_dir / SKIPPED}.{first}"
+        )
+    scored = score(out_dir / PREDICTIONS, metrics)
+    result.metrics, result.report = scored.metrics, scored.report
+    return result

@@ -1,0 +1,142 @@
+"""Conversation + its decoded media + settings -> one sample's tensors. The only encoder in vidlab.
+
+Chat, evaluation, training, validation and the server all call `encode`, so a record becomes the
+same tokens, pixels, grids and compression masks wherever it goes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from vidlab.conversation import Conversation
+from vidlab.errors import ConversationError, MediaError, SampleError
+from vidlab.inputs.budget import fit
+from vidlab.inputs.labels import label_assistant_turns
+from vidlab.inputs.processing import ProcessorCall, with_image_merge
+from vidlab.media import VideoClip, load_image, load_video
+from vidlab.settings import MediaSettings, Sampling
+
+LoadedMedia = VideoClip | Image.Image
+TEXT_KEYS = ("input_ids", "attention_mask", "labels")  # per-token tensors: (length,) in a Sample
+
+
+@dataclass
+class InputStats:
+    """What went into one sample: frames per video and how the tokens were spent."""
+
+    frames: list[list[float]]  # per video, the times announced in the prompt (from the clip start)
+    visual_tokens: int  # vision tokens the LLM sees (after DiffFP pruning)
+    visual_tokens_before_pruning: int
+    text_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.visual_tokens + self.text_tokens
+
+
+@dataclass(eq=False)
+class Sample:
+    """One conversation as model inputs, not padded.
+
+    Attributes:
+        tensors: input_ids and attention_mask (and labels when asked), each (length,), plus the
+            processor's vision tensors for this sample (pixel_values_videos, video_grid_thw,
+            video_merge_sizes, video_compression_mask, pixel_values, image_grid_thw,
+            image_merge_sizes), its videos and images in order.
+        stats: frames per video and token counts.
+        text: the rendered conversation, one <|video_pad|> / <|image_pad|> per medium (before expansion).
+        shrunk: None, or how the sample was made to fit max_length, e.g. "frames 180->64, 96->24 tokens/frame".
+    """
+
+    tensors: dict[str, torch.Tensor]
+    stats: InputStats
+    text: str
+    shrunk: str | None = None
+
+    def __len__(self) -> int:
+        return int(self.tensors["input_ids"].shape[0])
+
+
+def load_media(
+    conversation: Conversation, data_root: str | Path | None = None, sampling: Sampling = Sampling()
+) -> list[LoadedMedia]:
+    """Decode every video and image of the conversation, in order. Relative paths use data_root."""
+    loaded: list[LoadedMedia] = []
+    for part in conversation.media:
+        path = Path(part.path).expanduser()
+        if data_root is not None and not path.is_absolute():
+            path = Path(data_root) / path
+        if part.type == "image":
+            loaded.append(load_image(path))
+        else:
+            loaded.append(load_video(path, sampling, part.start, part.end))
+    return loaded
+
+
+def _stats(tensors: dict[str, torch.Tensor], clips: list[VideoClip]) -> InputStats:
+    video_before = video_after = images = 0
+    if "video_grid_thw" in tensors:
+        video_before = int((tensors["video_grid_thw"].prod(-1) // tensors["video_merge_sizes"] ** 2).sum())
+        video_after = int(tensors["video_compression_mask"].sum())
+    if "image_grid_thw" in tensors:
+        images = int((tensors["image_grid_thw"].prod(-1) // tensors["image_merge_sizes"] ** 2).sum())
+    length = int(tensors["attention_mask"].sum())
+    return InputStats(
+        frames=[clip.clip_timestamps for clip in clips],
+        visual_tokens=video_after + images,
+        visual_tokens_before_pruning=video_before + images,
+        text_tokens=length - video_after - images,
+    )
+
+
+def encode(
+    conversation: Conversation,
+    media: list[LoadedMedia],
+    processor,
+    settings: MediaSettings = MediaSettings(),
+    *,
+    labels: bool = False,
+    max_length: int | None = None,
+) -> Sample:
+    """Tokens, pixels and masks for one conversation, within the token budgets.
+
+    A conversation that ends with a user turn is a prompt: it gets `<|im_start|>assistant\\n` so the
+    model answers next. One that ends with an assistant reply is whole, as in training.
+
+    Args:
+        conversation: the turns; its media parts are matched in order with `media`.
+        media: what `load_media` returned for this conversation.
+        processor: the model's VideoLlama3Processor.
+        settings: visual-token budget, image merge size and DiffFP (frames are already chosen).
+        labels: add `labels`: the assistant replies and their `<|im_end|>`, -100 elsewhere.
+        max_length: most tokens (text and visual) the sample may have; a longer one gets smaller,
+            then fewer frames, never cut (None: no limit).
+
+    Raises:
+        SampleError: the sample does not fit `max_length` even with one frame per video at the
+            smallest size, or the processor cannot use its media; the message starts with the
+            conversation's source (file:line of a record).
+    """
+    where = conversation.source
+    prompt = conversation.turns[-1].role != "assistant"
+    if labels and not any(turn.role == "assistant" for turn in conversation.turns):
+        raise ConversationError(
+            f'{where}: no assistant ("gpt") turn, so nothing to learn. Add the expected answer as a gpt turn.'
+        )
+    text = processor.apply_chat_template(conversation.to_messages(), tokenize=False, add_generation_prompt=prompt)
+    clips = [m for m in media if isinstance(m, VideoClip)]
+    images = [m for m in media if not isinstance(m, VideoClip)]
+    call = ProcessorCall(with_image_merge(processor, settings.image_merge_size), text, images, settings.compression)
+    try:
+        tensors, used, shrunk = fit(call, clips, settings, max_length)
+    except (SampleError, MediaError) as err:
+        raise SampleError(f"{where}: {err}") from err
+    stats = _stats(tensors, used)
+    tensors = {k: (v[0] if k in TEXT_KEYS else v) for k, v in tensors.items()}
+    if labels:
+        tensors["labels"] = label_assistant_turns(tensors["input_ids"], processor.tokenizer)
+    return Sample(tensors=tensors, stats=stats, text=text, shrunk=shrunk)

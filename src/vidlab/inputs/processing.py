@@ -1,0 +1,124 @@
+"""One call of the native VideoLLaMA3 processor: frames with their true times, a token budget, merge sizes.
+
+The processor writes `Time X.Xs:` before each frame from the video metadata; vidlab hands it the
+frames' true times (variable frame rate included) instead of letting it assume frame_index / fps.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from PIL import Image
+from transformers.image_utils import SizeDict
+from transformers.video_utils import VideoMetadata
+
+from vidlab.errors import MediaError
+from vidlab.media import VideoClip
+
+
+@dataclass
+class TimedVideoMetadata(VideoMetadata):
+    """VideoMetadata whose timestamps are the frames' real times, not frames_indices / fps."""
+
+    frame_times: list[float] = field(default_factory=list)
+
+    @property
+    def timestamps(self) -> list[float]:
+        return self.frame_times
+
+
+def video_metadata(clip: VideoClip) -> TimedVideoMetadata:
+    height, width = clip.frames.shape[1:3]
+    return TimedVideoMetadata(
+        total_num_frames=len(clip),
+        fps=clip.source_fps,
+        width=width,
+        height=height,
+        duration=clip.duration,
+        frames_indices=clip.frame_indices,
+        frame_times=clip.clip_timestamps,
+    )
+
+
+def with_image_merge(processor, merge_size: int | None):
+    """The processor, or a shallow copy whose image processor merges `merge_size` x `merge_size` patches.
+
+    A per-call `images_kwargs={"merge_size": 2}` is not enough: the processor counts the
+    <|image_pad|> tokens it writes with its image processor's own merge size, so the text would get
+    4x the tokens the model makes features for. The copy changes both, and scales the pixel limits
+    so that the token limits stay as they were (VideoLLaMA3 budgets images in tokens).
+    """
+    images = getattr(processor, "image_processor", None)
+    if merge_size is None or images is None or int(images.merge_size) == merge_size:
+        return processor
+    scale = (merge_size / int(images.merge_size)) ** 2
+    images = copy.copy(images)
+    images.size = SizeDict(
+        shortest_edge=int(images.size["shortest_edge"] * scale), longest_edge=int(images.size["longest_edge"] * scale)
+    )
+    images.merge_size = merge_size
+    processor = copy.copy(processor)
+    processor.image_processor = images
+    return processor
+
+
+class ProcessorCall:
+    """Runs the processor on one rendered conversation with given frames and a per-video token budget."""
+
+    def __init__(self, processor, text: str, images: list[Image.Image], compression: bool):
+        self.processor = processor
+        self.text = text
+        self.images = images
+        self.compression = compression
+        video = getattr(processor, "video_processor", None)
+        merge, patch = (int(video.merge_size), int(video.patch_size)) if video is not None else (2, 14)
+        self.block = (patch * merge) ** 2  # pixels of one video token
+        size = video.size if video is not None else {"shortest_edge": self.block, "longest_edge": self.block}
+        self.shortest_edge = int(size["shortest_edge"])  # pixels of the smallest frame
+        self.own_budget = int(size["longest_edge"]) // self.block  # tokens per video
+        self.min_tokens_per_frame = max(1, self.shortest_edge // self.block)
+
+    def __call__(self, clips: list[VideoClip], budget: int) -> dict[str, torch.Tensor]:
+        kwargs: dict[str, Any] = {}
+        if clips:
+            kwargs["videos"] = [clip.frames for clip in clips]
+            kwargs["video_metadata"] = [video_metadata(clip) for clip in clips]
+            # The video processor's size["longest_edge"] is the pixel budget of a whole video, divided
+            # by its frame count inside; a per-call size overrides the processor's own for this call only.
+            kwargs["videos_kwargs"] = {
+                "size": {"shortest_edge": self.shortest_edge, "longest_edge": budget * self.block},
+                "use_token_compression": self.compression,
+            }
+        if self.images:
+            kwargs["images"] = self.images
+        try:
+            batch = self.processor(text=[self.text], return_tensors="pt", padding=False, **kwargs)
+        except ValueError as err:  # e.g. an image or video with an aspect ratio above 200
+            raise MediaError(f"the processor cannot use this sample's media ({err})") from err
+        return {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
+
+    @staticmethod
+    def length(tensors: dict[str, torch.Tensor]) -> int:
+        return int(tensors["input_ids"].shape[1])
+
+    @staticmethod
+    def tokens_per_frame(tensors: dict[str, torch.Tensor]) -> list[int]:
+        """Tokens of each video's frames before DiffFP."""
+        if "video_grid_thw" not in tensors:
+            return []
+        grid, merges = tensors["video_grid_thw"], tensors["video_merge_sizes"]
+        return ((grid[:, 1] * grid[:, 2]) // merges**2).tolist()
+
+    @staticmethod
+    def video_tokens(tensors: dict[str, torch.Tensor]) -> int:
+        mask = tensors.get("video_compression_mask")
+        return 0 if mask is None else int(mask.sum())
+
+    @staticmethod
+    def image_tokens(tensors: dict[str, torch.Tensor]) -> int:
+        if "image_grid_thw" not in tensors:
+            return 0
+        return int((tensors["image_grid_thw"].prod(-1) // tensors["image_merge_sizes"] ** 2).sum())

@@ -1,0 +1,130 @@
+"""How media become tokens: one typed object, with its defaults and their one-line docs, written once.
+
+`Sampling` says which frames to take from a video; `MediaSettings` adds how frames and images
+become visual tokens (budget, image merge size, DiffFP). The training config's `data` section is a
+`MediaSettings` with training keys added; `vidlab chat`, `vidlab eval` and the quickstart build one
+from their options, where an option that is not given means this default. Nothing else writes one.
+
+The clip window (start/end seconds) is not a setting: it belongs to one video of one record (or
+one chat question), so it travels with the media part.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from vidlab.errors import SettingsError
+
+# Positive finite seconds / rates: `inf` or `nan` from a CLI option or a YAML `.inf` would only fail later, deep inside.
+_RATE = {"gt": 0, "allow_inf_nan": False}
+
+
+class Sampling(BaseModel):
+    """Which frames to take from a video (VideoLLaMA3's rule by default: 1 fps, at most 180 frames)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    fps: float = Field(1.0, **_RATE, description="Video frames sampled per second of video.")
+    max_frames: int = Field(180, ge=1, description="At most this many frames per video; more are thinned evenly.")
+    min_frames: int = Field(
+        1, ge=1, description="At least this many frames per video (when it has them), evenly spaced."
+    )
+    num_frames: int | None = Field(
+        None, ge=1, description="Exactly this many evenly spaced frames instead (fps and max_frames are then unused)."
+    )
+    folder_fps: float = Field(
+        3.0, **_RATE, description="Frame rate of videos stored as folders of frame images (VideoLLaMA3 extracts at 3)."
+    )
+
+    @model_validator(mode="after")
+    def _frame_counts_agree(self) -> Sampling:
+        if self.min_frames > self.max_frames:
+            raise ValueError(f"min_frames ({self.min_frames}) is above max_frames ({self.max_frames})")
+        return self
+
+    def sampling(self) -> Sampling:
+        """Only the frame choice (for an object of a subclass)."""
+        return Sampling(**{name: getattr(self, name) for name in Sampling.model_fields})
+
+
+class MediaSettings(Sampling):
+    """Frame choice plus how frames and images become visual tokens."""
+
+    max_visual_tokens: int | None = Field(
+        None, ge=1, description="Visual tokens one video may use, shared by its frames (null: the processor's own "
+        "budget; VideoLLaMA3 trains with 10240 and evaluates with 16384).",
+    )
+    image_merge_size: Literal[1, 2] | None = Field(
+        None, description="Image tokens per 14x14 (1) or 28x28 (2) pixel block; null: the processor's own "
+        "(VideoLLaMA3 uses 1 in stages 1-3, 2 in stage 4).",
+    )
+    compression: bool = Field(
+        True, description="DiffFP: drop video tokens that barely change from the previous frame (on in VideoLLaMA3)."
+    )
+
+    def media_settings(self) -> MediaSettings:
+        """Only the media settings (for an object of a subclass, such as the training config's data section)."""
+        return MediaSettings(**{name: getattr(self, name) for name in MediaSettings.model_fields})
+
+
+class GenerationOptions(BaseModel):
+    """Decoding settings. Greedy unless temperature > 0; the sampling defaults are VideoLLaMA3's."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_new_tokens: int = Field(512, ge=1, description="Longest answer, in tokens.")
+    temperature: float = Field(0.0, ge=0, allow_inf_nan=False, description="0 is greedy; above 0 samples.")
+    top_p: float = Field(0.9, gt=0, le=1, description="Nucleus sampling mass when sampling.")
+    top_k: int = Field(20, ge=1, description="Sample among this many most likely tokens when sampling.")
+
+    def to_kwargs(self) -> dict:
+        """Keyword arguments of `model.generate`."""
+        if self.temperature == 0:
+            return {"max_new_tokens": self.max_new_tokens, "do_sample": False, "temperature": None,
+                    "top_p": None, "top_k": None}
+        return {"max_new_tokens": self.max_new_tokens, "do_sample": True, "temperature": self.temperature,
+                "top_p": self.top_p, "top_k": self.top_k}
+
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def describe_errors(err: ValidationError, name: Callable[[str], str] = str) -> list[str]:
+    """One short line per problem: `fps: input should be greater than 0 (got -1)`; `name` spells a
+    field as the user wrote it (a CLI flag, a config key)."""
+    lines = []
+    for error in err.errors():
+        where = name(".".join(str(part) for part in error["loc"])) if error["loc"] else ""
+        if error["type"] == "value_error":
+            message = str(error["ctx"]["error"]) if "ctx" in error else error["msg"]
+            lines.append(f"{where}: {message}" if where else message)
+        elif error["type"] == "extra_forbidden":
+            lines.append(f"{where}: unknown setting")
+        else:
+            lines.append(f"{where}: {error['msg'].lower()} (got {error.get('input')!r})")
+    return lines
+
+
+def build(model: type[Model], values: dict[str, Any], name: Callable[[str], str] = str) -> Model:
+    """`model(**values)` with the values that were given (None: not given, the default applies).
+
+    Raises:
+        SettingsError: one line listing every bad value, e.g. "--fps: input should be a finite number".
+    """
+    given = {key: value for key, value in values.items() if value is not None}
+    try:
+        return model(**given)
+    except ValidationError as err:
+        raise SettingsError("; ".join(describe_errors(err, name))) from None
+
+
+def option_help(model: type[BaseModel], name: str) -> str:
+    """A field's description and its default, for `--help` (so the help text is the schema's)."""
+    field = model.model_fields[name]
+    default = field.default
+    shown = "none" if default is None else str(default).lower() if isinstance(default, bool) else f"{default:g}" \
+        if isinstance(default, float) else str(default)
+    return f"{field.description} Default: {shown}."

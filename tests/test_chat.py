@@ -36,7 +36,11 @@ def test_follow_up_keeps_the_video_and_the_history(tiny_model, sample_video):
     assert second.prompt_tokens > first.prompt_tokens + first.generated_tokens
     chat.reset()
     assert chat.history == []
-    assert chat.ask("What happens?", video=sample_video).answer == first.answer
+    again = chat.ask("What happens?")  # reset keeps the video: no need to give it again
+    assert (again.answer, again.frames, again.prompt_tokens) == (first.answer, first.frames, first.prompt_tokens)
+    chat.reset(keep_media=False)
+    assert chat.ask("What happens?").frames == []
+    assert chat.ask("And this?", video=sample_video).frames == first.frames  # a video brought in a follow-up
 
 
 def test_stream_gives_the_same_answer_as_ask(tiny_model, sample_video):

@@ -151,8 +151,9 @@ def module_tree(state: dict[str, torch.Tensor]) -> OriginalLayout:
     return root
 
 
-def write_lora_run(folder: Path, base: str, rank: int = 4, alpha: int = 8) -> dict:
-    """A LoRA run as train.py saves it (the projector trained in full, LoRA on the LLM's Linears).
+def write_lora_run(folder: Path, base: str, rank: int = 4, alpha: int = 8, lora_bias: str = "none") -> dict:
+    """A LoRA run as train.py saves it (the projector trained in full, LoRA on the LLM's Linears;
+    with lora_bias "all" every bias trains too and is saved with the factors and in non_lora_trainables).
 
     Returns what it wrote and `merged`: the weights the original loader ends up with (base, then
     non_lora_trainables.bin, then peft's merge_and_unload), by released-layout name.
@@ -161,7 +162,8 @@ def write_lora_run(folder: Path, base: str, rank: int = 4, alpha: int = 8) -> di
 
     training = {k.replace("model.vision_encoder.", "model.vision_encoder.vision_encoder."): v
                 for k, v in released_state().items()}
-    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.05, target_modules=LLM_LINEARS, task_type="CAUSAL_LM")
+    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.05, target_modules=LLM_LINEARS, task_type="CAUSAL_LM",
+                        bias=lora_bias)
     model = get_peft_model(module_tree(training), config)
     generator = torch.Generator().manual_seed(7)
     with torch.no_grad():
@@ -170,8 +172,13 @@ def write_lora_run(folder: Path, base: str, rank: int = 4, alpha: int = 8) -> di
                 param.copy_(torch.randn(param.shape, generator=generator) * 0.1)  # a trained adapter is non-zero
             if "mm_projector" in name:
                 param.add_(0.5)  # trained in full, like the projector in train.py
-            param.requires_grad = "lora_" in name or "mm_projector" in name
-    lora = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" in n}
+            bias_trains = lora_bias == "all" and name.endswith(".bias")
+            if bias_trains and "mm_projector" not in name:
+                param.add_(0.25)
+            param.requires_grad = "lora_" in name or "mm_projector" in name or bias_trains
+    # train.py's get_peft_state_maybe_zero_3: the factors, and with lora_bias all every bias as well.
+    lora = {n: p.detach().clone() for n, p in model.named_parameters()
+            if "lora_" in n or (lora_bias == "all" and "bias" in n)}
     non_lora = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" not in n and p.requires_grad}
     model.peft_config["default"].base_model_name_or_path = base
     model.save_pretrained(folder, state_dict=lora)
@@ -483,6 +490,39 @@ def test_lora_run_is_merged_into_the_base(tmp_path):
         "model.projector.readout.0.bias", "model.projector.readout.0.weight",
         "model.projector.readout.2.bias", "model.projector.readout.2.weight",
     ]
+
+
+def test_lora_run_with_trained_biases_converts(tmp_path):
+    base = write_released(tmp_path / "base")
+    run = tmp_path / "lora-bias-run"
+    written = write_lora_run(run, base=str(base), lora_bias="all")
+    out = convert_checkpoint(run, tmp_path / "merged", progress=False)
+    native = VideoLlama3ForConditionalGeneration.from_pretrained(out).state_dict()
+    for key, tensor in written["merged"].items():
+        torch.testing.assert_close(native[as_native(key)], tensor, msg=key)
+    source = released_state()
+    assert not torch.equal(native["model.language_model.layers.0.self_attn.q_proj.bias"],
+                           source["model.layers.0.self_attn.q_proj.bias"])  # the trained bias, not the base's
+    record = json.loads((out / "vidlab_conversion.json").read_text())
+    assert "model.language_model.layers.0.self_attn.q_proj.bias" in record["replaced_from_non_lora_trainables"]
+    assert record["biases_from_adapter"] == []  # the adapter's copies equal the non_lora_trainables ones
+    assert any("the same bias is taken from non_lora_trainables.bin" in d for d in record["dropped"])
+
+
+def test_lora_run_without_non_lora_trainables_is_refused_unless_only_the_llm_trained(tmp_path):
+    base = write_released(tmp_path / "base")
+    run = tmp_path / "lora-run"
+    written = write_lora_run(run, base=str(base))
+    (run / "non_lora_trainables.bin").unlink()
+    with pytest.raises(ConversionError, match=r"(?s)has no non_lora_trainables\.bin.*projector.*--llm-only"):
+        convert_checkpoint(run, tmp_path / "merged", progress=False)
+    assert left_behind(tmp_path, "merged") == []
+    out = convert_checkpoint(run, tmp_path / "merged", progress=False, llm_only=True)
+    native = VideoLlama3ForConditionalGeneration.from_pretrained(out).state_dict()
+    source = released_state()
+    assert torch.equal(native["model.projector.readout.2.weight"], source["model.mm_projector.readout.2.weight"])
+    key = "model.layers.1.self_attn.q_proj.weight"
+    torch.testing.assert_close(native[as_native(key)], written["merged"][key])  # the LoRA factors are merged
 
 
 @pytest.mark.filterwarnings("ignore:Could not find a config file")  # peft looks for the missing base too

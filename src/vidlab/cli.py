@@ -239,6 +239,10 @@ def chat_command(
     )
     generation = generation_options(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
     media = {"video": video, "image": image or None, "start": start, "end": end}
+    from vidlab.media.clip import require_exists
+
+    for path in [video] if video is not None else image or []:
+        require_exists(path)  # before the model loads, which may take minutes
     quiet_transformers()
     from vidlab.chat import Chat
 

@@ -96,7 +96,7 @@ def test_videomme_grouped_form_and_subtitles_at_the_sampled_frames(tmp_path):
     assert detect_format(data) == "videomme"
     record = load_eval_set(data, subtitles=True).records[0]
     assert record.meta["task"] == "Counting Problem" and record.conversation.media[0].path == "videos/fFjv93ACGo8.mp4"
-    clip = VideoClip("v.mp4", np.zeros((3, 2, 2, 3), np.uint8), [1.0, 2.5, 3.0], [0, 1, 2], 1.0, 5.0)
+    clip = VideoClip("v.mp4", np.zeros((3, 2, 2, 3), np.uint8), [1.0, 2.5, 3.0], [1.0, 2.5, 3.0], [0, 1, 2], 1.0, 5.0)
     prompt = record.conversation_for([clip]).turns[0].parts[-1].text
     # One line per sampled frame that has a cue on screen, as VideoLLaMA3 builds it.
     assert prompt.startswith("This video's subtitles are listed below:\nHello there\nSecond line\nSecond line\n"

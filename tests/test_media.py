@@ -29,67 +29,91 @@ def decoded_index(frame: np.ndarray) -> int:
     return int(round(frame.mean() / LEVEL_STEP))
 
 
+ON_SCREEN = {"frame_rule": "on_screen"}
+
+
 def test_constant_rate_video_has_true_timestamps_and_the_right_frames(tmp_path):
     path = write_video(tmp_path / "cfr.mp4", numbered_frames(30), fps=10)
     clip = load_video(path, Sampling(fps=1))
-    assert clip.timestamps == pytest.approx([0.0, 1.0, 2.0])
-    assert clip.frame_indices == [0, 10, 20]
-    assert [decoded_index(f) for f in clip.frames] == [0, 10, 20]
+    # VideoLLaMA3's rule: at each tick the last frame before the next one (0.9, 1.9, 2.9 s), stamped 0, 1, 2.
+    assert [decoded_index(f) for f in clip.frames] == clip.frame_indices == [9, 19, 29]
+    assert clip.timestamps == pytest.approx([0.9, 1.9, 2.9]) and clip.stamps == [0.0, 1.0, 2.0]
     assert clip.frames.shape == (3, 64, 64, 3) and clip.frames.dtype == np.uint8
     assert clip.source_fps == pytest.approx(10)
     assert clip.duration == pytest.approx(3.0)
+    on_screen = load_video(path, Sampling(fps=1, **ON_SCREEN))  # vidlab 0.1's frames, as before
+    assert [decoded_index(f) for f in on_screen.frames] == on_screen.frame_indices == [0, 10, 20]
+    assert on_screen.timestamps == pytest.approx([0.0, 1.0, 2.0]) == on_screen.stamps
 
 
 def test_variable_rate_video_uses_presentation_times(tmp_path):
     times = [0.0, 0.1, 0.4, 0.7, 1.7, 2.0, 2.2, 3.3]
     path = write_video(tmp_path / "vfr.mp4", numbered_frames(len(times)), fps=10, times=times)
     clip = load_video(path, Sampling(fps=1))
+    # The last frame before 1, 2, 3, 4 s (the video ends at 3.4 s: 3 ticks): 3 (0.7), 4 (1.7), 6 (2.2).
+    assert [decoded_index(f) for f in clip.frames] == clip.frame_indices == [3, 4, 6]
+    assert clip.timestamps == pytest.approx([0.7, 1.7, 2.2])
+    on_screen = load_video(path, Sampling(fps=1, **ON_SCREEN))
     # On screen at 0 s, 1 s, 2 s, 3 s: frames 0 (0.0), 3 (0.7), 5 (2.0), 6 (2.2).
-    assert clip.frame_indices == [0, 3, 5, 6]
-    assert clip.timestamps == pytest.approx([0.0, 0.7, 2.0, 2.2])
-    assert [decoded_index(f) for f in clip.frames] == [0, 3, 5, 6]
+    assert [decoded_index(f) for f in on_screen.frames] == on_screen.frame_indices == [0, 3, 5, 6]
+    assert on_screen.timestamps == pytest.approx([0.0, 0.7, 2.0, 2.2])
 
 
-def test_stream_that_does_not_start_at_zero_is_timed_from_its_first_frame(tmp_path):
+def test_stream_that_does_not_start_at_zero(tmp_path):
     times = [5.0 + i / 10 for i in range(20)]
     path = write_video(tmp_path / "offset.mp4", numbered_frames(20), fps=10, times=times)
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         assert stream.start_time * stream.time_base >= 5  # the file really starts late
     clip = load_video(path, Sampling(fps=2))
-    assert clip.timestamps == pytest.approx([0.0, 0.5, 1.0, 1.5])
-    assert [decoded_index(f) for f in clip.frames] == [0, 5, 10, 15]
+    assert [decoded_index(f) for f in clip.frames] == [4, 9, 14, 19]
+    assert clip.timestamps == pytest.approx([0.4, 0.9, 1.4, 1.9])  # true times from the first frame
+    assert clip.stamps == pytest.approx([5.0, 5.5, 6.0, 6.5])  # the original announces times from its start time
+    on_screen = load_video(path, Sampling(fps=2, **ON_SCREEN))
+    assert [decoded_index(f) for f in on_screen.frames] == [0, 5, 10, 15]
+    assert on_screen.stamps == pytest.approx([0.0, 0.5, 1.0, 1.5])
 
 
 def test_clip_with_start_and_end(tmp_path):
     path = write_video(tmp_path / "long.mp4", numbered_frames(40), fps=10)
-    clip = load_video(path, Sampling(fps=1), start=1.5, end=3.2)
-    assert clip.timestamps == pytest.approx([1.5, 2.5])  # true times in the video
-    assert clip.clip_timestamps == pytest.approx([0.0, 1.0])  # what the prompt announces
-    assert [decoded_index(f) for f in clip.frames] == [15, 25]
-    assert (clip.start, clip.end) == (1.5, 3.2)
+    clip = load_video(path, Sampling(fps=1), start=1.5, end=3.7)
+    # 2.2 s from 1.5 s: ticks at 1.5 and 2.5 show the last frames before 2.5 and 3.5 s.
+    assert [decoded_index(f) for f in clip.frames] == [24, 34]
+    assert clip.stamps == [1.5, 2.5]  # times in the video, as the original announces them
+    assert (clip.start, clip.end) == (1.5, 3.7)
+    on_screen = load_video(path, Sampling(fps=1, **ON_SCREEN), start=1.5, end=3.2)
+    assert on_screen.timestamps == pytest.approx([1.5, 2.5])  # true times in the video
+    assert on_screen.stamps == pytest.approx([0.0, 1.0])  # from the clip start
+    assert [decoded_index(f) for f in on_screen.frames] == [15, 25]
 
 
 def test_end_past_the_video_is_clamped(tmp_path):
     path = write_video(tmp_path / "short.mp4", numbered_frames(20), fps=10)
-    clip = load_video(path, Sampling(fps=1), start=1.0, end=60.0)
+    clip = load_video(path, Sampling(fps=1, **ON_SCREEN), start=1.0, end=60.0)
     assert clip.timestamps == pytest.approx([1.0])
     assert clip.end == pytest.approx(2.0)
+    assert [decoded_index(f) for f in load_video(path, Sampling(fps=1), start=1.0, end=60.0).frames] == [19]
 
 
 @pytest.mark.parametrize("suffix", [".mp4", ".mkv", ".webm", ".avi", ".mov", ".gif"])
 def test_every_container_decodes(tmp_path, suffix):
     path = write_video(tmp_path / f"v{suffix}", numbered_frames(30), fps=10)
+    on_screen = load_video(path, Sampling(fps=2, **ON_SCREEN))
+    assert on_screen.timestamps == pytest.approx([i / 2 for i in range(6)])
+    assert [decoded_index(f) for f in on_screen.frames] == [0, 5, 10, 15, 20, 25]
     clip = load_video(path, Sampling(fps=2))
-    assert clip.timestamps == pytest.approx([i / 2 for i in range(6)])
-    assert [decoded_index(f) for f in clip.frames] == [0, 5, 10, 15, 20, 25]
+    if suffix == ".gif":  # the original reads GIFs by index at an assumed 25 fps: runs of 12 frames, middles 6, 18
+        assert [decoded_index(f) for f in clip.frames] == [6, 18] and clip.stamps == pytest.approx([0.24, 0.72])
+    else:
+        assert [decoded_index(f) for f in clip.frames] == [4, 9, 14, 19, 24, 29]
 
 
 def test_num_frames_on_a_real_video(tmp_path):
     path = write_video(tmp_path / "v.mp4", numbered_frames(40), fps=10)
-    clip = load_video(path, Sampling(num_frames=5))
-    assert clip.frame_indices == [0, 9, 19, 29, 39]
-    assert [decoded_index(f) for f in clip.frames] == [0, 9, 19, 29, 39]
+    for rule in ("videollama3", "on_screen"):
+        clip = load_video(path, Sampling(num_frames=5, frame_rule=rule))
+        assert clip.frame_indices == [0, 9, 19, 29, 39]
+        assert [decoded_index(f) for f in clip.frames] == [0, 9, 19, 29, 39]
 
 
 def test_frame_folder_sorted_naturally_at_the_given_rate(tmp_path):
@@ -98,10 +122,12 @@ def test_frame_folder_sorted_naturally_at_the_given_rate(tmp_path):
     for i, frame in enumerate(numbered_frames(12)):
         Image.fromarray(frame).save(folder / f"frame_{i}.png")  # frame_10 must come after frame_9
     (folder / "notes.txt").write_text("not a frame")
-    clip = load_video(folder, Sampling(fps=1, folder_fps=4))
-    assert clip.timestamps == pytest.approx([0.0, 1.0, 2.0])
-    assert [decoded_index(f) for f in clip.frames] == [0, 4, 8]
-    assert clip.duration == pytest.approx(3.0)
+    on_screen = load_video(folder, Sampling(fps=1, folder_fps=4, **ON_SCREEN))
+    assert on_screen.timestamps == pytest.approx([0.0, 1.0, 2.0])
+    assert [decoded_index(f) for f in on_screen.frames] == [0, 4, 8]
+    assert on_screen.duration == pytest.approx(3.0)
+    clip = load_video(folder, Sampling(fps=1, folder_fps=4))  # the original: middle of each run of 4
+    assert [decoded_index(f) for f in clip.frames] == [2, 6, 10] and clip.stamps == [0.5, 1.5, 2.5]
 
 
 def test_image_is_rgb_and_upright(tmp_path):
@@ -169,6 +195,8 @@ def test_video_with_no_decodable_frame(tmp_path):
         ({"start": -1.0}, "negative"),
         ({"start": 5.0, "end": 8.0}, "at or after"),
         ({"start": 2.0, "end": 1.0}, "not after start"),
+        ({"start": float("nan")}, "finite"),
+        ({"end": float("inf")}, "finite"),
     ],
 )
 def test_clip_window_outside_the_video(tmp_path, window, reason):

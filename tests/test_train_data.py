@@ -410,7 +410,7 @@ def test_training_and_evaluation_encode_a_record_into_the_same_tensors(processor
     for record, item in zip(records, items):
         trained = encode_record(record, processor, settings, max_length=16384)
         evaluated = annotation_record(item, record.source, 0, item["id"])
-        [(_, media)] = _with_media([evaluated], data_dir, RunOptions(settings=settings, workers=0))
+        [(_, media)] = _with_media([evaluated], data_dir, RunOptions(settings=settings, workers=0), processor)
         prompt = encode(evaluated.conversation_for(media), media, processor, settings)
         # The prompt is the conversation up to the last reply, then `<|im_start|>assistant\n`: the same
         # tokens as training's, which go on with the reply.

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image
 
 from vidlab.conversation import Conversation, MediaPart, TextPart, Turn, validate_turns
 from vidlab.generate import Generated, GenerationOptions, generate, stream
-from vidlab.inputs import Batch, LoadedMedia, build_inputs
+from vidlab.inputs import Batch, LoadedMedia, build_inputs, video_frame_size
 from vidlab.media import VideoClip, load_image, load_video
 from vidlab.models import load_model
 from vidlab.settings import MediaSettings
@@ -38,6 +38,7 @@ class Reply:
     prompt_tokens: int
     generated_tokens: int
     seconds: float
+    warnings: list[str] = field(default_factory=list)  # about the media: a cut file, frames lost to damage
 
     def __str__(self) -> str:
         return self.answer
@@ -51,6 +52,7 @@ class Reply:
             "prompt_tokens": self.prompt_tokens,
             "generated_tokens": self.generated_tokens,
             "seconds": round(self.seconds, 3),
+            "warnings": self.warnings,
         }
 
 
@@ -106,7 +108,10 @@ class Chat:
     ) -> list[tuple[MediaPart, LoadedMedia]]:
         loaded: list[tuple[MediaPart, LoadedMedia]] = []
         if video is not None:
-            clip = video if isinstance(video, VideoClip) else load_video(video, self.settings.sampling(), start, end)
+            # A cut file is used with a warning in the reply (evaluation and training refuse it).
+            sampling = self.settings.sampling().model_copy(update={"allow_partial": True})
+            frame_size = video_frame_size(self.processor, self.settings)
+            clip = video if isinstance(video, VideoClip) else load_video(video, sampling, start, end, frame_size)
             loaded.append((MediaPart(type="video", path=clip.path, start=clip.start, end=clip.end), clip))
         if isinstance(images, (str, Path, Image.Image)):
             images = [images]
@@ -128,6 +133,8 @@ class Chat:
         return conversation, media, inputs
 
     def _finish(self, conversation: Conversation, media, inputs: Batch, generated: Generated, started: float) -> Reply:
+        new_media = media[len(self._media):]  # what this question brought
+        warnings = [w for _, m in new_media for w in getattr(m, "warnings", [])]
         self._turns = [*conversation.turns, Turn(role="assistant", parts=[TextPart(text=generated.text)])]
         self._media, self._carried = media, []
         stats = inputs.stats[0]
@@ -139,6 +146,7 @@ class Chat:
             prompt_tokens=stats.total_tokens,
             generated_tokens=len(generated.token_ids),
             seconds=time.perf_counter() - started,
+            warnings=warnings,
         )
         return self.last_reply
 

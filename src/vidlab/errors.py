@@ -34,6 +34,10 @@ class ClipWindowError(MediaError):
     pass
 
 
+class TruncatedVideoError(MediaError):
+    """A video file whose readable frames end well before the length its header declares."""
+
+
 class SettingsError(VidlabError):
     """A frame-sampling or token setting out of range (fps 0, inf or nan, max_frames 0, ...)."""
 

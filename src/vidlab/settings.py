@@ -38,6 +38,18 @@ class Sampling(BaseModel):
     folder_fps: float = Field(
         3.0, **_RATE, description="Frame rate of videos stored as folders of frame images (VideoLLaMA3 extracts at 3)."
     )
+    frame_rule: Literal["videollama3", "on_screen"] = Field(
+        "videollama3", description="videollama3: the frames and stamps of VideoLLaMA3's own loader, which the released "
+        "models were trained with; on_screen: the frame on screen at each tick, stamped with its true time.",
+    )
+    keyframes: bool = Field(
+        False, description="Take the keyframe nearest each sampled frame (no decoding between keyframes: much faster "
+        "on long videos; stamped with its true time).",
+    )
+    allow_partial: bool = Field(
+        False, description="Use a video whose readable frames end well before the length its header states (a cut "
+        "download) instead of refusing it.",
+    )
 
     @model_validator(mode="after")
     def _frame_counts_agree(self) -> Sampling:

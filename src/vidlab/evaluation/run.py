@@ -24,7 +24,7 @@ from vidlab.evaluation.records import EvalRecord, EvalSet, Skipped
 from vidlab.evaluation.sets import load_eval_set
 from vidlab.files import LineAppender, read_jsonl, reason_of, write_json, write_jsonl
 from vidlab.generate import generate_batch
-from vidlab.inputs import collate, encode, load_media
+from vidlab.inputs import collate, encode, load_media, video_frame_size
 from vidlab.settings import GenerationOptions, MediaSettings
 
 PREDICTIONS = "predictions.jsonl"
@@ -201,14 +201,17 @@ def _merge_skipped(out_dir: Path, at_load: list[Skipped]) -> list[Skipped]:
 
 
 def _with_media(
-    records: list[EvalRecord], data_root: Path, options: RunOptions
+    records: list[EvalRecord], data_root: Path, options: RunOptions, processor=None
 ) -> Iterator[tuple[EvalRecord, list | Skipped]]:
-    """Each record with its decoded media (or why not), decoding ahead in threads while the model works."""
+    """Each record with its decoded media (or why not), decoding ahead in threads while the model works.
 
+    With the processor, video frames are decoded straight to the size it will use.
+    """
     sampling = options.settings.sampling()
+    frame_size = video_frame_size(processor, options.settings) if processor is not None else None
 
     def load(record: EvalRecord):
-        return load_media(record.conversation, data_root, sampling)
+        return load_media(record.conversation, data_root, sampling, frame_size)
 
     def outcome(record: EvalRecord, get) -> list | Skipped:
         try:
@@ -386,7 +389,7 @@ def _run(processes, model, data, out_dir, adapter, data_root, format, subtitles,
                 bar.set_postfix(skipped=len(skipped), refresh=False)
                 batch.clear()
 
-            for record, media in _with_media(mine, data.data_root, options):
+            for record, media in _with_media(mine, data.data_root, options, processor):
                 if isinstance(media, Skipped):
                     skipped.append(media)
                     bar.update(1)

@@ -9,7 +9,7 @@
 from vidlab.inputs.batch import VISION_KEYS, Batch, build_inputs, collate
 from vidlab.inputs.encode import TEXT_KEYS, InputStats, LoadedMedia, Sample, encode, load_media
 from vidlab.inputs.labels import IGNORE_INDEX, assistant_label_mask, label_assistant_turns
-from vidlab.inputs.processing import video_metadata
+from vidlab.inputs.processing import video_frame_size, video_metadata
 
 __all__ = [
     "Batch",
@@ -25,5 +25,6 @@ __all__ = [
     "encode",
     "label_assistant_turns",
     "load_media",
+    "video_frame_size",
     "video_metadata",
 ]

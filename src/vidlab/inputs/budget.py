@@ -8,6 +8,8 @@ that does not fit, the sample cannot be used (SampleError).
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from vidlab.errors import SampleError
@@ -25,15 +27,12 @@ def subclip(clip: VideoClip, count: int) -> VideoClip:
     if count >= len(clip):
         return clip
     keep = evenly_spaced(len(clip), count)
-    return VideoClip(
-        path=clip.path,
+    return dataclasses.replace(
+        clip,
         frames=clip.frames[keep],
         timestamps=[clip.timestamps[i] for i in keep],
+        stamps=[clip.stamps[i] for i in keep],
         frame_indices=[clip.frame_indices[i] for i in keep],
-        source_fps=clip.source_fps,
-        duration=clip.duration,
-        start=clip.start,
-        end=clip.end,
     )
 
 

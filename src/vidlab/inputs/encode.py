@@ -18,6 +18,7 @@ from vidlab.inputs.budget import fit
 from vidlab.inputs.labels import label_assistant_turns
 from vidlab.inputs.processing import ProcessorCall, with_image_merge
 from vidlab.media import VideoClip, load_image, load_video
+from vidlab.media.video import FrameSize
 from vidlab.settings import MediaSettings, Sampling
 
 LoadedMedia = VideoClip | Image.Image
@@ -62,9 +63,16 @@ class Sample:
 
 
 def load_media(
-    conversation: Conversation, data_root: str | Path | None = None, sampling: Sampling = Sampling()
+    conversation: Conversation,
+    data_root: str | Path | None = None,
+    sampling: Sampling = Sampling(),
+    frame_size: FrameSize | None = None,
 ) -> list[LoadedMedia]:
-    """Decode every video and image of the conversation, in order. Relative paths use data_root."""
+    """Decode every video and image of the conversation, in order. Relative paths use data_root.
+
+    `frame_size` (`video_frame_size(processor, settings)`) scales video frames to their final size
+    while decoding; None keeps them at full size.
+    """
     loaded: list[LoadedMedia] = []
     for part in conversation.media:
         path = Path(part.path).expanduser()
@@ -73,7 +81,7 @@ def load_media(
         if part.type == "image":
             loaded.append(load_image(path))
         else:
-            loaded.append(load_video(path, sampling, part.start, part.end))
+            loaded.append(load_video(path, sampling, part.start, part.end, frame_size))
     return loaded
 
 
@@ -86,7 +94,7 @@ def _stats(tensors: dict[str, torch.Tensor], clips: list[VideoClip]) -> InputSta
         images = int((tensors["image_grid_thw"].prod(-1) // tensors["image_merge_sizes"] ** 2).sum())
     length = int(tensors["attention_mask"].sum())
     return InputStats(
-        frames=[clip.clip_timestamps for clip in clips],
+        frames=[clip.stamps for clip in clips],
         visual_tokens=video_after + images,
         visual_tokens_before_pruning=video_before + images,
         text_tokens=length - video_after - images,

@@ -17,6 +17,8 @@ from transformers.video_utils import VideoMetadata
 
 from vidlab.errors import MediaError
 from vidlab.media import VideoClip
+from vidlab.media.video import FrameSize
+from vidlab.settings import MediaSettings
 
 
 @dataclass
@@ -39,8 +41,35 @@ def video_metadata(clip: VideoClip) -> TimedVideoMetadata:
         height=height,
         duration=clip.duration,
         frames_indices=clip.frame_indices,
-        frame_times=clip.clip_timestamps,
+        frame_times=clip.stamps,
     )
+
+
+def video_frame_size(processor, settings: MediaSettings) -> FrameSize | None:
+    """(height, width, frames) -> the (height, width) the video processor will bring each frame to:
+    VideoLLaMA3's smart_resize within the video's token budget, shared by its frames. The decoder
+    scales frames to it while decoding, so they never sit in memory larger than they will be used;
+    the processor then finds them at their final size and the tokens are the same."""
+    from transformers.models.video_llama_3.video_processing_video_llama_3 import smart_resize
+
+    video = getattr(processor, "video_processor", None)
+    if video is None:
+        return None
+    factor = int(video.patch_size) * int(video.merge_size)
+    block = factor**2
+    min_pixels = int(video.size["shortest_edge"])
+    budget = settings.max_visual_tokens or int(video.size["longest_edge"]) // block
+    floor = max(1, min_pixels // block)
+
+    def size(height: int, width: int, frames: int) -> tuple[int, int]:
+        if settings.max_visual_tokens is not None:
+            frames = min(frames, max(1, budget // floor))  # the budget keeps at most this many (budget.fit)
+        try:
+            return smart_resize(height, width, factor, min_pixels=min_pixels, max_pixels=budget * block // frames)
+        except ValueError:  # an aspect ratio the processor refuses: it says so itself, with the frames as they are
+            return height, width
+
+    return size
 
 
 def with_image_merge(processor, merge_size: int | None):
@@ -91,6 +120,9 @@ class ProcessorCall:
             kwargs["videos_kwargs"] = {
                 "size": {"shortest_edge": self.shortest_edge, "longest_edge": budget * self.block},
                 "use_token_compression": self.compression,
+                # Frames are (frames, height, width, 3). Left to guess, the processor takes the layout
+                # of the first video for all, and a video 3 pixels high looks channels-first.
+                "input_data_format": "channels_last",
             }
         if self.images:
             kwargs["images"] = self.images

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -12,36 +13,38 @@ from vidlab.errors import ClipWindowError, MediaNotFoundError
 
 @dataclass
 class VideoClip:
-    """Frames sampled from a video, with the times they were shown.
+    """Frames sampled from a video, with the times they were shown and the times the prompt announces.
 
     Attributes:
         path: where the frames came from.
-        frames: (frames, height, width, 3) uint8 RGB.
-        timestamps: presentation time of each frame in seconds, counted from the video's first
-            frame (true times: variable frame rate and a stream start offset are accounted for).
+        frames: (frames, height, width, 3) uint8 RGB, upright, possibly already scaled down to the
+            size they will be used at.
+        timestamps: true presentation time of each frame in seconds, counted from the video's first
+            frame (variable frame rate and a stream start offset accounted for).
+        stamps: the time the prompt announces for each frame (`Time 1.0s:`), as the frame rule
+            gives it (see vidlab.media.sampling).
         frame_indices: position of each frame in the video's sequence of frames.
         source_fps: the video's average frame rate.
-        duration: length of the whole video in seconds.
+        duration: length of the whole video in seconds (up to the end of its last readable frame).
         start: start of the clip window used, seconds (0 for the whole video).
         end: end of the clip window used, seconds (the duration for the whole video).
+        warnings: what the user should know about this video (frames lost to damaged packets, a
+            cut file used as it is).
     """
 
     path: str
     frames: np.ndarray
     timestamps: list[float]
+    stamps: list[float]
     frame_indices: list[int]
     source_fps: float
     duration: float
     start: float = 0.0
     end: float | None = None
+    warnings: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.timestamps)
-
-    @property
-    def clip_timestamps(self) -> list[float]:
-        """Times from the start of the clip: what the prompt announces (`Time 1.0s:`)."""
-        return [max(t - self.start, 0.0) for t in self.timestamps]
 
 
 def require_exists(path: str | Path) -> Path:
@@ -56,7 +59,9 @@ def require_exists(path: str | Path) -> Path:
 def check_clip_window(path: str | Path, start: float | None, end: float | None, end_of_video: float) -> None:
     """Raise if the requested start/end cannot select anything from a video this long."""
     problem = None
-    if start is not None and end is not None and end <= start:
+    if any(value is not None and not math.isfinite(value) for value in (start, end)):
+        problem = f"start {start} / end {end} must be finite numbers of seconds"
+    elif start is not None and end is not None and end <= start:
         problem = f"end {end}s is not after start {start}s"
     elif start is not None and start < 0:
         problem = f"start {start}s is negative"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +11,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from vidlab.errors import NoFramesError, UnreadableMediaError
 from vidlab.media.clip import VideoClip, check_clip_window, require_exists
-from vidlab.media.sampling import select_frames
+from vidlab.media.sampling import Timeline, pick_frames
 from vidlab.settings import Sampling
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
@@ -44,9 +44,16 @@ def list_frame_files(folder: Path) -> list[Path]:
 
 
 def load_frame_folder(
-    folder: str | Path, sampling: Sampling = Sampling(), start: float | None = None, end: float | None = None
+    folder: str | Path,
+    sampling: Sampling = Sampling(),
+    start: float | None = None,
+    end: float | None = None,
+    frame_size: Callable[[int, int, int], tuple[int, int]] | None = None,
 ) -> VideoClip:
-    """A video stored as image files, one per frame, shown at `sampling.folder_fps` frames a second."""
+    """A video stored as image files, one per frame, shown at `sampling.folder_fps` frames a second.
+
+    `frame_size` as for video files: (height, width, frames) -> the size the frames are used at.
+    """
     folder = require_exists(folder)
     files = list_frame_files(folder)
     if not files:
@@ -54,19 +61,28 @@ def load_frame_folder(
             f"{folder}: the folder holds no frame images ({', '.join(sorted(IMAGE_SUFFIXES))}). "
             "Point at a folder of extracted frames or at a video file."
         )
-    times = [i / sampling.folder_fps for i in range(len(files))]
-    length = len(files) / sampling.folder_fps
+    rate = sampling.folder_fps
+    times = [i / rate for i in range(len(files))]
+    length = len(files) / rate
     check_clip_window(folder, start, end, length)
-    chosen = select_frames(times, length, sampling, start, end)
-    frames = [load_image(files[i]) for i in chosen]
-    size = frames[0].size
-    arrays = [np.asarray(f if f.size == size else f.resize(size, Image.BICUBIC)) for f in frames]
+    index_rate = rate if sampling.frame_rule == "videollama3" else None  # the original reads folders by index
+    picks = pick_frames(Timeline(times, length, rate=rate, index_rate=index_rate), sampling, start, end)
+    loaded = {i: load_image(files[i]) for i in sorted(set(picks.frames))}
+    first = loaded[picks.frames[0]]
+    width, height = first.size
+    if frame_size is not None:
+        target_h, target_w = frame_size(height, width, len(picks))
+        if target_w * target_h < width * height:
+            width, height = target_w, target_h
+    arrays = {i: np.asarray(image if image.size == (width, height) else image.resize((width, height), Image.BICUBIC))
+              for i, image in loaded.items()}
     return VideoClip(
         path=str(folder),
-        frames=np.stack(arrays),
-        timestamps=[times[i] for i in chosen],
-        frame_indices=chosen,
-        source_fps=sampling.folder_fps,
+        frames=np.stack([arrays[i] for i in picks.frames]),
+        timestamps=[times[i] for i in picks.frames],
+        stamps=list(picks.stamps),
+        frame_indices=list(picks.frames),
+        source_fps=rate,
         duration=length,
         start=start or 0.0,
         end=min(end, length) if end is not None else length,

@@ -1,22 +1,81 @@
-"""Which frames to take from a video: pure index arithmetic, no decoding.
+"""Which frames to take from a video, and the time the prompt announces for each: arithmetic on frame times.
 
-The rules follow VideoLLaMA3's loader: one frame per 1/fps seconds (the frame on screen at each
-tick, as FFmpeg's `fps` filter picks it); more than `max_frames` are thinned to that many evenly
-spaced; `num_frames` asks for that many evenly spaced frames instead (TinyLLaVA-Video style).
+Two rules (`Sampling.frame_rule`):
+
+- "videollama3" (the default): the frames and stamps VideoLLaMA3's own loader gives
+  (`load_video` in its mm_utils.py), which the released checkpoints were trained and evaluated
+  with. FFmpeg's `fps` filter with round=down makes one tick per 1/fps seconds from the start of
+  the file (or of the clip), floor(length x fps) ticks in all; tick n shows the last frame that
+  started before (n+1)/fps, so a frame held across a freeze is shown at each of its ticks. The
+  stamps are start + n/fps, where start is the stream's start time, or the clip's start (a time in
+  the video, not 0). More than max_frames are thinned by taking linspace(0, n-1, max_frames) of
+  them. Frame folders, GIFs and clips shorter than a second go, as in the original, by frame
+  index at a fixed rate (3 frames a second for folders, 25 for GIFs): the middle frame of each
+  1/fps-long run, stamped index / rate.
+- "on_screen": the frame on screen at each tick n/fps, each frame at most once, stamped with its
+  true time from the clip start; more than max_frames thinned evenly (vidlab 0.1's rule).
+
+`num_frames` takes that many evenly spaced frames instead (VideoLLaMA3: all frames, linspace);
+`min_frames` tops up a short video evenly. With `keyframes` each frame is replaced by the nearest
+keyframe (no decoding between keyframes: for very long videos), stamped with its true time.
 """
 
 from __future__ import annotations
 
 import bisect
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 
 from vidlab.settings import Sampling
 
+# The original loader reads GIFs by index, assuming this rate (imageio gives no timing).
+GIF_RATE = 25.0
+# FFmpeg reads an fps option as a fraction with a denominator of at most this (av_parse_video_rate).
+_RATE_DENOMINATOR = 1001000
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """What the rules need to know of a video's frames.
+
+    Attributes:
+        times: each frame's presentation time, seconds from the first frame, ascending.
+        end: when the last frame stops showing, seconds from the first frame.
+        first_offset: seconds from the file's time 0 to the first frame (FFmpeg's timeline).
+        stream_start: the stream's start time (ffprobe's start_time): the original's stamp origin.
+        file_duration: the file's length (ffprobe's format duration); None: first_offset + end.
+        rate: the average frame rate.
+        index_rate: the original reads this video by frame index at this rate (frame folders, GIFs).
+        keyframe: whether each frame is a keyframe (for `Sampling.keyframes`); None: all are.
+    """
+
+    times: Sequence[float]
+    end: float
+    first_offset: float = 0.0
+    stream_start: float = 0.0
+    file_duration: float | None = None
+    rate: float = 25.0
+    index_rate: float | None = None
+    keyframe: Sequence[bool] | None = None
+
+
+@dataclass(frozen=True)
+class Picks:
+    """The frames to show (indices into the timeline; the same frame may come twice) and their stamps."""
+
+    frames: list[int]
+    stamps: list[float]
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
 
 def evenly_spaced(count: int, wanted: int) -> list[int]:
-    """`wanted` positions spread evenly over `count` items, first and last included."""
+    """`wanted` positions spread evenly over `count` items, first and last included (numpy's linspace, floored)."""
     if wanted >= count:
         return list(range(count))
     return np.linspace(0, count - 1, wanted).astype(int).tolist()
@@ -28,33 +87,159 @@ def frame_on_screen(frame_times: Sequence[float], t: float) -> int:
     return max(bisect.bisect_right(frame_times, t + 1e-6) - 1, 0)
 
 
-def select_frames(
-    frame_times: Sequence[float],
-    end_of_video: float,
-    sampling: Sampling,
-    start: float | None = None,
-    end: float | None = None,
-) -> list[int]:
-    """Indices (into `frame_times`, sorted ascending) of the frames to decode.
+def pick_frames(timeline: Timeline, sampling: Sampling, start: float | None = None,
+                end: float | None = None) -> Picks:
+    """The frames `sampling` asks for and their stamps; start / end (seconds) are the clip window,
+    already checked against the video (`check_clip_window`)."""
+    if sampling.frame_rule == "on_screen":
+        picks = _on_screen(timeline, sampling, start, end)
+    elif timeline.index_rate is not None or (start is not None and end is not None and end - start < 1):
+        picks = _by_index(timeline, sampling, start, end)
+    else:
+        picks = _fps_filter(timeline, sampling, start, end)
+    if not picks.frames:  # a window that holds no frame start: the frame on screen when it opens
+        first = frame_on_screen(timeline.times, start or 0.0)
+        picks = Picks([first], [0.0 if sampling.frame_rule == "on_screen" else float(start or 0.0)])
+    picks = _top_up(timeline, picks, sampling, start, end)
+    return _nearest_keyframes(timeline, picks, start) if sampling.keyframes else picks
 
-    `frame_times` are presentation times in seconds from the first frame; `end_of_video` is when
-    the last frame stops showing; `start` / `end` are the clip window (None: the whole video), already
-    checked against the video (`check_clip_window`).
-    """
-    start = start or 0.0
-    end = min(end, end_of_video) if end is not None else end_of_video
-    window = [i for i, t in enumerate(frame_times) if start <= t < end]
-    if not window:  # a window shorter than one frame: take the frame on screen when it opens
-        window = [frame_on_screen(frame_times, start)]
 
+def select_frames(frame_times: Sequence[float], end_of_video: float, sampling: Sampling,
+                  start: float | None = None, end: float | None = None) -> list[int]:
+    """The frame indices `pick_frames` gives for plain frame times (a video that starts at 0)."""
+    return pick_frames(Timeline(frame_times, end_of_video), sampling, start, end).frames
+
+
+def _window(timeline: Timeline, start: float | None, end: float | None) -> list[int]:
+    """Indices of the frames that start inside the clip window."""
+    hi = min(end, timeline.end) if end is not None else timeline.end
+    times = np.asarray(timeline.times)
+    first, last = np.searchsorted(times, [start or 0.0, hi], side="left")
+    return list(range(int(first), int(last)))
+
+
+def _on_screen(timeline: Timeline, sampling: Sampling, start: float | None, end: float | None) -> Picks:
+    times = np.asarray(timeline.times)
+    lo = start or 0.0
+    hi = min(end, timeline.end) if end is not None else timeline.end
+    window = _window(timeline, start, end) or [frame_on_screen(times, lo)]
     if sampling.num_frames is not None:
-        return [window[i] for i in evenly_spaced(len(window), sampling.num_frames)]
+        chosen = [window[i] for i in evenly_spaced(len(window), sampling.num_frames)]
+    else:
+        # Container time bases round frame times; a tick within a millisecond of the end is past it.
+        ticks = np.arange(lo, hi - 1e-3, 1.0 / sampling.fps)
+        # the frame on screen at each tick (with a little slack, as frame_on_screen), each frame once
+        on_screen = np.maximum(np.searchsorted(times, ticks + 1e-6, side="right") - 1, 0)
+        chosen = np.unique(on_screen).tolist()
+        if len(chosen) > sampling.max_frames:
+            chosen = [chosen[i] for i in evenly_spaced(len(chosen), sampling.max_frames)]
+    return Picks(chosen, [max(float(times[i]) - lo, 0.0) for i in chosen])
 
-    # Container time bases round frame times; a tick within a millisecond of the end is past it.
-    ticks = np.arange(start, end - 1e-3, 1.0 / sampling.fps)
-    chosen = sorted({frame_on_screen(frame_times, float(t)) for t in ticks})
-    if len(chosen) > sampling.max_frames:
-        chosen = [chosen[i] for i in evenly_spaced(len(chosen), sampling.max_frames)]
-    if len(chosen) < sampling.min_frames:
-        chosen = [window[i] for i in evenly_spaced(len(window), sampling.min_frames)]
-    return chosen
+
+def _by_index(timeline: Timeline, sampling: Sampling, start: float | None, end: float | None) -> Picks:
+    """The original's index rule (its load_video_from_ids): frames by position at a fixed rate."""
+    rate = timeline.index_rate or timeline.rate
+    count = len(timeline.times)
+    if start is not None and end is not None:
+        start, end = max(start, 0.0), max(end, 0.0)
+        if start > end:
+            start, end = end, start
+        elif start == end:
+            end = start + 1
+    first = 0 if start is None else max(int(start * rate) - 1, 0)
+    last = count - 1 if end is None else min(int(end * rate) - 1, count - 1)
+    indices = list(range(first, last + 1))
+    length = len(indices)
+    if not indices:
+        return Picks([], [])
+    most = sampling.num_frames or sampling.max_frames
+    if sampling.num_frames is None and length / rate < most:
+        # the middle frame of each run of rate // fps frames (at least one frame per run)
+        run = max(min(rate // sampling.fps, length), 1)
+        chosen = np.arange(run // 2, length, run, dtype=int).tolist()
+    else:
+        chosen = evenly_spaced(length, most)
+    frames = [indices[i] for i in chosen]
+    return Picks(frames, [frame / rate for frame in frames])
+
+
+def _rate_fraction(fps: float) -> Fraction:
+    return Fraction(fps).limit_denominator(_RATE_DENOMINATOR)
+
+
+_NUDGE = 1e-9
+
+
+def _fps_filter(timeline: Timeline, sampling: Sampling, start: float | None, end: float | None) -> Picks:
+    """The original's FFmpeg path: input seeking to the clip, the fps filter with round=down, linspace thinning."""
+    length = timeline.file_duration if timeline.file_duration is not None else timeline.first_offset + timeline.end
+    trimmed = start is not None or end is not None
+    if start is not None:
+        clip_start = max(timeline.stream_start, start)
+        length -= clip_start - start
+    else:
+        clip_start = timeline.stream_start
+    if end is not None:
+        length = min(length, end - clip_start)
+    # Frame times on FFmpeg's output timeline: the file's time 0, or the clip start when trimmed.
+    origin = clip_start if trimmed else 0.0
+    times = np.asarray(timeline.times) + (timeline.first_offset - origin)
+    first = int(np.searchsorted(times, -1e-9, side="left"))
+    last = int(np.searchsorted(times, length - 1e-9, side="left")) if trimmed else len(times)
+    if last <= first:
+        return Picks([], [])
+    # The filter stops at the end of the last frame, or (trimmed) where the next frame would start.
+    stop = float(times[last]) if trimmed and last < len(times) else timeline.first_offset + timeline.end - origin
+
+    if sampling.num_frames is not None:  # no fps filter: every frame, stamps spread over the length
+        stamps = np.linspace(clip_start, clip_start + length, last - first).tolist()
+        chosen = evenly_spaced(last - first, sampling.num_frames)
+        return Picks([first + i for i in chosen], [stamps[i] for i in chosen])
+
+    fps = float(_rate_fraction(sampling.fps))
+    # FFmpeg rescales each frame's timestamp to the 1/fps time base rounding down: tick = floor(t * fps).
+    # Times are pts x time base (denominators below a million, so two different exact values of t * fps
+    # differ by far more than 1e-9): the nudge puts a frame at exactly 2 s at tick 2, not 1.
+    tick_of = np.floor(times[first:last] * fps + _NUDGE).astype(np.int64)
+    last_tick = math.floor(stop * fps + _NUDGE)
+    ticks = np.arange(int(tick_of[0]), last_tick)
+    # tick n shows the last frame whose tick is n or before (a frame is held until the next one starts)
+    frames = (first + np.searchsorted(tick_of, ticks, side="right") - 1).tolist()
+    step = 1 / sampling.fps
+    stamps = np.arange(clip_start, clip_start + length + step, step)[: len(frames)].tolist()
+    # The original's stamps stop at the clip length, but a frame held past it can still be shown;
+    # its stamps go on at the same step (the original would announce fewer times than frames).
+    stamps += [clip_start + k * step for k in range(len(stamps), len(frames))]
+    if len(frames) > sampling.max_frames:
+        chosen = evenly_spaced(len(frames), sampling.max_frames)
+        frames, stamps = [frames[i] for i in chosen], [stamps[i] for i in chosen]
+    return Picks(frames, stamps)
+
+
+def _top_up(timeline: Timeline, picks: Picks, sampling: Sampling, start: float | None, end: float | None) -> Picks:
+    """min_frames (vidlab's): too few frames become that many evenly spaced, stamped with their true times."""
+    if len(picks) >= sampling.min_frames:
+        return picks
+    window = _window(timeline, start, end)
+    if len(window) <= len(picks):
+        return picks
+    chosen = [window[i] for i in evenly_spaced(len(window), sampling.min_frames)]
+    origin = (start or 0.0) if sampling.frame_rule == "on_screen" else 0.0
+    return Picks(chosen, [max(float(timeline.times[i]) - origin, 0.0) for i in chosen])
+
+
+def _nearest_keyframes(timeline: Timeline, picks: Picks, start: float | None) -> Picks:
+    """Each pick replaced by the keyframe nearest in time, each keyframe once, stamped with its true time."""
+    if timeline.keyframe is None:
+        return picks
+    keys = [i for i, is_key in enumerate(timeline.keyframe) if is_key]
+    key_times = [timeline.times[i] for i in keys]
+    chosen: list[int] = []
+    for frame in picks.frames:
+        t = float(timeline.times[frame])
+        at = bisect.bisect_left(key_times, t)
+        near = min((a for a in (at - 1, at) if 0 <= a < len(keys)), key=lambda a: abs(key_times[a] - t))
+        if not chosen or chosen[-1] != keys[near]:
+            chosen.append(keys[near])
+    origin = start or 0.0
+    return Picks(chosen, [max(float(timeline.times[i]) - origin, 0.0) for i in chosen])

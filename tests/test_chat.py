@@ -79,8 +79,9 @@ def test_cli_tiny_model_and_chat_json_end_to_end(tmp_path):
     reply = json.loads(result.stdout)
     assert set(reply) == {
         "answer", "frames", "visual_tokens", "visual_tokens_before_pruning", "prompt_tokens",
-        "generated_tokens", "seconds",
+        "generated_tokens", "seconds", "warnings",
     }
+    assert reply["warnings"] == []
     assert reply["frames"] == [0.0, 1.0, 2.0]
     assert 0 < reply["visual_tokens"] <= reply["visual_tokens_before_pruning"]
     assert reply["prompt_tokens"] > reply["visual_tokens"]
@@ -91,7 +92,7 @@ def test_cli_tiny_model_and_chat_json_end_to_end(tmp_path):
         "--no-compression", "--num-frames", "2", "What?",
     )
     reply = json.loads(unpruned.stdout)
-    assert reply["frames"] == [0.0, 2.875]  # 24 frames at 8 fps: the last at 23/8 s
+    assert reply["frames"] == [0.0, 3.0]  # VideoLLaMA3 stamps num_frames picks over the length: linspace(0, 3)
     assert reply["visual_tokens"] == reply["visual_tokens_before_pruning"]
 
 

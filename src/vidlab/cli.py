@@ -12,7 +12,9 @@ import typer
 from vidlab.cli_common import (
     FolderFpsOption,
     FpsOption,
+    FrameRuleOption,
     ImageMergeSizeOption,
+    KeyframesOption,
     MaxFramesOption,
     MaxNewTokensOption,
     MaxVisualTokensOption,
@@ -218,6 +220,8 @@ def chat_command(
     max_visual_tokens: MaxVisualTokensOption = None,
     image_merge_size: ImageMergeSizeOption = None,
     no_compression: NoCompressionOption = False,
+    frame_rule: FrameRuleOption = None,
+    keyframes: KeyframesOption = False,
     max_new_tokens: MaxNewTokensOption = None,
     temperature: TemperatureOption = None,
     top_p: TopPOption = None,
@@ -236,6 +240,7 @@ def chat_command(
     settings = media_settings(
         fps=fps, max_frames=max_frames, num_frames=num_frames, folder_fps=folder_fps,
         max_visual_tokens=max_visual_tokens, image_merge_size=image_merge_size, no_compression=no_compression,
+        frame_rule=frame_rule, keyframes=keyframes,
     )
     generation = generation_options(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
     media = {"video": video, "image": image or None, "start": start, "end": end}

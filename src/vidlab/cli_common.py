@@ -44,6 +44,9 @@ MaxVisualTokensOption = Annotated[
     int | None, typer.Option(help=_media_help("max_visual_tokens"), show_default=False)
 ]
 ImageMergeSizeOption = Annotated[int | None, typer.Option(help=_media_help("image_merge_size"), show_default=False)]
+FrameRuleOption = Annotated[str | None, typer.Option(help=_media_help("frame_rule"), show_default=False)]
+KeyframesOption = Annotated[bool, typer.Option("--keyframes", help=_media_help("keyframes"))]
+AllowPartialOption = Annotated[bool, typer.Option("--allow-partial", help=_media_help("allow_partial"))]
 NoCompressionOption = Annotated[
     bool, typer.Option("--no-compression", help="Keep every video token (turn DiffFP pruning off).")
 ]
@@ -59,6 +62,9 @@ def media_settings(
     max_visual_tokens: int | None = None,
     image_merge_size: int | None = None,
     no_compression: bool = False,
+    frame_rule: str | None = None,
+    keyframes: bool = False,
+    allow_partial: bool = False,
 ) -> MediaSettings:
     """MediaSettings from CLI options (None: not given). A bad value is one `error:` line naming its flag."""
     if max_frames is not None and num_frames is not None:
@@ -67,6 +73,7 @@ def media_settings(
         "fps": fps, "max_frames": max_frames, "min_frames": min_frames, "num_frames": num_frames,
         "folder_fps": folder_fps, "max_visual_tokens": max_visual_tokens, "image_merge_size": image_merge_size,
         "compression": False if no_compression else None,
+        "frame_rule": frame_rule, "keyframes": keyframes or None, "allow_partial": allow_partial or None,
     }
     return build(MediaSettings, values, name=lambda field: "--" + field.replace("_", "-"))
 

@@ -12,9 +12,12 @@ from typing import Annotated
 import typer
 
 from vidlab.cli_common import (
+    AllowPartialOption,
     FolderFpsOption,
     FpsOption,
+    FrameRuleOption,
     ImageMergeSizeOption,
+    KeyframesOption,
     MaxFramesOption,
     MaxNewTokensOption,
     MaxVisualTokensOption,
@@ -70,6 +73,8 @@ def run_command_line(model, data, out, *, adapter=None, options=None, metrics=No
             continue
         if name == "compression":
             args.append("--no-compression")
+        elif isinstance(value, bool):
+            args.append(f"--{name.replace('_', '-')}")
         else:
             args += [f"--{name.replace('_', '-')}", f"{value:g}" if isinstance(value, float) else str(value)]
     if options.generation.max_new_tokens != GenerationOptions().max_new_tokens:
@@ -107,6 +112,9 @@ def run_command(
     max_visual_tokens: MaxVisualTokensOption = None,
     image_merge_size: ImageMergeSizeOption = None,
     no_compression: NoCompressionOption = False,
+    frame_rule: FrameRuleOption = None,
+    keyframes: KeyframesOption = False,
+    allow_partial: AllowPartialOption = False,
     max_new_tokens: MaxNewTokensOption = None,
     workers: Annotated[int, typer.Option(help="Threads decoding the next records' media ahead (0: none).")] = 2,
     metrics: MetricsOption = None,
@@ -120,6 +128,7 @@ def run_command(
     settings = media_settings(
         fps=fps, max_frames=max_frames, num_frames=num_frames, folder_fps=folder_fps,
         max_visual_tokens=max_visual_tokens, image_merge_size=image_merge_size, no_compression=no_compression,
+        frame_rule=frame_rule, keyframes=keyframes, allow_partial=allow_partial,
     )
     generation = generation_options(max_new_tokens=max_new_tokens)
     from vidlab.evaluation.run import PREDICTIONS, SKIPPED, RunOptions

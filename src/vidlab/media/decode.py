@@ -116,7 +116,7 @@ def decode_frames(
                 if index >= target - _NEAR and not keyframes_only:
                     context.skip_frame = "DEFAULT"
                 if index == target and frame.pts == table.pts[target]:
-                    rgb = frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="AREA")
+                    rgb = frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="BICUBIC")
                     result.frames[target] = np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
                     k += 1
                     if k == len(order) or order[k] > index + _NEAR or table.keyframe_at_or_before(order[k]) > index:

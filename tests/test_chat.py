@@ -1,5 +1,6 @@
 """Chat in Python and `vidlab chat` end to end on the tiny model and generated videos."""
 
+import functools
 import json
 import os
 import subprocess
@@ -153,3 +154,76 @@ def test_chat_about_images_by_path_and_in_memory(tiny_model, tmp_path):
     assert reply.frames == []
     assert reply.visual_tokens == reply.visual_tokens_before_pruning == 2 * 16  # two 4x4-patch images
     assert [p.type for p in chat.history[0].media] == ["image", "image"]
+
+
+def test_a_follow_up_runs_neither_the_decoder_nor_the_vision_encoder(tiny_model, sample_video, monkeypatch):
+    from vidlab.conversation import Conversation, MediaPart, TextPart, Turn
+    from vidlab.generate import generate
+    from vidlab.inputs import build_inputs, load_media
+    from vidlab.vision_cache import _base
+
+    model, processor = tiny_model
+    calls = {"encoder": 0, "decoder": 0}
+    encoder = _base(model).model.get_video_features
+
+    @functools.wraps(encoder)  # generate inspects the signature
+    def counting_encoder(*args, **kwargs):
+        calls["encoder"] += 1
+        return encoder(*args, **kwargs)
+
+    import vidlab.media as media
+
+    decoder = media.load_video
+
+    @functools.wraps(decoder)
+    def counting_decoder(*args, **kwargs):
+        calls["decoder"] += 1
+        return decoder(*args, **kwargs)
+
+    monkeypatch.setattr(_base(model).model, "get_video_features", counting_encoder)
+    monkeypatch.setattr(media, "load_video", counting_decoder)
+    chat = Chat(tiny_model, generation=GREEDY_SHORT)
+    first = chat.ask("What happens?", video=sample_video)
+    assert calls == {"encoder": 1, "decoder": 1}
+    second = chat.ask("And then?")
+    third = chat.ask("Why?")
+    assert calls == {"encoder": 1, "decoder": 1}  # both follow-ups: from the kept clip and key/value cache
+    chat.reset()
+    again = chat.ask("What happens?", video=sample_video)  # a new conversation about the same video
+    assert calls == {"encoder": 1, "decoder": 1} and chat.clip_cache.hits >= 1 and chat.vision_cache.hits >= 1
+    assert again.answer == first.answer
+
+    # The same answers as the whole conversation encoded and generated from scratch, without any cache.
+    turns = []
+    for question, reply in [("What happens?", first), ("And then?", second), ("Why?", third)]:
+        parts = [MediaPart(type="video", path=str(sample_video))] if not turns else []
+        turns.append(Turn(role="user", parts=[*parts, TextPart(text=question)]))
+        conversation = Conversation(turns=turns, source="test")
+        fresh = generate(model, processor, build_inputs(conversation, load_media(conversation), processor),
+                         GREEDY_SHORT)
+        assert fresh.text == reply.answer and len(fresh.token_ids) == reply.generated_tokens
+        turns.append(Turn(role="assistant", parts=[TextPart(text=reply.answer)]))
+
+
+def test_clip_cache_keys_on_the_file_and_the_settings_and_stays_bounded(tmp_path):
+    import os
+
+    from conftest import gradient_frames
+
+    from vidlab.media.cache import ClipCache
+    from vidlab.media.writer import write_video
+    from vidlab.settings import Sampling
+
+    path = write_video(tmp_path / "v.mp4", gradient_frames(20), fps=10)
+    cache = ClipCache()
+    first = cache.load(path, Sampling(fps=1))
+    assert cache.load(path, Sampling(fps=1)) is first and (cache.hits, cache.misses) == (1, 1)
+    assert cache.load(path, Sampling(fps=2)) is not first  # other settings, other frames
+    assert cache.load(path, Sampling(fps=1), start=0.5) is not first
+    write_video(path, gradient_frames(30), fps=10)  # the file changes: decoded again
+    os.utime(path, ns=(first.key[3] + 10**9, first.key[3] + 10**9))
+    assert len(cache.load(path, Sampling(fps=1))) == 3
+    small = ClipCache(max_bytes=first.frames.nbytes * 2)
+    for fps in (1, 2, 3):
+        small.load(path, Sampling(fps=fps))
+    assert small.bytes <= first.frames.nbytes * 2 and len(small) < 3  # the oldest went first

@@ -22,8 +22,9 @@ from vidlab.evaluation.cli import eval_app
 from vidlab.evaluation.metrics import score_file
 from vidlab.evaluation.run import RunOptions, run_predictions
 from vidlab.generate import GenerationOptions, generate, generate_batch
-from vidlab.inputs import build_inputs, collate, encode, load_media
+from vidlab.inputs import build_inputs, collate, encode, load_media, video_frame_size
 from vidlab.media.writer import write_video
+from vidlab.settings import MediaSettings
 
 SHORT = GenerationOptions(max_new_tokens=6)
 
@@ -281,3 +282,44 @@ def test_every_option_has_help_and_user_errors_are_one_line(tmp_path):
     result = run_eval_cli("score", str(tmp_path / "p.jsonl"), "--metrics", "bleu4,blue")
     assert result.returncode == 2 and "unknown metric(s) blue" in result.stderr and "Traceback" not in result.stderr
     assert run_eval_cli("run", "--help").stdout.count("--") > 20
+
+
+def test_questions_about_one_video_decode_and_encode_it_once(tiny_model, data_dir, tmp_path, monkeypatch):
+    import functools
+
+    import vidlab.media as media
+    from vidlab.vision_cache import _base
+
+    model, _ = tiny_model
+    calls = {"decoder": 0, "encoder": 0}
+    decoder, encoder = media.load_video, _base(model).get_video_features
+
+    @functools.wraps(decoder)
+    def counting_decoder(*args, **kwargs):
+        calls["decoder"] += 1
+        return decoder(*args, **kwargs)
+
+    @functools.wraps(encoder)
+    def counting_encoder(*args, **kwargs):
+        calls["encoder"] += 1
+        return encoder(*args, **kwargs)
+
+    records = [video_record(f"q{i}", "red.mp4", "a red circle moves left") for i in range(4)]
+    for i, record in enumerate(records):
+        record["conversations"][0]["value"] = f"<video>\nQuestion {i}?"
+    data = data_dir / "same-video.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in records))
+    options = RunOptions(batch_size=2, generation=SHORT, progress=False, workers=0)
+    monkeypatch.setattr(media, "load_video", counting_decoder)
+    monkeypatch.setattr(_base(model), "get_video_features", counting_encoder)
+    run_predictions(tiny_model, data, tmp_path / "cached", options=options)
+    assert calls == {"decoder": 1, "encoder": 1}  # one video: decoded once, encoded once, for 4 questions
+    monkeypatch.undo()
+    # The answers are the ones each question gets alone, with nothing cached.
+    rows = [json.loads(line) for line in (tmp_path / "cached" / "predictions.jsonl").read_text().splitlines()]
+    for record, row in zip(records, rows):
+        conversation = parse_record({**record, "conversations": record["conversations"][:1]})
+        frame_size = video_frame_size(tiny_model[1], MediaSettings())  # decoded as the run decodes them
+        alone = build_inputs(conversation, load_media(conversation, data_root=data_dir, frame_size=frame_size),
+                             tiny_model[1])
+        assert generate(model, tiny_model[1], alone, SHORT).text == row["prediction"]

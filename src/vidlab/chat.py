@@ -6,6 +6,11 @@
     for piece in chat.stream("Describe it in detail."):
         print(piece, end="")
     chat.reset()                            # a new conversation about the same video
+
+A follow-up question runs neither the video decoder nor the vision encoder again: the decoded clip
+and its vision-encoder outputs are kept (`ClipCache`, `VisionCache`, which a caller may share
+between chats), and so is the conversation's key/value cache, so only the new question's tokens go
+through the model.
 """
 
 from __future__ import annotations
@@ -18,11 +23,13 @@ from pathlib import Path
 from PIL import Image
 
 from vidlab.conversation import Conversation, MediaPart, TextPart, Turn, validate_turns
-from vidlab.generate import Generated, GenerationOptions, generate, stream
+from vidlab.generate import Generated, GenerationOptions, PromptCache, generate, stream
 from vidlab.inputs import Batch, LoadedMedia, build_inputs, video_frame_size
-from vidlab.media import VideoClip, load_image, load_video
+from vidlab.media import VideoClip, load_image
+from vidlab.media.cache import ClipCache
 from vidlab.models import load_model
 from vidlab.settings import MediaSettings
+from vidlab.vision_cache import VisionCache
 
 ImageInput = str | Path | Image.Image
 
@@ -66,6 +73,8 @@ class Chat:
         settings: frame sampling, visual-token budget, image merge size and DiffFP.
         generation: decoding settings (greedy by default).
         dtype, device: as in `vidlab.load_model`.
+        clip_cache, vision_cache: where decoded clips and vision-encoder outputs are kept (default:
+            this chat's own); pass shared ones to reuse work across chats.
     """
 
     def __init__(
@@ -78,6 +87,8 @@ class Chat:
         generation: GenerationOptions = GenerationOptions(),
         dtype: str = "auto",
         device: str = "auto",
+        clip_cache: ClipCache | None = None,
+        vision_cache: VisionCache | None = None,
     ):
         if isinstance(model, (str, Path)):
             self.model, self.processor = load_model(model, adapter=adapter, dtype=dtype, device=device)
@@ -86,6 +97,9 @@ class Chat:
         self.system = system
         self.settings = settings
         self.generation = generation
+        self.clip_cache = clip_cache if clip_cache is not None else ClipCache()
+        self.vision_cache = vision_cache if vision_cache is not None else VisionCache()
+        self._prompt_cache: PromptCache | None = None
         self.last_reply: Reply | None = None
         self._turns: list[Turn] = []
         self._media: list[tuple[MediaPart, LoadedMedia]] = []  # in the conversation so far, in order
@@ -97,6 +111,7 @@ class Chat:
         same video and images, without decoding them again; `keep_media=False` forgets them too."""
         self._carried = (self._media or self._carried) if keep_media else []
         self._media = []
+        self._prompt_cache = None
         self._turns = [Turn(role="system", parts=[TextPart(text=self.system)])] if self.system else []
 
     @property
@@ -111,7 +126,8 @@ class Chat:
             # A cut file is used with a warning in the reply (evaluation and training refuse it).
             sampling = self.settings.sampling().model_copy(update={"allow_partial": True})
             frame_size = video_frame_size(self.processor, self.settings)
-            clip = video if isinstance(video, VideoClip) else load_video(video, sampling, start, end, frame_size)
+            clip = video if isinstance(video, VideoClip) else self.clip_cache.load(video, sampling, start, end,
+                                                                                    frame_size)
             loaded.append((MediaPart(type="video", path=clip.path, start=clip.start, end=clip.end), clip))
         if isinstance(images, (str, Path, Image.Image)):
             images = [images]
@@ -137,6 +153,7 @@ class Chat:
         warnings = [w for _, m in new_media for w in getattr(m, "warnings", [])]
         self._turns = [*conversation.turns, Turn(role="assistant", parts=[TextPart(text=generated.text)])]
         self._media, self._carried = media, []
+        self._prompt_cache = generated.prompt_cache
         stats = inputs.stats[0]
         self.last_reply = Reply(
             answer=generated.text,
@@ -165,7 +182,7 @@ class Chat:
         """
         started = time.perf_counter()
         conversation, media, inputs = self._prepare(question, video, image, start, end)
-        generated = generate(self.model, self.processor, inputs, self.generation)
+        generated = generate(self.model, self.processor, inputs, self.generation, **self._caches())
         return self._finish(conversation, media, inputs, generated, started)
 
     def stream(
@@ -180,5 +197,11 @@ class Chat:
         """Like `ask`, but yields the answer in pieces; `last_reply` holds the whole reply after."""
         started = time.perf_counter()
         conversation, media, inputs = self._prepare(question, video, image, start, end)
-        generated = yield from stream(self.model, self.processor, inputs, self.generation)
+        generated = yield from stream(self.model, self.processor, inputs, self.generation, **self._caches())
         self._finish(conversation, media, inputs, generated, started)
+
+    def _caches(self) -> dict:
+        """The caches for the next generation; the conversation's cache is handed over (generation
+        crops and extends it), so a failed answer leaves none behind."""
+        past, self._prompt_cache = self._prompt_cache, None
+        return {"vision_cache": self.vision_cache, "past": past, "keep_cache": True}

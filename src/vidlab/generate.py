@@ -1,4 +1,11 @@
-"""Answers from model inputs: whole, streamed piece by piece, or for a batch at once."""
+"""Answers from model inputs: whole, streamed piece by piece, or for a batch at once.
+
+Two things can be brought along to save work:
+- a `VisionCache`: the videos' vision-encoder outputs are reused when the same video comes again;
+- a `PromptCache` (one conversation): the key/value cache of the conversation so far. When the new
+  prompt starts with the tokens it covers, including every video and image token, only the new
+  tokens are run through the model, and neither the vision encoder nor the earlier prefill runs again.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +18,27 @@ from transformers import TextIteratorStreamer
 
 from vidlab.inputs import Batch
 from vidlab.settings import GenerationOptions
+from vidlab.vision_cache import VisionCache
+
+# Model inputs that carry pictures: all of them are covered once the cache holds every vision token.
+_VISION_INPUTS = ("pixel_values", "image_grid_thw", "image_merge_sizes", "pixel_values_videos", "video_grid_thw",
+                  "video_merge_sizes", "video_compression_mask")
+
+
+@dataclass
+class PromptCache:
+    """The key/value cache of one conversation and the tokens it holds, for the next turn to reuse."""
+
+    ids: torch.Tensor  # (tokens,) the token ids whose keys and values `cache` holds, in order
+    cache: object  # transformers' DynamicCache
 
 
 @dataclass
 class Generated:
     text: str
     token_ids: list[int] = field(default_factory=list)
+    prompt_cache: PromptCache | None = None  # when asked for: the conversation's cache after this answer
+    reused_tokens: int = 0  # prompt tokens whose keys and values came from the cache brought in
 
 
 def _on_model(inputs: Batch, model) -> dict[str, torch.Tensor]:
@@ -46,15 +68,55 @@ def _stop_ids(model, processor) -> set[int]:
     return ids
 
 
+def _vision_token_ids(model) -> set[int]:
+    config = model.config
+    return {i for i in (getattr(config, "image_token_id", None), getattr(config, "video_token_id", None))
+            if i is not None}
+
+
+def _reuse(model, tensors: dict, past: PromptCache | None) -> tuple[dict, int]:
+    """Inputs that continue `past` (cropped to the shared prefix), or the inputs as they are (0 reused)."""
+    if past is None or tensors["input_ids"].shape[0] != 1:
+        return tensors, 0
+    ids = tensors["input_ids"][0]
+    cached = past.ids.to(ids.device)
+    n = min(len(cached), len(ids) - 1)  # at least one token must go through the model
+    same = (ids[:n] == cached[:n]).int()
+    shared = int(same.cumprod(0).sum()) if n > 0 else 0
+    vision = torch.isin(ids, torch.tensor(sorted(_vision_token_ids(model)), device=ids.device)).nonzero()
+    if shared == 0 or (len(vision) and int(vision[-1]) >= shared):
+        return tensors, 0  # something new before the last picture: run it all
+    past.cache.crop(-(past.cache.get_seq_length() - shared))
+    reused = {k: v for k, v in tensors.items() if k not in _VISION_INPUTS}
+    reused["past_key_values"] = past.cache
+    return reused, shared
+
+
+def _prepare(model, inputs: Batch, vision_cache: VisionCache | None, past: PromptCache | None) -> tuple[dict, int]:
+    tensors = _on_model(inputs, model)
+    tensors, reused = _reuse(model, tensors, past)
+    if not reused and vision_cache is not None:
+        tensors = vision_cache.swap_in(model, tensors, inputs.video_keys)
+    return tensors, reused
+
+
+def _prompt_cache(tensors: dict, output, answer: list[int]) -> PromptCache:
+    """The cache after generation holds the prompt and every generated token but the last."""
+    cache = output.past_key_values
+    ids = torch.cat([tensors["input_ids"][0].cpu(), torch.tensor(answer, dtype=torch.long)])
+    return PromptCache(ids=ids[: cache.get_seq_length()], cache=cache)
+
+
 @torch.inference_mode()
 def generate_batch(
-    model, processor, inputs: Batch, options: GenerationOptions = GenerationOptions()
+    model, processor, inputs: Batch, options: GenerationOptions = GenerationOptions(), *,
+    vision_cache: VisionCache | None = None,
 ) -> list[Generated]:
     """One answer per sample of a left-padded batch (`vidlab.inputs.collate(..., "left")`), in order.
 
     Under greedy decoding each answer is the one `generate` gives for that sample alone.
     """
-    tensors = _on_model(inputs, model)
+    tensors, _ = _prepare(model, inputs, vision_cache, None)
     output = model.generate(**tensors, **options.to_kwargs(), pad_token_id=processor.tokenizer.pad_token_id)
     # Left padding: every prompt ends in the same column, so the answers all start after it.
     prompt_length = tensors["input_ids"].shape[1]
@@ -66,9 +128,25 @@ def generate_batch(
     return answers
 
 
-def generate(model, processor, inputs: Batch, options: GenerationOptions = GenerationOptions()) -> Generated:
-    """The answer for a batch of one (`vidlab.inputs.build_inputs`)."""
-    return generate_batch(model, processor, inputs, options)[0]
+@torch.inference_mode()
+def generate(
+    model, processor, inputs: Batch, options: GenerationOptions = GenerationOptions(), *,
+    vision_cache: VisionCache | None = None, past: PromptCache | None = None, keep_cache: bool = False,
+) -> Generated:
+    """The answer for a batch of one (`vidlab.inputs.build_inputs`).
+
+    Args:
+        vision_cache: reuse and keep the videos' vision-encoder outputs.
+        past: the conversation's cache from the previous answer (used up: it is cropped and extended).
+        keep_cache: return the cache after this answer (`Generated.prompt_cache`) for the next turn.
+    """
+    tensors, reused = _prepare(model, inputs, vision_cache, past)
+    output = model.generate(**tensors, **options.to_kwargs(), pad_token_id=processor.tokenizer.pad_token_id,
+                            return_dict_in_generate=True)
+    generated = output.sequences[0, tensors["input_ids"].shape[1]:].tolist()
+    ids = _until_stop(generated, _stop_ids(model, processor))
+    cache = _prompt_cache(tensors, output, generated) if keep_cache else None
+    return Generated(processor.tokenizer.decode(ids, skip_special_tokens=True), ids, cache, reused)
 
 
 class _RecordingStreamer(TextIteratorStreamer):
@@ -84,19 +162,27 @@ class _RecordingStreamer(TextIteratorStreamer):
         super().put(value)
 
 
-def stream(model, processor, inputs: Batch, options: GenerationOptions = GenerationOptions()) -> Iterator[str]:
-    """Yield the answer in pieces as it is generated; returns the full `Generated` at the end.
+def stream(
+    model, processor, inputs: Batch, options: GenerationOptions = GenerationOptions(), *,
+    vision_cache: VisionCache | None = None, past: PromptCache | None = None, keep_cache: bool = False,
+) -> Iterator[str]:
+    """Yield the answer in pieces as it is generated; returns the full `Generated` at the end
+    (arguments as `generate`).
 
     Use as `result = yield from stream(...)` or iterate and read StopIteration.value.
     """
-    tensors = _on_model(inputs, model)
+    with torch.inference_mode():
+        tensors, reused = _prepare(model, inputs, vision_cache, past)
     streamer = _RecordingStreamer(processor.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
     failure: list[BaseException] = []
+    result: list = []
 
     def run() -> None:
         try:
             with torch.inference_mode():
-                model.generate(**tensors, **options.to_kwargs(), streamer=streamer)
+                result.append(model.generate(**tensors, **options.to_kwargs(), streamer=streamer,
+                                             pad_token_id=processor.tokenizer.pad_token_id,
+                                             return_dict_in_generate=True))
         except BaseException as err:  # surfaced in the caller's thread below
             failure.append(err)
             streamer.end()
@@ -110,4 +196,5 @@ def stream(model, processor, inputs: Batch, options: GenerationOptions = Generat
     if failure:
         raise failure[0]
     ids = _until_stop(streamer.generated, _stop_ids(model, processor))
-    return Generated(text=processor.tokenizer.decode(ids, skip_special_tokens=True), token_ids=ids)
+    cache = _prompt_cache(tensors, result[0], streamer.generated) if keep_cache else None
+    return Generated(processor.tokenizer.decode(ids, skip_special_tokens=True), ids, cache, reused)

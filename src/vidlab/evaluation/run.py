@@ -25,7 +25,9 @@ from vidlab.evaluation.sets import load_eval_set
 from vidlab.files import LineAppender, read_jsonl, reason_of, write_json, write_jsonl
 from vidlab.generate import generate_batch
 from vidlab.inputs import collate, encode, load_media, video_frame_size
+from vidlab.media.cache import ClipCache
 from vidlab.settings import GenerationOptions, MediaSettings
+from vidlab.vision_cache import VisionCache
 
 PREDICTIONS = "predictions.jsonl"
 SKIPPED = "skipped.jsonl"
@@ -201,17 +203,18 @@ def _merge_skipped(out_dir: Path, at_load: list[Skipped]) -> list[Skipped]:
 
 
 def _with_media(
-    records: list[EvalRecord], data_root: Path, options: RunOptions, processor=None
+    records: list[EvalRecord], data_root: Path, options: RunOptions, processor=None, clip_cache: ClipCache | None = None
 ) -> Iterator[tuple[EvalRecord, list | Skipped]]:
     """Each record with its decoded media (or why not), decoding ahead in threads while the model works.
 
-    With the processor, video frames are decoded straight to the size it will use.
+    With the processor, video frames are decoded straight to the size it will use; with a clip cache,
+    a video several records ask about is decoded once.
     """
     sampling = options.settings.sampling()
     frame_size = video_frame_size(processor, options.settings) if processor is not None else None
 
     def load(record: EvalRecord):
-        return load_media(record.conversation, data_root, sampling, frame_size)
+        return load_media(record.conversation, data_root, sampling, frame_size, clip_cache)
 
     def outcome(record: EvalRecord, get) -> list | Skipped:
         try:
@@ -265,7 +268,8 @@ def _skipped(record: EvalRecord, err: Exception) -> Skipped:
     return Skipped(record.source, record.id, f"{type(err).__name__}: {reason_of(err, record.source)}", record.index)
 
 
-def _answer(model, processor, batch, options: RunOptions) -> list[dict | Skipped]:
+def _answer(model, processor, batch, options: RunOptions, vision_cache: VisionCache | None = None
+            ) -> list[dict | Skipped]:
     """Answers for a batch; a record that cannot be encoded is skipped, and when generation fails for
     the batch each record is tried alone, so one bad record costs only itself."""
     results: list[dict | Skipped] = []
@@ -280,11 +284,12 @@ def _answer(model, processor, batch, options: RunOptions) -> list[dict | Skipped
     started = time.perf_counter()
     try:
         inputs = collate([sample for _, sample in encoded], processor.tokenizer.pad_token_id, "left")
-        answers = generate_batch(model, processor, inputs, options.generation)
+        answers = generate_batch(model, processor, inputs, options.generation, vision_cache=vision_cache)
     except RECORD_ERRORS as err:
         if len(encoded) > 1:
             alone = [item for item in batch if any(item[0] is record for record, _ in encoded)]
-            return results + [result for item in alone for result in _answer(model, processor, [item], options)]
+            return results + [result for item in alone
+                              for result in _answer(model, processor, [item], options, vision_cache)]
         _free_accelerator_memory()
         return results + [_skipped(encoded[0][0], err)]
     seconds = (time.perf_counter() - started) / len(encoded)
@@ -374,12 +379,15 @@ def _run(processes, model, data, out_dir, adapter, data_root, format, subtitles,
         model_obj, processor = loaded
         target = out_dir / (PREDICTIONS if processes.world == 1 else f"predictions.part-{processes.rank}.jsonl")
         bar = _progress(len(mine), options.progress and processes.is_main)
+        # Records asking about the same video (several questions each, in most benchmarks) decode it
+        # and run the vision encoder once.
+        clip_cache, vision_cache = ClipCache(), VisionCache()
         batch: list = []
         with LineAppender(target) as out:
 
             def flush() -> None:
                 nonlocal answered
-                for result in _answer(model_obj, processor, batch, options):
+                for result in _answer(model_obj, processor, batch, options, vision_cache):
                     if isinstance(result, Skipped):
                         skipped.append(result)
                     else:
@@ -389,7 +397,7 @@ def _run(processes, model, data, out_dir, adapter, data_root, format, subtitles,
                 bar.set_postfix(skipped=len(skipped), refresh=False)
                 batch.clear()
 
-            for record, media in _with_media(mine, data.data_root, options, processor):
+            for record, media in _with_media(mine, data.data_root, options, processor, clip_cache):
                 if isinstance(media, Skipped):
                     skipped.append(media)
                     bar.update(1)

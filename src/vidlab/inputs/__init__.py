@@ -9,10 +9,11 @@
 from vidlab.inputs.batch import VISION_KEYS, Batch, build_inputs, collate
 from vidlab.inputs.encode import TEXT_KEYS, InputStats, LoadedMedia, Sample, encode, load_media
 from vidlab.inputs.labels import IGNORE_INDEX, assistant_label_mask, label_assistant_turns
-from vidlab.inputs.processing import video_frame_size, video_metadata
+from vidlab.inputs.processing import FrameSizer, video_frame_size, video_metadata
 
 __all__ = [
     "Batch",
+    "FrameSizer",
     "IGNORE_INDEX",
     "InputStats",
     "LoadedMedia",

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
@@ -33,6 +33,7 @@ class Batch:
     tensors: dict[str, torch.Tensor]
     stats: list[InputStats]  # per sample, in order
     texts: list[str]  # per sample, the rendered conversation before expansion
+    video_keys: list[Hashable | None] = field(default_factory=list)  # per video of the batch, in order
 
     def __len__(self) -> int:
         return len(self.stats)
@@ -65,7 +66,8 @@ def collate(samples: Sequence[Sample], pad_token_id: int, padding_side: Literal[
         parts = [s.tensors[key] for s in samples if key in s.tensors]
         if parts:
             tensors[key] = torch.cat(parts, dim=0)
-    return Batch(tensors=tensors, stats=[s.stats for s in samples], texts=[s.text for s in samples])
+    return Batch(tensors=tensors, stats=[s.stats for s in samples], texts=[s.text for s in samples],
+                 video_keys=[key for s in samples for key in s.video_keys])
 
 
 def build_inputs(

@@ -6,7 +6,8 @@ same tokens, pixels, grids and compression masks wherever it goes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Hashable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -18,6 +19,7 @@ from vidlab.inputs.budget import fit
 from vidlab.inputs.labels import label_assistant_turns
 from vidlab.inputs.processing import ProcessorCall, with_image_merge
 from vidlab.media import VideoClip, load_image, load_video
+from vidlab.media.cache import ClipCache
 from vidlab.media.video import FrameSize
 from vidlab.settings import MediaSettings, Sampling
 
@@ -51,12 +53,15 @@ class Sample:
         stats: frames per video and token counts.
         text: the rendered conversation, one <|video_pad|> / <|image_pad|> per medium (before expansion).
         shrunk: None, or how the sample was made to fit max_length, e.g. "frames 180->64, 96->24 tokens/frame".
+        video_keys: per video, what identifies its pixel values (the clip's key, the frames kept, the
+            grid, the processor), or None when the clip has no key; vision features are cached by it.
     """
 
     tensors: dict[str, torch.Tensor]
     stats: InputStats
     text: str
     shrunk: str | None = None
+    video_keys: list[Hashable | None] = field(default_factory=list)
 
     def __len__(self) -> int:
         return int(self.tensors["input_ids"].shape[0])
@@ -67,11 +72,13 @@ def load_media(
     data_root: str | Path | None = None,
     sampling: Sampling = Sampling(),
     frame_size: FrameSize | None = None,
+    clip_cache: ClipCache | None = None,
 ) -> list[LoadedMedia]:
     """Decode every video and image of the conversation, in order. Relative paths use data_root.
 
     `frame_size` (`video_frame_size(processor, settings)`) scales video frames to their final size
-    while decoding; None keeps them at full size.
+    while decoding; None keeps them at full size. With a `clip_cache`, a video already decoded with
+    these settings is taken from it.
     """
     loaded: list[LoadedMedia] = []
     for part in conversation.media:
@@ -80,6 +87,8 @@ def load_media(
             path = Path(data_root) / path
         if part.type == "image":
             loaded.append(load_image(path))
+        elif clip_cache is not None:
+            loaded.append(clip_cache.load(path, sampling, part.start, part.end, frame_size))
         else:
             loaded.append(load_video(path, sampling, part.start, part.end, frame_size))
     return loaded
@@ -147,4 +156,11 @@ def encode(
     tensors = {k: (v[0] if k in TEXT_KEYS else v) for k, v in tensors.items()}
     if labels:
         tensors["labels"] = label_assistant_turns(tensors["input_ids"], processor.tokenizer)
-    return Sample(tensors=tensors, stats=stats, text=text, shrunk=shrunk)
+    return Sample(tensors=tensors, stats=stats, text=text, shrunk=shrunk, video_keys=_video_keys(tensors, used, call))
+
+
+def _video_keys(tensors: dict[str, torch.Tensor], clips: list[VideoClip], call: ProcessorCall) -> list:
+    grids = tensors["video_grid_thw"].tolist() if clips else []
+    processor = id(call.processor.video_processor) if clips else None
+    return [None if clip.key is None else (clip.key, tuple(clip.frame_indices), tuple(grid), processor)
+            for clip, grid in zip(clips, grids)]

@@ -17,7 +17,6 @@ from transformers.video_utils import VideoMetadata
 
 from vidlab.errors import MediaError
 from vidlab.media import VideoClip
-from vidlab.media.video import FrameSize
 from vidlab.settings import MediaSettings
 
 
@@ -45,31 +44,44 @@ def video_metadata(clip: VideoClip) -> TimedVideoMetadata:
     )
 
 
-def video_frame_size(processor, settings: MediaSettings) -> FrameSize | None:
+@dataclass(frozen=True)
+class FrameSizer:
     """(height, width, frames) -> the (height, width) the video processor will bring each frame to:
-    VideoLLaMA3's smart_resize within the video's token budget, shared by its frames. The decoder
-    scales frames to it while decoding, so they never sit in memory larger than they will be used;
-    the processor then finds them at their final size and the tokens are the same."""
-    from transformers.models.video_llama_3.video_processing_video_llama_3 import smart_resize
+    VideoLLaMA3's smart_resize within the video's token budget, shared by its frames.
 
+    The decoder scales frames to it while decoding, so they never sit in memory larger than they
+    will be used, and the processor then finds them at their final size: the tokens are the same.
+    Hashable, so that decoded clips can be cached by it.
+    """
+
+    factor: int  # pixels per token side (patch x merge)
+    min_pixels: int  # per frame
+    budget: int  # tokens of the whole video
+    max_frames_kept: int | None  # the budget keeps at most this many frames (budget.fit), when set
+
+    def __call__(self, height: int, width: int, frames: int) -> tuple[int, int]:
+        from transformers.models.video_llama_3.video_processing_video_llama_3 import smart_resize
+
+        if self.max_frames_kept is not None:
+            frames = min(frames, self.max_frames_kept)
+        try:
+            return smart_resize(height, width, self.factor, min_pixels=self.min_pixels,
+                                max_pixels=self.budget * self.factor**2 // frames)
+        except ValueError:  # an aspect ratio the processor refuses: it says so itself, with the frames as they are
+            return height, width
+
+
+def video_frame_size(processor, settings: MediaSettings) -> FrameSizer | None:
+    """The `FrameSizer` of this processor's video processor under these settings (None: no video processor)."""
     video = getattr(processor, "video_processor", None)
     if video is None:
         return None
     factor = int(video.patch_size) * int(video.merge_size)
-    block = factor**2
     min_pixels = int(video.size["shortest_edge"])
-    budget = settings.max_visual_tokens or int(video.size["longest_edge"]) // block
-    floor = max(1, min_pixels // block)
-
-    def size(height: int, width: int, frames: int) -> tuple[int, int]:
-        if settings.max_visual_tokens is not None:
-            frames = min(frames, max(1, budget // floor))  # the budget keeps at most this many (budget.fit)
-        try:
-            return smart_resize(height, width, factor, min_pixels=min_pixels, max_pixels=budget * block // frames)
-        except ValueError:  # an aspect ratio the processor refuses: it says so itself, with the frames as they are
-            return height, width
-
-    return size
+    budget = settings.max_visual_tokens or int(video.size["longest_edge"]) // factor**2
+    floor = max(1, min_pixels // factor**2)
+    kept = max(1, budget // floor) if settings.max_visual_tokens is not None else None
+    return FrameSizer(factor, min_pixels, budget, kept)
 
 
 def with_image_merge(processor, merge_size: int | None):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,8 @@ class VideoClip:
         end: end of the clip window used, seconds (the duration for the whole video).
         warnings: what the user should know about this video (frames lost to damaged packets, a
             cut file used as it is).
+        key: what identifies these frames (set by `ClipCache`: the file and the settings that made
+            them); None when unknown. Vision features computed from them are cached under it.
     """
 
     path: str
@@ -42,6 +45,7 @@ class VideoClip:
     start: float = 0.0
     end: float | None = None
     warnings: list[str] = field(default_factory=list)
+    key: Hashable | None = None
 
     def __len__(self) -> int:
         return len(self.timestamps)

@@ -1,0 +1,96 @@
+"""Vision-encoder outputs kept per video, so a video asked about again skips the vision encoder.
+
+The model turns a video's pixels into one embedding per merged patch (vision encoder, then
+projector); DiffFP's mask is applied after, so the embeddings depend only on the pixels, the
+model and its adapter. They are kept under the video's key (`Sample.video_keys`: the clip's
+identity, the frames kept, the grid and the processor) with the model's identity and active
+adapter, bounded by bytes, least recently used forgotten first. `generate` hands cached embeddings
+to the model as `mm_encoder_outputs` instead of pixels. Thread-safe.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable
+
+import torch
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+DEFAULT_MAX_BYTES = 512 << 20
+
+
+def _base(model):
+    """The VideoLlama3ForConditionalGeneration under a peft wrapper (or the model itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def model_identity(model) -> tuple:
+    """The model object and its active adapter: embeddings from one are not another's."""
+    return id(model), str(getattr(model, "active_adapter", None))
+
+
+class VisionCache:
+    """Projected vision embeddings per video key; at most `max_bytes` in all."""
+
+    def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES):
+        self.max_bytes = max_bytes
+        self._embeddings: OrderedDict[Hashable, torch.Tensor] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._embeddings)
+
+    def _get(self, key: Hashable) -> torch.Tensor | None:
+        with self._lock:
+            found = self._embeddings.get(key)
+            if found is not None:
+                self._embeddings.move_to_end(key)
+            return found
+
+    def _put(self, key: Hashable, embeddings: torch.Tensor) -> None:
+        size = embeddings.numel() * embeddings.element_size()
+        if size > self.max_bytes:
+            return
+        with self._lock:
+            if key in self._embeddings:
+                old = self._embeddings.pop(key)
+                self._bytes -= old.numel() * old.element_size()
+            self._embeddings[key] = embeddings
+            self._bytes += size
+            while self._bytes > self.max_bytes:
+                _, dropped = self._embeddings.popitem(last=False)
+                self._bytes -= dropped.numel() * dropped.element_size()
+
+    @torch.inference_mode()
+    def swap_in(self, model, tensors: dict[str, torch.Tensor], video_keys: list[Hashable | None]) -> dict:
+        """The batch's model inputs with the videos' pixels replaced by their embeddings: cached ones
+        reused, the rest computed (in one call) and kept. Inputs without videos come back as they are."""
+        if "pixel_values_videos" not in tensors or not video_keys:
+            return tensors
+        grids = tensors["video_grid_thw"]
+        merges = tensors["video_merge_sizes"]
+        pixels = tensors["pixel_values_videos"].split(grids.prod(-1).tolist())
+        owner = model_identity(model)
+        keys = [None if key is None else (owner, key) for key in video_keys]
+        found = [None if key is None else self._get(key) for key in keys]
+        missing = [i for i, embeddings in enumerate(found) if embeddings is None]
+        self.hits += len(found) - len(missing)
+        self.misses += len(missing)
+        if missing:
+            outputs = _base(model).get_video_features(
+                pixel_values_videos=torch.cat([pixels[i] for i in missing]),
+                video_grid_thw=grids[missing],
+                video_merge_sizes=merges[missing],
+                return_dict=True,
+            )
+            for i, embeddings in zip(missing, outputs.pooler_output):
+                found[i] = embeddings
+                if keys[i] is not None:
+                    self._put(keys[i], embeddings)
+        swapped = {k: v for k, v in tensors.items() if k != "pixel_values_videos"}
+        swapped["mm_encoder_outputs"] = {"video": BaseModelOutputWithPooling(pooler_output=tuple(found))}
+        return swapped

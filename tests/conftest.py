@@ -23,6 +23,25 @@ def gradient_frames(count: int, height: int = 64, width: int = 64, moving: bool 
     return frames
 
 
+CODE_BITS = 10
+
+
+def coded(index: int, height: int = 48, width: int = 80) -> np.ndarray:
+    """A frame that shows its own index in binary, as black and white bars (survives lossy coding)."""
+    frame = np.zeros((height, width, 3), np.uint8)
+    bar = width // CODE_BITS
+    for bit in range(CODE_BITS):
+        if (index >> bit) & 1:
+            frame[:, bit * bar : (bit + 1) * bar] = 255
+    return frame
+
+
+def index_of(frame: np.ndarray) -> int:
+    bar = frame.shape[1] // CODE_BITS
+    return sum(1 << bit for bit in range(CODE_BITS) if frame[:, bit * bar : (bit + 1) * bar].mean() > 127)
+
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     from vidlab.models.tiny import build_tiny_model

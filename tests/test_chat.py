@@ -227,3 +227,24 @@ def test_clip_cache_keys_on_the_file_and_the_settings_and_stays_bounded(tmp_path
     for fps in (1, 2, 3):
         small.load(path, Sampling(fps=fps))
     assert small.bytes <= first.frames.nbytes * 2 and len(small) < 3  # the oldest went first
+
+
+def test_cli_warns_about_a_cut_file_and_refuses_bad_clip_bounds(tiny_model_dir, tmp_path):
+    from conftest import gradient_frames
+
+    from vidlab.media.writer import write_video
+
+    whole = write_video(tmp_path / "whole.mp4", gradient_frames(60), fps=10, faststart=True)
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(whole.read_bytes()[: int(whole.stat().st_size * 0.6)])
+    result = run_cli("chat", "--model", str(tiny_model_dir), "--video", str(cut), "--json", "--max-new-tokens", "2",
+                     "What?")
+    assert result.returncode == 0, result.stderr
+    [warning] = json.loads(result.stdout)["warnings"]
+    assert str(cut) in warning and "cut short" in warning
+    result = run_cli("chat", "--model", str(tiny_model_dir), "--video", str(cut), "--max-new-tokens", "2", "What?")
+    assert result.returncode == 0 and "warning: " in result.stderr and "cut short" in result.stderr
+    for flag, value in [("--start", "nan"), ("--end", "inf"), ("--fps", "nan")]:
+        result = run_cli("chat", "--model", str(tiny_model_dir), "--video", str(whole), flag, value, "What?")
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        assert result.stderr.startswith("error: ") and ("finite" in result.stderr)

@@ -6,6 +6,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from conftest import coded, index_of
 
 from vidlab.errors import TruncatedVideoError
 from vidlab.media import load_video
@@ -13,24 +14,6 @@ from vidlab.media.decode import decode_frames
 from vidlab.media.table import read_frame_table
 from vidlab.media.writer import write_video
 from vidlab.settings import Sampling
-
-BITS = 10
-
-
-def coded(index: int, height: int = 48, width: int = 80) -> np.ndarray:
-    """A frame that shows its own index in binary, as black and white bars (survives lossy coding)."""
-    frame = np.zeros((height, width, 3), np.uint8)
-    bar = width // BITS
-    for bit in range(BITS):
-        if (index >> bit) & 1:
-            frame[:, bit * bar : (bit + 1) * bar] = 255
-    return frame
-
-
-def index_of(frame: np.ndarray) -> int:
-    bar = frame.shape[1] // BITS
-    return sum(1 << bit for bit in range(BITS) if frame[:, bit * bar : (bit + 1) * bar].mean() > 127)
-
 
 def full_decode(path: Path) -> dict[int, int]:
     """pts -> frame index, decoding every frame from the start (the reference)."""

@@ -179,6 +179,8 @@ def _print_reply(chat, question: str, media: dict, as_json: bool) -> None:
         sys.stdout.flush()
     sys.stdout.write("\n")
     sys.stdout.flush()
+    for warning in chat.last_reply.warnings:
+        typer.secho(f"warning: {warning}", fg="yellow", err=True)
 
 
 def _interactive(chat, media: dict, as_json: bool) -> None:

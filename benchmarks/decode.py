@@ -1,68 +1,144 @@
-"""Sampled decoding vs the naive path: decode every frame to RGB, then keep the sampled ones.
+"""Video decoding: vidlab's loader against transformers' PyAV loader and torchcodec, 180 frames at 1 fps.
 
-    python benchmarks/decode.py [--seconds 60] [--fps 30] [--size 320x240] [--repeat 3]
+    python benchmarks/decode.py [--files long,mid,mid-b,4k] [--cache DIR] [--methods ...]
 
-Prints the time of each path, their ratio, and the peak frame memory each holds. Both paths
-return the same frames (checked). The video is generated in a temporary folder.
+The files are generated (once; kept in --cache) with H.264, each keyframe GOP frames apart:
+    long    60 min, 640x360, 25 fps, GOP 250, x264 ultrafast (no B-frames)
+    mid     10 min, 1280x720, 30 fps, GOP 250, x264 ultrafast (no B-frames)
+    mid-b   10 min, 1280x720, 30 fps, GOP 250, x264 medium (B-frames)
+    4k      3 min, 3840x2160, 2 fps, GOP 20, x264 ultrafast: 180 frames of 4K
+Methods, each in its own process (time of one call on a warm file cache, and the process's peak
+memory above what it held before the call):
+    transformers      transformers.video_utils.load_video(backend="pyav") with the VideoLLaMA3 video
+                      processor's sampling (fps 1, at most 180 frames): the reference
+    torchcodec        the same with backend="torchcodec" (needs system FFmpeg and `pip install torchcodec`)
+    vidlab            vidlab.load_video, default rule (VideoLLaMA3's), exact frames, full size
+    vidlab-sized      the same, frames scaled while decoding to the size VideoLLaMA3-2B's processor uses
+    vidlab-keyframes  the same with Sampling(keyframes=True): the nearest keyframes instead
+Prints a table with each method's ratio against transformers measured in the same run.
 """
 
 from __future__ import annotations
 
 import argparse
-import tempfile
+import json
+import os
+import resource
+import subprocess
+import sys
 import time
 from pathlib import Path
 
-import av
-import numpy as np
-
-from vidlab.media import Sampling, load_video
-from vidlab.media.sampling import select_frames
-from vidlab.media.writer import write_video
-
-
-def naive_load(path: Path, sampling: Sampling) -> tuple[np.ndarray, int]:
-    """Reference path: every frame converted to RGB and kept, then sampled."""
-    with av.open(str(path)) as container:
-        decoded = [(f.time, f.to_ndarray(format="rgb24")) for f in container.decode(video=0)]
-    times = [t - decoded[0][0] for t, _ in decoded]
-    frames = [f for _, f in decoded]
-    held = sum(f.nbytes for f in frames)
-    chosen = select_frames(times, times[-1] + (times[-1] - times[0]) / (len(times) - 1), sampling)
-    return np.stack([frames[i] for i in chosen]), held
+FILES = {
+    "long": {"seconds": 3600, "size": (640, 360), "fps": 25, "gop": 250, "preset": "ultrafast"},
+    "mid": {"seconds": 600, "size": (1280, 720), "fps": 30, "gop": 250, "preset": "ultrafast"},
+    "mid-b": {"seconds": 600, "size": (1280, 720), "fps": 30, "gop": 250, "preset": "medium"},
+    "4k": {"seconds": 180, "size": (3840, 2160), "fps": 2, "gop": 20, "preset": "ultrafast"},
+}
+METHODS = ["transformers", "torchcodec", "vidlab", "vidlab-sized", "vidlab-keyframes"]
+DEFAULT_CACHE = Path.home() / ".cache" / "vidlab-benchmarks"
 
 
-def best_of(repeat: int, fn) -> tuple[float, object]:
-    best, result = float("inf"), None
-    for _ in range(repeat):
-        started = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - started)
-    return best, result
+def generate(name: str, folder: Path) -> Path:
+    """The benchmark file `name` (written once, then reused)."""
+    import numpy as np
+
+    from vidlab.media.writer import write_video
+
+    spec = FILES[name]
+    path = folder / f"{name}.mp4"
+    if path.exists():
+        return path
+    width, height = spec["size"]
+    count = spec["seconds"] * spec["fps"]
+    rows, columns = np.mgrid[0:height, 0 : 2 * width]
+    wide = np.stack([columns % 256, rows % 256, (columns // 3 + rows // 2) % 256], -1).astype(np.uint8)
+    frames = (np.ascontiguousarray(wide[:, (4 * i) % width : (4 * i) % width + width]) for i in range(count))
+    options = {"preset": spec["preset"], "g": str(spec["gop"]), "keyint_min": str(spec["gop"]), "sc_threshold": "0"}
+    print(f"writing {path} ({count} frames, {width}x{height}); once", file=sys.stderr, flush=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    return write_video(path, frames, fps=spec["fps"], encoder_options=options)
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def measure(method: str, path: Path) -> dict:
+    """One call of `method` on `path`: seconds, peak memory above the start, frames and their size."""
+    from functools import partial
+
+    import numpy as np
+
+    if method in ("transformers", "torchcodec"):
+        from transformers import VideoLlama3VideoProcessor
+        from transformers.video_utils import load_video as hf_load_video
+
+        if method == "torchcodec":
+            import torchcodec  # noqa: F401  (fail here, not inside transformers, when it is missing)
+        sample = partial(VideoLlama3VideoProcessor().sample_frames, fps=1, max_frames=180)
+
+        def run():
+            video, _ = hf_load_video(str(path), backend="pyav" if method == "transformers" else "torchcodec",
+                                     sample_indices_fn=lambda metadata, **kwargs: sample(metadata))
+            return np.asarray(video)
+    else:
+        from vidlab.inputs import FrameSizer
+        from vidlab.media import load_video
+        from vidlab.settings import Sampling
+
+        sampling = Sampling(keyframes=method == "vidlab-keyframes")
+        # VideoLLaMA3-2B's video processor: 28x28 pixels a token, at least 16 tokens a frame, 16384 a video.
+        sizer = FrameSizer(28, 16 * 28 * 28, 16384, None) if method != "vidlab" else None
+
+        def run():
+            return load_video(path, sampling, frame_size=sizer).frames
+
+    before = _rss_mb()
+    started = time.perf_counter()
+    frames = run()
+    seconds = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"seconds": seconds, "peak_mb": max(peak - before, 0.0), "frames": int(frames.shape[0]),
+            "shape": list(frames.shape[1:3])}
+
+
+def run_measurement(method: str, path: Path) -> dict | None:
+    process = subprocess.run([sys.executable, __file__, "--measure", method, str(path)], capture_output=True,
+                             text=True, timeout=3600)
+    if process.returncode != 0:
+        reason = (process.stderr.strip().splitlines() or ["failed"])[-1]
+        print(f"  {method}: not measured ({reason})", file=sys.stderr)
+        return None
+    return json.loads(process.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=60)
-    parser.add_argument("--fps", type=float, default=30)
-    parser.add_argument("--size", default="320x240")
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--files", default=",".join(FILES), help=f"comma-separated, of {', '.join(FILES)}")
+    parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, of {', '.join(METHODS)}")
+    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="where the generated files are kept")
+    parser.add_argument("--measure", nargs=2, metavar=("METHOD", "FILE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    width, height = map(int, args.size.split("x"))
-    count = int(args.seconds * args.fps)
-    rng = np.random.default_rng(0)
-    base = rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
-    frames = (np.roll(base, 3 * i, axis=1) for i in range(count))
-    with tempfile.TemporaryDirectory() as tmp:
-        path = write_video(Path(tmp) / "bench.mp4", frames, fps=args.fps)
-        sampling = Sampling(fps=1)
-        sampled_s, clip = best_of(args.repeat, lambda: load_video(path, sampling))
-        naive_s, (naive_frames, held) = best_of(args.repeat, lambda: naive_load(path, sampling))
-    assert np.array_equal(clip.frames, naive_frames), "the two paths returned different frames"
-    print(f"video: {count} frames, {args.size}, {args.seconds:g}s; sampled {len(clip)} frames at 1 fps")
-    print(f"naive (all frames to RGB): {naive_s:.3f}s, holds {held / 2**20:.0f} MiB of frames")
-    print(f"vidlab load_video:         {sampled_s:.3f}s, holds {clip.frames.nbytes / 2**20:.1f} MiB of frames")
-    print(f"speed-up: {naive_s / sampled_s:.2f}x")
+    if args.measure:
+        print(json.dumps(measure(args.measure[0], Path(args.measure[1]))))
+        return
+    rows = []
+    for name in args.files.split(","):
+        path = generate(name, args.cache)
+        results = {method: run_measurement(method, path) for method in args.methods.split(",")}
+        reference = results.get("transformers")
+        for method, result in results.items():
+            if result is None:
+                continue
+            ratio = f"{reference['seconds'] / result['seconds']:.1f}x" if reference else "-"
+            rows.append((name, method, f"{result['seconds']:.2f}", ratio, f"{result['peak_mb']:.0f}",
+                         f"{result['frames']} x {result['shape'][1]}x{result['shape'][0]}"))
+    header = ("file", "method", "seconds", "vs transformers", "peak MB above start", "frames")
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from vidlab.media.table import read_frame_table
 from vidlab.media.writer import write_video
 from vidlab.settings import Sampling
 
+
 def full_decode(path: Path) -> dict[int, int]:
     """pts -> frame index, decoding every frame from the start (the reference)."""
     with av.open(str(path)) as container:

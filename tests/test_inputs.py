@@ -3,8 +3,8 @@
 import re
 
 import numpy as np
-import torch
 import pytest
+import torch
 from conftest import gradient_frames
 from PIL import Image
 from transformers import AutoProcessor

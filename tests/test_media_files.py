@@ -118,3 +118,13 @@ def test_keyframe_mode_takes_the_nearest_keyframes_with_their_true_times(tmp_pat
     clip = load_video(path, Sampling(fps=0.5, keyframes=True))
     assert [index_of(f) for f in clip.frames] == clip.frame_indices == keyframes
     assert clip.stamps == pytest.approx([0.0, 5.0, 10.0, 15.0, 20.0, 25.0])
+
+
+def test_a_clip_near_the_end_does_not_decode_from_the_start(tmp_path):
+    path = write_video(tmp_path / "v.mp4", [coded(i) for i in range(600)], fps=10,
+                       encoder_options={"g": "50", "keyint_min": "50", "sc_threshold": "0"})
+    table = read_frame_table(path)
+    clip = load_video(path, Sampling(fps=1), start=50.0, end=55.0)
+    assert [index_of(f) for f in clip.frames] == [509, 519, 529, 539, 549] and clip.stamps[0] == 50.0
+    decoded = decode_frames(path, table, clip.frame_indices)
+    assert decoded.decoded <= 60  # from the keyframe at 50 s, not from 0 (before vidlab 0.2: 550 frames)

@@ -72,7 +72,8 @@ def test_videomme_rows_prompt_and_fields(tmp_path):
     assert first.conversation.media == [MediaPart(type="video", path="videos/fFjv93ACGo8.mkv")]
     assert first.options == ["One.", "Two.", "Three.", "Four."] and first.answer == "C"
     assert first.references == ["C"] and first.kind == "choice"
-    assert first.meta == {"task": "Counting Problem", "category": "Knowledge", "duration": "short"}
+    assert first.meta == {"task": "Counting Problem", "category": "Knowledge", "sub_category": "Humanity & History",
+                          "duration": "short"}
     # VideoLLaMA3's Video-MME prompt, word for word.
     assert first.conversation.turns[0].parts[-1].text == (
         "Select the best answer to the following multiple-choice question based on the video. Respond with only "

@@ -2,7 +2,9 @@
 
     result = vidlab.evaluate("runs/base", "data/test.jsonl", "runs/eval-base")
     result.metrics["bleu4"], result.skipped, result.report
+    vidlab.evaluate("runs/base", "benchmarks/video/mvbench", "runs/mvbench", benchmark="mvbench")
     vidlab.score("runs/eval-base/predictions.jsonl", metrics=["bleu4", "cider"])
+    evaluate_benchmarks("runs/base", "benchmarks/video", "runs/all")     # vidlab eval run --benchmark all
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from vidlab.errors import EvaluationError
+from vidlab.evaluation.judge import JudgeOptions
 from vidlab.evaluation.records import EvalSet, Skipped
 from vidlab.evaluation.run import PREDICTIONS, SKIPPED, RunOptions, run_predictions
 
@@ -52,7 +55,8 @@ class EvalResult:
 
 
 def score(
-    predictions: str | Path, metrics: Sequence[str] | None = None, *, report: bool = True
+    predictions: str | Path, metrics: Sequence[str] | None = None, *, report: bool = True,
+    judge: JudgeOptions | None = None,
 ) -> ScoreResult:
     """Score a predictions.jsonl: metrics.json beside it, per-sample scores into it, and report.md.
 
@@ -60,12 +64,14 @@ def score(
         predictions: the predictions.jsonl of `vidlab eval run` / `vidlab.evaluate`.
         metrics: metric names (None: every metric that applies); see `vidlab.evaluation.metrics.METRICS`.
         report: also write report.md and report.png beside the predictions.
+        judge: an OpenAI-compatible endpoint to judge open-ended benchmark answers (ActivityNet-QA,
+            TempCompass captioning); its verdicts are cached in judgements.jsonl and reused.
     """
     from vidlab.evaluation.metrics import score_file
     from vidlab.evaluation.report import write_report
 
     path = Path(predictions).expanduser()
-    values = score_file(path, metrics)
+    values = score_file(path, metrics, judge=judge)
     return ScoreResult(path, values, write_report(path.parent) if report else None)
 
 
@@ -78,8 +84,11 @@ def evaluate(
     data_root: str | Path | None = None,
     format: str = "auto",
     subtitles: bool = False,
+    benchmark: str | None = None,
+    split: str | None = None,
     options: RunOptions = RunOptions(),
     metrics: Sequence[str] | None = None,
+    judge: JudgeOptions | None = None,
     score_predictions: bool = True,
     device: str = "auto",
     dtype: str = "auto",
@@ -88,21 +97,36 @@ def evaluate(
 
     Args:
         model: a checkpoint folder or hub id, or a loaded `(model, processor)` pair.
-        data: an `EvalSet`, or a data file / folder (read with `format`, `data_root`, `subtitles`).
+        data: an `EvalSet`, a data file / folder (read with `format`, `data_root`, `subtitles`), or, with
+            `benchmark`, the benchmark's folder as released.
         out_dir: the run folder; running again into it answers only the missing records.
         adapter: a PEFT adapter folder to apply (when `model` is a path).
+        benchmark: read `data` as this benchmark's folder (see `vidlab eval benchmarks`), with its
+            prompts, answer rules and scores.
+        split: the benchmark's split (None: its default).
+        subtitles: Video-MME, LongVideoBench: put the subtitles at the sampled frames before the question.
         options: batch size, limit, media settings, decoding, decoding workers, progress bar.
         metrics: metrics to compute (None: all that apply). A misspelt name fails before any work.
+        judge: an OpenAI-compatible endpoint that judges open-ended benchmark answers (cached, resumable).
         score_predictions: score and write the report (False: only predictions, score later).
         device, dtype: as in `vidlab.load_model`; under accelerate, auto is each process's device.
 
     Raises:
-        EvaluationError: a bad data file, a folder holding another run's predictions, or every
-            record skipped (the message names skipped.jsonl, where each reason is).
+        EvaluationError: a bad data file, a benchmark folder not laid out as released (the message says
+            what was expected where), a folder holding another run's predictions, or every record skipped
+            (the message names skipped.jsonl, where each reason is).
     """
     from vidlab.evaluation.metrics import parse_metric_names
 
     parse_metric_names(metrics)
+    if benchmark is not None:
+        from vidlab.evaluation.benchmarks import load_benchmark
+
+        if isinstance(data, EvalSet):
+            raise EvaluationError("benchmark= reads the benchmark's folder: pass its path as data, not an EvalSet.")
+        data = load_benchmark(benchmark, data, split, subtitles)
+    elif split is not None:
+        raise EvaluationError("--split applies to a benchmark: give --benchmark NAME --root DIR.")
     out_dir = Path(out_dir).expanduser()
     run = run_predictions(model, data, out_dir, adapter=adapter, data_root=data_root, format=format,
                           subtitles=subtitles, options=options, device=device, dtype=dtype)
@@ -115,6 +139,6 @@ def evaluate(
             f"{out_dir / PREDICTIONS}: no predictions, because every record of the data set "
             f"({len(run.skipped)}) was skipped. Each record and its reason are in {out_dir / SKIPPED}.{first}"
         )
-    scored = score(out_dir / PREDICTIONS, metrics)
+    scored = score(out_dir / PREDICTIONS, metrics, judge=judge)
     result.metrics, result.report = scored.metrics, scored.report
     return result

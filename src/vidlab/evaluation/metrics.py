@@ -19,10 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from vidlab.errors import EvaluationError
-from vidlab.evaluation.benchmarks import accuracy_table, extract_letter
+from vidlab.evaluation.accuracy import accuracy_table
+from vidlab.evaluation.answers import read_intervals, read_letter, read_tempcompass
+from vidlab.evaluation.grounding import grounding_scores, interval_iou
 from vidlab.files import read_jsonl, write_json, write_jsonl
 
-METRICS = ("bleu1", "bleu2", "bleu3", "bleu4", "sacrebleu", "meteor", "rouge_l", "cider", "exact_match", "accuracy")
+METRICS = ("bleu1", "bleu2", "bleu3", "bleu4", "sacrebleu", "meteor", "rouge_l", "cider", "exact_match", "strict_match",
+           "accuracy", "miou", "r1@0.3", "r1@0.5", "r1@0.7", "judge_accuracy", "judge_score")
 CAPTION_METRICS = ("bleu1", "bleu2", "bleu3", "bleu4", "meteor", "rouge_l", "cider")  # need tokenised text
 METRICS_FILE = "metrics.json"
 
@@ -64,10 +67,24 @@ DEFINITIONS = {
         "Share of open-ended samples whose prediction equals at least one reference after SQuAD normalisation "
         "(lower-case, punctuation and the articles a/an/the removed, whitespace collapsed); x100."
     ),
-    "accuracy": (
-        "Multiple choice: share of questions where the option letter read from the prediction equals the answer "
-        "letter; a prediction naming no option, or several, counts as wrong; x100."
+    "strict_match": (
+        "Share of open-ended samples whose prediction, stripped of surrounding whitespace, is exactly one of its "
+        "references (ActivityNet-QA's own eval.py); x100."
     ),
+    "accuracy": (
+        "Share of questions answered right, over all questions at once (a micro average); x100. Multiple choice: "
+        "the option letter read from the prediction (by the benchmark's reader: VideoLLaMA3's rule for each "
+        "benchmark, vidlab's for its own formats) equals the answer; a prediction naming no option counts as wrong "
+        "and is listed. TempCompass yes/no and caption matching: the benchmark's rule. Questions whose answer is "
+        "private are not counted."
+    ),
+    "miou": "Temporal grounding: mean over samples of the IoU of the predicted interval(s) with the true one; x100.",
+    **{
+        f"r1@{t}": f"Temporal grounding: share of samples whose IoU is {t} or more; x100."
+        for t in (0.3, 0.5, 0.7)
+    },
+    "judge_accuracy": "LLM judge: share of open-ended answers the judge calls right ('yes'); x100.",
+    "judge_score": "LLM judge: mean of the judge's 0-5 score over the judged answers (not x100).",
     "sentence_bleu4": (
         "Per sample (in predictions.jsonl): sacrebleu sentence BLEU-4 (13a, case-sensitive, exponential "
         "smoothing, effective order) against the sample's references, 0-100. For sorting samples; not an "
@@ -86,6 +103,7 @@ class Scores:
     tokenization: str | None = None
     accuracy: dict[str, Any] | None = None
     counts: dict[str, int] = field(default_factory=dict)
+    unreadable: list[str] = field(default_factory=list)  # ids whose answer could not be read (counted wrong)
 
 
 def parse_metric_names(names: Sequence[str] | None) -> list[str]:
@@ -211,28 +229,104 @@ def _meteor(gts: dict, res: dict, notes: dict) -> dict[str, float]:
     return {"meteor": 100.0 * float(value)}
 
 
-def compute_scores(rows: Sequence[dict], metrics: Sequence[str] | None = None) -> Scores:
-    """Corpus and per-sample scores for prediction rows (`prediction`, `references`, `kind`, ...)."""
+def compute_scores(
+    rows: Sequence[dict], metrics: Sequence[str] | None = None, verdicts: dict[str, dict] | None = None
+) -> Scores:
+    """Corpus and per-sample scores for prediction rows (`prediction`, `references`, `kind`, `scoring`, ...).
+
+    Args:
+        rows: prediction rows; `kind` open, choice, match, grounding or judged (see EvalRecord.kind).
+        metrics: names from METRICS (None: every one that applies).
+        verdicts: LLM-judge verdicts by row id, for rows whose scoring names a judge.
+    """
     wanted = parse_metric_names(metrics)
+    verdicts = verdicts or {}
     scores = Scores(values={}, per_sample={})
-    open_rows = [r for r in rows if r.get("kind", "open") != "choice"]
-    choice_rows = [r for r in rows if r.get("kind") == "choice"]
-    scores.counts = {"evaluated": len(rows), "open": len(open_rows), "choice": len(choice_rows)}
-    if open_rows:
-        _open_scores(open_rows, wanted, scores)
-    elif any(m in wanted for m in (*CAPTION_METRICS, "sacrebleu", "exact_match")):
+    kinds: dict[str, list[dict]] = {}
+    for row in rows:
+        kinds.setdefault(row.get("kind", "open"), []).append(row)
+    scores.counts = {"evaluated": len(rows), "open": len(kinds.get("open", [])), "choice": len(kinds.get("choice", []))}
+    scores.counts.update({k: len(v) for k, v in kinds.items() if k not in ("open", "choice")})
+    if kinds.get("open"):
+        _open_scores(kinds["open"], wanted, scores)
+    elif any(m in wanted for m in (*CAPTION_METRICS, "sacrebleu", "exact_match")) and metrics:
         scores.notes["captions"] = "no open-ended records: BLEU, METEOR, ROUGE-L, CIDEr and exact match not computed."
-    if choice_rows:
-        for row in choice_rows:
-            letter = extract_letter(row["prediction"], row["options"])
-            scores.per_sample[str(row["id"])] = {"choice": letter, "correct": letter == row["answer"]}
-        table = accuracy_table({**r, "correct": scores.per_sample[str(r["id"])]["correct"]} for r in choice_rows)
-        scores.accuracy = table
-        if "accuracy" in wanted:
-            scores.values["accuracy"] = table["overall"]["accuracy"]
-    elif "accuracy" in wanted and metrics:
-        scores.notes["accuracy"] = "no multiple-choice records: accuracy not computed."
+    for row in kinds.get("choice", []):
+        letter = read_letter(str(row["prediction"]), row["options"], (row.get("scoring") or {}).get("reader", "vidlab"))
+        _right_or_wrong(scores, row, {"choice": letter}, None if row.get("answer") is None else letter == row["answer"],
+                        letter is not None)
+    for row in kinds.get("match", []):
+        scoring = row.get("scoring") or {}
+        right, readable = read_tempcompass(str(row["prediction"]), scoring.get("format", ""), scoring["target"])
+        _right_or_wrong(scores, row, {}, right, readable)
+    judged = kinds.get("judged", [])
+    for row in judged:
+        verdict = verdicts.get(str(row["id"]))
+        if verdict is None:
+            scores.per_sample[str(row["id"])] = {"correct": None}
+            continue
+        picked = verdict.get("answer", "none")
+        _right_or_wrong(scores, row, {"judge_answer": picked}, picked.startswith(row["scoring"]["target"]),
+                        verdict.get("readable", True))
+    if judged and not any(str(r["id"]) in verdicts for r in judged):
+        scores.notes["judged"] = (f"{len(judged)} answers need an LLM judge to be scored (e.g. TempCompass captioning) "
+                                  "and are left out of the accuracy: give --judge-url and --judge-model.")
+    _accuracy(rows, wanted, metrics, scores)
+    _grounding(kinds.get("grounding", []), wanted, scores)
+    _judge_scores(kinds.get("open", []), verdicts, wanted, scores)
     return scores
+
+
+def _right_or_wrong(scores: Scores, row: dict, extra: dict, right: bool | None, readable: bool) -> None:
+    """A right/wrong sample; an unreadable answer counts as wrong and is listed."""
+    scores.per_sample[str(row["id"])] = {**extra, "correct": right}
+    if not readable:
+        scores.unreadable.append(str(row["id"]))
+
+
+def _accuracy(rows: Sequence[dict], wanted: list[str], metrics, scores: Scores) -> None:
+    graded = [{**r, "correct": scores.per_sample[str(r["id"])]["correct"]} for r in rows
+              if r.get("kind") in ("choice", "match", "judged")
+              and scores.per_sample.get(str(r["id"]), {}).get("correct") is not None]
+    private = sum(1 for r in rows if r.get("kind") == "choice" and r.get("answer") is None)
+    if private:
+        scores.notes["private answers"] = (f"{private} questions have no public answer: they are in the submission "
+                                           "file, not in the accuracy.")
+    if graded:
+        scores.accuracy = accuracy_table(graded)
+        if "accuracy" in wanted:
+            scores.values["accuracy"] = scores.accuracy["overall"]["accuracy"]
+    elif "accuracy" in wanted and metrics:
+        scores.notes["accuracy"] = "no multiple-choice records with an answer: accuracy not computed."
+
+
+def _grounding(rows: list[dict], wanted: list[str], scores: Scores) -> None:
+    ious = []
+    for row in rows:
+        intervals = read_intervals(str(row["prediction"]))
+        iou = interval_iou(intervals, row["scoring"]["interval"])
+        ious.append(iou)
+        scores.per_sample[str(row["id"])] = {"intervals": intervals, "iou": iou}
+        if not intervals:
+            scores.unreadable.append(str(row["id"]))
+    scores.values.update({k: v for k, v in grounding_scores(ious).items() if k in wanted})
+
+
+def _judge_scores(rows: list[dict], verdicts: dict[str, dict], wanted: list[str], scores: Scores) -> None:
+    needing = [r for r in rows if (r.get("scoring") or {}).get("judge")]
+    judged = [(r, verdicts[str(r["id"])]) for r in needing if str(r["id"]) in verdicts]
+    if needing and not judged:
+        scores.notes["judge"] = (f"{len(needing)} answers are scored by an LLM judge as the benchmark reports them: "
+                                 "give --judge-url and --judge-model (judge_accuracy, judge_score).")
+        return
+    for row, verdict in judged:
+        scores.per_sample[str(row["id"])].update(judge=verdict["pred"], judge_score=verdict["score"])
+        if not verdict.get("readable", True):
+            scores.unreadable.append(str(row["id"]))
+    if judged and "judge_accuracy" in wanted:
+        scores.values["judge_accuracy"] = 100.0 * sum(v["pred"] == "yes" for _, v in judged) / len(judged)
+    if judged and "judge_score" in wanted:
+        scores.values["judge_score"] = sum(v["score"] for _, v in judged) / len(judged)
 
 
 def _open_scores(rows: list[dict], wanted: list[str], scores: Scores) -> None:
@@ -257,13 +351,36 @@ def _open_scores(rows: list[dict], wanted: list[str], scores: Scores) -> None:
     if "exact_match" in wanted:
         hits = [normalize_answer(p) in {normalize_answer(x) for x in refs} for p, refs in zip(predictions, references)]
         scores.values["exact_match"] = 100.0 * sum(hits) / len(hits)
+    if "strict_match" in wanted:
+        hits = [p.strip() in refs for p, refs in zip(predictions, references)]
+        scores.values["strict_match"] = 100.0 * sum(hits) / len(hits)
     for i, row in enumerate(rows):
         sentence = sacrebleu.sentence_bleu(predictions[i], references[i]).score
         scores.per_sample[str(row["id"])] = {"sentence_bleu4": float(sentence), "sentence_rouge_l": 100.0 * rouge[i]}
 
 
+_NEEDS = {"choice": ("options", "answer"), "match": ("scoring",), "judged": ("scoring",), "grounding": ("scoring",)}
+
+
+def _check_rows(path: Path, rows: list[dict]) -> None:
+    for n, row in enumerate(rows, start=1):
+        missing = [k for k in ("id", "prediction") if k not in row]
+        kind = row.get("kind", "open")
+        missing += [k for k in _NEEDS.get(kind, ("references",)) if k not in row]
+        if kind == "grounding" and "scoring" in row and "interval" not in row["scoring"]:
+            missing.append("scoring.interval")
+        if missing:
+            raise EvaluationError(
+                f"{path}: record {n} (id {row.get('id')!r}) lacks {', '.join(missing)}. Score a predictions.jsonl "
+                "written by `vidlab eval run`, or add those fields."
+            )
+
+
 def score_file(
-    predictions: str | Path, metrics: Sequence[str] | None = None, out_dir: str | Path | None = None
+    predictions: str | Path,
+    metrics: Sequence[str] | None = None,
+    out_dir: str | Path | None = None,
+    judge=None,
 ) -> dict[str, Any]:
     """Score a predictions.jsonl: write metrics.json and add each sample's scores to the file.
 
@@ -271,29 +388,32 @@ def score_file(
         predictions: the predictions.jsonl of `vidlab eval run` (or any JSONL with id, prediction,
             references; multiple-choice rows also kind "choice", options and answer).
         metrics: names from METRICS (None: all that apply).
-        out_dir: where metrics.json goes (default: beside the predictions).
+        out_dir: where metrics.json (and a benchmark's submission file) go (default: beside the predictions).
+        judge: `vidlab.evaluation.judge.JudgeOptions` to have an LLM judge the rows whose benchmark is
+            judged (ActivityNet-QA, TempCompass captioning); judgements are cached in judgements.jsonl
+            beside the predictions. None: use the cached judgements of a previous run, if any.
 
     Returns:
         What metrics.json holds.
     """
+    from vidlab.evaluation.judge import cached_verdicts, judge_rows
+    from vidlab.evaluation.summary import benchmark_section
+
     path = Path(predictions).expanduser()
     if not path.is_file():
         raise EvaluationError(f"{path}: no such predictions file. Pass the predictions.jsonl of `vidlab eval run`.")
     rows = read_jsonl(path)
-    for n, row in enumerate(rows, start=1):
-        missing = [k for k in ("id", "prediction") if k not in row]
-        if row.get("kind") == "choice":
-            missing += [k for k in ("options", "answer") if k not in row]
-        elif "references" not in row:
-            missing.append("references")
-        if missing:
-            raise EvaluationError(
-                f"{path}: record {n} (id {row.get('id')!r}) lacks {', '.join(missing)}. Score a predictions.jsonl "
-                "written by `vidlab eval run`, or add those fields."
-            )
+    _check_rows(path, rows)
     if not rows:
         raise EvaluationError(f"{path}: holds no predictions. Run `vidlab eval run` first.")
-    scores = compute_scores(rows, metrics)
+    target = Path(out_dir).expanduser() if out_dir is not None else path.parent
+    to_judge = [r for r in rows if (r.get("scoring") or {}).get("judge")]
+    judge_model = None
+    if to_judge and judge is not None:
+        verdicts, judge_model = judge_rows(to_judge, path.parent, judge), judge.model
+    else:
+        verdicts, judge_model = cached_verdicts(to_judge, path.parent) if to_judge else ({}, None)
+    scores = compute_scores(rows, metrics, verdicts)
     for row in rows:
         row["scores"] = scores.per_sample.get(str(row["id"]), {})
     write_jsonl(path, rows)
@@ -308,12 +428,17 @@ def score_file(
         "tokenization": scores.tokenization,
         "counts": {**scores.counts, "skipped": skipped},
         "accuracy_breakdown": scores.accuracy,
+        "unreadable": scores.unreadable,
         "notes": scores.notes,
         "definitions": {k: DEFINITIONS[k] for k in [*METRICS, "sentence_bleu4", "sentence_rouge_l"]
                         if k in scores.values or k.startswith("sentence_")},
         "predictions": str(path),
         "versions": {name: version(name) for name in ("pycocoevalcap", "sacrebleu")},
     }
-    target = Path(out_dir).expanduser() if out_dir is not None else path.parent
+    if judge_model is not None:
+        result["judge_model"] = judge_model
+    section = benchmark_section(rows, scores, target)
+    if section is not None:
+        result["benchmark"] = section
     write_json(target / METRICS_FILE, result)
     return result

@@ -13,7 +13,7 @@ from typing import Any
 
 from vidlab.conversation import ROLE_NAMES, Conversation, TextPart, Turn, parse_record
 from vidlab.errors import EvaluationError, VidlabError
-from vidlab.evaluation.subtitles import Cue, lines_at, subtitle_block
+from vidlab.evaluation.subtitles import Cue, TimedSubtitles, subtitle_block
 from vidlab.files import iter_json_items, reason_of
 from vidlab.media import VideoClip
 
@@ -31,9 +31,12 @@ class EvalRecord:
         conversation: the prompt turns, ending with a user turn.
         references: one or more reference answers (for multiple choice: the answer letter).
         options: multiple choice only: the option texts, in letter order (A, B, ...).
-        answer: multiple choice only: the correct letter.
-        meta: task / category / duration labels for per-group accuracy.
+        answer: multiple choice only: the correct letter (None where the benchmark keeps it private).
+        meta: labels for per-group accuracy (task, category, duration, or a benchmark's own); a list
+            value puts the record in several groups.
         subtitles: timed cues (shown at the sampled frames) or plain text, put before the question.
+        scoring: how a benchmark scores the answer (written into predictions.jsonl as "scoring"): e.g.
+            {"benchmark": "mvbench", "reader": "mvbench"}; "kind" in it overrides `kind`.
     """
 
     id: str
@@ -43,12 +46,15 @@ class EvalRecord:
     references: list[str]
     options: list[str] | None = None
     answer: str | None = None
-    meta: dict[str, str] = field(default_factory=dict)
-    subtitles: list[Cue] | str | None = None
+    meta: dict[str, str | list[str]] = field(default_factory=dict)
+    subtitles: TimedSubtitles | list[Cue] | str | None = None
+    scoring: dict[str, Any] = field(default_factory=dict)
 
     @property
     def kind(self) -> str:
-        return "choice" if self.options else "open"
+        """open (free answer), choice (lettered options), match (a benchmark's right/wrong rule),
+        grounding (start and end seconds) or judged (right/wrong decided by an LLM judge)."""
+        return self.scoring.get("kind") or ("choice" if self.options else "open")
 
     @property
     def question(self) -> str:
@@ -61,18 +67,20 @@ class EvalRecord:
         if self.subtitles is None:
             return self.conversation
         if isinstance(self.subtitles, str):
-            text = self.subtitles
+            block = subtitle_block(self.subtitles)
         else:
+            timed = self.subtitles if isinstance(self.subtitles, TimedSubtitles) else TimedSubtitles(self.subtitles)
             clips = [m for m in media if isinstance(m, VideoClip)]
-            text = "\n".join(lines_at(self.subtitles, clips[0].timestamps if clips else []))
+            # The times the prompt announces for the frames, as VideoLLaMA3 matches subtitles to frames.
+            block = timed.block(clips[0].stamps if clips else [])
         turns = list(self.conversation.turns)
         last = turns[-1]
         parts = list(last.parts)
         at = next((i for i, p in enumerate(parts) if isinstance(p, TextPart)), len(parts))
         if at < len(parts):
-            parts[at] = TextPart(text=subtitle_block(text) + parts[at].text)
+            parts[at] = TextPart(text=block + parts[at].text)
         else:
-            parts.append(TextPart(text=subtitle_block(text)))
+            parts.append(TextPart(text=block))
         turns[-1] = Turn(role=last.role, parts=parts)
         return self.conversation.model_copy(update={"turns": turns})
 
@@ -92,11 +100,21 @@ class Skipped:
 
 @dataclass
 class EvalSet:
+    """Records to answer and those skipped.
+
+    Attributes:
+        path: the data file (for a benchmark: its main annotation file).
+        format: records, choice, or the benchmark's name.
+        data_root: the folder media paths are relative to.
+        split: the benchmark split read (None for a plain data file).
+    """
+
     path: Path
     format: str
     data_root: Path
     records: list[EvalRecord]
     skipped: list[Skipped]
+    split: str | None = None
 
     def limited(self, limit: int | None) -> EvalSet:
         """Only the first `limit` records of the file (good and bad alike)."""
@@ -104,7 +122,7 @@ class EvalSet:
             return self
         return EvalSet(
             self.path, self.format, self.data_root,
-            [r for r in self.records if r.index < limit], [s for s in self.skipped if s.index < limit],
+            [r for r in self.records if r.index < limit], [s for s in self.skipped if s.index < limit], self.split,
         )
 
 

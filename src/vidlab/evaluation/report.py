@@ -16,7 +16,9 @@ SAMPLES_SHOWN = 5
 SKIPPED_SHOWN = 20
 LABELS = {"bleu1": "BLEU-1", "bleu2": "BLEU-2", "bleu3": "BLEU-3", "bleu4": "BLEU-4", "sacrebleu": "sacreBLEU",
           "meteor": "METEOR", "rouge_l": "ROUGE-L", "cider": "CIDEr", "exact_match": "Exact match",
-          "accuracy": "Accuracy", "sentence_bleu4": "sentence BLEU-4 (per sample)",
+          "accuracy": "Accuracy", "strict_match": "Strict match", "miou": "mIoU", "r1@0.3": "R1@0.3",
+          "r1@0.5": "R1@0.5", "r1@0.7": "R1@0.7", "judge_accuracy": "Judge accuracy", "judge_score": "Judge score",
+          "task_mean": "Mean over tasks", "sentence_bleu4": "sentence BLEU-4 (per sample)",
           "sentence_rouge_l": "ROUGE-L (per sample)"}
 
 
@@ -45,11 +47,38 @@ def _reference_cell(refs: list[str]) -> str:
 
 
 def sample_score(row: dict) -> float | None:
-    """The per-sample number samples are sorted and compared by: correct (100/0) or sentence BLEU-4."""
+    """The per-sample number samples are sorted and compared by: correct (100/0), IoU x100 (grounding),
+    or sentence BLEU-4; None when there is none (a private answer, an answer not judged)."""
     scores = row.get("scores") or {}
     if "correct" in scores:
-        return 100.0 if scores["correct"] else 0.0
+        return None if scores["correct"] is None else (100.0 if scores["correct"] else 0.0)
+    if "iou" in scores:
+        return 100.0 * scores["iou"]
     return scores.get("sentence_bleu4")
+
+
+def _benchmark_lines(section: dict) -> list[str]:
+    lines = [f"## {section['title']}", ""]
+    headline = section.get("headline") or {}
+    if headline:
+        lines += _table(["reported", "value"], [[LABELS.get(k, k), f"{v:.2f}"] for k, v in headline.items()]) + [""]
+    for name, table in (section.get("tables") or {}).items():
+        if not name.startswith("by "):
+            continue  # accuracy tables are shown below, with the other breakdowns
+        columns = sorted({c for row in table.values() for c in row if c != "total"})
+        lines += [f"### {name.capitalize()}", ""]
+        lines += _table([name[3:], *[LABELS.get(c, c) for c in columns], "total"], [
+            [group, *[f"{row[c]:.2f}" if c in row else "-" for c in columns], row["total"]]
+            for group, row in table.items()
+        ]) + [""]
+    unreadable = section.get("unreadable") or []
+    if unreadable:
+        shown = ", ".join(unreadable[:SKIPPED_SHOWN]) + (" ..." if len(unreadable) > SKIPPED_SHOWN else "")
+        lines += [f"**Unreadable answers** ({len(unreadable)}, counted wrong): {shown}", ""]
+    for path in section.get("submission") or []:
+        lines += [f"**Submission file**: `{path}`", ""]
+    lines += [f"- {note}" for note in section.get("notes") or []] + [""]
+    return lines
 
 
 def _chart(values: dict[str, float], accuracy: dict | None, path: Path, title: str) -> Path:
@@ -60,8 +89,9 @@ def _chart(values: dict[str, float], accuracy: dict | None, path: Path, title: s
 
     groups = {k: v for k, v in (accuracy or {}).items() if k != "overall" and isinstance(v, dict)}
     panels = 1 + len(groups)
-    figure, axes = plt.subplots(panels, 1, figsize=(7, 0.9 + 0.35 * max(len(values), 2) + 2.2 * len(groups)),
-                                squeeze=False)
+    heights = [0.9 + 0.35 * max(len(values), 2)] + [0.8 + 0.3 * max(len(t), 2) for t in groups.values()]
+    figure, axes = plt.subplots(panels, 1, figsize=(7, sum(heights)), squeeze=False,
+                                gridspec_kw={"height_ratios": heights})
     names = list(values)
     ax = axes[0][0]
     ax.barh([LABELS.get(n, n) for n in names], [values[n] for n in names], color="#4C72B0")
@@ -108,9 +138,13 @@ def write_report(run_dir: str | Path) -> Path:
             ["max new tokens", info.get("max_new_tokens")], ["DiffFP compression", info.get("compression")],
         ]) + [""]
     lines += ["## Counts", ""]
-    lines += _table(["evaluated", "open-ended", "multiple choice", "skipped"], [[
-        counts.get("evaluated", len(rows)), counts.get("open", 0), counts.get("choice", 0), len(skipped),
+    others = [k for k in ("match", "judged", "grounding") if counts.get(k)]
+    lines += _table(["evaluated", "open-ended", "multiple choice", *others, "skipped"], [[
+        counts.get("evaluated", len(rows)), counts.get("open", 0), counts.get("choice", 0),
+        *[counts[k] for k in others], len(skipped),
     ]]) + [""]
+    if metrics.get("benchmark"):
+        lines += _benchmark_lines(metrics["benchmark"])
     lines += ["## Metrics", ""]
     lines += _table(["metric", "value"], [[LABELS[m], f"{v:.2f}"] for m, v in values.items()]) + [""]
     if values:
@@ -127,14 +161,14 @@ def write_report(run_dir: str | Path) -> Path:
     lines.append("")
 
     breakdown = metrics.get("accuracy_breakdown") or {}
-    for key in ("task", "category", "duration"):
+    for key in [k for k in breakdown if k != "overall"]:
         if breakdown.get(key):
             lines += [f"## Accuracy by {key}", ""]
             lines += _table([key, "accuracy", "correct", "total"], [
                 [name, f"{v['accuracy']:.2f}", v["correct"], v["total"]] for name, v in breakdown[key].items()
             ]) + [""]
 
-    open_rows = [r for r in rows if r.get("kind", "open") != "choice" and sample_score(r) is not None]
+    open_rows = [r for r in rows if r.get("kind", "open") == "open" and sample_score(r) is not None]
     if open_rows:
         ranked = sorted(open_rows, key=lambda r: (sample_score(r), r["scores"].get("sentence_rouge_l", 0.0)))
         header = ["id", "sentence BLEU-4", "ROUGE-L", "prediction", "reference"]
@@ -149,11 +183,21 @@ def write_report(run_dir: str | Path) -> Path:
         lines += ["## Best samples (by sentence BLEU-4)", ""] + _table(header, sample_rows(best)) + [""]
         if worst:
             lines += ["## Worst samples", ""] + _table(header, sample_rows(worst)) + [""]
-    wrong = [r for r in rows if r.get("kind") == "choice" and not (r.get("scores") or {}).get("correct", True)]
+    wrong = [r for r in rows if r.get("kind") in ("choice", "match", "judged")
+             and (r.get("scores") or {}).get("correct") is False]
     if wrong:
-        lines += ["## Wrong multiple-choice answers (first few)", ""]
+        lines += ["## Wrong answers (first few)", ""]
         lines += _table(["id", "answer", "read as", "prediction"], [
-            [r["id"], r["answer"], r["scores"].get("choice") or "none", r["prediction"]] for r in wrong[:SAMPLES_SHOWN]
+            [r["id"], r.get("answer") or _reference_cell(r.get("references") or []),
+             r["scores"].get("choice") or r["scores"].get("judge_answer") or "-", r["prediction"]]
+            for r in wrong[:SAMPLES_SHOWN]
+        ]) + [""]
+    grounded = sorted((r for r in rows if "iou" in (r.get("scores") or {})), key=lambda r: r["scores"]["iou"])
+    if grounded:
+        lines += ["## Lowest IoU (first few)", ""]
+        lines += _table(["id", "truth (s)", "read as (s)", "IoU", "prediction"], [
+            [r["id"], r["references"][0], "; ".join(f"{a:g}-{b:g}" for a, b in r["scores"]["intervals"]) or "none",
+             f"{r['scores']['iou']:.2f}", r["prediction"]] for r in grounded[:SAMPLES_SHOWN]
         ]) + [""]
     if skipped:
         lines += [f"## Skipped records ({len(skipped)}; all in skipped.jsonl)", ""]

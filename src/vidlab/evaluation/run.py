@@ -35,7 +35,8 @@ RUN_INFO = "run.json"
 PART_GLOB = "predictions.part-*.jsonl"
 SKIPPED_PART_GLOB = "skipped.part-*.jsonl"
 # run.json keys that must match for a rerun to continue a folder's predictions.
-SAME_RUN_KEYS = ("model", "adapter", "data", "format", "settings", "max_new_tokens", "temperature", "subtitles")
+SAME_RUN_KEYS = ("model", "adapter", "data", "format", "split", "settings", "max_new_tokens", "temperature",
+                 "subtitles")
 # Errors that cost one record (a corrupt file the decoder chokes on, a processor that rejects a
 # picture, out of memory on a long video) rather than the run. Other exceptions are bugs.
 RECORD_ERRORS = (VidlabError, ValueError, RuntimeError, OSError, EOFError)
@@ -142,6 +143,7 @@ def _run_info(model_name: str, adapter, data: EvalSet, options: RunOptions, subt
         "adapter": str(adapter) if adapter is not None else None,
         "data": str(data.path.resolve()),
         "format": data.format,
+        "split": data.split,
         "data_root": str(data.data_root),
         "settings": options.settings.model_dump(),
         "max_new_tokens": options.generation.max_new_tokens,
@@ -253,6 +255,8 @@ def _row(record: EvalRecord, answer, stats, seconds: float) -> dict:
         row["answer"] = record.answer
     if record.meta:
         row["meta"] = record.meta
+    if record.scoring:
+        row["scoring"] = record.scoring  # how the benchmark scores this answer (see EvalRecord.scoring)
     row.update(
         frames=[[round(t, 3) for t in times] for times in stats.frames],
         visual_tokens=stats.visual_tokens,

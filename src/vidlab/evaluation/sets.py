@@ -1,31 +1,70 @@
 """An evaluation set from a path: which format a file is in, and the loader that reads it.
 
 Formats: annotation records (`records`), the general multiple-choice form (`choice`), Video-MME
-(`videomme`) and MVBench (`mvbench`); `auto` tells them apart from the path and the first record.
+(`videomme`), MVBench (`mvbench`) and MLVU (`mlvu`); `auto` tells them apart from the path and the
+first record, and asks for --format when it cannot. Whole benchmark folders are read with
+`vidlab.evaluation.benchmarks.load_benchmark` (`--benchmark NAME --root DIR`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from vidlab.errors import EvaluationError
-from vidlab.evaluation import benchmarks
-from vidlab.evaluation.benchmarks import MVBENCH_TASKS
+from vidlab.errors import DataFileError, EvaluationError
+from vidlab.evaluation.benchmarks import MLVU_TASKS, MVBENCH_TASKS, load_choices, load_mlvu, load_mvbench, load_videomme
+from vidlab.evaluation.benchmarks.common import parquet_columns, read_json_lenient
 from vidlab.evaluation.records import EvalSet, Skipped, load_annotations
 from vidlab.files import iter_json_items
 
-FORMATS = ("auto", "records", "choice", "videomme", "mvbench")
+FORMATS = ("auto", "records", "choice", "videomme", "mvbench", "mlvu")
+_ASK = "Pass --format records, choice, videomme, mvbench or mlvu, or read a whole benchmark folder with " \
+       "--benchmark NAME --root DIR (`vidlab eval benchmarks` lists them)."
+VIDEOMME_COLUMNS = {"videoID", "question_id", "options", "answer"}
+
+
+def _parquet_format(path: Path) -> str:
+    columns = set(parquet_columns(path))
+    if VIDEOMME_COLUMNS <= columns:
+        return "videomme"
+    raise EvaluationError(
+        f"{path}: a parquet file whose columns ({', '.join(sorted(columns))}) are not Video-MME's "
+        f"({', '.join(sorted(VIDEOMME_COLUMNS))}). {_ASK}"
+    )
+
+
+def _folder_format(path: Path) -> str:
+    names = {p.name for p in path.glob("*.json")}
+    kinds = [name for name, tasks in (("mvbench", MVBENCH_TASKS), ("mlvu", MLVU_TASKS)) if names & set(tasks)]
+    if len(kinds) == 1:
+        return kinds[0]
+    what = "task files of both MVBench and MLVU" if kinds else "no MVBench or MLVU task files"
+    raise EvaluationError(f"{path}: a folder with {what}. {_ASK}")
+
+
+def _first_items(path: Path):
+    try:
+        yield from iter_json_items(path)
+    except DataFileError:
+        # Hand-edited files (Video-MME's own result template) can carry trailing commas.
+        whole = read_json_lenient(path)
+        yield from enumerate(whole if isinstance(whole, list) else [whole], start=1)
 
 
 def detect_format(path: Path) -> str:
-    """records, choice, videomme or mvbench, from the file's first record."""
+    """records, choice, videomme, mvbench or mlvu, from the path and the file's first record.
+
+    Raises:
+        EvaluationError: the file or folder fits none of them, or more than one; the message asks for --format.
+    """
     if path.suffix.lower() == ".parquet":
-        return "videomme"
+        return _parquet_format(path)
     if path.is_dir():
-        return "mvbench"
+        return _folder_format(path)
     if path.name in MVBENCH_TASKS:
         return "mvbench"
-    for line, item in iter_json_items(path):
+    if path.name in MLVU_TASKS:
+        return "mlvu"
+    for line, item in _first_items(path):
         if not isinstance(item, dict):
             continue
         if "conversations" in item:
@@ -33,14 +72,13 @@ def detect_format(path: Path) -> str:
         if "questions" in item or ("question_id" in item and ("videoID" in item or "duration" in item)):
             return "videomme"
         if "candidates" in item:
-            return "mvbench"
+            return "mlvu" if "question_type" in item else "mvbench"  # question_type: a field only MLVU has
         if "options" in item and "question" in item:
             return "choice"
         raise EvaluationError(
-            f"{path}:{line}: cannot tell the data format from this record (keys: {', '.join(sorted(item))}). "
-            "Pass --format records, choice, videomme or mvbench."
+            f"{path}:{line}: cannot tell the data format from this record (keys: {', '.join(sorted(item))}). {_ASK}"
         )
-    raise EvaluationError(f"{path}: no readable record to tell the format from. Pass --format.")
+    raise EvaluationError(f"{path}: no readable record to tell the format from. {_ASK}")
 
 
 def drop_duplicate_ids(data: EvalSet) -> EvalSet:
@@ -68,9 +106,9 @@ def load_eval_set(
 
     Args:
         path: annotation records (JSON/JSONL), a multiple-choice file, a Video-MME file (JSON, JSONL
-            or the released parquet) or MVBench (its `json/` folder or one task's JSON).
+            or the released parquet), MVBench or MLVU (their `json/` folder or one task's JSON).
         data_root: folder that media paths are relative to (default: per format, see docs/evaluate.md).
-        format: auto, records, choice, videomme or mvbench.
+        format: auto, records, choice, videomme, mvbench or mlvu.
         subtitles: Video-MME: put the subtitles of the sampled frames before the question.
     """
     path = Path(path).expanduser()
@@ -81,12 +119,16 @@ def load_eval_set(
     root = Path(data_root).expanduser() if data_root is not None else None
     if format == "auto":
         format = detect_format(path)
+    if path.is_dir() and format not in ("mvbench", "mlvu"):
+        raise EvaluationError(f"{path}: a folder; --format {format} reads a file. {_ASK}")
     if format == "records":
         data = load_annotations(path, root)
     elif format == "choice":
-        data = benchmarks.load_choices(path, root)
+        data = load_choices(path, root)
     elif format == "videomme":
-        data = benchmarks.load_videomme(path, root, subtitles=subtitles)
+        data = load_videomme(path, root, subtitles=subtitles)
+    elif format == "mlvu":
+        data = load_mlvu(path, root)
     else:
-        data = benchmarks.load_mvbench(path, root)
+        data = load_mvbench(path, root)
     return drop_duplicate_ids(data)

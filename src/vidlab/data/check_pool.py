@@ -1,0 +1,182 @@
+"""Worker processes with a time limit per task: a task that hangs or kills its worker is one failed task.
+
+`concurrent.futures.ProcessPoolExecutor` cannot stop one task (a future's timeout only stops
+waiting, the worker keeps running), and a worker that dies breaks the whole pool. Here each worker
+has its own pipe, so the pool knows which task each one holds: past the deadline the worker is
+killed and replaced, and a worker that dies (a decoder's segfault) fails only its task.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import signal
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable, Hashable, Iterable, Iterator
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+from vidlab.errors import VidlabError
+
+
+@dataclass(frozen=True)
+class TaskFailure:
+    """A task that did not return: kind is "timeout", "crashed" (the worker died) or "error" (it raised)."""
+
+    kind: str
+    detail: str
+
+
+def _worker(conn: Connection, fn: Callable[[Any], Any], initializer: Callable[..., None] | None, initargs: tuple):
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it stops the workers
+    try:
+        import torch
+
+        torch.set_num_threads(1)  # as torch's DataLoader workers: processes, not threads, give the parallelism
+        if initializer is not None:
+            initializer(*initargs)
+    except BaseException as err:  # noqa: BLE001 - reported to the parent, which raises it
+        conn.send(("init-error", f"{type(err).__name__}: {err}"))
+        return
+    conn.send(("ready", None))
+    while True:
+        message = conn.recv()
+        if message is None:
+            return
+        key, argument = message
+        try:
+            conn.send((key, ("ok", fn(argument))))
+        except BaseException as err:  # noqa: BLE001 - one task's exception must not end the worker
+            conn.send((key, ("error", f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=6)}")))
+
+
+class _Slot:
+    def __init__(self, context, fn, initializer, initargs):
+        self.conn, child = context.Pipe()
+        self.process = context.Process(target=_worker, args=(child, fn, initializer, initargs), daemon=True)
+        self.process.start()
+        child.close()
+        self.ready = False
+        self.task: tuple[Hashable, Any] | None = None
+        self.started = 0.0
+
+    def stop(self, kill: bool = False) -> None:
+        if kill:
+            self.process.kill()
+        else:
+            try:
+                self.conn.send(None)
+            except (BrokenPipeError, OSError):
+                pass
+            self.process.join(2)
+            if self.process.is_alive():
+                self.process.kill()
+        self.process.join()
+        self.conn.close()
+
+
+def _death(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        try:
+            return f"killed by signal {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"killed by signal {-exitcode}"
+    return f"exited with status {exitcode}"
+
+
+def default_context():
+    """fork where the platform has it (workers start at once and share the loaded processor), else spawn."""
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+
+
+class TimedPool:
+    """Runs `fn(argument)` for each (key, argument) in `workers` processes, each task within `timeout` seconds.
+
+    Args:
+        fn: a module-level function (pickled by name under spawn).
+        workers: processes (at least 1).
+        timeout: seconds one task may run; then its worker is killed and replaced.
+        initializer, initargs: run once in each new worker before its first task.
+        context: a multiprocessing context (default: fork where available, else spawn).
+    """
+
+    def __init__(self, fn: Callable[[Any], Any], workers: int, timeout: float,
+                 initializer: Callable[..., None] | None = None, initargs: tuple = (), context=None):
+        if workers < 1:
+            raise ValueError("TimedPool needs at least one worker")
+        self.fn, self.workers, self.timeout = fn, workers, timeout
+        self.initializer, self.initargs = initializer, initargs
+        self.context = context or default_context()
+
+    def _slot(self) -> _Slot:
+        return _Slot(self.context, self.fn, self.initializer, self.initargs)
+
+    def run(self, tasks: Iterable[tuple[Hashable, Any]]) -> Iterator[tuple[Hashable, Any]]:
+        """(key, result) as tasks finish, in any order; a failed task's result is a TaskFailure.
+
+        Raises:
+            VidlabError: a worker could not start (its initializer raised).
+        """
+        pending = deque(tasks)
+        slots = [self._slot() for _ in range(min(self.workers, len(pending)))]
+        failed_starts = 0
+        try:
+            while pending or any(slot.task is not None for slot in slots):
+                for slot in slots:
+                    if slot.ready and slot.task is None and pending:
+                        slot.task = pending.popleft()
+                        slot.started = time.monotonic()
+                        slot.conn.send(slot.task)
+                busy = [slot for slot in slots if slot.task is not None]
+                deadline = min((slot.started + self.timeout for slot in busy), default=time.monotonic() + 1)
+                waitables = [slot.conn for slot in slots] + [slot.process.sentinel for slot in slots]
+                wait(waitables, timeout=max(0.0, deadline - time.monotonic()))
+                for index, slot in enumerate(slots):
+                    outcome = self._poll(slot)
+                    if outcome is None:
+                        continue
+                    if outcome == "replace":
+                        failed_starts += 1
+                        if failed_starts > 3 * self.workers:
+                            raise VidlabError(f"check workers keep dying before their first task (last: "
+                                              f"{_death(slot.process.exitcode)}); run with --workers 0 to see why.")
+                        slots[index] = self._slot()
+                        continue
+                    yield outcome
+                    if slot.process.is_alive():
+                        continue
+                    slots[index] = self._slot()
+        finally:
+            for slot in slots:
+                slot.stop(kill=slot.task is not None)
+
+    def _poll(self, slot: _Slot):
+        """What happened to a slot since the last look: a (key, result), "replace" (a dead idle worker), or None."""
+        if slot.conn.poll():
+            try:
+                key, payload = slot.conn.recv()
+            except (EOFError, OSError):
+                key, payload = None, None
+            if key == "init-error":
+                raise VidlabError(f"a check worker could not start: {payload}")
+            if key == "ready":
+                slot.ready = True
+                return None
+            if key is not None:
+                slot.task = None
+                status, value = payload
+                return key, value if status == "ok" else TaskFailure("error", value)
+        if not slot.process.is_alive():
+            task, slot.task = slot.task, None
+            slot.conn.close()
+            if task is None:
+                return "replace"
+            return task[0], TaskFailure("crashed", _death(slot.process.exitcode))
+        if slot.task is not None and time.monotonic() - slot.started > self.timeout:
+            task, slot.task = slot.task, None
+            slot.stop(kill=True)
+            return task[0], TaskFailure("timeout", f"still running after {self.timeout:g} s; its worker was stopped")
+        return None

@@ -36,7 +36,8 @@ def _clock(value: str) -> float:
 
 def read_cues(path: Path, offset: float, duration: float) -> list[Cue]:
     """A LongVideoBench subtitle file: cues {"timestamp": [s, e], "text"} or {"start": "hh:mm:ss.xx",
-    "end", "line"}, shifted by the video's starting_timestamp_for_subtitles; an open end is the video's end."""
+    "end", "line"}, shifted back by the video's starting_timestamp_for_subtitles (an open end too, as the
+    benchmark's loader does)."""
     data = read_json_lenient(path)
     if not isinstance(data, list):
         raise DataFileError(f"{path}: expected a JSON list of subtitle cues.")
@@ -47,7 +48,9 @@ def read_cues(path: Path, offset: float, duration: float) -> list[Cue]:
         try:
             if "timestamp" in cue:
                 start, end = cue["timestamp"]
-                end = end if isinstance(end, float) else duration  # as the benchmark's own loader reads it
+                # An open end (null) is the video's duration, as the benchmark's own loader reads it; that loader
+                # also takes a whole-number end for open (it tests for float), which vidlab does not copy.
+                end = end if isinstance(end, (int, float)) and not isinstance(end, bool) else duration
                 text = cue.get("text", "")
             else:
                 start, end, text = _clock(cue["start"]), _clock(cue["end"]), cue.get("line", "")

@@ -496,8 +496,8 @@ def test_activitynet_qa_joined_files_prompt_and_judge_free_scores(tmp_path, clip
     put(root / "all_test/v_9eniCub7u60.webm", clip_file)
     data = load_benchmark("activitynet_qa", root)
     first = data.records[0]
-    assert text_of(first) == ("Question: is the athlete wearing trousers\nPlease watch the video and answer the question "
-                              "clearly and concisely.\n")
+    assert text_of(first) == ("Question: is the athlete wearing trousers\nPlease watch the video and answer the "
+                              "question clearly and concisely.\n")
     assert data.records[1].conversation.media[0].path == "all_test/v_9eniCub7u60.webm"
     assert first.meta == {"type": "Yes/No", "type_group": "Free"} and first.references == ["no"]
     metrics = score(data, {"v_1QIUV7WYKXg_3": "no", "v_9eniCub7u60_2": "Red.", "v_9eniCub7u60_5": "she sings"},

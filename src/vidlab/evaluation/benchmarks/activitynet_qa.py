@@ -46,12 +46,13 @@ def load(root: Path, split: str, subtitles: bool) -> EvalSet:
             if answer is None or not str(answer.get("answer", "")).strip():
                 raise EvaluationError(f"{where}: {record_id} has no answer in {answers_path.name}.")
             kind = TYPES.get(answer.get("type"), str(answer.get("type")))
+            question = question_text(item, where)
             return prompt_record(
                 record_id=record_id, where=where, index=index,
                 media=[MediaPart(type="video", path=find_video(root, folder, f"v_{item['video_name']}"))],
-                prompt=activitynet_prompt(question_text(item, where)), references=[str(answer["answer"])],
+                prompt=activitynet_prompt(question), references=[str(answer["answer"])],
                 meta={"type": kind, "type_group": kind if answer.get("type") in (0, 1, 2) else "Free"},
-                scoring={"benchmark": "activitynet_qa", "judge": "activitynet_qa"},
+                scoring={"benchmark": "activitynet_qa", "judge": "activitynet_qa", "question": question},
             )
 
         found.add(where, record_id, build)

@@ -1,0 +1,178 @@
+"""Peak memory of one training process, from the model's sizes, the run's settings and the longest sample.
+
+The formulas (docs/data.md lists them with their sources):
+    weights      frozen weights in the compute dtype (LoRA), fp32 for full fine-tuning, 4/8-bit LLM
+                 Linear layers plus fp32 everything else for QLoRA (peft's k-bit preparation upcasts
+                 what is not quantised); trainable copies and LoRA adapters in fp32
+    gradients    4 bytes per trainable parameter (vidlab keeps trainable weights in fp32)
+    optimizer    AdamW 8 bytes (two fp32 moments), SGD with momentum 4, per trainable parameter
+    activations  per LLM layer and token, the bytes autograd saves in a Qwen2 decoder layer,
+                 measured with saved-tensor hooks on transformers 5.24 / torch 2.14 (LAYER_BYTES);
+                 with activation checkpointing each layer keeps only its input (hidden x dtype
+                 bytes) and one layer is recomputed at a time
+    logits       tokens x vocabulary x (4 logits + 4 log-softmax + 4 its gradient) in fp32; 2
+                 more for the bf16 logits under mixed precision
+    vision       a trained vision encoder keeps its layers' activations per patch (4 patches per
+                 video token); a frozen one only the working set of one layer
+Sharding: ZeRO-2 divides gradients and optimizer states by the number of GPUs; ZeRO-3 and FSDP
+also the weights (plus one gathered layer). DDP adds gradient buckets (one more gradient copy).
+The peak is weights + optimizer states + the larger of the forward/backward phase (activations,
+logits, gradients kept across accumulation) and the update phase (gradients, optimizer temporaries).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+from vidlab.data.plan_model import Architecture
+
+MIB, GIB = 2**20, 2**30
+STRATEGIES = ("none", "ddp", "zero2", "zero3", "fsdp")
+
+# Bytes autograd keeps per LLM decoder layer and token: (per hidden unit, per intermediate unit, per LoRA rank).
+# Measured on the Qwen2 layers of transformers 5.24 with torch 2.14 (saved-tensor hooks, unique storages), at
+# 2 key-value heads of 4: models with fewer key-value heads per head keep slightly less, so this errs high.
+LAYER_BYTES = {
+    ("lora", 4, True): (68, 20, 28), ("lora", 4, False): (28, 16, 28),
+    ("lora", 2, True): (50, 12, 14), ("lora", 2, False): (26, 8, 14),
+    ("full", 4, True): (36, 16, 0), ("full", 4, False): (36, 16, 0),
+    ("full", 2, True): (32, 8, 0), ("full", 2, False): (32, 8, 0),
+}
+LAYER_CONSTANT = 24  # bytes per layer and token that do not scale with the sizes (measured)
+# Not measured on a GPU (none was available): the CUDA context, cuBLAS workspaces and the caching
+# allocator's reserve are commonly 0.5-1 GiB; on the CPU the measured runtime cost of a step was ~24 MiB.
+RUNTIME = {"cuda": 1 * GIB, "cpu": 24 * MIB}
+QUANT_BYTES = {4: 0.5 + 1 / 64 + 4 / (64 * 256), 8: 1.0}  # nf4 with double-quantised block scales; int8
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What decides the memory of a run (from a training config, the check's statistics and the plan's options).
+
+    Attributes:
+        method: lora, qlora or full.
+        trained: parts with a learning rate (vision, projector, llm).
+        precision: bf16, fp16 or fp32 (the compute dtype).
+        checkpointing: activation checkpointing on.
+        batch_size, grad_accum: samples per step per process, steps per optimiser step.
+        tokens: LLM tokens of the longest sample (text + visual after pruning).
+        vision_tokens: visual tokens of the longest sample before DiffFP pruning (what the encoder sees).
+        lora_dropout, bits: LoRA dropout (> 0 keeps dropout masks); QLoRA's 4 or 8 bits.
+        optimizer: adamw or sgd (momentum > 0 keeps one state).
+        gpus, strategy: processes and how they share the model (none, ddp, zero2, zero3, fsdp).
+        device: cuda or cpu (the CPU trains in fp32 and has no CUDA context).
+    """
+
+    method: str = "lora"
+    trained: tuple[str, ...] = ("llm",)
+    precision: str = "bf16"
+    checkpointing: bool = False
+    batch_size: int = 1
+    grad_accum: int = 1
+    tokens: int = 16384
+    vision_tokens: int = 0
+    lora_dropout: float = 0.05
+    bits: int = 4
+    optimizer: str = "adamw"
+    momentum: float = 0.9
+    gpus: int = 1
+    strategy: str = "none"
+    device: str = "cuda"
+
+    def but(self, **changes) -> Setup:
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Bytes per process, by component, and the peak."""
+
+    weights: int
+    gradients: int
+    optimizer: int
+    activations: int
+    logits: int
+    vision: int
+    buckets: int
+    runtime: int
+    forward_phase: int
+    update_phase: int
+    peak: int
+    trainable: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _dtype_bytes(setup: Setup) -> int:
+    return 4 if setup.precision == "fp32" or setup.device == "cpu" else 2
+
+
+def trainable_parameters(arch: Architecture, setup: Setup) -> tuple[int, int, int]:
+    """(parameters trained in full, LoRA parameters, LLM modules copied by modules_to_save)."""
+    full_parts = [p for p in setup.trained if p != "llm" or setup.method == "full"]
+    full = sum(arch.parameters[p] for p in full_parts)
+    if setup.method == "full":
+        return full, 0, 0
+    return full, arch.lora, arch.modules_to_save
+
+
+def _weights(arch: Architecture, setup: Setup, c: int) -> float:
+    full, lora, saved = trainable_parameters(arch, setup)
+    if setup.method == "full":
+        return arch.total * 4  # loaded in fp32: trainable and frozen alike
+    copies = (full + saved) * 4 + lora * 4  # peft keeps the frozen original beside each trained copy
+    if setup.method == "qlora":
+        return arch.llm_linear * QUANT_BYTES[setup.bits] + (arch.total - arch.llm_linear) * 4 + copies
+    return arch.total * c + copies
+
+
+def layer_bytes(arch: Architecture, setup: Setup, c: int, r: int) -> int:
+    """Bytes one LLM decoder layer keeps per token for backward (no checkpointing)."""
+    kind = "full" if setup.method == "full" else "lora"
+    per_h, per_i, per_r = LAYER_BYTES[(kind, c, setup.lora_dropout > 0)]
+    return per_h * arch.hidden + per_i * arch.intermediate + per_r * r + LAYER_CONSTANT
+
+
+def estimate(arch: Architecture, setup: Setup, lora_rank: int = 64) -> Estimate:
+    """The peak memory of one process of the run (see the module docstring for each part)."""
+    c = _dtype_bytes(setup)
+    full, lora, saved = trainable_parameters(arch, setup)
+    trainable = full + lora + saved
+    shards = setup.gpus if setup.strategy in ("zero2", "zero3", "fsdp") else 1
+    weights = _weights(arch, setup, c)
+    if setup.strategy in ("zero3", "fsdp") and setup.gpus > 1:
+        weights = weights / setup.gpus + arch.largest_layer * (4 if setup.method == "full" else c)
+    gradients = trainable * 4 / shards
+    optimizer = trainable * (8 if setup.optimizer == "adamw" else 4 if setup.momentum > 0 else 0) / shards
+    buckets = trainable * 4 if setup.strategy == "ddp" and setup.gpus > 1 else 0
+
+    tokens = setup.batch_size * setup.tokens
+    per_layer = layer_bytes(arch, setup, c, lora_rank if setup.method != "full" else 0)
+    if setup.checkpointing:
+        activations = arch.layers * tokens * c * arch.hidden + tokens * per_layer
+    else:
+        activations = arch.layers * tokens * per_layer
+    if setup.method == "full" and c == 2:
+        # Autocast casts each fp32 weight to bf16 per use and keeps the copy for backward.
+        activations += 2 * arch.parameters["llm"] / (arch.layers if setup.checkpointing else 1)
+    logits = tokens * arch.vocab * (12 + (2 if c == 2 else 0)) + tokens * arch.hidden * (c + 4)
+
+    patches = setup.batch_size * setup.vision_tokens * 4  # a video token merges 2x2 patches
+    hv, iv = arch.vision_hidden, arch.vision_intermediate
+    if "vision" in setup.trained:
+        per_patch = (36 * hv + 8 * iv) if c == 4 else (32 * hv + 4 * iv)
+        layers = 1 if setup.checkpointing else arch.vision_layers
+        vision = patches * per_patch * layers + (patches * c * hv * arch.vision_layers if setup.checkpointing else 0)
+    else:
+        vision = patches * (3 * hv + iv) * c  # one frozen layer's working set, nothing kept
+        if "projector" in setup.trained:
+            vision += setup.batch_size * setup.vision_tokens * (hv + 2 * arch.hidden) * c
+
+    kept_gradients = gradients if setup.grad_accum > 1 else 0
+    forward_phase = activations + logits + vision + kept_gradients
+    update_phase = gradients + buckets + trainable * 4  # the optimizer's temporaries: about one more fp32 copy
+    runtime = RUNTIME[setup.device]
+    peak = weights + optimizer + max(forward_phase, update_phase) + runtime
+    return Estimate(*(int(v) for v in (weights, gradients, optimizer, activations, logits, vision, buckets, runtime,
+                                       forward_phase, update_phase, peak, trainable)))

@@ -269,7 +269,7 @@ def test_bad_frame_settings_are_one_line_before_anything_loads(tmp_path, flags, 
 
 def test_every_option_has_help_and_user_errors_are_one_line(tmp_path):
     command = typer.main.get_command(eval_app)
-    assert set(command.commands) == {"run", "score", "compare"}
+    assert set(command.commands) == {"run", "score", "compare", "benchmarks"}
     for name, sub in command.commands.items():
         assert sub.help, name
         for param in sub.params:

@@ -92,7 +92,8 @@ def _max(report: dict, key: str) -> int:
     return int(summary.get("max") or 0)
 
 
-def _setup(config: TrainConfig, tokens: int, vision_tokens: int, gpus: int, strategy: str, device: str) -> Setup:
+def setup_of(config: TrainConfig, tokens: int, vision_tokens: int, gpus: int, strategy: str, device: str) -> Setup:
+    """The memory-relevant settings of a training config, for samples of `tokens` LLM tokens."""
     precision = config.train.precision
     if device == "cpu" or precision == "fp32":
         precision = "fp32"
@@ -208,7 +209,7 @@ def plan_run(
         tokens = train.data.model_max_length
         vision_tokens = min(tokens, train.data.max_visual_tokens or tokens)
         records, tokens_from = _count_records(train), "data.model_max_length (no check.json: the worst case)"
-    setup = _setup(train, tokens, vision_tokens, gpus, strategy, device)
+    setup = setup_of(train, tokens, vision_tokens, gpus, strategy, device)
     result = estimate(arch, setup, train.lora.r)
     steps = total = None
     if records is not None:
@@ -258,8 +259,8 @@ def render_plan(plan: PlanResult) -> str:
     lines += [
         f"  runtime      {_gib(est.runtime)}  (CUDA context and allocator reserve: assumed, not measured)"
         if setup.device == "cuda" else f"  runtime      {_gib(est.runtime)}",
-        f"  peak         {_gib(est.peak)}  = weights + optimizer + max(forward/backward "
-        f"{est.forward_phase / GIB:.2f}, update {est.update_phase / GIB:.2f}) + runtime",
+        f"  peak         {_gib(est.peak)}  = weights + optimizer + max(forward {est.forward_phase / GIB:.2f}, "
+        f"backward {est.backward_phase / GIB:.2f}, update {est.update_phase / GIB:.2f}) + runtime",
     ]
     if plan.gpu_memory is not None:
         verdict = "fits" if plan.fits else "does NOT fit"

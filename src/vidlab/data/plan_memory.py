@@ -16,8 +16,9 @@ The formulas (docs/data.md lists them with their sources):
                  video token); a frozen one only the working set of one layer
 Sharding: ZeRO-2 divides gradients and optimizer states by the number of GPUs; ZeRO-3 and FSDP
 also the weights (plus one gathered layer). DDP adds gradient buckets (one more gradient copy).
-The peak is weights + optimizer states + the larger of the forward/backward phase (activations,
-logits, gradients kept across accumulation) and the update phase (gradients, optimizer temporaries).
+The peak is weights + optimizer states + the largest of three phases: the end of the forward pass
+(activations, logits, gradients kept across accumulation), the end of backward (all gradients and
+one layer's activations) and the update (gradients, optimizer temporaries); plus the runtime.
 """
 
 from __future__ import annotations
@@ -96,6 +97,7 @@ class Estimate:
     buckets: int
     runtime: int
     forward_phase: int
+    backward_phase: int
     update_phase: int
     peak: int
     trainable: int
@@ -171,8 +173,12 @@ def estimate(arch: Architecture, setup: Setup, lora_rank: int = 64) -> Estimate:
 
     kept_gradients = gradients if setup.grad_accum > 1 else 0
     forward_phase = activations + logits + vision + kept_gradients
+    # The end of backward: all gradients, the first layer's activations (recomputed under checkpointing) and the
+    # checkpointed inputs not yet freed.
+    stored_inputs = arch.layers * tokens * c * arch.hidden if setup.checkpointing else 0
+    backward_phase = gradients + buckets + tokens * per_layer + stored_inputs
     update_phase = gradients + buckets + trainable * 4  # the optimizer's temporaries: about one more fp32 copy
     runtime = RUNTIME[setup.device]
-    peak = weights + optimizer + max(forward_phase, update_phase) + runtime
+    peak = weights + optimizer + max(forward_phase, backward_phase, update_phase) + runtime
     return Estimate(*(int(v) for v in (weights, gradients, optimizer, activations, logits, vision, buckets, runtime,
-                                       forward_phase, update_phase, peak, trainable)))
+                                       forward_phase, backward_phase, update_phase, peak, trainable)))

@@ -4,6 +4,7 @@
     run_predictions("runs/tiny", "eval.jsonl", "runs/eval-base")
     score_file("runs/eval-base/predictions.jsonl")
     write_report("runs/eval-base")
+    evaluate_benchmarks("runs/tiny", "benchmarks/video", "runs/all")     # every benchmark found, one summary
 
 Names are imported on first use, so importing the package does not pay for torch.
 """
@@ -25,6 +26,11 @@ _EXPORTS = {
     "run_predictions": "vidlab.evaluation.run",
     "compare_runs": "vidlab.evaluation.report",
     "write_report": "vidlab.evaluation.report",
+    "BENCHMARKS": "vidlab.evaluation.benchmarks",
+    "load_benchmark": "vidlab.evaluation.benchmarks",
+    "JudgeOptions": "vidlab.evaluation.judge",
+    "evaluate_benchmarks": "vidlab.evaluation.suite",
+    "check_benchmarks": "vidlab.evaluation.suite",
 }
 
 __all__ = sorted(_EXPORTS)

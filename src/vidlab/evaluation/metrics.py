@@ -431,7 +431,7 @@ def score_file(
         "unreadable": scores.unreadable,
         "notes": scores.notes,
         "definitions": {k: DEFINITIONS[k] for k in [*METRICS, "sentence_bleu4", "sentence_rouge_l"]
-                        if k in scores.values or k.startswith("sentence_")},
+                        if k in scores.values or (k.startswith("sentence_") and scores.counts.get("open"))},
         "predictions": str(path),
         "versions": {name: version(name) for name in ("pycocoevalcap", "sacrebleu")},
     }

@@ -64,7 +64,11 @@ def detect_format(path: Path) -> str:
         return "mvbench"
     if path.name in MLVU_TASKS:
         return "mlvu"
-    for line, item in _first_items(path):
+    try:
+        first = list(_first_items(path))
+    except DataFileError as err:
+        raise EvaluationError(f"{err} {_ASK}") from err
+    for line, item in first:
         if not isinstance(item, dict):
             continue
         if "conversations" in item:

@@ -27,6 +27,7 @@ from vidlab.cli_common import (
     quiet_transformers,
     run_app,
 )
+from vidlab.data.cli import check_command, convert_command, plan_command
 from vidlab.evaluation.cli import eval_app
 from vidlab.training.cli import help_epilog, train_command
 
@@ -37,11 +38,14 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 model_app = typer.Typer(help="Build, inspect and convert model checkpoints.", no_args_is_help=True)
-data_app = typer.Typer(help="Make videos and data sets.", no_args_is_help=True)
+data_app = typer.Typer(help="Make videos and data sets; check, plan and convert training data.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
 app.add_typer(data_app, name="data")
 app.add_typer(eval_app, name="eval")
 app.command("train", epilog=help_epilog())(train_command)
+data_app.command("check")(check_command)
+data_app.command("plan")(plan_command)
+data_app.command("convert")(convert_command)
 
 
 @model_app.command("tiny")

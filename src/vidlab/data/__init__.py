@@ -1,0 +1,23 @@
+"""Data before training: synthetic data sets, and `vidlab data check | plan | convert`.
+
+    vidlab.data.check_data(["train.jsonl"], config="train.yaml")        # vidlab data check
+    vidlab.data.plan_run("train.yaml", stats="data-check/check.json")   # vidlab data plan
+    vidlab.data.convert_data("msrvtt", "train_val_videodatainfo.json", "msrvtt.jsonl")   # vidlab data convert
+
+Names are imported on first use (torch and transformers load only when a command needs them).
+"""
+
+from vidlab.lazy import lazy_exports
+
+_EXPORTS = {
+    "check_data": "vidlab.data.check",
+    "CheckResult": "vidlab.data.check",
+    "plan_run": "vidlab.data.plan",
+    "render_plan": "vidlab.data.plan",
+    "PlanResult": "vidlab.data.plan",
+    "convert_data": "vidlab.data.convert",
+    "ConvertResult": "vidlab.data.convert",
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

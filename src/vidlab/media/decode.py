@@ -1,15 +1,18 @@
-"""Decode only the frames that were picked: seek when that is cheaper than decoding on, convert small.
+"""Decode only the frames that were picked: seek when that saves real work, convert small.
 
 For each picked frame (in presentation order) the decoder jumps to the keyframe before it when
-that keyframe lies ahead of what it has decoded, else decodes on. Frames nothing picks and nothing
-references (non-reference B-frames) are skipped until the next pick is near. A damaged packet costs
-its own frame(s), not the rest of the video. Picked frames are converted to RGB at the size they will
-be used at (scaled while converting, so a 4K video never sits in memory at 4K) and turned upright.
+that keyframe lies far enough ahead of what it has decoded (a seek empties the decoder's
+pipeline, so skipping a few frames is cheaper by decoding them), else decodes on. Frames nothing
+picks and nothing references (non-reference B-frames) are skipped until the next pick is near. A
+damaged packet costs its own frame(s), not the rest of the video. Picked frames are converted to
+RGB at the size they will be used at (scaled while converting, so a 4K video never sits in memory
+at 4K) and turned upright.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +26,9 @@ log = logging.getLogger(__name__)
 # Frames before a pick from which non-reference frames are decoded again (frame reordering and
 # frame threading keep this many in flight).
 _NEAR = 24
+# A seek pays when it skips at least this many frames (measured: a seek and the refill of a
+# frame-threaded decoder cost about as much as decoding a few dozen frames).
+_SEEK_GAIN = 64
 
 
 @dataclass
@@ -49,20 +55,27 @@ def scaled_size(width: int, height: int, size: tuple[int, int] | None, rotation:
 class _Reader:
     """Frames of one stream in presentation order, resuming after seeks and damaged packets."""
 
-    def __init__(self, container, stream, table: FrameTable, result: Decoded):
-        self.container, self.stream, self.table, self.result = container, stream, table, result
+    def __init__(self, container, stream, result: Decoded):
+        self.container, self.stream, self.result = container, stream, result
         self.packets = container.demux(stream)
-        self.index = -1  # table index of the last frame produced
+        self.pending: deque = deque()  # decoded, not yet handed out (one packet can give several frames)
+        self.last_pts: int | None = None  # of the last frame handed out; None: nothing since the last seek
 
-    def seek(self, frame: int) -> None:
-        self.container.seek(int(self.table.pts[frame]), stream=self.stream, backward=True, any_frame=False)
+    def seek(self, pts: int) -> None:
+        self.container.seek(pts, stream=self.stream, backward=True, any_frame=False)
         self.packets = self.container.demux(self.stream)
-        self.index = -1
+        self.pending.clear()
+        self.last_pts = None
         self.result.seeks += 1
 
     def frames(self):
-        """Decoded frames with their table index, until the stream ends (or cannot be read further)."""
+        """Decoded frames, until the stream ends (or cannot be read further). A caller may stop
+        early and call again: it goes on from where it stopped."""
         while True:
+            while self.pending:
+                frame = self.pending.popleft()
+                self.last_pts = frame.pts
+                yield frame
             try:
                 packet = next(self.packets)
             except StopIteration:
@@ -76,12 +89,8 @@ class _Reader:
                 self.result.damaged_packets += 1
                 log.debug("damaged packet at %s: %s", packet.pts, err)
                 continue
-            for frame in decoded:
-                self.result.decoded += 1
-                if frame.pts is None:
-                    continue
-                self.index = self.table.index_of(frame.pts)
-                yield self.index, frame
+            self.result.decoded += len(decoded)
+            self.pending.extend(frame for frame in decoded if frame.pts is not None)
 
 
 def decode_frames(
@@ -99,38 +108,36 @@ def decode_frames(
         stream = video_stream(container, path)
         stream.thread_type = "SLICE" if keyframes_only else "AUTO"
         context = stream.codec_context
-        reader = _Reader(container, stream, table, result)
+        reader = _Reader(container, stream, result)
         width, height = scaled_size(stream.width, stream.height, size, table.rotation)
         turns = (table.rotation // 90) % 4
-        k = 0
         retried: set[int] = set()
+        k = 0
         while k < len(order):
             target = order[k]
+            target_pts = int(table.pts[target])
             start = table.keyframe_at_or_before(target)
-            if start > reader.index or reader.index > target:
-                reader.seek(start)
-            far = reader.index < target - _NEAR and target not in retried
+            position = table.index_of(reader.last_pts) if reader.last_pts is not None else -1
+            if position > target or (start > position and (start - position >= _SEEK_GAIN or position < 0)):
+                reader.seek(int(table.pts[start]))
+            near_pts = int(table.pts[max(target - _NEAR, 0)])
+            far = (reader.last_pts is None or reader.last_pts < near_pts) and target not in retried
             context.skip_frame = "NONKEY" if keyframes_only else "NONREF" if far else "DEFAULT"
-            passed = False
-            for index, frame in reader.frames():
-                if index >= target - _NEAR and not keyframes_only:
-                    context.skip_frame = "DEFAULT"
-                if index == target and frame.pts == table.pts[target]:
+            passed = True  # until the target shows up
+            for frame in reader.frames():
+                if frame.pts < target_pts:
+                    if far and frame.pts >= near_pts:
+                        context.skip_frame, far = "DEFAULT", False
+                    continue
+                if frame.pts == target_pts:
                     rgb = frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="BICUBIC")
                     result.frames[target] = np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
-                    k += 1
-                    if k == len(order) or order[k] > index + _NEAR or table.keyframe_at_or_before(order[k]) > index:
-                        break
-                    target = order[k]
-                elif index > target:
-                    passed = True
-                    break
-            else:
-                passed = True  # the stream ended before the target: lost
-            if passed:
-                if target not in retried and reader.index > target:
-                    retried.add(target)  # a skipped non-reference frame, or a seek that overshot: once more
-                    reader.index = target + 1  # forces a seek back
-                    continue
-                k += 1
+                    passed = False
+                break
+            if passed and target not in retried and reader.last_pts is not None and reader.last_pts > target_pts:
+                # A skipped non-reference frame, or a seek that overshot: once more, from its keyframe.
+                retried.add(target)
+                reader.last_pts = int(table.pts[-1]) + 1  # forces a seek back
+                continue
+            k += 1
     return result

@@ -8,6 +8,7 @@ killed and replaced, and a worker that dies (a decoder's segfault) fails only it
 
 from __future__ import annotations
 
+import faulthandler
 import multiprocessing
 import signal
 import time
@@ -31,6 +32,7 @@ class TaskFailure:
 
 def _worker(conn: Connection, fn: Callable[[Any], Any], initializer: Callable[..., None] | None, initargs: tuple):
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it stops the workers
+    faulthandler.disable()  # a decoder's crash is reported as that record's failure, not as a dump on stderr
     try:
         import torch
 

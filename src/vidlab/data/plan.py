@@ -146,8 +146,10 @@ def _changes(arch: Architecture, setup: Setup, config: TrainConfig, budget: int,
         limit = max(16, longest // 256 * 256 or longest)
         overrides = [f"data.model_max_length={limit}"]
         visual = limit - text_tokens
-        if visual > 0:
+        current = config.data.max_visual_tokens
+        if 0 < visual < (current or limit + 1):
             overrides.append(f"data.max_visual_tokens={visual}")
+        visual = min(visual, current or visual)
         if not setup.checkpointing:
             overrides.append("train.gradient_checkpointing=true")
         if setup.batch_size > 1:

@@ -92,6 +92,10 @@ def _config(source: str):
         check_model_folder(folder)
         return AutoConfig.from_pretrained(str(folder))
     try:
+        return AutoConfig.from_pretrained(source, local_files_only=True)  # the hub cache, without a network wait
+    except (OSError, ValueError):
+        pass
+    try:
         return AutoConfig.from_pretrained(source)
     except (OSError, ValueError) as err:
         raise PlanError(f"{source}: cannot read its config ({err}). Give a local folder, or --model "

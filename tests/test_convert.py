@@ -713,6 +713,15 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([str(vidlab), *args], capture_output=True, text=True, timeout=300, env=env)
 
 
+def test_convert_api_returns_the_folder_and_what_it_holds(tmp_path):
+    import vidlab
+
+    result = vidlab.convert(RELEASED, tmp_path / "native", dtype="fp16", progress=False)
+    assert result.folder == tmp_path / "native" and (result.folder / "config.json").is_file()
+    assert result.info["format"] == "native" and result.info["dtype"] == "float16"
+    assert result.info["parameters"]["total"] == sum(result.info["parameters"][p] for p in ("vision", "projector", "llm"))
+
+
 def test_cli_convert_and_info(tmp_path):
     out = tmp_path / "native"
     result = run_cli("model", "convert", str(RELEASED), str(out), "--dtype", "bf16", "--no-progress")

@@ -323,3 +323,16 @@ def test_questions_about_one_video_decode_and_encode_it_once(tiny_model, data_di
         alone = build_inputs(conversation, load_media(conversation, data_root=data_dir, frame_size=frame_size),
                              tiny_model[1])
         assert generate(model, tiny_model[1], alone, SHORT).text == row["prediction"]
+
+
+def test_records_with_wrong_types_are_skipped_and_the_run_goes_on(tiny_model, data_dir, tmp_path):
+    good = video_record("good", "red.mp4", "a red circle moves left")
+    bad = [{**good, "id": "a", "start": "abc"}, {**good, "id": "b", "start": "00:01:05"},
+           {**good, "id": "c", "end": [1]}, {**good, "id": "d", "video": 5}]
+    data = data_dir / "wrong-types.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in [good, *bad]))
+    result = run_predictions(tiny_model, data, tmp_path / "out", options=RunOptions(generation=SHORT, progress=False))
+    assert result.predictions == 1 and [s.id for s in result.skipped] == ["a", "b", "c", "d"]
+    reasons = [s.reason for s in result.skipped]
+    assert '"start" must be a number of seconds' in reasons[0] and "write 65" in reasons[1]
+    assert '"end" must be' in reasons[2] and '"video" must be a path' in reasons[3]

@@ -248,6 +248,12 @@ def test_merge_equals_adapter_on_base(tiny_model_dir, caption_data, tmp_path):
     merged, _ = load_model(tmp_path / "merged", device="cpu")
     video = caption_data / "v1.mp4"
     assert torch.allclose(model_logits(tuned, processor, video), model_logits(merged, processor, video), atol=1e-5)
+    import vidlab  # the same through the Python API
+
+    result = vidlab.merge(tiny_model_dir, out, tmp_path / "merged-api", dtype="bf16")
+    assert result.folder == tmp_path / "merged-api" and result.adapter == out
+    again, _ = load_model(result.folder, device="cpu", dtype="fp32")
+    assert torch.allclose(model_logits(again, processor, video), model_logits(merged, processor, video), atol=0.05)
 
 
 def test_resume_after_sigkill_matches_an_uninterrupted_run(tiny_model_dir, caption_data, tmp_path):

@@ -40,6 +40,7 @@ CASES = [
     ("order", {"video": ["short.mp4"], "conversations": [ASK, {"from": "human", "value": "And?"}]}, "bad turns"),
     ("question-only", {"video": ["short.mp4"], "conversations": [ASK]}, "no answer"),
     ("backwards", {"video": ["short.mp4"], "start": 5.0, "end": 1.0, "conversations": [ASK, ANSWER]}, "clip window"),
+    ("late", {"video": ["short.mp4"], "start": 5.0, "conversations": [ASK, ANSWER]}, "clip window"),
     ("thin", {"image": ["thin.png"], "conversations": [
         {"from": "human", "value": "<image>\nWhat?"}, {"from": "gpt", "value": "A line."}]}, "unusable media"),
     ("wordy", {"conversations": [{"from": "human", "value": "word " * 150}, {"from": "gpt", "value": "yes"}]},
@@ -80,6 +81,7 @@ def test_every_kind_of_bad_record_is_named_with_its_line(checked, data):
     assert all(row["file"] == str(data / "train.jsonl") for row in checked.bad)
     reasons = {row["kind"]: row["reason"] for row in checked.bad}
     assert reasons["missing"].startswith(f"video not found: {data / 'gone.mp4'}")
+    assert "start 5.0s is at or after the end of the video (the video runs 0-2.00s)" in reasons["clip window"]
     assert "the video's frames end at" in reasons["truncated"] and "cut short" in reasons["truncated"]
     assert reasons["duplicate"] == f"the same conversation and media as {data / 'train.jsonl'}:1; drop one"
     assert reasons["over budget"].startswith("over budget: ")
@@ -122,15 +124,15 @@ def test_a_cleaned_copy_keeps_the_usable_records_as_they_were(checked, data):
 def test_a_rerun_reads_the_cache_and_rechecks_what_changed(checked, data, tiny_model_dir):
     again = check_data([data / "train.jsonl"], model=tiny_model_dir, out_dir=checked.out_dir,
                        max_length=MAX_LENGTH, progress=False)
-    decoded = sum(1 for _, _, kind in CASES if kind in (None, "undecodable", "truncated", "unusable media",
-                                                       "over budget"))
+    # Read and decoded (so cached): the usable four, broken, cut, late, thin, wordy; the rest fail when read.
+    decoded = 9
     assert again.report["cached"] == decoded
     assert again.bad == checked.bad and again.samples == checked.samples
 
     os.utime(data / "short.mp4", ns=(time.time_ns(), time.time_ns()))  # the same bytes, a new modification time
     changed = check_data([data / "train.jsonl"], model=tiny_model_dir, out_dir=checked.out_dir,
                          max_length=MAX_LENGTH, progress=False)
-    assert changed.report["cached"] == decoded - 1
+    assert changed.report["cached"] == decoded - 2  # "short" and "late" use that file
     other_budget = check_data([data / "train.jsonl"], model=tiny_model_dir, out_dir=checked.out_dir,
                               max_length=4096, progress=False)
     assert other_budget.report["cached"] == 0 and other_budget.report["budget"]["skipped"] == 0
@@ -200,9 +202,9 @@ def test_the_command_prints_the_summary_and_fails_when_strict(data, tiny_model_d
             "--max-length", str(MAX_LENGTH), "--no-progress"]
     done = CliRunner().invoke(app, args)
     assert done.exit_code == 0, done.output
-    assert f"checked {len(CASES)} records in" in done.output and "4 usable, 13 bad" in done.output
+    assert f"checked {len(CASES)} records in" in done.output and "4 usable, 14 bad" in done.output
     assert "train.jsonl:5  missing: video not found" in done.output
-    assert "... 3 more in" in done.output
+    assert "... 4 more in" in done.output
     assert f"model_max_length {MAX_LENGTH}: 1 sample(s) would be shrunk (smaller or fewer frames), 1 skipped" in \
         done.output
     assert CliRunner().invoke(app, [*args, "--strict"]).exit_code == 1

@@ -6,6 +6,7 @@ is None here, and `media_settings` then leaves the library default in place.
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 import typer
@@ -24,6 +25,9 @@ def quiet_transformers() -> None:
 
 def run_app(app: typer.Typer) -> None:
     """Run a typer app; a user error prints one clear line (no traceback) and exits with status 2."""
+    # transformers imports torchao when it is installed, and torch logs a deprecation about torchao's enums at
+    # warning level: noise about library internals that would sit above every message of ours.
+    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
     try:
         app()
     except VidlabError as err:

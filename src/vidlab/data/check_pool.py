@@ -124,7 +124,7 @@ class TimedPool:
         """
         pending = deque(tasks)
         slots = [self._slot() for _ in range(min(self.workers, len(pending)))]
-        failed_starts = 0
+        self._failed_starts = 0
         try:
             while pending or any(slot.task is not None for slot in slots):
                 for slot in slots:
@@ -141,8 +141,8 @@ class TimedPool:
                     if outcome is None:
                         continue
                     if outcome == "replace":
-                        failed_starts += 1
-                        if failed_starts > 3 * self.workers:
+                        self._failed_starts += 1
+                        if self._failed_starts > 3 * self.workers:
                             raise VidlabError(f"check workers keep dying before their first task (last: "
                                               f"{_death(slot.process.exitcode)}); run with --workers 0 to see why.")
                         slots[index] = self._slot()
@@ -166,6 +166,7 @@ class TimedPool:
                 raise VidlabError(f"a check worker could not start: {payload}")
             if key == "ready":
                 slot.ready = True
+                self._failed_starts = 0  # only workers that die before ever starting count as a broken setup
                 return None
             if key is not None:
                 slot.task = None

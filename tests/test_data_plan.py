@@ -56,6 +56,10 @@ def test_the_published_sizes_of_videollama3_2b():
     assert arch.lora == 28 * 64 * (3072 + 1792 + 1792 + 3072 + 3 * 10496) == 73_859_072
     with pytest.raises(PlanError, match="no such model folder.*--model videollama3-2b"):
         read_architecture("./checkpoints/not-here")
+    # A recipe's placeholder path (not converted yet) names a release: its published sizes, without the network.
+    placeholder = read_architecture("checkpoints/VideoLLaMA3-7B-hf")
+    assert placeholder.source == "checkpoints/VideoLLaMA3-7B-hf (the published sizes of videollama3-7b)"
+    assert placeholder.parameters == read_architecture("videollama3-7b").parameters
 
 
 ARCH = Architecture(source="hand", hidden=100, intermediate=300, layers=2, heads=4, kv_heads=2, vocab=1000,

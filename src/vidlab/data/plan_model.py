@@ -77,29 +77,52 @@ class Architecture:
         return sum(self.parameters.values())
 
 
-def _config(source: str):
-    from transformers import AutoConfig, VideoLlama3Config
+def preset_named(source: str) -> str | None:
+    """The preset a name stands for: videollama3-2b itself, or a released checkpoint's name such as
+    DAMO-NLP-SG/VideoLLaMA3-7B or the recipes' checkpoints/VideoLLaMA3-2B-hf (the -Image models have
+    the same sizes)."""
+    found = re.search(r"videollama3-([27])b", source.lower())
+    return f"videollama3-{found.group(1)}b" if found else None
+
+
+def _native_config(source: str):
+    """The config of a local folder or a hub id (the hub cache first, then the network), or None when unreadable."""
+    from transformers import AutoConfig
+
+    from vidlab.models.load import check_model_folder
+
+    folder = Path(source).expanduser()
+    if folder.exists():
+        check_model_folder(folder)  # says what to do with an original (remote-code) checkpoint
+        return AutoConfig.from_pretrained(str(folder))
+    for local_only in (True, False):  # the hub cache first: no network wait for what is already here
+        try:
+            return AutoConfig.from_pretrained(source, local_files_only=local_only)
+        except (OSError, ValueError):
+            if preset_named(source) is not None:
+                return None  # a released model's name: its published sizes will do, without asking the hub
+    return None
+
+
+def _config(source: str) -> tuple[object, str]:
+    """(config, label): a preset, a folder or hub id, or the published sizes a released model's name stands for."""
+    from transformers import VideoLlama3Config
+
+    from vidlab.models.load import looks_local
 
     if source.lower() in PRESETS:
-        return VideoLlama3Config(**PRESETS[source.lower()])
-    folder = Path(source).expanduser()
-    from vidlab.models.load import check_model_folder, looks_local
-
-    if looks_local(source):
-        if not folder.exists():
-            raise PlanError(f"{source}: no such model folder. Plan from the published sizes with --model "
-                            f"{' or --model '.join(PRESETS)}, or point model.path at the converted checkpoint.")
-        check_model_folder(folder)
-        return AutoConfig.from_pretrained(str(folder))
-    try:
-        return AutoConfig.from_pretrained(source, local_files_only=True)  # the hub cache, without a network wait
-    except (OSError, ValueError):
-        pass
-    try:
-        return AutoConfig.from_pretrained(source)
-    except (OSError, ValueError) as err:
-        raise PlanError(f"{source}: cannot read its config ({err}). Give a local folder, or --model "
-                        f"{' or --model '.join(PRESETS)}.") from err
+        return VideoLlama3Config(**PRESETS[source.lower()]), source
+    if looks_local(source) and not Path(source).expanduser().exists() and preset_named(source) is None:
+        raise PlanError(f"{source}: no such model folder. Plan from the published sizes with --model "
+                        f"{' or --model '.join(PRESETS)}, or point model.path at the converted checkpoint.")
+    config = _native_config(source)
+    preset = preset_named(source)
+    if (config is None or getattr(config, "model_type", None) != "video_llama_3") and preset is not None:
+        return VideoLlama3Config(**PRESETS[preset]), f"{source} (the published sizes of {preset})"
+    if config is None:
+        raise PlanError(f"{source}: cannot read its config (not a folder here, not reachable on the hub). Give a "
+                        f"local folder, or --model {' or --model '.join(PRESETS)}.")
+    return config, source
 
 
 def read_architecture(source: str, lora_rank: int = 64, lora_targets: list[str] | str = "all-linear",
@@ -110,7 +133,7 @@ def read_architecture(source: str, lora_rank: int = 64, lora_targets: list[str] 
 
     from vidlab.training.model import PART_PREFIXES, lora_target_regex, part_of
 
-    config = _config(str(source))
+    config, source = _config(str(source))
     if getattr(config, "model_type", None) != "video_llama_3":
         raise PlanError(f"{source}: not a native VideoLLaMA3 config (model_type {config.model_type!r}).")
     with torch.device("meta"):

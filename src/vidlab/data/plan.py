@@ -84,6 +84,8 @@ def _stats(path: Path) -> dict:
         raise PlanError(f"{path}: cannot read it ({err}). Pass the check.json `vidlab data check` wrote.") from err
     if not isinstance(report, dict) or "stats" not in report or "ok" not in report:
         raise PlanError(f"{path}: not a check.json from `vidlab data check` (no stats). Run the check first.")
+    if not report["ok"]:
+        raise PlanError(f"{path}: the check found no usable record (see bad.jsonl beside it); fix the data first.")
     return report
 
 
@@ -177,7 +179,8 @@ def plan_run(
     Args:
         config: the training config (YAML path, mapping or TrainConfig).
         stats: the check.json of `vidlab data check` on the training data (longest sample, records).
-            Without it the longest sample is taken to be data.model_max_length tokens, all of them visual.
+            Without it the longest sample is taken to be data.model_max_length tokens, as many of them
+            visual as data.max_visual_tokens allows.
         gpus: training processes (one per GPU).
         gpu_memory: GiB per GPU to compare against (None: only estimate).
         strategy: none, ddp, zero2, zero3 or fsdp (default: ddp on several GPUs).

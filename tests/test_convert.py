@@ -719,7 +719,8 @@ def test_convert_api_returns_the_folder_and_what_it_holds(tmp_path):
     result = vidlab.convert(RELEASED, tmp_path / "native", dtype="fp16", progress=False)
     assert result.folder == tmp_path / "native" and (result.folder / "config.json").is_file()
     assert result.info["format"] == "native" and result.info["dtype"] == "float16"
-    assert result.info["parameters"]["total"] == sum(result.info["parameters"][p] for p in ("vision", "projector", "llm"))
+    parameters = result.info["parameters"]
+    assert parameters["total"] == sum(parameters[part] for part in ("vision", "projector", "llm"))
 
 
 def test_cli_convert_and_info(tmp_path):

@@ -9,6 +9,7 @@ Every command is one call here:
     vidlab.merge("runs/base", "runs/lora", "runs/merged")                        # vidlab model merge
     vidlab.quickstart("runs/quickstart")                                         # vidlab quickstart
     vidlab.Chat("runs/base").ask("What happens?", video="clip.mp4")             # vidlab chat
+    vidlab.check_data(["data/train.jsonl"], config="train.yaml")                # vidlab data check
 
 Names are imported on first use, so `import vidlab` and `vidlab --help` do not pay for torch.
 """
@@ -27,6 +28,9 @@ _EXPORTS = {
     "merge": "vidlab.models.merge",
     "quickstart": "vidlab.walkthrough.run",
     "Chat": "vidlab.chat",
+    "check_data": "vidlab.data",
+    "plan_run": "vidlab.data",
+    "convert_data": "vidlab.data",
     # what they take and return
     "MediaSettings": "vidlab.settings",
     "Sampling": "vidlab.settings",

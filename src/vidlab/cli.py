@@ -29,6 +29,7 @@ from vidlab.cli_common import (
 )
 from vidlab.data.cli import check_command, convert_command, plan_command
 from vidlab.evaluation.cli import eval_app
+from vidlab.serve.cli import serve_command
 from vidlab.training.cli import help_epilog, train_command
 
 app = typer.Typer(
@@ -43,6 +44,7 @@ app.add_typer(model_app, name="model")
 app.add_typer(data_app, name="data")
 app.add_typer(eval_app, name="eval")
 app.command("train", epilog=help_epilog())(train_command)
+app.command("serve")(serve_command)
 data_app.command("check")(check_command)
 data_app.command("plan")(plan_command)
 data_app.command("convert")(convert_command)

@@ -1,0 +1,117 @@
+"""4- and 8-bit weights for inference (`--quantize 8bit|4bit`): less memory for the same model.
+
+On a CUDA GPU the LLM's Linear layers load through bitsandbytes (int8, or nf4 with double
+quantization, computing in bf16/fp16). On a CPU they are quantized after loading through torchao
+(int8 weight-only, or int4 weight-only in groups of 32). Either way the vision encoder, the
+projector and the output head stay in full precision (as in VideoLLaMA3's own QLoRA path), and
+LoRA adapters stay in full precision on top of the quantized base layers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from vidlab.errors import ModelLoadError
+
+QUANTIZE_CHOICES = ("8bit", "4bit")
+KEEP_FULL = ("vision_model", "projector", "lm_head")  # module names that stay in full precision
+_INT4_GROUP = 32
+
+
+def check_quantize(quantize: str | None, device: torch.device) -> None:
+    """Raise a ModelLoadError naming what is missing when `quantize` cannot run on `device`."""
+    if quantize is None:
+        return
+    if quantize not in QUANTIZE_CHOICES:
+        raise ModelLoadError(f"--quantize {quantize}: unknown. Use 8bit or 4bit.")
+    if device.type == "cuda":
+        try:
+            import bitsandbytes  # noqa: F401
+        except ImportError as err:
+            raise ModelLoadError(f"--quantize {quantize} on a GPU needs bitsandbytes: pip install bitsandbytes "
+                                 "(or pip install 'vidlab[quantize]').") from err
+    else:
+        try:
+            import torchao  # noqa: F401
+        except ImportError as err:
+            raise ModelLoadError(f"--quantize {quantize} on the CPU needs torchao: pip install torchao "
+                                 "(or pip install 'vidlab[quantize]').") from err
+
+
+def bitsandbytes_config(quantize: str, compute_dtype: torch.dtype):
+    """The transformers `BitsAndBytesConfig` for loading on a CUDA GPU."""
+    from transformers import BitsAndBytesConfig
+
+    skip = list(KEEP_FULL)
+    if quantize == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=compute_dtype, llm_int8_skip_modules=skip)
+
+
+def _quantizable(module: torch.nn.Module, name: str) -> bool:
+    # LoRA's own A/B matrices stay full precision; the base layer they wrap is quantized.
+    return isinstance(module, torch.nn.Linear) and "lora_" not in name and not any(k in name for k in KEEP_FULL)
+
+
+def quantize_weights(model: torch.nn.Module, quantize: str) -> torch.nn.Module:
+    """Quantize a loaded model's LLM Linear weights in place with torchao (CPU path); returns the model."""
+    check_quantize(quantize, torch.device("cpu"))
+    from torchao.quantization import Int8WeightOnlyConfig, IntxWeightOnlyConfig, quantize_
+    from torchao.quantization.granularity import PerGroup
+
+    config = Int8WeightOnlyConfig() if quantize == "8bit" else IntxWeightOnlyConfig(
+        weight_dtype=torch.int4, granularity=PerGroup(_INT4_GROUP))
+    quantize_(model, config, filter_fn=_quantizable)
+    return model
+
+
+def load_quantized(
+    path_or_id: str | Path, quantize: str, adapter: str | Path | None = None, dtype: str | torch.dtype = "auto",
+    device: str | torch.device = "auto",
+):
+    """`vidlab.load_model` with 4/8-bit LLM weights: bitsandbytes on a CUDA GPU, torchao on a CPU.
+
+    Returns:
+        (model, processor), in eval mode.
+
+    Raises:
+        ModelLoadError: an unknown `quantize`, or the library it needs is missing (with the install command).
+    """
+    from vidlab.models.load import (
+        _load_adapter,
+        check_model_folder,
+        load_model,
+        looks_local,
+        resolve_device,
+        resolve_dtype,
+    )
+
+    resolved = resolve_device(device)
+    check_quantize(quantize, resolved)
+    if resolved.type != "cuda":
+        model, processor = load_model(path_or_id, adapter=adapter, dtype=dtype, device=resolved)
+        return quantize_weights(model, quantize), processor
+    from transformers import AutoProcessor, VideoLlama3ForConditionalGeneration
+
+    source = str(path_or_id)
+    if looks_local(source):
+        check_model_folder(Path(source).expanduser())
+        source = str(Path(source).expanduser())
+    compute = resolve_dtype(dtype, resolved)
+    compute = compute if compute != torch.float32 else torch.float16  # bitsandbytes computes in half precision
+    try:
+        model = VideoLlama3ForConditionalGeneration.from_pretrained(
+            source, dtype=compute, quantization_config=bitsandbytes_config(quantize, compute),
+            device_map={"": resolved.index or 0},
+        )
+        processor = AutoProcessor.from_pretrained(source)
+    except OSError as err:
+        raise ModelLoadError(f"{source}: could not load the model ({err}). Pass a local checkpoint folder, or a hub "
+                             "id on a machine that can reach the hub.") from err
+    if adapter is not None:
+        model = _load_adapter(model, adapter)
+    model.eval()
+    return model, processor

@@ -1,0 +1,100 @@
+"""Errors a client can cause, as OpenAI-style JSON bodies with a 4xx status (503 when it should retry).
+
+Every vidlab user error (`VidlabError`) that a request triggers becomes a `ServeError` whose message
+starts with the request part it is about (`messages[0].content[1].video_url.url: ...`) and says
+what to change. Anything else is a bug in vidlab: that request gets a 500, the server keeps going.
+"""
+
+from __future__ import annotations
+
+import math
+
+from vidlab.errors import (
+    ClipWindowError,
+    ConversationError,
+    MediaError,
+    MediaNotFoundError,
+    SampleError,
+    SettingsError,
+    VidlabError,
+)
+
+_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    404: "not_found_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+    503: "service_unavailable",
+}
+
+
+class ServeError(VidlabError):
+    """A request the server answers with an error status.
+
+    Args:
+        status: HTTP status (400, 401, 404, 413, 422, 429, 503).
+        message: what is wrong, starting with the request part, and the fix.
+        code: a short machine-readable reason (`model_not_found`, `queue_full`, ...).
+        param: the request field it is about, when there is one.
+        retry_after: seconds a client should wait before sending it again (429, 503).
+    """
+
+    def __init__(
+        self, status: int, message: str, *, code: str | None = None, param: str | None = None,
+        retry_after: float | None = None,
+    ):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+        self.param = param
+        self.retry_after = retry_after
+
+    @property
+    def kind(self) -> str:
+        """What the error is about, for metrics."""
+        return self.code or _TYPES.get(self.status, "error")
+
+    def body(self) -> dict:
+        return error_body(self.status, self.message, code=self.code, param=self.param)
+
+    def headers(self) -> dict[str, str]:
+        headers = {}
+        if self.retry_after is not None:
+            headers["Retry-After"] = str(max(1, math.ceil(self.retry_after)))
+        if self.status == 401:
+            headers["WWW-Authenticate"] = "Bearer"
+        return headers
+
+    def __reduce__(self):  # Ray sends errors between processes by pickling them
+        return (_rebuild, (self.status, self.message, self.code, self.param, self.retry_after))
+
+
+def _rebuild(status: int, message: str, code: str | None, param: str | None, retry_after: float | None) -> ServeError:
+    return ServeError(status, message, code=code, param=param, retry_after=retry_after)
+
+
+def error_body(status: int, message: str, *, code: str | None = None, param: str | None = None) -> dict:
+    """OpenAI's error object: `{"error": {"message", "type", "param", "code"}}`."""
+    return {"error": {"message": message, "type": _TYPES.get(status, "server_error"), "param": param, "code": code}}
+
+
+def from_user_error(err: VidlabError, where: str, param: str | None = None) -> ServeError:
+    """The ServeError for a vidlab user error raised while handling one request part (`where`)."""
+    if isinstance(err, ServeError):
+        return err
+    message = str(err)
+    text = message if message.startswith(where) else f"{where}: {message}"
+    if isinstance(err, SampleError) and "over budget" in message:
+        return ServeError(400, text, code="context_length_exceeded", param=param or "messages")
+    if isinstance(err, (MediaNotFoundError, ClipWindowError)):
+        return ServeError(400, text, code="invalid_media", param=param)
+    if isinstance(err, (MediaError, SampleError)):
+        return ServeError(422, text, code="unprocessable_media", param=param)
+    if isinstance(err, SettingsError):
+        return ServeError(400, text, code="invalid_settings", param=param)
+    if isinstance(err, ConversationError):
+        return ServeError(400, text, code="invalid_messages", param=param or "messages")
+    return ServeError(400, text, param=param)

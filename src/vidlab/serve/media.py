@@ -1,0 +1,338 @@
+"""OpenAI content parts -> a vidlab conversation and its decoded media.
+
+    {"type": "video_url", "video_url": {"url": "data:video/mp4;base64,..."}, "uuid": "clip-7", "start": 2, "end": 9}
+    {"type": "image_url", "image_url": {"url": "file:///srv/media/cat.jpg"}}
+    {"type": "text", "text": "What happens?"}
+
+Decoded clips are kept in the shared `ClipCache` under what identifies them and every setting that
+changes the frames: a file's identity, an upload's content hash, or the client's `uuid`. A part
+that gives only its `uuid` (no url) is answered from that cache, so a client resends a video by
+id without uploading it again. Uploads and downloads are written to the server's temporary folder
+only while they are decoded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import uuid as uuid_module
+from collections import OrderedDict
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from PIL import Image
+
+from vidlab.errors import MediaError, VidlabError
+from vidlab.inputs import FrameSizer, LoadedMedia
+from vidlab.media import VideoClip, load_image, load_video
+from vidlab.media.cache import ClipCache
+from vidlab.serve import sources
+from vidlab.serve.errors import ServeError, from_user_error
+from vidlab.serve.options import ServeOptions
+from vidlab.settings import MediaSettings
+
+ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+_SUFFIXES = {
+    "video/mp4": ".mp4", "video/webm": ".webm", "video/x-matroska": ".mkv", "video/quicktime": ".mov",
+    "video/x-msvideo": ".avi", "video/avi": ".avi", "image/gif": ".gif", "image/png": ".png", "image/jpeg": ".jpg",
+    "image/jpg": ".jpg", "image/webp": ".webp", "image/bmp": ".bmp",
+}
+_IMAGE_CACHE_ENTRIES = 256  # decoded images kept for uuid / content-hash reuse (a few MB each at most)
+_UUID_FILES = 4096  # uuid -> media-root file, remembered so that a uuid alone finds the file again
+
+
+@dataclass
+class MediaRef:
+    """One image or video part of a request, before anything is read."""
+
+    kind: Literal["video", "image"]
+    url: str | None
+    uuid: str | None
+    start: float | None
+    end: float | None
+    where: str  # "messages[0].content[1]"
+
+    @property
+    def param(self) -> str:
+        return f"{self.where}.{self.kind}_url.url"
+
+    @property
+    def label(self) -> str:
+        """How error messages and the conversation name this part."""
+        if self.url:
+            return sources.describe(self.url)
+        return f"uuid {self.uuid!r}"
+
+
+@dataclass
+class Loaded:
+    """A decoded part and how it was obtained."""
+
+    media: LoadedMedia
+    source: str  # file, upload, remote, cache
+    cached: bool
+    warnings: list[str] = field(default_factory=list)
+
+    def info(self) -> dict:
+        return {"source": self.source, "cached": self.cached}
+
+
+def _url_of(part: dict, kind: str, where: str) -> str | None:
+    value = part.get(f"{kind}_url")
+    if isinstance(value, dict):
+        value = value.get("url")
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ServeError(400, f"{where}.{kind}_url.url must be a string URL, got {type(value).__name__}.",
+                         param=f"{where}.{kind}_url.url")
+    return value
+
+
+def _seconds(part: dict, name: str, where: str) -> float | None:
+    value = part.get(name)
+    if value is None and isinstance(part.get("video_url"), dict):
+        value = part["video_url"].get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or value != value:
+        raise ServeError(400, f"{where}.{name} must be a number of seconds, 0 or more (got {value!r}).",
+                         param=f"{where}.{name}")
+    return float(value)
+
+
+def read_messages(messages: list[dict[str, Any]], max_parts: int) -> tuple[list[dict], list[MediaRef]]:
+    """OpenAI messages -> vidlab chat messages (for `parse_messages`) and the media parts, in order.
+
+    Raises:
+        ServeError: 400 naming the message and part (unknown type or role, a part without a url or
+            uuid, too many media parts).
+    """
+    converted, refs = [], []
+    for i, message in enumerate(messages):
+        where = f"messages[{i}]"
+        if not isinstance(message, dict):
+            raise ServeError(400, f"{where} must be an object with role and content.", param=where)
+        role = ROLES.get(str(message.get("role", "")).lower())
+        if role is None:
+            raise ServeError(400, f"{where}.role: {message.get('role')!r} is not supported. Use system, user or "
+                             "assistant.", param=f"{where}.role")
+        content = message.get("content")
+        if content is None:
+            content = ""
+        if isinstance(content, str):
+            converted.append({"role": role, "content": content})
+            continue
+        if not isinstance(content, list):
+            raise ServeError(400, f"{where}.content must be a string or a list of parts.", param=f"{where}.content")
+        items = []
+        for j, part in enumerate(content):
+            at = f"{where}.content[{j}]"
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind == "text":
+                text = part.get("text")
+                if not isinstance(text, str):
+                    raise ServeError(400, f"{at}.text must be a string.", param=f"{at}.text")
+                items.append({"type": "text", "text": text})
+            elif kind in ("image_url", "video_url"):
+                media = kind.removesuffix("_url")
+                uuid = part.get("uuid")
+                if uuid is not None and (not isinstance(uuid, str) or not uuid):
+                    raise ServeError(400, f"{at}.uuid must be a non-empty string.", param=f"{at}.uuid")
+                url = _url_of(part, media, at)
+                if url is None and uuid is None:
+                    raise ServeError(400, f"{at} has neither {kind}.url nor uuid. Give the media's URL (and "
+                                     "optionally a uuid to resend it by later).", param=f"{at}.{kind}")
+                start, end = (_seconds(part, "start", at), _seconds(part, "end", at)) if media == "video" else \
+                    (None, None)
+                ref = MediaRef(media, url, uuid, start, end, at)
+                refs.append(ref)
+                item = {"type": media, media: ref.label}
+                if media == "video":
+                    item.update(start=start, end=end)
+                items.append(item)
+            else:
+                raise ServeError(400, f"{at}: content type {kind!r} is not supported. Use text, image_url or "
+                                 "video_url.", param=f"{at}.type")
+        converted.append({"role": role, "content": items})
+    if len(refs) > max_parts:
+        raise ServeError(400, f"messages: {len(refs)} images and videos, over the server's limit of {max_parts} per "
+                         "request. Send fewer, or raise --max-media-parts.", code="too_many_media_parts",
+                         param="messages")
+    return converted, refs
+
+
+class _ImageCache:
+    """Least-recently-used decoded images by key (uuid or content hash)."""
+
+    def __init__(self, entries: int = _IMAGE_CACHE_ENTRIES):
+        self.entries = entries
+        self._images: OrderedDict[Hashable, Image.Image] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    def get(self, key: Hashable) -> Image.Image | None:
+        with self._lock:
+            image = self._images.get(key)
+            if image is None:
+                self.misses += 1
+                return None
+            self._images.move_to_end(key)
+            self.hits += 1
+            return image
+
+    def put(self, key: Hashable, image: Image.Image) -> Image.Image:
+        with self._lock:
+            self._images[key] = image
+            self._images.move_to_end(key)
+            while len(self._images) > self.entries:
+                self._images.popitem(last=False)
+        return image
+
+
+class MediaLoader:
+    """Decodes request media through the shared caches; one per server, used from worker threads."""
+
+    def __init__(self, options: ServeOptions, clip_cache: ClipCache, temp_dir: Path):
+        self.options = options
+        self.clip_cache = clip_cache
+        self.images = _ImageCache()
+        self.temp_dir = temp_dir
+        self._uuid_files: OrderedDict[str, Path] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def load(self, ref: MediaRef, settings: MediaSettings, frame_size: FrameSizer | None) -> Loaded:
+        """The part's image or clip.
+
+        Raises:
+            ServeError: naming the part (bad URL, outside the media root, too large or long, not decodable,
+                an unknown uuid).
+        """
+        try:
+            if ref.url is None:
+                return self._by_uuid(ref, settings, frame_size)
+            if sources.is_data_url(ref.url):
+                data, media_type = sources.read_data_url(ref.url, self.options.max_media_bytes, ref.param)
+                return self._from_bytes(ref, data, media_type, "upload", settings, frame_size)
+            if sources.is_remote(ref.url):
+                key = self._key(ref, None, settings, frame_size)
+                found = self._cached(ref, key)
+                if found is not None:
+                    return found
+                data, media_type = sources.download(ref.url, self.options, ref.param)
+                return self._from_bytes(ref, data, media_type or _type_of(ref.url), "remote", settings, frame_size)
+            path = sources.local_path(ref.url, self.options, ref.param)
+            if ref.uuid is not None:
+                with self._lock:
+                    self._uuid_files[ref.uuid] = path
+                    self._uuid_files.move_to_end(ref.uuid)
+                    while len(self._uuid_files) > _UUID_FILES:
+                        self._uuid_files.popitem(last=False)
+            return self._from_file(ref, path, settings, frame_size)
+        except ServeError:
+            raise
+        except VidlabError as err:
+            raise from_user_error(err, ref.param, ref.param) from None
+
+    def _key(self, ref: MediaRef, digest: str | None, settings: MediaSettings, frame_size) -> tuple | None:
+        """The cache key of an upload or download: its uuid if given, else its content hash."""
+        if ref.uuid is not None:
+            name = ("uuid", ref.uuid)
+        elif digest is not None:
+            name = ("sha256", digest)
+        else:
+            return None
+        if ref.kind == "image":
+            return name
+        return (*name, settings.sampling(), ref.start, ref.end, frame_size)
+
+    def _cached(self, ref: MediaRef, key: tuple | None) -> Loaded | None:
+        if key is None:
+            return None
+        found = self.images.get(key) if ref.kind == "image" else self.clip_cache.get(key)
+        return None if found is None else Loaded(found, "cache", True)
+
+    def _by_uuid(self, ref: MediaRef, settings: MediaSettings, frame_size) -> Loaded:
+        found = self._cached(ref, self._key(ref, None, settings, frame_size))
+        if found is not None:
+            return found
+        with self._lock:
+            path = self._uuid_files.get(ref.uuid)
+        if path is not None and path.exists():
+            loaded = self._from_file(ref, path, settings, frame_size)
+            loaded.source = "cache"
+            return loaded
+        raise ServeError(
+            400, f"{ref.where}: uuid {ref.uuid!r} is not in the server's cache (never sent, forgotten, or sent with "
+            "other frame settings). Send the part's url again with this uuid.", code="uuid_not_cached",
+            param=f"{ref.where}.uuid",
+        )
+
+    def _from_file(self, ref: MediaRef, path: Path, settings: MediaSettings, frame_size) -> Loaded:
+        if ref.kind == "image":
+            return Loaded(load_image(path), "file", False)
+        self._check_duration(ref, path)
+        clip = self.clip_cache.load(path, settings.sampling(), ref.start, ref.end, frame_size)
+        self._check_clip(ref, clip)
+        return Loaded(clip, "file", False, list(clip.warnings))
+
+    def _from_bytes(self, ref: MediaRef, data: bytes, media_type: str, source: str, settings: MediaSettings,
+                    frame_size) -> Loaded:
+        digest = hashlib.sha256(data).hexdigest()
+        key = self._key(ref, digest, settings, frame_size)
+        found = self._cached(ref, key)
+        if found is not None:
+            return found
+        suffix = ".gif" if data[:4] == b"GIF8" else _SUFFIXES.get(media_type, ".bin")
+        path = self.temp_dir / f"{digest[:16]}-{uuid_module.uuid4().hex[:8]}{suffix}"
+        try:
+            path.write_bytes(data)
+            del data
+            if ref.kind == "image":
+                return Loaded(self.images.put(key, load_image(path)), source, False)
+            self._check_duration(ref, path)
+            clip = load_video(path, settings.sampling(), ref.start, ref.end, frame_size)
+            self._check_clip(ref, clip)
+            clip.path = ref.label
+            clip.warnings = [w.replace(str(path), ref.label) for w in clip.warnings]
+            return Loaded(self.clip_cache.put(key, clip), source, False, list(clip.warnings))
+        except MediaError as err:
+            # The temporary file's name means nothing to the client: name the part instead.
+            raise from_user_error(type(err)(str(err).replace(str(path), "the media")), ref.param, ref.param) from None
+        finally:
+            path.unlink(missing_ok=True)
+
+    def _check_duration(self, ref: MediaRef, path: Path) -> None:
+        """Refuse a video longer than the server allows before decoding it (its header's duration)."""
+        limit = self.options.max_video_seconds
+        if limit is None or path.is_dir():
+            return
+        from vidlab.media.table import open_video, video_stream
+
+        with open_video(path) as container:
+            stream = video_stream(container, path)
+            seconds = None
+            if stream.duration is not None and stream.time_base is not None:
+                seconds = float(stream.duration * stream.time_base)
+            elif container.duration is not None:
+                seconds = container.duration / 1_000_000
+        if seconds is not None:
+            self._refuse_long(ref, seconds)
+
+    def _check_clip(self, ref: MediaRef, clip: VideoClip) -> None:
+        if self.options.max_video_seconds is not None:
+            self._refuse_long(ref, clip.duration)
+
+    def _refuse_long(self, ref: MediaRef, seconds: float) -> None:
+        limit = self.options.max_video_seconds
+        if limit is not None and seconds > limit:
+            raise ServeError(413, f"{ref.param}: the video is {seconds:.1f} s long, over the server's limit of "
+                             f"{limit:g} s. Send a shorter video, or raise --max-video-seconds.",
+                             code="video_too_long", param=ref.param)
+
+
+def _type_of(url: str) -> str:
+    suffix = Path(url.split("?", 1)[0]).suffix.lower()
+    return next((kind for kind, known in _SUFFIXES.items() if known == suffix), "")

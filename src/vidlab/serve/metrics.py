@@ -1,0 +1,63 @@
+"""Prometheus metrics of one server (GET /metrics): requests, errors, queue, batches, tokens, caches.
+
+Each app has its own registry, so several servers in one process (tests, embedding) do not mix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
+_PREFIX = "vidlab_serve"
+
+
+class HttpMetrics:
+    """What the HTTP layer sees: requests by route, model and status; errors by kind; latency."""
+
+    def __init__(self, registry: CollectorRegistry):
+        self.requests = Counter(f"{_PREFIX}_requests", "HTTP requests answered, by route, model and status.",
+                                ["route", "model", "status"], registry=registry)
+        self.errors = Counter(f"{_PREFIX}_errors", "Requests answered with an error, by kind (the error code).",
+                              ["kind"], registry=registry)
+        self.latency = Histogram(f"{_PREFIX}_request_seconds", "Time from a chat request's arrival to its last byte.",
+                                 ["stream"], registry=registry,
+                                 buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300))
+
+
+class EngineMetrics:
+    """What the model side sees: queue depth, batch sizes, tokens, generation time, cancellations."""
+
+    def __init__(self, registry: CollectorRegistry):
+        self.queue_depth = Gauge(f"{_PREFIX}_queue_depth", "Admitted requests not yet being generated.",
+                                 registry=registry)
+        self.batch_size = Histogram(f"{_PREFIX}_batch_size", "Requests per generated batch.", registry=registry,
+                                    buckets=(1, 2, 4, 8, 16, 32, 64))
+        self.prompt_tokens = Counter(f"{_PREFIX}_prompt_tokens", "Prompt tokens (text and visual) of answered "
+                                     "requests.", registry=registry)
+        self.generated_tokens = Counter(f"{_PREFIX}_generated_tokens", "Tokens generated.", registry=registry)
+        self.generation_seconds = Counter(f"{_PREFIX}_generation_seconds", "Seconds the model spent generating "
+                                          "(generated_tokens / generation_seconds is tokens per second).",
+                                          registry=registry)
+        self.tokens_per_second = Gauge(f"{_PREFIX}_tokens_per_second", "Tokens per second of the last batch "
+                                       "(all its requests together).", registry=registry)
+        self.cancelled = Counter(f"{_PREFIX}_cancelled", "Requests whose client went away before the answer.",
+                                 registry=registry)
+
+
+class CacheCollector(Collector):
+    """Hits and misses of the caches, read from them at scrape time."""
+
+    def __init__(self, caches: Callable[[], dict[str, object]]):
+        self.caches = caches
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        hits = CounterMetricFamily(f"{_PREFIX}_cache_hits", "Cache hits, by cache.", labels=["cache"])
+        misses = CounterMetricFamily(f"{_PREFIX}_cache_misses", "Cache misses, by cache.", labels=["cache"])
+        for name, cache in self.caches().items():
+            hits.add_metric([name], getattr(cache, "hits", 0))
+            misses.add_metric([name], getattr(cache, "misses", 0))
+        yield hits
+        yield misses

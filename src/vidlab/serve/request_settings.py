@@ -1,0 +1,97 @@
+"""A request's media and decoding settings: the server's, with what the request changes, in vLLM's shapes.
+
+    "mm_processor_kwargs": {"fps": 2, "max_frames": 64, "use_token_compression": false}
+    "media_io_kwargs": {"video": {"num_frames": 16}}
+
+Both are checked by the same `MediaSettings` / `GenerationOptions` objects every other workload
+builds; nothing here has a default of its own.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vidlab.errors import SettingsError
+from vidlab.serve.errors import ServeError
+from vidlab.serve.protocol import ChatRequest
+from vidlab.settings import GenerationOptions, MediaSettings, build
+
+# mm_processor_kwargs key -> MediaSettings field (the processor's own name for DiffFP is accepted too).
+PROCESSOR_KEYS = {
+    "fps": "fps", "max_frames": "max_frames", "min_frames": "min_frames", "num_frames": "num_frames",
+    "max_visual_tokens": "max_visual_tokens", "image_merge_size": "image_merge_size", "frame_rule": "frame_rule",
+    "keyframes": "keyframes", "compression": "compression", "use_token_compression": "compression",
+}
+VIDEO_IO_KEYS = {"fps": "fps", "num_frames": "num_frames", "max_frames": "max_frames"}
+# Fields that choose frames by rate; a request that sets one of them and not num_frames means rate sampling.
+_RATE_FIELDS = ("fps", "max_frames")
+
+
+def _overrides(request: ChatRequest) -> tuple[dict[str, Any], dict[str, str]]:
+    """MediaSettings fields the request sets, and the request key each came from."""
+    values: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+
+    def take(key: str, field: str, value: Any, where: str) -> None:
+        if field in values and values[field] != value:
+            raise ServeError(
+                400, f"{where}: {value!r} disagrees with {origin[field]} ({values[field]!r}). Give it once.",
+                code="invalid_settings", param=where,
+            )
+        values[field], origin[field] = value, where
+
+    for key, value in (request.mm_processor_kwargs or {}).items():
+        if key not in PROCESSOR_KEYS:
+            raise ServeError(
+                400, f"mm_processor_kwargs.{key}: unknown setting. Use some of: {', '.join(PROCESSOR_KEYS)}.",
+                code="invalid_settings", param=f"mm_processor_kwargs.{key}",
+            )
+        take(key, PROCESSOR_KEYS[key], value, f"mm_processor_kwargs.{key}")
+    for kind, settings in (request.media_io_kwargs or {}).items():
+        known = VIDEO_IO_KEYS if kind == "video" else {}
+        for key, value in settings.items():
+            if key not in known:
+                allowed = f"video: {', '.join(VIDEO_IO_KEYS)}"
+                raise ServeError(400, f"media_io_kwargs.{kind}.{key}: unknown setting. Use {allowed}.",
+                                 code="invalid_settings", param=f"media_io_kwargs.{kind}.{key}")
+            take(key, known[key], value, f"media_io_kwargs.{kind}.{key}")
+    return values, origin
+
+
+def media_settings(request: ChatRequest, defaults: MediaSettings) -> MediaSettings:
+    """The server's media settings with the request's changes.
+
+    Raises:
+        ServeError: 400 naming the request key (an unknown key, a value out of range, a key given twice).
+    """
+    values, origin = _overrides(request)
+    merged = defaults.model_dump()
+    if any(field in values for field in _RATE_FIELDS) and "num_frames" not in values:
+        merged["num_frames"] = None  # the request asks for rate sampling: the server's fixed count does not apply
+    merged.update(values)
+    try:
+        return build(MediaSettings, merged, name=lambda field: origin.get(field, f"server setting {field}"))
+    except SettingsError as err:
+        param = next(iter(origin.values()), "mm_processor_kwargs")
+        raise ServeError(400, f"{err}. Fix the request's settings.", code="invalid_settings", param=param) from None
+
+
+_GENERATION_NAMES = {"max_new_tokens": "max_tokens"}
+
+
+def generation_options(request: ChatRequest, defaults: GenerationOptions) -> GenerationOptions:
+    """The server's decoding settings with the request's max_tokens, temperature, top_p and top_k.
+
+    Raises:
+        ServeError: 400 naming the field.
+    """
+    values = defaults.model_dump()
+    given = {
+        "max_new_tokens": request.max_completion_tokens or request.max_tokens,
+        "temperature": request.temperature, "top_p": request.top_p, "top_k": request.top_k,
+    }
+    values.update({key: value for key, value in given.items() if value is not None})
+    try:
+        return build(GenerationOptions, values, name=lambda field: _GENERATION_NAMES.get(field, field))
+    except SettingsError as err:
+        raise ServeError(400, f"{err}. Fix the request.", code="invalid_settings") from None

@@ -307,6 +307,7 @@ class Engine:
                 results = generate_batch(self.model, self.processor, batch, first.options,
                                          vision_cache=self.vision_caches[first.adapter])
             except _Stopped:
+                self.metrics.stopped.inc()
                 return [None] * len(jobs)
             finally:
                 self._running = []
@@ -331,6 +332,7 @@ class Engine:
                         result = done.value
                         break
             except _Stopped:
+                self.metrics.stopped.inc()
                 return None
             finally:
                 self._running = []

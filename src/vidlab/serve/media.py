@@ -71,8 +71,8 @@ class Loaded:
     """A decoded part and how it was obtained."""
 
     media: LoadedMedia
-    source: str  # file, upload, remote, cache
-    cached: bool
+    source: str  # where the bytes came from: file, upload, remote; cache: the part gave only its uuid
+    cached: bool  # decoded before: taken from the cache
     warnings: list[str] = field(default_factory=list)
 
     def info(self) -> dict:
@@ -213,16 +213,18 @@ class MediaLoader:
         try:
             if ref.url is None:
                 return self._by_uuid(ref, settings, frame_size)
-            if sources.is_data_url(ref.url):
-                data, media_type = sources.read_data_url(ref.url, self.options.max_media_bytes, ref.param)
-                return self._from_bytes(ref, data, media_type, "upload", settings, frame_size)
-            if sources.is_remote(ref.url):
-                key = self._key(ref, None, settings, frame_size)
-                found = self._cached(ref, key)
+            if sources.is_data_url(ref.url) or sources.is_remote(ref.url):
+                source = "upload" if sources.is_data_url(ref.url) else "remote"
+                # The client's uuid names the content: a hit needs neither decoding the upload nor a download.
+                found = self._cached(ref, self._key(ref, None, settings, frame_size), source)
                 if found is not None:
                     return found
-                data, media_type = sources.download(ref.url, self.options, ref.param)
-                return self._from_bytes(ref, data, media_type or _type_of(ref.url), "remote", settings, frame_size)
+                if source == "upload":
+                    data, media_type = sources.read_data_url(ref.url, self.options.max_media_bytes, ref.param)
+                else:
+                    data, media_type = sources.download(ref.url, self.options, ref.param)
+                    media_type = media_type or _type_of(ref.url)
+                return self._from_bytes(ref, data, media_type, source, settings, frame_size)
             path = sources.local_path(ref.url, self.options, ref.param)
             if ref.uuid is not None:
                 with self._lock:
@@ -248,14 +250,14 @@ class MediaLoader:
             return name
         return (*name, settings.sampling(), ref.start, ref.end, frame_size)
 
-    def _cached(self, ref: MediaRef, key: tuple | None) -> Loaded | None:
+    def _cached(self, ref: MediaRef, key: tuple | None, source: str) -> Loaded | None:
         if key is None:
             return None
         found = self.images.get(key) if ref.kind == "image" else self.clip_cache.get(key)
-        return None if found is None else Loaded(found, "cache", True)
+        return None if found is None else Loaded(found, source, True)
 
     def _by_uuid(self, ref: MediaRef, settings: MediaSettings, frame_size) -> Loaded:
-        found = self._cached(ref, self._key(ref, None, settings, frame_size))
+        found = self._cached(ref, self._key(ref, None, settings, frame_size), "cache")
         if found is not None:
             return found
         with self._lock:
@@ -282,7 +284,7 @@ class MediaLoader:
                     frame_size) -> Loaded:
         digest = hashlib.sha256(data).hexdigest()
         key = self._key(ref, digest, settings, frame_size)
-        found = self._cached(ref, key)
+        found = self._cached(ref, key, source)
         if found is not None:
             return found
         suffix = ".gif" if data[:4] == b"GIF8" else _SUFFIXES.get(media_type, ".bin")

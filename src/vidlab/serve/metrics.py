@@ -45,6 +45,9 @@ class EngineMetrics:
                                        "(all its requests together).", registry=registry)
         self.cancelled = Counter(f"{_PREFIX}_cancelled", "Requests whose client went away before the answer.",
                                  registry=registry)
+        self.stopped = Counter(f"{_PREFIX}_stopped_batches", "Batches stopped before their end because every "
+                               "request in them was cancelled (clients gone, or a stream's stop string).",
+                               registry=registry)
 
 
 class CacheCollector(Collector):

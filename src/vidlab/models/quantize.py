@@ -1,10 +1,12 @@
 """4- and 8-bit weights for inference (`--quantize 8bit|4bit`): less memory for the same model.
 
 On a CUDA GPU the LLM's Linear layers load through bitsandbytes (int8, or nf4 with double
-quantization, computing in bf16/fp16). On a CPU they are quantized after loading through torchao
-(int8 weight-only, or int4 weight-only in groups of 32). Either way the vision encoder, the
-projector and the output head stay in full precision (as in VideoLLaMA3's own QLoRA path), and
-LoRA adapters stay in full precision on top of the quantized base layers.
+quantization, computing in bf16/fp16). On a CPU they are quantized after loading through torchao,
+int8 weight-only (one scale per output channel); 4-bit is refused there, because torchao's packed
+int4 kernels need a GPU (its CPU int4 keeps one int4 value per byte: no smaller than int8). Either
+way the vision encoder, the projector and the output head stay in full precision (as in
+VideoLLaMA3's own QLoRA path), and LoRA adapters stay in full precision on top of the quantized
+base layers.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from vidlab.errors import ModelLoadError
 
 QUANTIZE_CHOICES = ("8bit", "4bit")
 KEEP_FULL = ("vision_model", "projector", "lm_head")  # module names that stay in full precision
-_INT4_GROUP = 32
 
 
 def check_quantize(quantize: str | None, device: torch.device) -> None:
@@ -32,6 +33,9 @@ def check_quantize(quantize: str | None, device: torch.device) -> None:
         except ImportError as err:
             raise ModelLoadError(f"--quantize {quantize} on a GPU needs bitsandbytes: pip install bitsandbytes "
                                  "(or pip install 'vidlab[quantize]').") from err
+    elif quantize == "4bit":
+        raise ModelLoadError("--quantize 4bit needs a CUDA GPU (bitsandbytes nf4); none is visible. On a CPU use "
+                             "--quantize 8bit (torchao int8 weights).")
     else:
         try:
             import torchao  # noqa: F401
@@ -57,14 +61,11 @@ def _quantizable(module: torch.nn.Module, name: str) -> bool:
 
 
 def quantize_weights(model: torch.nn.Module, quantize: str) -> torch.nn.Module:
-    """Quantize a loaded model's LLM Linear weights in place with torchao (CPU path); returns the model."""
+    """Quantize a loaded model's LLM Linear weights to int8 in place with torchao (the CPU path); returns the model."""
     check_quantize(quantize, torch.device("cpu"))
-    from torchao.quantization import Int8WeightOnlyConfig, IntxWeightOnlyConfig, quantize_
-    from torchao.quantization.granularity import PerGroup
+    from torchao.quantization import Int8WeightOnlyConfig, quantize_
 
-    config = Int8WeightOnlyConfig() if quantize == "8bit" else IntxWeightOnlyConfig(
-        weight_dtype=torch.int4, granularity=PerGroup(_INT4_GROUP))
-    quantize_(model, config, filter_fn=_quantizable)
+    quantize_(model, Int8WeightOnlyConfig(), filter_fn=_quantizable)
     return model
 
 
@@ -72,7 +73,7 @@ def load_quantized(
     path_or_id: str | Path, quantize: str, adapter: str | Path | None = None, dtype: str | torch.dtype = "auto",
     device: str | torch.device = "auto",
 ):
-    """`vidlab.load_model` with 4/8-bit LLM weights: bitsandbytes on a CUDA GPU, torchao on a CPU.
+    """`vidlab.load_model` with 4/8-bit LLM weights: bitsandbytes on a CUDA GPU, torchao int8 on a CPU.
 
     Returns:
         (model, processor), in eval mode.

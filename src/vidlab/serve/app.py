@@ -234,7 +234,7 @@ def create_app(
         name: the base model's name in requests (default: `model` as given).
         options: limits, security, queue, batching and request defaults (`ServeOptions`).
         dtype, device: as in `vidlab.load_model`.
-        quantize: 8bit or 4bit LLM weights (bitsandbytes on a GPU, torchao on a CPU); None: as saved.
+        quantize: 8bit or 4bit LLM weights (bitsandbytes on a GPU; 8bit through torchao on a CPU); None: as saved.
 
     Raises:
         ModelLoadError: the model or an adapter cannot be loaded.

@@ -108,8 +108,9 @@ def serve_command(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
     dtype: Annotated[str, typer.Option(help="auto, bf16, fp16 or fp32.")] = "auto",
     quantize: Annotated[
-        str | None, typer.Option(help="8bit or 4bit LLM weights (bitsandbytes on a GPU, torchao on a CPU).",
-                                 show_default=False),
+        str | None,
+        typer.Option(help="8bit or 4bit LLM weights (bitsandbytes on a GPU; on a CPU 8bit, through torchao).",
+                     show_default=False),
     ] = None,
     ray: Annotated[bool, typer.Option("--ray", help="Serve through Ray Serve (pip install 'vidlab[ray]').")] = False,
     replicas: Annotated[int | None, typer.Option(help=_ray("replicas"), show_default=False)] = None,

@@ -116,8 +116,12 @@ def adapter_for(name: str, adapters: list[str], model: str | None) -> str | None
 class RayBackend:
     """The gateway's backend: each request goes to a model replica through Ray, again if its replica dies."""
 
-    def __init__(self, handle, name: str, adapters: list[str], retries: int):
+    def __init__(self, handle, name: str, adapters: list[str], retries: int, registry=None):
+        from prometheus_client import CollectorRegistry, Counter
+
         self.handle, self.name, self.adapters, self.retries = handle, name, adapters, retries
+        self.resent = Counter("vidlab_serve_replica_retries", "Requests sent again because their replica died.",
+                              registry=registry if registry is not None else CollectorRegistry())
 
     async def start(self) -> None:
         pass
@@ -139,6 +143,7 @@ class RayBackend:
         return request.model_dump(exclude_unset=True)
 
     async def _backoff(self, attempt: int) -> None:
+        self.resent.inc()
         await asyncio.sleep(min(2.0, 0.2 * 2**attempt))
 
     async def complete(self, request: ChatRequest) -> dict:
@@ -239,10 +244,12 @@ class Gateway:
 
         from vidlab.serve.app import build_app
 
-        self.app = build_app(RayBackend(replicas, name, adapters, retries), options, CollectorRegistry())
+        registry = CollectorRegistry()
+        # Not `self.app`: Ray's ASGI wrapper owns that name.
+        self._asgi = build_app(RayBackend(replicas, name, adapters, retries, registry), options, registry)
 
     def __serve_build_asgi_app__(self):
-        return self.app
+        return self._asgi
 
 
 def build_ray_app(

@@ -1,0 +1,65 @@
+"""vidlab serve on Ray Serve with 2 CPU replicas of the tiny model, in a network namespace of the test's own (only a
+loopback there, so Ray and all it starts listen on 127.0.0.1 and reach nothing else): both replicas serve, a replica
+killed mid-load is replaced, and no accepted request is lost (each answered, or a 503 with Retry-After; never a 500).
+The work runs in tests/serve_ray_check.py; this test starts it and stops it by process id."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("ray.serve", reason="Ray Serve is an optional extra: pip install 'vidlab[ray]'")
+
+
+def _namespaces_work() -> bool:
+    if shutil.which("unshare") is None:
+        return False
+    return subprocess.run(["unshare", "-n", "true"], capture_output=True, timeout=30).returncode == 0
+
+
+@pytest.mark.skipif(not _namespaces_work(), reason="needs `unshare -n` (root or user namespaces) to keep Ray on a "
+                    "loopback-only network")
+def test_two_replicas_serve_and_a_killed_one_is_replaced_without_losing_requests(tiny_model_dir, sample_video,
+                                                                                  tmp_path):
+    root = tmp_path / "media"
+    root.mkdir()
+    shutil.copy(sample_video, root / "moving.mp4")
+    out = tmp_path / "ray.json"
+    check = Path(__file__).with_name("serve_ray_check.py")
+    ray_tmp = tempfile.mkdtemp(prefix="vidlab-ray-")  # short: Ray's socket paths must fit 107 bytes
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+           "RAY_TMPDIR": ray_tmp}
+    process = subprocess.Popen(["unshare", "-n", sys.executable, str(check), str(tiny_model_dir), str(root), str(out)],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True)
+    try:
+        output, _ = process.communicate(timeout=240)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)  # the group this test started, by its leader's id
+            process.wait(10)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert out.exists(), output[-4000:]
+    report = json.loads(out.read_text())
+    print("\n" + json.dumps({k: v for k, v in report.items() if k != "during_errors"}))
+
+    assert report["interfaces"] == ["lo"]
+    assert all(address in ("127.0.0.1", "::1", "0.0.0.0", "::", "::ffff:127.0.0.1") for address in report["listening"])
+    assert report["first_statuses"] == [200] and report["consistent"]
+    assert len(report["first_fingerprints"]) == 2  # both replicas answered
+    statuses = report["during_statuses"]
+    assert len(statuses) == 24 and set(statuses) <= {200, 503}, report["during_errors"]
+    assert all(after is not None and int(after) >= 1 for after in report["during_retry_after"])
+    assert report["resent"] >= 1  # the killed replica had requests in flight: the gateway sent them again
+    assert statuses.count(200) >= 20 and report["during_consistent"]  # retried on the other replica: same answers
+    pids = {int(f.rsplit("-", 1)[1]) for f in report["after_fingerprints"]}
+    assert len(pids - {report["killed"]}) >= 2  # a new replica took the killed one's place
+    assert report["left_after_kill"] == []

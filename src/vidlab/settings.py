@@ -82,6 +82,104 @@ class MediaSettings(Sampling):
         return MediaSettings(**{name: getattr(self, name) for name in MediaSettings.model_fields})
 
 
+def group_bounds(frames: int, groups: int) -> list[tuple[int, int]]:
+    """[start, stop) of `groups` runs of consecutive frames (fewer when there are fewer frames), sizes within 1."""
+    groups = min(groups, frames)
+    return [(g * frames // groups, (g + 1) * frames // groups) for g in range(groups)]
+
+
+class VideoCompressor(BaseModel):
+    """How a video's vision features become LLM tokens: a setting of the model (kept in its config.json).
+
+    `none` is VideoLLaMA3 as released: every merged patch, DiffFP pruning. The others sit between
+    the projector and the LLM and give a fixed number of tokens per frame (`llamavid`, `pool`) or
+    per video (`group_resampler`), so a long video can keep 1 fps. The token arithmetic lives here
+    so that the prompt layout and the model agree by construction.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["none", "llamavid", "group_resampler", "pool"] = Field(
+        "none", description="none: every merged patch (VideoLLaMA3 as released); llamavid: a context token (the "
+        "question attends over the frame) and content tokens per frame; group_resampler: learnable latents per "
+        "group of frames; pool: each frame average-pooled to pool_size x pool_size tokens.",
+    )
+    content_tokens: int = Field(
+        1, ge=1, description="llamavid: content tokens per frame, the frame's features average-pooled to a square "
+        "grid (1, 4, 9, ...).",
+    )
+    pool_size: int = Field(2, ge=1, description="pool: tokens per frame side (pool_size x pool_size per frame).")
+    groups: int = Field(
+        16, ge=1,
+        description="group_resampler: groups of consecutive frames per video (fewer when it has fewer frames).",
+    )
+    latents: int = Field(32, ge=1, description="group_resampler: learnable latent tokens per group.")
+    layers: int = Field(
+        3, ge=1, description="group_resampler: Perceiver layers (latents cross-attend to their group)."
+    )
+    heads: int = Field(
+        8, ge=1, description="llamavid and group_resampler: attention heads (must divide the LLM width)."
+    )
+    position_code: Literal["sinusoidal", "none"] = Field(
+        "sinusoidal", description="group_resampler: add a sinusoidal code of each frame's place in its group to "
+        "the features the latents attend to.",
+    )
+    encoder_chunk_frames: int = Field(
+        64, ge=1, description="Frames the vision encoder takes at once (memory stays bounded on long videos; the "
+        "result is the same, frames attend only within themselves).",
+    )
+
+    @model_validator(mode="after")
+    def _square_content(self) -> VideoCompressor:
+        side = round(self.content_tokens**0.5)
+        if side * side != self.content_tokens:
+            raise ValueError(f"content_tokens {self.content_tokens} is not a square number; use 1, 4, 9, 16, ...")
+        return self
+
+    def describe(self) -> str:
+        """The kind and the settings that apply to it, e.g. `group_resampler (groups 16, latents 32, ...)`."""
+        used = {"llamavid": ("content_tokens", "heads"), "pool": ("pool_size",),
+                "group_resampler": ("groups", "latents", "layers", "heads", "position_code")}.get(self.kind)
+        if used is None:
+            return self.kind
+        shown = [*used, "encoder_chunk_frames"]
+        return f"{self.kind} (" + ", ".join(f"{name} {getattr(self, name)}" for name in shown) + ")"
+
+    @property
+    def active(self) -> bool:
+        """Whether a compressor sits between the projector and the LLM (kind is not none)."""
+        return self.kind != "none"
+
+    @property
+    def needs_question(self) -> bool:
+        """llamavid's context token is computed from the question asked with the video."""
+        return self.kind == "llamavid"
+
+    def frame_tokens(self) -> int:
+        """LLM tokens per frame (llamavid, pool); group_resampler has tokens per group instead."""
+        if self.kind == "llamavid":
+            return 1 + self.content_tokens
+        if self.kind == "pool":
+            return self.pool_size**2
+        raise ValueError(f"video_compressor {self.kind} has no fixed tokens per frame")
+
+    def group_bounds(self, frames: int) -> list[tuple[int, int]]:
+        """group_resampler: [start, stop) frame indices of each group of a video of `frames` frames."""
+        return group_bounds(frames, self.groups)
+
+    def visual_tokens(self, frames: int) -> int:
+        """LLM tokens of a video of `frames` frames (not for kind none, whose count depends on the frame size)."""
+        if self.kind == "group_resampler":
+            return min(self.groups, frames) * self.latents
+        return frames * self.frame_tokens()
+
+    def max_frames_within(self, tokens: int) -> int | None:
+        """Most frames a video can keep within `tokens` LLM tokens (None: any number, for group_resampler)."""
+        if self.kind == "group_resampler":
+            return None
+        return max(1, tokens // self.frame_tokens())
+
+
 class GenerationOptions(BaseModel):
     """Decoding settings. Greedy unless temperature > 0; the sampling defaults are VideoLLaMA3's."""
 

@@ -1,11 +1,12 @@
 """Vision-encoder outputs kept per video, so a video asked about again skips the vision encoder.
 
 The model turns a video's pixels into one embedding per merged patch (vision encoder, then
-projector); DiffFP's mask is applied after, so the embeddings depend only on the pixels, the
-model and its adapter. They are kept under the video's key (`Sample.video_keys`: the clip's
-identity, the frames kept, the grid and the processor) with the model's identity and active
-adapter, bounded by bytes, least recently used forgotten first. `generate` hands cached embeddings
-to the model as `mm_encoder_outputs` instead of pixels. Thread-safe.
+projector); DiffFP's mask and a video compressor (whose llamavid tokens depend on the question)
+are applied after, so the embeddings depend only on the pixels, the model and its adapter. They
+are kept under the video's key (`Sample.video_keys`: the clip's identity, the frames kept, the
+grid and the processor) with the model's identity and active adapter, bounded by bytes, least
+recently used forgotten first. `generate` hands cached embeddings to the model as
+`mm_encoder_outputs` instead of pixels. Thread-safe.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from collections import OrderedDict
 from collections.abc import Hashable
 
 import torch
-from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 DEFAULT_MAX_BYTES = 512 << 20
 
@@ -91,6 +91,11 @@ class VisionCache:
                 found[i] = embeddings
                 if keys[i] is not None:
                     self._put(keys[i], embeddings)
+        from vidlab.models.compressors import VideoFeatures
+
         swapped = {k: v for k, v in tensors.items() if k != "pixel_values_videos"}
-        swapped["mm_encoder_outputs"] = {"video": BaseModelOutputWithPooling(pooler_output=tuple(found))}
+        # The grids travel with the embeddings: generation drops them from the inputs, and a video
+        # compressor cuts the embeddings into frames by them.
+        swapped["mm_encoder_outputs"] = {"video": VideoFeatures(pooler_output=tuple(found), video_grid_thw=grids,
+                                                                video_merge_sizes=merges)}
         return swapped

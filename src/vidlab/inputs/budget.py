@@ -4,6 +4,10 @@ A cut inside the vision tokens makes the model fail with "video features and vid
 match", so `fit` instead lowers the frames' resolution (down to the processor's smallest frame),
 then keeps fewer frames (evenly spaced, with their true times), down to one per video. If even
 that does not fit, the sample cannot be used (SampleError).
+
+With a video compressor the LLM's share of a video does not shrink with the frames' size (each
+frame or group costs what the compressor gives it), so `max_visual_tokens` and `max_length` are
+met with fewer frames only, and the frames keep the processor's own (vision encoder) budget.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import dataclasses
 import torch
 
 from vidlab.errors import SampleError
+from vidlab.inputs.compressed import video_segments
 from vidlab.inputs.processing import ProcessorCall
 from vidlab.media import VideoClip
 from vidlab.media.sampling import evenly_spaced
@@ -63,6 +68,8 @@ def fit(
     spaced. Then, if the sample is longer than `max_length` (None: no limit), it shrinks as the
     module docstring says.
     """
+    if call.compressor is not None:
+        return _fit_compressed(call, decoded, settings, max_length)
     floor = call.min_tokens_per_frame
     budget = settings.max_visual_tokens or call.own_budget
     clips = list(decoded)
@@ -126,3 +133,41 @@ def fit(
     if last_per_frame != first_per_frame:
         notes.append(f"{first_per_frame}->{last_per_frame} tokens/frame")
     return tensors, clips, ", ".join(notes) or None
+
+
+def _fixed_tokens(call: ProcessorCall, clips: list[VideoClip], tensors: dict[str, torch.Tensor]) -> int:
+    """Tokens that do not change with the frames: the text, one placeholder per video, the images."""
+    unexpanded = len(call.processor.tokenizer(call.text, add_special_tokens=False)["input_ids"])
+    return unexpanded - len(clips) - len(call.images) + call.image_tokens(tensors)
+
+
+def _fit_compressed(
+    call: ProcessorCall, decoded: list[VideoClip], settings: MediaSettings, max_length: int | None
+) -> tuple[dict[str, torch.Tensor], list[VideoClip], str | None]:
+    """`fit` under a video compressor: fewer frames (evenly spaced, true times) until the budgets hold."""
+    spec = call.compressor
+    clips = list(decoded)
+    if settings.max_visual_tokens is not None and (most := spec.max_frames_within(settings.max_visual_tokens)):
+        clips = [subclip(clip, most) for clip in clips]
+    tensors = call(clips, call.own_budget)
+    length = call.length(tensors)
+    limit = max_length if max_length is not None else length
+    if length > limit and not clips:
+        raise SampleError(_over_budget(length, limit, "the sample has no video, and only video frames are shrunk"))
+    while length > limit:
+        # A segment is what one stamp announces: a frame, or a group of frames for group_resampler.
+        segments = sum(len(video_segments(spec, clip.stamps)) for clip in clips)
+        if segments <= len(clips):
+            raise SampleError(_over_budget(
+                length, limit, f"even 1 frame per video leaves {length - call.video_tokens(tensors)} other tokens"))
+        fixed = _fixed_tokens(call, clips, tensors)
+        per_segment = max(length - fixed, 1) / segments
+        wanted = max(len(clips), min(segments - 1, int((limit - fixed) / per_segment)))
+        frames = sum(len(clip) for clip in clips)
+        # Below one segment per frame (fewer frames than groups) every frame is its own group.
+        counts = _share([len(clip) for clip in clips], min(frames - 1, wanted))
+        clips = [subclip(clip, count) for clip, count in zip(decoded, counts)]
+        tensors = call(clips, call.own_budget)
+        length = call.length(tensors)
+    before, after = sum(len(clip) for clip in decoded), sum(len(clip) for clip in clips)
+    return tensors, clips, f"frames {before}->{after}" if after != before else None

@@ -16,6 +16,7 @@ from PIL import Image
 from vidlab.conversation import Conversation
 from vidlab.errors import ConversationError, MediaError, SampleError
 from vidlab.inputs.budget import fit
+from vidlab.inputs.compressed import question_ids, question_tensors
 from vidlab.inputs.labels import label_assistant_turns
 from vidlab.inputs.processing import ProcessorCall, with_image_merge
 from vidlab.media import VideoClip, load_image, load_video
@@ -32,8 +33,8 @@ class InputStats:
     """What went into one sample: frames per video and how the tokens were spent."""
 
     frames: list[list[float]]  # per video, the times announced in the prompt (from the clip start)
-    visual_tokens: int  # vision tokens the LLM sees (after DiffFP pruning)
-    visual_tokens_before_pruning: int
+    visual_tokens: int  # vision tokens the LLM sees (after DiffFP pruning, or the video compressor's)
+    visual_tokens_before_pruning: int  # merged patches the vision encoder made, before pruning or compression
     text_tokens: int
 
     @property
@@ -94,11 +95,11 @@ def load_media(
     return loaded
 
 
-def _stats(tensors: dict[str, torch.Tensor], clips: list[VideoClip]) -> InputStats:
+def _stats(tensors: dict[str, torch.Tensor], clips: list[VideoClip], call: ProcessorCall) -> InputStats:
     video_before = video_after = images = 0
     if "video_grid_thw" in tensors:
         video_before = int((tensors["video_grid_thw"].prod(-1) // tensors["video_merge_sizes"] ** 2).sum())
-        video_after = int(tensors["video_compression_mask"].sum())
+        video_after = call.video_tokens(tensors)
     if "image_grid_thw" in tensors:
         images = int((tensors["image_grid_thw"].prod(-1) // tensors["image_merge_sizes"] ** 2).sum())
     length = int(tensors["attention_mask"].sum())
@@ -152,8 +153,10 @@ def encode(
         tensors, used, shrunk = fit(call, clips, settings, max_length)
     except (SampleError, MediaError) as err:
         raise SampleError(f"{where}: {err}") from err
-    stats = _stats(tensors, used)
+    stats = _stats(tensors, used, call)
     tensors = {k: (v[0] if k in TEXT_KEYS else v) for k, v in tensors.items()}
+    if used and call.compressor is not None and call.compressor.needs_question:
+        tensors.update(question_tensors(question_ids(conversation, processor.tokenizer)))
     if labels:
         tensors["labels"] = label_assistant_turns(tensors["input_ids"], processor.tokenizer)
     return Sample(tensors=tensors, stats=stats, text=text, shrunk=shrunk, video_keys=_video_keys(tensors, used, call))

@@ -16,6 +16,7 @@ from transformers.image_utils import SizeDict
 from transformers.video_utils import VideoMetadata
 
 from vidlab.errors import MediaError
+from vidlab.inputs.compressed import layout_processor, video_compressor_of
 from vidlab.media import VideoClip
 from vidlab.settings import MediaSettings
 
@@ -72,13 +73,22 @@ class FrameSizer:
 
 
 def video_frame_size(processor, settings: MediaSettings) -> FrameSizer | None:
-    """The `FrameSizer` of this processor's video processor under these settings (None: no video processor)."""
+    """The `FrameSizer` of this processor's video processor under these settings (None: no video processor).
+
+    Under a video compressor the frames share the processor's own budget (the vision encoder's), and
+    max_visual_tokens (the LLM's tokens) only limits how many frames are kept.
+    """
     video = getattr(processor, "video_processor", None)
     if video is None:
         return None
     factor = int(video.patch_size) * int(video.merge_size)
     min_pixels = int(video.size["shortest_edge"])
-    budget = settings.max_visual_tokens or int(video.size["longest_edge"]) // factor**2
+    own = int(video.size["longest_edge"]) // factor**2
+    compressor = video_compressor_of(processor)
+    if compressor is not None:
+        kept = compressor.max_frames_within(settings.max_visual_tokens) if settings.max_visual_tokens else None
+        return FrameSizer(factor, min_pixels, own, kept)
+    budget = settings.max_visual_tokens or own
     floor = max(1, min_pixels // factor**2)
     kept = max(1, budget // floor) if settings.max_visual_tokens is not None else None
     return FrameSizer(factor, min_pixels, budget, kept)
@@ -107,13 +117,19 @@ def with_image_merge(processor, merge_size: int | None):
 
 
 class ProcessorCall:
-    """Runs the processor on one rendered conversation with given frames and a per-video token budget."""
+    """Runs the processor on one rendered conversation with given frames and a per-video token budget.
+
+    With a video compressor (`vidlab.inputs.compressed`) the budget is the vision encoder's (how large
+    the frames are), the prompt gets the compressor's layout, and DiffFP does not apply.
+    """
 
     def __init__(self, processor, text: str, images: list[Image.Image], compression: bool):
-        self.processor = processor
+        self.compressor = video_compressor_of(processor)
+        self.processor = layout_processor(processor, self.compressor) if self.compressor else processor
+        self.video_token_id = getattr(processor, "video_token_id", None)
         self.text = text
         self.images = images
-        self.compression = compression
+        self.compression = compression and self.compressor is None
         video = getattr(processor, "video_processor", None)
         merge, patch = (int(video.merge_size), int(video.patch_size)) if video is not None else (2, 14)
         self.block = (patch * merge) ** 2  # pixels of one video token
@@ -142,7 +158,10 @@ class ProcessorCall:
             batch = self.processor(text=[self.text], return_tensors="pt", padding=False, **kwargs)
         except ValueError as err:  # e.g. an image or video with an aspect ratio above 200
             raise MediaError(f"the processor cannot use this sample's media ({err})") from err
-        return {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
+        tensors = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
+        if self.compressor is not None:
+            tensors.pop("video_compression_mask", None)  # all ones without DiffFP; the compressor decides
+        return tensors
 
     @staticmethod
     def length(tensors: dict[str, torch.Tensor]) -> int:
@@ -156,8 +175,10 @@ class ProcessorCall:
         grid, merges = tensors["video_grid_thw"], tensors["video_merge_sizes"]
         return ((grid[:, 1] * grid[:, 2]) // merges**2).tolist()
 
-    @staticmethod
-    def video_tokens(tensors: dict[str, torch.Tensor]) -> int:
+    def video_tokens(self, tensors: dict[str, torch.Tensor]) -> int:
+        """Video tokens the LLM sees: after DiffFP, or the compressor's."""
+        if self.compressor is not None:
+            return int((tensors["input_ids"] == self.video_token_id).sum())
         mask = tensors.get("video_compression_mask")
         return 0 if mask is None else int(mask.sum())
 

@@ -22,6 +22,7 @@ from vidlab.models.convert.keymap import (
 from vidlab.models.convert.original import NON_LORA_FILE, folder_kind, open_lora_run, read_json
 from vidlab.models.convert.weights import TensorInfo, WeightFile, find_weight_files
 from vidlab.models.template import IMAGE_TOKEN, VIDEO_TOKEN
+from vidlab.settings import VideoCompressor
 
 PARTS = ("vision", "projector", "llm")
 
@@ -111,6 +112,8 @@ def _native_info(folder: Path) -> dict:
         "tie_word_embeddings": config.get("tie_word_embeddings"),
         "processor": _native_processor(folder),
     }
+    if config.get("video_compressor"):
+        info["video_compressor"] = config["video_compressor"]
     record = folder / "vidlab_conversion.json"
     if record.is_file():
         converted = read_json(record)
@@ -221,8 +224,10 @@ def render_model_info(info: dict) -> str:
     params = info["parameters"]
     label = "lora params" if info["format"] == "adapter" else "parameters"
     lines.append(f"{label:<11} {_millions(params['total'])}: " + ", ".join(
-        f"{part} {_millions(params[part])}" for part in PARTS
+        f"{part} {_millions(params[part])}" for part in PARTS + ("compressor",) if part in params
     ))
+    if info.get("video_compressor"):
+        lines.append(f"compressor  {VideoCompressor(**info['video_compressor']).describe()}")
     non_lora = info.get("non_lora_trainables")
     if isinstance(non_lora, dict):
         lines.append("non-LoRA    " + ", ".join(f"{part} {_millions(non_lora[part])}" for part in PARTS))

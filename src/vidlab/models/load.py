@@ -13,8 +13,12 @@ from transformers import AutoProcessor, VideoLlama3ForConditionalGeneration
 
 from vidlab.errors import ModelLoadError
 from vidlab.folders import describe_contents
+from vidlab.settings import VideoCompressor
 
 NATIVE_MODEL_TYPE = "video_llama_3"
+COMPRESSED_MODEL_TYPE = "vidlab_video_llama_3"  # a native VideoLLaMA3 with a vidlab video compressor
+NATIVE_MODEL_TYPES = (NATIVE_MODEL_TYPE, COMPRESSED_MODEL_TYPE)
+ADAPTER_COMPRESSOR_FILE = "vidlab_video_compressor.json"  # beside an adapter trained with a new compressor
 ORIGINAL_MODEL_TYPES = {"videollama3_qwen2", "videollama3"}
 DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
           "fp32": torch.float32, "float32": torch.float32}
@@ -67,7 +71,7 @@ def check_model_folder(folder: Path) -> None:
             f"{folder}: is in the original VideoLLaMA3 remote-code format ({model_type}). "
             f"Convert it first: vidlab model convert {folder} {folder}-hf"
         )
-    if model_type != NATIVE_MODEL_TYPE:
+    if model_type not in NATIVE_MODEL_TYPES:
         raise ModelLoadError(
             f"{folder}: model_type is {model_type!r}, not {NATIVE_MODEL_TYPE!r}. vidlab loads VideoLLaMA3 checkpoints."
         )
@@ -95,6 +99,66 @@ def _load_adapter(model: torch.nn.Module, adapter: str | Path) -> torch.nn.Modul
         return PeftModel.from_pretrained(model, str(adapter))
 
 
+def checkpoint_compressor(source: str) -> VideoCompressor | None:
+    """The video compressor a checkpoint's config.json names (None: none, VideoLLaMA3 as released)."""
+    from transformers import AutoConfig
+
+    import vidlab.models.compressors  # noqa: F401  (registers the compressed model type with AutoConfig)
+
+    config = AutoConfig.from_pretrained(source)
+    return config.compressor if getattr(config, "model_type", None) == COMPRESSED_MODEL_TYPE else None
+
+
+def adapter_compressor(adapter: str | Path | None) -> VideoCompressor | None:
+    """The compressor a LoRA run added to its base (kept beside the adapter), or None."""
+    path = Path(adapter) / ADAPTER_COMPRESSOR_FILE if adapter is not None else None
+    if path is None or not path.is_file():
+        return None
+    return VideoCompressor.model_validate_json(path.read_text(encoding="utf-8"))
+
+
+def load_weights(source: str, compressor: VideoCompressor | None = None, **kwargs):
+    """The model of a checkpoint (`from_pretrained` keyword arguments pass through), with `compressor` put
+    between its projector and LLM when given: the checkpoint's own (config.json), or a new one, whose
+    weights then start from their initialisation (seeded by the caller).
+
+    Raises:
+        ModelLoadError: `compressor` differs from one the checkpoint already has.
+    """
+    from transformers import AutoConfig
+
+    from vidlab.models.compressors import CompressedVideoLlama3Config, CompressedVideoLlama3ForConditionalGeneration
+
+    config = AutoConfig.from_pretrained(source)
+    own = config.compressor if isinstance(config, CompressedVideoLlama3Config) else None
+    if compressor is not None and compressor.active and own is not None and own != compressor:
+        raise ModelLoadError(
+            f"{source}: already has a {own.kind} video compressor ({own.model_dump(exclude_defaults=True)}), and "
+            f"a different one ({compressor.kind}) was asked for. Remove model.video_compressor to keep the model's, "
+            "or start from a model without one."
+        )
+    if own is None and (compressor is None or not compressor.active):
+        return VideoLlama3ForConditionalGeneration.from_pretrained(source, **kwargs)
+    if own is None:
+        config = CompressedVideoLlama3Config(**config.to_dict() | {"video_compressor": compressor.model_dump()})
+    return CompressedVideoLlama3ForConditionalGeneration.from_pretrained(source, config=config, **kwargs)
+
+
+def model_compressor(model) -> VideoCompressor | None:
+    """The video compressor of a loaded model (under a peft wrapper too), or None."""
+    config = getattr(model, "config", None)
+    compressor = getattr(config, "compressor", None)
+    return compressor if isinstance(compressor, VideoCompressor) and compressor.active else None
+
+
+def load_processor(source: str, compressor: VideoCompressor | None = None):
+    """The checkpoint's processor, told the video compressor's prompt layout (its own, or `compressor`)."""
+    from vidlab.inputs.compressed import attach_video_compressor
+
+    processor = AutoProcessor.from_pretrained(source)
+    return attach_video_compressor(processor, compressor or checkpoint_compressor(source))
+
+
 def load_model(
     path_or_id: str | Path,
     adapter: str | Path | None = None,
@@ -103,6 +167,10 @@ def load_model(
     attn_implementation: str | None = None,
 ):
     """Load a native VideoLLaMA3 model and its processor.
+
+    A checkpoint with a video compressor (config.json `video_compressor`) is built with it, and its
+    processor writes the compressor's prompt layout. An adapter trained with a new compressor
+    (`vidlab train` with `model.video_compressor`) brings its compressor along.
 
     Args:
         path_or_id: a local checkpoint folder or a hub id (downloaded when the machine can).
@@ -114,6 +182,8 @@ def load_model(
     Returns:
         (model, processor), the model in eval mode on `device`.
     """
+    from vidlab.inputs.compressed import attach_video_compressor
+
     source = str(path_or_id)
     if looks_local(source):
         check_model_folder(Path(source).expanduser())
@@ -121,15 +191,15 @@ def load_model(
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, device)
     try:
-        model = VideoLlama3ForConditionalGeneration.from_pretrained(
-            source, dtype=torch_dtype, device_map=str(device), attn_implementation=attn_implementation
-        )
+        model = load_weights(source, adapter_compressor(adapter), dtype=torch_dtype, device_map=str(device),
+                             attn_implementation=attn_implementation)
         processor = AutoProcessor.from_pretrained(source)
     except OSError as err:
         raise ModelLoadError(
             f"{source}: could not load the model ({err}). Pass a local checkpoint folder, or a hub id on a "
             "machine that can reach the hub."
         ) from err
+    attach_video_compressor(processor, model_compressor(model))
     if adapter is not None:
         model = _load_adapter(model, adapter)
     model.eval()

@@ -25,6 +25,7 @@ from safetensors.torch import load_file
 
 from vidlab.errors import VidlabError
 from vidlab.folders import usual_permissions
+from vidlab.training.model import save_adapter_compressor
 
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "state.json"  # written last: a checkpoint folder without it is not complete
@@ -127,6 +128,7 @@ def save_checkpoint(
         unwrapped = accelerator.unwrap_model(model)
         if hasattr(unwrapped, "peft_config") and not is_sharded(accelerator):
             unwrapped.save_pretrained(staging / "adapter")  # a usable adapter: vidlab chat --adapter .../adapter
+            save_adapter_compressor(unwrapped, staging / "adapter")
         (staging / CONFIG_FILE).write_text(config_yaml, encoding="utf-8")
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,9 +18,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from vidlab.errors import VidlabError
-from vidlab.settings import MediaSettings
+from vidlab.settings import MediaSettings, VideoCompressor
 
-PARTS = ("vision", "projector", "llm")
+PARTS = ("vision", "projector", "compressor", "llm")
 
 
 class ConfigError(VidlabError):
@@ -35,6 +36,10 @@ class ModelSection(_Section):
     adapter: str | None = Field(None, description="PEFT adapter folder to start from (LoRA continues training it).")
     attn_implementation: str | None = Field(
         None, description="eager, sdpa or flash_attention_2; null lets transformers pick."
+    )
+    video_compressor: VideoCompressor | None = Field(
+        None, description="Put this video compressor between the projector and the LLM ({kind: llamavid | "
+        "group_resampler | pool, ...}; docs/compressors.md); null keeps the model's own (none unless it has one).",
     )
 
 
@@ -79,6 +84,9 @@ class LearningRates(_Section):
 
     vision: float | None = Field(None, gt=0, description="Vision encoder (trained fully).")
     projector: float | None = Field(None, gt=0, description="Projector (trained fully).")
+    compressor: float | None = Field(
+        None, gt=0, description="Video compressor (trained fully; llamavid and group_resampler have weights)."
+    )
     llm: float | None = Field(None, gt=0, description="LLM: its LoRA adapters, or all its weights for method full.")
 
     def trained(self) -> dict[str, float]:
@@ -152,6 +160,10 @@ class TrainConfig(_Section):
         if self.method == "full" and self.model.adapter is not None:
             problems.append("model.adapter: method full trains the weights themselves. Merge the adapter first "
                             "(vidlab model merge) and point model.path at the merged model.")
+        compressor = self.model.video_compressor
+        if "compressor" in rates and compressor is not None and compressor.kind in ("pool", "none"):
+            problems.append(f"learning_rates.compressor: video compressor {compressor.kind} has no weights to train. "
+                            "Remove learning_rates.compressor.")
         if self.output.eval_steps is not None and not self.data.val:
             problems.append("output.eval_steps: set, but data.val lists no validation files. Add data.val or "
                             "remove eval_steps.")
@@ -191,11 +203,19 @@ def _known_keys(model: type[BaseModel], loc: tuple) -> list[str]:
     """The field names at `loc` (the location of an unknown key), for did-you-mean hints."""
     for part in loc[:-1]:
         field = model.model_fields.get(str(part))
-        annotation = getattr(field, "annotation", None) if field else None
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+        annotation = _section_type(getattr(field, "annotation", None) if field else None)
+        if annotation is None:
             return []
         model = annotation
     return list(model.model_fields)
+
+
+def _section_type(annotation) -> type[BaseModel] | None:
+    """The pydantic model a field holds (`X` or `X | None`), or None."""
+    for candidate in (annotation, *typing.get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
 
 
 def _describe(error: dict) -> str:
@@ -223,8 +243,7 @@ def _field_info(loc: tuple):
         field = model.model_fields.get(str(part))
         if field is None:
             return None
-        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
-            model = field.annotation
+        model = _section_type(field.annotation) or model
     return field
 
 

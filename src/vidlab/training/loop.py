@@ -34,7 +34,13 @@ from vidlab.training.checkpoint import (
 )
 from vidlab.training.config import TrainConfig
 from vidlab.training.data import Collator, SkipNote, TrainDataset, load_records
-from vidlab.training.model import load_for_training, parameter_groups, resolve_precision, summarize_parts
+from vidlab.training.model import (
+    load_for_training,
+    parameter_groups,
+    resolve_precision,
+    save_adapter_compressor,
+    summarize_parts,
+)
 from vidlab.training.run_folder import (
     CONFIG_FILE,
     RESULT_FILE,
@@ -109,7 +115,7 @@ def _accelerator(config: TrainConfig, run_dir: Path):
     mixed_precision = resolve_precision(config.train.precision, torch.device("cuda" if on_gpu else "cpu"))
     # A vision encoder or projector that trains gets no gradient from a text-only batch: DDP must be
     # told to expect unused parameters, or processes whose batches differ wait on each other forever.
-    vision_trains = any(part in config.learning_rates.trained() for part in ("vision", "projector"))
+    vision_trains = any(part in config.learning_rates.trained() for part in ("vision", "projector", "compressor"))
     tracker = config.output.tensorboard and tensorboard_available()
     accelerator = Accelerator(
         cpu=not on_gpu,
@@ -298,6 +304,8 @@ def _save_final(run_dir: Path, accelerator, model, processor) -> None:
             if not hasattr(unwrapped, "peft_config"):
                 unwrapped.config.use_cache = True
             unwrapped.save_pretrained(staging, state_dict=state)  # state: gathered from FSDP/ZeRO-3 shards
+            if hasattr(unwrapped, "peft_config"):
+                save_adapter_compressor(unwrapped, staging)
             processor.save_pretrained(staging)
             usual_permissions(staging)
             for item in staging.iterdir():

@@ -1,7 +1,8 @@
 """The model a training run optimises: loaded, quantised or adapted, with per-part freezing.
 
 Parts are VideoLLaMA3's three: the vision encoder, the projector and the LLM (with its embeddings
-and output head). A part trains only when the config gives it a learning rate. With LoRA the LLM's
+and output head), plus a video compressor when the model has one or `model.video_compressor` adds
+one. A part trains only when the config gives it a learning rate. With LoRA the LLM's
 weights stay frozen and its Linear layers get adapters; a vision encoder or projector that has a
 rate trains fully and is saved with the adapter (peft `modules_to_save`), so the run folder loads
 with plain peft; so do the LLM modules named in `lora.modules_to_save` (such as the output head).
@@ -23,9 +24,10 @@ from vidlab.training.config import PARTS, TrainConfig
 PART_PREFIXES = {
     "vision": ("model.vision_model.",),
     "projector": ("model.projector.",),
+    "compressor": ("model.video_compressor.",),
     "llm": ("model.language_model.", "lm_head."),
 }
-PEFT_MODULE_NAMES = {"vision": "vision_model", "projector": "projector"}
+PEFT_MODULE_NAMES = {"vision": "vision_model", "projector": "projector", "compressor": "video_compressor"}
 
 
 class TrainSetupError(VidlabError):
@@ -107,9 +109,17 @@ def _quantization_config(config: TrainConfig, compute_dtype: torch.dtype, device
 
 def load_for_training(config: TrainConfig, device: torch.device, mixed_precision: str):
     """(model, processor) ready for the optimiser: adapted, frozen per part, trainable weights in fp32."""
-    from transformers import AutoProcessor, VideoLlama3ForConditionalGeneration
+    from transformers import AutoProcessor
 
-    from vidlab.models.load import check_model_folder, looks_local
+    from vidlab.inputs.compressed import attach_video_compressor
+    from vidlab.models.load import (
+        adapter_compressor,
+        check_model_folder,
+        checkpoint_compressor,
+        load_weights,
+        looks_local,
+        model_compressor,
+    )
 
     source = config.model.path
     if looks_local(source):
@@ -121,10 +131,12 @@ def load_for_training(config: TrainConfig, device: torch.device, mixed_precision
     if config.method == "qlora":
         kwargs["quantization_config"] = _quantization_config(config, compute_dtype, device)
         kwargs["device_map"] = {"": device.index or 0}
-    model = VideoLlama3ForConditionalGeneration.from_pretrained(
-        source, dtype=load_dtype, attn_implementation=config.model.attn_implementation, **kwargs
-    )
-    processor = AutoProcessor.from_pretrained(source)
+    own = checkpoint_compressor(source) or adapter_compressor(config.model.adapter)
+    _check_compressor(config, own)
+    wanted = config.model.video_compressor
+    model = load_weights(source, wanted if wanted is not None and wanted.active else own, dtype=load_dtype,
+                         attn_implementation=config.model.attn_implementation, **kwargs)
+    processor = attach_video_compressor(AutoProcessor.from_pretrained(source), model_compressor(model))
     model.config.use_cache = False
     if config.train.gradient_checkpointing:
         # Also makes the input embeddings' output require grad, so that checkpointed layers above a
@@ -141,6 +153,22 @@ def load_for_training(config: TrainConfig, device: torch.device, mixed_precision
         if param.requires_grad and param.dtype != torch.float32:
             param.data = param.data.float()
     return model, processor
+
+
+def _check_compressor(config: TrainConfig, own) -> None:
+    """A compressor rate needs a compressor with weights; a new compressor with weights needs a rate."""
+    wanted = config.model.video_compressor
+    compressor = own if wanted is None or not wanted.active else wanted
+    rate = config.learning_rates.compressor
+    if rate is not None and (compressor is None or compressor.kind == "pool"):
+        what = "no video compressor" if compressor is None else "a pool compressor, which has no weights"
+        raise TrainSetupError(f"learning_rates.compressor: the model has {what}. Remove learning_rates.compressor, "
+                              "or add one with model.video_compressor (llamavid, group_resampler).")
+    if own is None and compressor is not None and compressor.kind != "pool" and rate is None:
+        raise TrainSetupError(
+            f"model.video_compressor: a new {compressor.kind} compressor starts untrained, and learning_rates has no "
+            "rate for it. Give learning_rates.compressor (e.g. 1e-4; docs/compressors.md)."
+        )
 
 
 def _add_adapters(model, config: TrainConfig):
@@ -211,7 +239,8 @@ def summarize_parts(model: torch.nn.Module, config: TrainConfig) -> list[PartSum
         counts[0] += param.numel()
         counts[1] += param.numel() if param.requires_grad else 0
     rates = config.learning_rates.trained()
-    return [PartSummary(part, total, trainable, rates.get(part)) for part, (total, trainable) in totals.items()]
+    return [PartSummary(part, total, trainable, rates.get(part)) for part, (total, trainable) in totals.items()
+            if total or part != "compressor"]
 
 
 def parameter_groups(model: torch.nn.Module, config: TrainConfig) -> list[dict]:
@@ -229,3 +258,14 @@ def parameter_groups(model: torch.nn.Module, config: TrainConfig) -> list[dict]:
          "name": f"{part}{'' if decay else ' (no decay)'}" if config.optim.weight_decay > 0 else part}
         for (part, decay), params in sorted(groups.items())
     ]
+
+
+def save_adapter_compressor(model, folder: Path) -> None:
+    """Beside an adapter: the model's video compressor setting, so `load_model(base, adapter)` rebuilds it on a
+    base that has none (the compressor's trained weights are in the adapter, peft modules_to_save)."""
+    from vidlab.files import write_atomic
+    from vidlab.models.load import ADAPTER_COMPRESSOR_FILE, model_compressor
+
+    compressor = model_compressor(model)
+    if compressor is not None:
+        write_atomic(Path(folder) / ADAPTER_COMPRESSOR_FILE, compressor.model_dump_json(indent=2) + "\n")

@@ -71,9 +71,11 @@ def original_key(native: str) -> str:
 
 
 def part_of(native: str) -> str:
-    """vision, projector or llm: the part of the model a native tensor belongs to."""
+    """vision, projector, compressor (a vidlab video compressor) or llm: the part a native tensor belongs to."""
     if native.startswith("model.vision_model."):
         return "vision"
     if native.startswith("model.projector."):
         return "projector"
+    if native.startswith("model.video_compressor."):
+        return "compressor"
     return "llm"

@@ -21,6 +21,7 @@ from vidlab.models.convert.weights import WeightFile, find_weight_files
 from vidlab.models.hub import local_folder
 
 NATIVE_MODEL_TYPE = "video_llama_3"
+NATIVE_MODEL_TYPES = (NATIVE_MODEL_TYPE, "vidlab_video_llama_3")  # the second: with a vidlab video compressor
 ORIGINAL_MODEL_TYPES = {"videollama3_qwen2", "videollama3"}
 ADAPTER_FILES = ["adapter_model.safetensors", "adapter_model.bin"]
 NON_LORA_FILE = "non_lora_trainables.bin"
@@ -51,7 +52,7 @@ def folder_kind(folder: Path) -> str:
             "Pass the folder of an original VideoLLaMA3 checkpoint or LoRA run."
         )
     model_type = read_json(config_path).get("model_type")
-    if model_type == NATIVE_MODEL_TYPE:
+    if model_type in NATIVE_MODEL_TYPES:
         return "native"
     if model_type in ORIGINAL_MODEL_TYPES:
         return "original"
@@ -74,7 +75,8 @@ def open_original(folder: Path) -> OriginalCheckpoint:
     kind = folder_kind(folder)
     if kind == "native":
         raise ConversionError(
-            f"{folder}: is already a native transformers VideoLLaMA3 checkpoint (model_type {NATIVE_MODEL_TYPE}); "
+            f"{folder}: is already a native transformers VideoLLaMA3 checkpoint (model_type "
+            f"{read_json(folder / 'config.json').get('model_type')}); "
             "there is nothing to convert. Load it directly (e.g. vidlab chat --model FOLDER)."
         )
     if kind == "adapter":

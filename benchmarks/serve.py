@@ -1,0 +1,155 @@
+"""vidlab serve: throughput and latency for 1, 8 and 32 concurrent clients, batching on against off.
+
+    python benchmarks/serve.py [--model DIR] [--requests-per-client 8] [--max-tokens 16] [--json OUT]
+
+Starts `vidlab serve` twice on 127.0.0.1 (a subprocess each, one torch thread): with --max-batch 8
+(batching on) and with --max-batch 1 (off), the tiny model by default (built in a temporary folder).
+Each client sends its requests one after another, half of them about a 4-second video (the same
+file: decoded once, then from the caches), half text only, all greedy. Prints requests per second
+and the p50 / p99 latency of every setting, and the speed-up of batching with 8 clients (goal: 2x).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+CLIENTS = (1, 8, 32)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_server(model: str, root: Path, max_batch: int, max_tokens: int) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    command = [sys.executable, "-m", "vidlab.cli", "serve", "--model", model, "--name", "tiny", "--port", str(port),
+               "--media-root", str(root), "--max-batch", str(max_batch), "--max-queue", "512",
+               "--max-new-tokens", str(max_tokens), "--device", "cpu", "--log-level", "warning"]
+    # One intra-op thread: the tiny model's matrices are too small to share, and 2 cores are shared with the clients.
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    import httpx2
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"the server did not start: {process.stderr.read()[-2000:]}")
+        try:
+            if httpx2.get(f"{url}/health", timeout=1).status_code == 200:
+                return process, url
+        except httpx2.HTTPError:
+            time.sleep(0.2)
+    process.kill()
+    raise SystemExit("the server did not start within 120 s")
+
+
+def stop_server(process: subprocess.Popen) -> None:
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
+
+
+def body(i: int) -> dict:
+    question = {"type": "text", "text": f"Question {i}: what happens in it?"}
+    content = [{"type": "video_url", "video_url": {"url": "clip.mp4"}}, question] if i % 2 else [question]
+    return {"model": "tiny", "messages": [{"role": "user", "content": content}]}
+
+
+def run_clients(url: str, clients: int, per_client: int) -> dict:
+    import httpx2
+
+    latencies: list[float] = []
+    lock = threading.Lock()
+    start = threading.Barrier(clients)
+
+    def client(n: int) -> None:
+        with httpx2.Client(timeout=300) as http:
+            start.wait()
+            for k in range(per_client):
+                began = time.perf_counter()
+                response = http.post(f"{url}/v1/chat/completions", json=body(n * per_client + k))
+                response.raise_for_status()
+                with lock:
+                    latencies.append(time.perf_counter() - began)
+
+    began = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(client, range(clients)))
+    seconds = time.perf_counter() - began
+    latencies.sort()
+    return {"requests": len(latencies), "rps": len(latencies) / seconds,
+            "p50_ms": 1000 * statistics.median(latencies),
+            "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="Checkpoint folder (default: the tiny model, built in a temporary folder).")
+    parser.add_argument("--requests-per-client", type=int, default=8)
+    parser.add_argument("--max-tokens", type=int, default=16)
+    parser.add_argument("--json", type=Path, help="Also write the numbers here.")
+    args = parser.parse_args()
+
+    import numpy as np
+
+    from vidlab.media.writer import write_video
+
+    with tempfile.TemporaryDirectory(prefix="vidlab-serve-bench-") as temp:
+        temp = Path(temp)
+        root = temp / "media"
+        root.mkdir()
+        rng = np.random.default_rng(0)
+        base = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
+        write_video(root / "clip.mp4", [np.roll(base, 5 * i, axis=1) for i in range(40)], fps=10)
+        model = args.model
+        if model is None:
+            from vidlab.models.tiny import build_tiny_model
+
+            model = str(build_tiny_model(temp / "tiny", seed=0))
+        rows = []
+        for batching, max_batch in (("off", 1), ("on", 8)):
+            process, url = start_server(model, root, max_batch, args.max_tokens)
+            try:
+                run_clients(url, 4, 2)  # warm up: decode the video once, first calls
+                for clients in CLIENTS:
+                    result = run_clients(url, clients, args.requests_per_client)
+                    rows.append({"batching": batching, "clients": clients, **result})
+                    print(f"batching {batching:3}  clients {clients:2}  {result['rps']:6.1f} req/s  "
+                          f"p50 {result['p50_ms']:7.1f} ms  p99 {result['p99_ms']:7.1f} ms", file=sys.stderr,
+                          flush=True)
+            finally:
+                stop_server(process)
+
+    print(f"\nvidlab serve, {'the tiny model' if args.model is None else args.model}, {args.max_tokens} tokens per "
+          f"answer, {args.requests_per_client} requests per client, half with a 4 s video")
+    print(f"{'batching':<9}{'clients':>8}{'requests':>10}{'req/s':>8}{'p50 ms':>9}{'p99 ms':>9}")
+    for row in rows:
+        print(f"{row['batching']:<9}{row['clients']:>8}{row['requests']:>10}{row['rps']:>8.1f}{row['p50_ms']:>9.1f}"
+              f"{row['p99_ms']:>9.1f}")
+    rps = {(row["batching"], row["clients"]): row["rps"] for row in rows}
+    speedup = rps[("on", 8)] / rps[("off", 8)]
+    print(f"batching speed-up with 8 clients: {speedup:.2f}x (goal: at least 2x)")
+    if args.json:
+        args.json.write_text(json.dumps({"rows": rows, "speedup_8_clients": speedup}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -31,6 +31,7 @@ from vidlab.data.cli import check_command, convert_command, plan_command
 from vidlab.evaluation.cli import eval_app
 from vidlab.serve.cli import serve_command
 from vidlab.training.cli import help_epilog, train_command
+from vidlab.web.cli import web_command
 
 app = typer.Typer(
     help="vidlab: fine-tune, evaluate and serve VideoLLaMA3 video-language models.",
@@ -48,6 +49,7 @@ app.command("serve")(serve_command)
 data_app.command("check")(check_command)
 data_app.command("plan")(plan_command)
 data_app.command("convert")(convert_command)
+app.command("web")(web_command)
 
 
 @model_app.command("tiny")

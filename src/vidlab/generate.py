@@ -1,4 +1,4 @@
-"""Answers from model inputs: whole, streamed piece by piece, or for a batch at once.
+"""Answers from model inputs: whole, streamed piece by piece, or for a batch at once (also streamed).
 
 Two things can be brought along to save work:
 - a `VisionCache`: the videos' vision-encoder outputs are reused when the same video comes again;
@@ -9,12 +9,14 @@ Two things can be brought along to save work:
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
 from transformers import TextIteratorStreamer
+from transformers.generation.streamers import BaseStreamer
 
 from vidlab.inputs import Batch
 from vidlab.settings import GenerationOptions
@@ -198,3 +200,83 @@ def stream(
     ids = _until_stop(streamer.generated, _stop_ids(model, processor))
     cache = _prompt_cache(tensors, result[0], streamer.generated) if keep_cache else None
     return Generated(processor.tokenizer.decode(ids, skip_special_tokens=True), ids, cache, reused)
+
+
+class _BatchStreamer(BaseStreamer):
+    """Hands each row's new text to a queue as a batch is generated. transformers' text streamers take
+    one row only; this one keeps the ids of every row and sends what each row's text grew by."""
+
+    def __init__(self, tokenizer, stop_ids: set[int], rows: int):
+        self.tokenizer = tokenizer
+        self.stop_ids = stop_ids
+        self.ids: list[list[int]] = [[] for _ in range(rows)]
+        self.done = [False] * rows
+        self.sent = [""] * rows
+        self.queue: queue.Queue = queue.Queue()
+        self._prompt_seen = False
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self._prompt_seen:  # generate's first call hands over the prompt
+            self._prompt_seen = True
+            return
+        for row, token in enumerate(value.reshape(len(self.ids), -1)[:, -1].tolist()):
+            if self.done[row]:
+                continue
+            if token in self.stop_ids:
+                self.done[row] = True
+                continue
+            self.ids[row].append(token)
+            text = self.tokenizer.decode(self.ids[row], skip_special_tokens=True)
+            if text.endswith("\ufffd"):
+                continue  # a character cut between tokens: wait for the rest of its bytes
+            if text.startswith(self.sent[row]) and len(text) > len(self.sent[row]):
+                self.queue.put((row, text[len(self.sent[row]):]))
+                self.sent[row] = text
+
+    def end(self) -> None:
+        self.queue.put(None)
+
+
+def stream_batch(
+    model, processor, inputs: Batch, options: GenerationOptions = GenerationOptions(), *,
+    vision_cache: VisionCache | None = None, adapter_names: list[str] | None = None,
+) -> Iterator[tuple[int, str]]:
+    """Yield `(row, piece)` while every answer of a left-padded batch is generated together; returns the
+    `Generated` of each row (as `generate_batch`) at the end.
+
+    Args:
+        adapter_names: per row, the peft adapter that answers it (`"__base__"`: none), so a base model
+            and its adapters answer one batch together (peft's mixed adapter batches; adapters on the
+            LLM only).
+    """
+    with torch.inference_mode():
+        tensors, _ = _prepare(model, inputs, vision_cache, None)
+    rows = tensors["input_ids"].shape[0]
+    extra = {"adapter_names": adapter_names} if adapter_names is not None else {}
+    streamer = _BatchStreamer(processor.tokenizer, _stop_ids(model, processor), rows)
+    failure: list[BaseException] = []
+    result: list = []
+
+    def run() -> None:
+        try:
+            with torch.inference_mode():
+                result.append(model.generate(**tensors, **options.to_kwargs(), **extra, streamer=streamer,
+                                             pad_token_id=processor.tokenizer.pad_token_id))
+        except BaseException as err:  # surfaced in the caller's thread below
+            failure.append(err)
+            streamer.end()
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    while (item := streamer.queue.get(timeout=600)) is not None:
+        yield item
+    worker.join()
+    if failure:
+        raise failure[0]
+    prompt_length = tensors["input_ids"].shape[1]
+    stop_ids = _stop_ids(model, processor)
+    answers = []
+    for row in result[0][:, prompt_length:].tolist():
+        ids = _until_stop(row, stop_ids)
+        answers.append(Generated(text=processor.tokenizer.decode(ids, skip_special_tokens=True), token_ids=ids))
+    return answers

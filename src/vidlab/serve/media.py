@@ -39,7 +39,7 @@ _SUFFIXES = {
     "video/x-msvideo": ".avi", "video/avi": ".avi", "image/gif": ".gif", "image/png": ".png", "image/jpeg": ".jpg",
     "image/jpg": ".jpg", "image/webp": ".webp", "image/bmp": ".bmp",
 }
-_IMAGE_CACHE_ENTRIES = 256  # decoded images kept for uuid / content-hash reuse (a few MB each at most)
+_IMAGE_CACHE_BYTES = 256 << 20  # decoded images kept for uuid / content-hash reuse
 _UUID_FILES = 4096  # uuid -> media-root file, remembered so that a uuid alone finds the file again
 
 
@@ -165,13 +165,18 @@ def read_messages(messages: list[dict[str, Any]], max_parts: int) -> tuple[list[
 
 
 class _ImageCache:
-    """Least-recently-used decoded images by key (uuid or content hash)."""
+    """Least-recently-used decoded images by key (uuid or content hash), at most `max_bytes` of pixels."""
 
-    def __init__(self, entries: int = _IMAGE_CACHE_ENTRIES):
-        self.entries = entries
+    def __init__(self, max_bytes: int = _IMAGE_CACHE_BYTES):
+        self.max_bytes = max_bytes
         self._images: OrderedDict[Hashable, Image.Image] = OrderedDict()
+        self._bytes = 0
         self._lock = threading.Lock()
         self.hits = self.misses = 0
+
+    @staticmethod
+    def _size(image: Image.Image) -> int:
+        return image.width * image.height * len(image.getbands())
 
     def get(self, key: Hashable) -> Image.Image | None:
         with self._lock:
@@ -184,11 +189,16 @@ class _ImageCache:
             return image
 
     def put(self, key: Hashable, image: Image.Image) -> Image.Image:
+        if self._size(image) > self.max_bytes:
+            return image
         with self._lock:
+            if key in self._images:
+                self._bytes -= self._size(self._images.pop(key))
             self._images[key] = image
-            self._images.move_to_end(key)
-            while len(self._images) > self.entries:
-                self._images.popitem(last=False)
+            self._bytes += self._size(image)
+            while self._bytes > self.max_bytes:
+                _, dropped = self._images.popitem(last=False)
+                self._bytes -= self._size(dropped)
         return image
 
 

@@ -7,11 +7,13 @@ The files are generated (once; kept in --cache) with H.264, each keyframe GOP fr
     mid     10 min, 1280x720, 30 fps, GOP 250, x264 ultrafast (no B-frames)
     mid-b   10 min, 1280x720, 30 fps, GOP 250, x264 medium (B-frames)
     4k      3 min, 3840x2160, 2 fps, GOP 20, x264 ultrafast: 180 frames of 4K
-Methods, each in its own process (time of one call on a warm file cache, and the process's peak
-memory above what it held before the call):
+Methods, each in its own process (wall and CPU time of one call on a warm file cache, and the
+process's peak memory above what it held before the call):
     transformers      transformers.video_utils.load_video(backend="pyav") with the VideoLLaMA3 video
                       processor's sampling (fps 1, at most 180 frames): the reference
     torchcodec        the same with backend="torchcodec" (needs system FFmpeg and `pip install torchcodec`)
+    torchcodec-exact  torchcodec's decoder (exact seek mode) asked for the frames vidlab's default rule picks:
+                      the same work as `vidlab` (the picks are computed before the clock starts)
     vidlab            vidlab.load_video, default rule (VideoLLaMA3's), exact frames, full size
     vidlab-sized      the same, frames scaled while decoding to the size VideoLLaMA3-2B's processor uses
     vidlab-keyframes  the same with Sampling(keyframes=True): the nearest keyframes instead
@@ -22,12 +24,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import peak
 
 FILES = {
     "long": {"seconds": 3600, "size": (640, 360), "fps": 25, "gop": 250, "preset": "ultrafast"},
@@ -35,7 +38,7 @@ FILES = {
     "mid-b": {"seconds": 600, "size": (1280, 720), "fps": 30, "gop": 250, "preset": "medium"},
     "4k": {"seconds": 180, "size": (3840, 2160), "fps": 2, "gop": 20, "preset": "ultrafast"},
 }
-METHODS = ["transformers", "torchcodec", "vidlab", "vidlab-sized", "vidlab-keyframes"]
+METHODS = ["transformers", "torchcodec", "torchcodec-exact", "vidlab", "vidlab-sized", "vidlab-keyframes"]
 DEFAULT_CACHE = Path.home() / ".cache" / "vidlab-benchmarks"
 
 
@@ -60,9 +63,10 @@ def generate(name: str, folder: Path) -> Path:
     return write_video(path, frames, fps=spec["fps"], encoder_options=options)
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+def _cpu_seconds() -> float:
+    """User and system time of every thread of this process: steadier than wall time on a busy machine."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def measure(method: str, path: Path) -> dict:
@@ -83,6 +87,18 @@ def measure(method: str, path: Path) -> dict:
             video, _ = hf_load_video(str(path), backend="pyav" if method == "transformers" else "torchcodec",
                                      sample_indices_fn=lambda metadata, **kwargs: sample(metadata))
             return np.asarray(video)
+    elif method == "torchcodec-exact":
+        from torchcodec.decoders import VideoDecoder
+
+        from vidlab.media.sampling import pick_frames
+        from vidlab.media.table import read_frame_table
+        from vidlab.media.video import timeline
+        from vidlab.settings import Sampling
+
+        picks = pick_frames(timeline(read_frame_table(path)), Sampling()).frames
+
+        def run():
+            return VideoDecoder(str(path), seek_mode="exact", dimension_order="NHWC").get_frames_at(picks).data.numpy()
     else:
         from vidlab.inputs import FrameSizer
         from vidlab.media import load_video
@@ -95,13 +111,14 @@ def measure(method: str, path: Path) -> dict:
         def run():
             return load_video(path, sampling, frame_size=sizer).frames
 
-    before = _rss_mb()
+    before = peak.start()
+    cpu_started = _cpu_seconds()
     started = time.perf_counter()
     frames = run()
     seconds = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"seconds": seconds, "peak_mb": max(peak - before, 0.0), "frames": int(frames.shape[0]),
-            "shape": list(frames.shape[1:3])}
+    cpu_seconds = _cpu_seconds() - cpu_started
+    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "peak_mb": max(peak.peak_mb() - before, 0.0),
+            "frames": int(frames.shape[0]), "shape": list(frames.shape[1:3])}
 
 
 def run_measurement(method: str, path: Path) -> dict | None:
@@ -133,9 +150,12 @@ def main() -> None:
             if result is None:
                 continue
             ratio = f"{reference['seconds'] / result['seconds']:.1f}x" if reference else "-"
-            rows.append((name, method, f"{result['seconds']:.2f}", ratio, f"{result['peak_mb']:.0f}",
+            rows.append((name, method, f"{result['seconds']:.2f}", ratio, f"{result['cpu_seconds']:.2f}",
+                         f"{reference['cpu_seconds'] / result['cpu_seconds']:.1f}x" if reference else "-",
+                         f"{result['peak_mb']:.0f}",
                          f"{result['frames']} x {result['shape'][1]}x{result['shape'][0]}"))
-    header = ("file", "method", "seconds", "vs transformers", "peak MB above start", "frames")
+    header = ("file", "method", "seconds", "vs transformers", "CPU seconds", "vs transformers", "peak MB above start",
+              "frames")
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)))

@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import peak
 import torch
 
 TEXT_2B = {"hidden_size": 1536, "intermediate_size": 8960, "num_hidden_layers": 28, "num_attention_heads": 12,
@@ -81,6 +81,8 @@ class Meter:
         if self.device.type == "cuda":
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
+        else:
+            peak.start()
         self.started = time.perf_counter()
         return self
 
@@ -89,7 +91,7 @@ class Meter:
             torch.cuda.synchronize()
             self.peak_gb = torch.cuda.max_memory_allocated() / 2**30
         else:
-            self.peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+            self.peak_gb = peak.peak_mb() / 1024
         self.seconds = time.perf_counter() - self.started
 
 

@@ -1,9 +1,10 @@
 """Decode only the frames that were picked: seek when that saves real work, convert small.
 
 For each picked frame (in presentation order) the decoder jumps to the keyframe before it when
-that keyframe lies far enough ahead of what it has decoded (a seek empties the decoder's
-pipeline, so skipping a few frames is cheaper by decoding them), else decodes on. Frames nothing
-picks and nothing references (non-reference B-frames) are skipped until the next pick is near. A
+that keyframe lies ahead of what it has decoded, else decodes on. Frames nothing picks and nothing
+references (non-reference B-frames) are skipped until the next pick is near. One video decodes
+on one thread (slice threads only): frame threads cost a third more CPU and empty at every seek,
+and evaluation and training decode several videos at once instead. A
 damaged packet costs its own frame(s), not the rest of the video. Picked frames are converted to
 RGB at the size they will be used at (scaled while converting, so a 4K video never sits in memory
 at 4K) and turned upright.
@@ -23,12 +24,9 @@ from vidlab.media.table import FrameTable, open_video, video_stream
 
 log = logging.getLogger(__name__)
 
-# Frames before a pick from which non-reference frames are decoded again (frame reordering and
-# frame threading keep this many in flight).
+# Frames before a pick from which non-reference frames are decoded again (more than frame
+# reordering ever keeps in flight).
 _NEAR = 24
-# A seek pays when it skips at least this many frames (measured: a seek and the refill of a
-# frame-threaded decoder cost about as much as decoding a few dozen frames).
-_SEEK_GAIN = 64
 
 
 @dataclass
@@ -101,12 +99,11 @@ def decode_frames(
     order = sorted(set(wanted))
     if not order:
         return result
-    # Keyframes only (Sampling.keyframes): the decoder drops every other frame unread, and slice
-    # threads give each frame back at once (frame threads hold several in flight after each seek).
+    # Keyframes only (Sampling.keyframes): the decoder drops every other frame unread.
     keyframes_only = bool(table.keyframe[order].all())
     with open_video(path) as container:
         stream = video_stream(container, path)
-        stream.thread_type = "SLICE" if keyframes_only else "AUTO"
+        stream.thread_type = "SLICE"
         context = stream.codec_context
         reader = _Reader(container, stream, result)
         width, height = scaled_size(stream.width, stream.height, size, table.rotation)
@@ -118,7 +115,7 @@ def decode_frames(
             target_pts = int(table.pts[target])
             start = table.keyframe_at_or_before(target)
             position = table.index_of(reader.last_pts) if reader.last_pts is not None else -1
-            if position > target or (start > position and (start - position >= _SEEK_GAIN or position < 0)):
+            if position > target or start > position:
                 reader.seek(int(table.pts[start]))
             near_pts = int(table.pts[max(target - _NEAR, 0)])
             far = (reader.last_pts is None or reader.last_pts < near_pts) and target not in retried

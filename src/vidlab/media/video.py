@@ -83,7 +83,7 @@ def load_video_file(
     frames = [picks.frames[n] for n in kept]
     return VideoClip(
         path=str(path),
-        frames=np.stack([decoded.frames[i] for i in frames]),
+        frames=_stack_releasing(decoded.frames, frames),
         timestamps=[float(table.times[i]) for i in frames],
         stamps=[picks.stamps[n] for n in kept],
         frame_indices=frames,
@@ -93,3 +93,16 @@ def load_video_file(
         end=min(end, table.end) if end is not None else table.end,
         warnings=warnings,
     )
+
+
+def _stack_releasing(decoded: dict[int, np.ndarray], order: list[int]) -> np.ndarray:
+    """decoded[i] for i in order as one array, each frame let go once copied (np.stack would hold every
+    frame twice at the peak). A frame may be asked for more than once (a freeze under the original rule)."""
+    first = decoded[order[0]]
+    stacked = np.empty((len(order), *first.shape), dtype=first.dtype)
+    last_use = {index: n for n, index in enumerate(order)}
+    for n, index in enumerate(order):
+        stacked[n] = decoded[index]
+        if last_use[index] == n:
+            del decoded[index]
+    return stacked

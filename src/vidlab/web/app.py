@@ -70,7 +70,7 @@ def build_app(backend: Backend | None, options: WebOptions = WebOptions(), *, te
         controls = None
         if backend is not None:
             with gr.Sidebar(label="Settings", open=True, elem_id="web-settings"):
-                controls = settings_controls()
+                controls = settings_controls(options.media, options.generation)
         with gr.Tabs(elem_id="web-tabs"):
             if backend is not None:
                 concurrency = 1 if backend.mode == "in-process" else 8  # a server batches; one local model does not

@@ -53,7 +53,7 @@ def chat_tab(backend: Backend, options: WebOptions, sessions: Sessions, controls
     def _chosen(values: list, state: TabState):
         uploaded = values[0]
         picked = values[1] if media.pick else None
-        settings = read_settings(*values[len(media_inputs):])
+        settings = read_settings(*values[len(media_inputs):], base=options.media)
         return chosen_media(options, uploaded, picked, settings), settings
 
     def show(request: gr.Request, *values):

@@ -9,7 +9,7 @@ import typer
 
 from vidlab.cli_common import quiet_transformers
 from vidlab.errors import VidlabError
-from vidlab.settings import option_help
+from vidlab.settings import MediaSettings, option_help
 from vidlab.web.options import WebOptions
 
 INSTALL_HINT = "the web page needs gradio: pip install 'gradio>=6' (it comes with `pip install -e .` of vidlab)."
@@ -40,7 +40,8 @@ def quickstart_paths(folder: Path) -> dict:
         raise VidlabError(f"--quickstart {folder}: not a quickstart folder (no quickstart.json). Run `vidlab "
                           f"quickstart --out {folder}` first, or give --model and --runs yourself.")
     return {"model": folder / "runs" / "base", "adapters": {"tuned": folder / "runs" / "lora"},
-            "runs": folder / "eval", "media_root": folder / "data" / "videos"}
+            "runs": folder / "eval", "media_root": folder / "data" / "videos",
+            "media": MediaSettings(compression=False)}  # the quickstart trains and evaluates without DiffFP
 
 
 def web_command(
@@ -61,6 +62,9 @@ def web_command(
     max_upload_mb: Annotated[float | None, typer.Option(help=_help("max_upload_mb"), show_default=False)] = None,
     max_video_seconds: Annotated[float | None, typer.Option(help=_help("max_video_seconds"),
                                                             show_default=False)] = None,
+    no_compression: Annotated[bool, typer.Option(
+        "--no-compression", help="Start the page with DiffFP off (as the models were trained; --quickstart implies "
+        "it: its models were trained without DiffFP).")] = False,
     open_browser: Annotated[bool, typer.Option("--open", help="Open the page in the default browser.")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N (with --model).")] = "auto",
     dtype: Annotated[str, typer.Option(help="auto, bf16, fp16 or fp32 (with --model).")] = "auto",
@@ -71,8 +75,10 @@ def web_command(
     except ImportError:
         raise VidlabError(INSTALL_HINT) from None
     adapters = parse_adapters(adapter)
+    media = MediaSettings(compression=not no_compression)
     if quickstart is not None:
         given = quickstart_paths(quickstart)
+        media = given["media"]
         model = model if model is not None or api is not None else str(given["model"])
         adapters = adapters or ({} if api is not None else given["adapters"])
         runs = runs or given["runs"]
@@ -80,9 +86,11 @@ def web_command(
     from vidlab.settings import build
 
     options = build(WebOptions, {"host": host, "port": port, "runs": runs, "media_root": media_root,
-                                 "max_upload_mb": max_upload_mb, "max_video_seconds": max_video_seconds},
+                                 "max_upload_mb": max_upload_mb, "max_video_seconds": max_video_seconds,
+                                 "media": media},
                     name=lambda field: "--" + field.replace("_", "-"))
-    quiet_transformers() if model is not None else None
+    if model is not None:
+        quiet_transformers()
     from vidlab.web.app import launch
 
     if model is None and api is None:

@@ -60,7 +60,7 @@ def compare_tab(backend: Backend, options: WebOptions, sessions: Sessions, contr
         texts = ["" for _ in names]
         try:
             uploaded, picked = values[0], values[1] if media.pick else None
-            settings = read_settings(*values[len(media_inputs):])
+            settings = read_settings(*values[len(media_inputs):], base=options.media)
             choice = chosen_media(options, uploaded, picked, settings)
             if not (question_text or "").strip():
                 raise VidlabError("type a question first.")
@@ -92,7 +92,7 @@ def compare_tab(backend: Backend, options: WebOptions, sessions: Sessions, contr
     def show(request: gr.Request, *values):
         state = sessions.get(request)
         try:
-            settings = read_settings(*values[len(media_inputs):])
+            settings = read_settings(*values[len(media_inputs):], base=options.media)
             choice = chosen_media(options, values[0], values[1] if media.pick else None, settings)
             preview_for(backend, state, choice, settings)
             return (str(choice.video) if choice.video else None, strip_value(state.preview),

@@ -7,7 +7,6 @@ import logging
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import gradio as gr
 
@@ -21,10 +20,6 @@ log = logging.getLogger("vidlab.web")
 FRAME_MODES = ["at most", "exactly"]
 _LABELS = {"fps": "fps", "max_frames": "frames", "num_frames": "frames", "max_new_tokens": "max tokens",
            "temperature": "temperature", "start": "clip start", "end": "clip end"}
-
-
-def _default(model, name: str) -> Any:
-    return model.model_fields[name].default
 
 
 def _help(model, name: str) -> str:
@@ -49,23 +44,25 @@ class SettingsControls:
                 self.max_tokens, self.system]
 
 
-def settings_controls() -> SettingsControls:
-    """The settings panel (inside the caller's layout)."""
+def settings_controls(media: MediaSettings = MediaSettings(),
+                      generation: GenerationOptions = GenerationOptions()) -> SettingsControls:
+    """The settings panel (inside the caller's layout), starting from `media` and `generation`."""
     gr.Markdown("Frames and answers, for Chat and Compare. A change starts a new conversation.")
-    fps = gr.Number(_default(MediaSettings, "fps"), label="fps", info=_help(MediaSettings, "fps"), elem_id="set-fps")
+    fps = gr.Number(media.fps, label="fps", info=_help(MediaSettings, "fps"), elem_id="set-fps")
     with gr.Row():
-        mode = gr.Radio(FRAME_MODES, value=FRAME_MODES[0], label="frames", elem_id="set-frame-mode",
-                        info="at most N spread over the video at fps, or exactly N evenly spaced")
-        frames = gr.Number(_default(MediaSettings, "max_frames"), label="N", precision=0, minimum=1,
+        mode = gr.Radio(FRAME_MODES, value=FRAME_MODES[1 if media.num_frames else 0], label="frames",
+                        elem_id="set-frame-mode", info="at most N spread over the video at fps, or exactly N evenly "
+                        "spaced")
+        frames = gr.Number(media.num_frames or media.max_frames, label="N", precision=0, minimum=1,
                            elem_id="set-frames")
     with gr.Row():
         start = gr.Number(0, label="clip start (s)", info="0: from the beginning", elem_id="set-start")
         end = gr.Number(0, label="clip end (s)", info="0: to the end", elem_id="set-end")
-    compression = gr.Checkbox(_default(MediaSettings, "compression"), label="DiffFP",
+    compression = gr.Checkbox(media.compression, label="DiffFP",
                               info=_help(MediaSettings, "compression"), elem_id="set-difffp")
-    temperature = gr.Slider(0, 2, value=_default(GenerationOptions, "temperature"), step=0.05, label="temperature",
+    temperature = gr.Slider(0, 2, value=generation.temperature, step=0.05, label="temperature",
                             info=_help(GenerationOptions, "temperature"), elem_id="set-temperature")
-    max_tokens = gr.Number(_default(GenerationOptions, "max_new_tokens"), label="max tokens", precision=0, minimum=1,
+    max_tokens = gr.Number(generation.max_new_tokens, label="max tokens", precision=0, minimum=1,
                            info=_help(GenerationOptions, "max_new_tokens"), elem_id="set-max-tokens")
     system = gr.Textbox("", label="system prompt", lines=2, placeholder="none", elem_id="set-system")
     return SettingsControls(fps, mode, frames, start, end, compression, temperature, max_tokens, system)
@@ -80,15 +77,17 @@ class Settings:
     system: str | None
 
 
-def read_settings(fps, frame_mode, frames, start, end, compression, temperature, max_tokens, system) -> Settings:
-    """The panel's values as settings objects; a bad value is one VidlabError naming its control."""
+def read_settings(fps, frame_mode, frames, start, end, compression, temperature, max_tokens, system, *,
+                  base: MediaSettings = MediaSettings()) -> Settings:
+    """The panel's values as settings objects (what the panel does not show comes from `base`); a bad value is
+    one VidlabError naming its control."""
     def name(field: str) -> str:
         return _LABELS.get(field, field)
 
     frames = None if frames is None else int(frames)
     start, end = start or None, end or None  # an empty number box reads 0: the whole video
-    values = {"fps": fps, "compression": bool(compression),
-              "num_frames" if frame_mode == "exactly" else "max_frames": frames}
+    values = {**base.model_dump(), "fps": fps, "compression": bool(compression), "num_frames": None}
+    values["num_frames" if frame_mode == "exactly" else "max_frames"] = frames
     media = build(MediaSettings, values, name=name)
     generation = build(GenerationOptions, {"temperature": temperature,
                                            "max_new_tokens": None if max_tokens is None else int(max_tokens)},

@@ -6,6 +6,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from vidlab.settings import GenerationOptions, MediaSettings
+
 
 class WebOptions(BaseModel):
     """Everything about the page but the model behind it."""
@@ -24,4 +26,11 @@ class WebOptions(BaseModel):
     temp_dir: Path | None = Field(
         None, description="Where uploads, frames and copies are kept while the page runs (none: a new temporary "
         "folder, removed when the page stops). Nothing is written anywhere else.",
+    )
+    media: MediaSettings = Field(
+        default_factory=MediaSettings, description="The frame and DiffFP settings the page starts with (each tab can "
+        "change them).",
+    )
+    generation: GenerationOptions = Field(
+        default_factory=GenerationOptions, description="The decoding settings the page starts with."
     )

@@ -27,7 +27,7 @@ from vidlab.cli_common import (
     quiet_transformers,
     run_app,
 )
-from vidlab.data.cli import check_command, convert_command, plan_command
+from vidlab.data.cli import check_command, convert_command, plan_command, tokens_command
 from vidlab.evaluation.cli import eval_app
 from vidlab.serve.cli import serve_command
 from vidlab.training.cli import help_epilog, train_command
@@ -49,6 +49,7 @@ app.command("serve")(serve_command)
 data_app.command("check")(check_command)
 data_app.command("plan")(plan_command)
 data_app.command("convert")(convert_command)
+data_app.command("tokens")(tokens_command)
 app.command("web")(web_command)
 
 

@@ -124,6 +124,10 @@ class VideoCompressor(BaseModel):
         "sinusoidal", description="group_resampler: add a sinusoidal code of each frame's place in its group to "
         "the features the latents attend to.",
     )
+    encoder_frame_tokens: int | None = Field(
+        None, ge=1, description="Merged patches per frame the vision encoder sees (each frame resized to about "
+        "this many); null: the processor's video budget, shared by the frames as without a compressor.",
+    )
     encoder_chunk_frames: int = Field(
         64, ge=1, description="Frames the vision encoder takes at once (memory stays bounded on long videos; the "
         "result is the same, frames attend only within themselves).",
@@ -142,7 +146,7 @@ class VideoCompressor(BaseModel):
                 "group_resampler": ("groups", "latents", "layers", "heads", "position_code")}.get(self.kind)
         if used is None:
             return self.kind
-        shown = [*used, "encoder_chunk_frames"]
+        shown = [*used, *(["encoder_frame_tokens"] if self.encoder_frame_tokens else []), "encoder_chunk_frames"]
         return f"{self.kind} (" + ", ".join(f"{name} {getattr(self, name)}" for name in shown) + ")"
 
     @property

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from vidlab.cli_common import quiet_transformers
+from vidlab.cli_common import FpsOption, MaxFramesOption, MaxVisualTokensOption, media_settings, quiet_transformers
 
 _SHOWN = 10  # bad records / problems printed; the files list them all
 
@@ -135,3 +135,30 @@ def convert_command(
         typer.echo(json.dumps({result.out.stem: result.dataset_info}, indent=2))
     elif data_root is not None:
         typer.echo(f"media paths are relative to {data_root}: train with data.data_root: {data_root}")
+
+
+def tokens_command(
+    seconds: Annotated[list[float], typer.Argument(help="Video lengths in seconds (e.g. 3600 for an hour).")],
+    model: Annotated[str | None, typer.Option(help="Count with this model's processor budgets and tokenizer (a "
+                                                   "folder or hub id; one with a video compressor adds it as "
+                                                   "'model'). Default: the released VideoLLaMA3 budgets.")] = None,
+    fps: FpsOption = None,
+    max_frames: MaxFramesOption = None,
+    max_visual_tokens: MaxVisualTokensOption = None,
+    width: Annotated[int, typer.Option(help="Width of the video in pixels.")] = 640,
+    height: Annotated[int, typer.Option(help="Height of the video in pixels.")] = 360,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per length.")] = False,
+) -> None:
+    """Tokens a video of a given length costs under each video compressor (none, llamavid, group_resampler, pool)."""
+    quiet_transformers()
+    from vidlab.data.plan_tokens import plan_video_tokens, render_token_costs
+
+    settings = media_settings(fps=fps, max_frames=max_frames, max_visual_tokens=max_visual_tokens)
+    for length in seconds:
+        if not length > 0:
+            raise typer.BadParameter(f"{length:g}: a video length must be above 0 seconds")
+        costs, note = plan_video_tokens(length, model=model, settings=settings, width=width, height=height)
+        if as_json:
+            typer.echo(json.dumps({"seconds": length, "note": note, "options": [c.to_dict() for c in costs]}))
+        else:
+            typer.echo(render_token_costs(length, costs, note) + "\n")

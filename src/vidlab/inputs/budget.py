@@ -7,7 +7,8 @@ that does not fit, the sample cannot be used (SampleError).
 
 With a video compressor the LLM's share of a video does not shrink with the frames' size (each
 frame or group costs what the compressor gives it), so `max_visual_tokens` and `max_length` are
-met with fewer frames only, and the frames keep the processor's own (vision encoder) budget.
+met with fewer frames only, and the frames keep the vision encoder's budget (the processor's own,
+or the compressor's encoder_frame_tokens per frame).
 """
 
 from __future__ import annotations
@@ -149,7 +150,7 @@ def _fit_compressed(
     clips = list(decoded)
     if settings.max_visual_tokens is not None and (most := spec.max_frames_within(settings.max_visual_tokens)):
         clips = [subclip(clip, most) for clip in clips]
-    tensors = call(clips, call.own_budget)
+    tensors = call(clips, call.encoder_budget(clips))
     length = call.length(tensors)
     limit = max_length if max_length is not None else length
     if length > limit and not clips:
@@ -167,7 +168,7 @@ def _fit_compressed(
         # Below one segment per frame (fewer frames than groups) every frame is its own group.
         counts = _share([len(clip) for clip in clips], min(frames - 1, wanted))
         clips = [subclip(clip, count) for clip, count in zip(decoded, counts)]
-        tensors = call(clips, call.own_budget)
+        tensors = call(clips, call.encoder_budget(clips))
         length = call.length(tensors)
     before, after = sum(len(clip) for clip in decoded), sum(len(clip) for clip in clips)
     return tensors, clips, f"frames {before}->{after}" if after != before else None

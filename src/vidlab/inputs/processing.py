@@ -59,15 +59,17 @@ class FrameSizer:
     min_pixels: int  # per frame
     budget: int  # tokens of the whole video
     max_frames_kept: int | None  # the budget keeps at most this many frames (budget.fit), when set
+    per_frame: int | None = None  # tokens of each frame whatever their number (a compressor's encoder_frame_tokens)
 
     def __call__(self, height: int, width: int, frames: int) -> tuple[int, int]:
         from transformers.models.video_llama_3.video_processing_video_llama_3 import smart_resize
 
         if self.max_frames_kept is not None:
             frames = min(frames, self.max_frames_kept)
+        budget = self.per_frame * frames if self.per_frame is not None else self.budget
         try:
             return smart_resize(height, width, self.factor, min_pixels=self.min_pixels,
-                                max_pixels=self.budget * self.factor**2 // frames)
+                                max_pixels=budget * self.factor**2 // frames)
         except ValueError:  # an aspect ratio the processor refuses: it says so itself, with the frames as they are
             return height, width
 
@@ -87,7 +89,7 @@ def video_frame_size(processor, settings: MediaSettings) -> FrameSizer | None:
     compressor = video_compressor_of(processor)
     if compressor is not None:
         kept = compressor.max_frames_within(settings.max_visual_tokens) if settings.max_visual_tokens else None
-        return FrameSizer(factor, min_pixels, own, kept)
+        return FrameSizer(factor, min_pixels, own, kept, compressor.encoder_frame_tokens)
     budget = settings.max_visual_tokens or own
     floor = max(1, min_pixels // factor**2)
     kept = max(1, budget // floor) if settings.max_visual_tokens is not None else None
@@ -162,6 +164,13 @@ class ProcessorCall:
         if self.compressor is not None:
             tensors.pop("video_compression_mask", None)  # all ones without DiffFP; the compressor decides
         return tensors
+
+    def encoder_budget(self, clips: list[VideoClip]) -> int:
+        """Tokens the frames of a video share under a compressor: the processor's own budget, or
+        encoder_frame_tokens per frame (of the longest video: one budget serves every video of a call)."""
+        if self.compressor is None or self.compressor.encoder_frame_tokens is None:
+            return self.own_budget
+        return self.compressor.encoder_frame_tokens * max((len(clip) for clip in clips), default=1)
 
     @staticmethod
     def length(tensors: dict[str, torch.Tensor]) -> int:

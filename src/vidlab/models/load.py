@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from transformers import AutoProcessor, VideoLlama3ForConditionalGeneration
 
+import vidlab.models.compressors  # noqa: F401  (registers the compressed model type with transformers' Auto classes)
 from vidlab.errors import ModelLoadError
 from vidlab.folders import describe_contents
 from vidlab.settings import VideoCompressor
@@ -102,8 +103,6 @@ def _load_adapter(model: torch.nn.Module, adapter: str | Path) -> torch.nn.Modul
 def checkpoint_compressor(source: str) -> VideoCompressor | None:
     """The video compressor a checkpoint's config.json names (None: none, VideoLLaMA3 as released)."""
     from transformers import AutoConfig
-
-    import vidlab.models.compressors  # noqa: F401  (registers the compressed model type with AutoConfig)
 
     config = AutoConfig.from_pretrained(source)
     return config.compressor if getattr(config, "model_type", None) == COMPRESSED_MODEL_TYPE else None

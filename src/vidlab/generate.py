@@ -234,6 +234,11 @@ class _BatchStreamer(BaseStreamer):
                 self.sent[row] = text
 
     def end(self) -> None:
+        for row, ids in enumerate(self.ids):  # what was held back waiting for a character's last bytes
+            text = self.tokenizer.decode(ids, skip_special_tokens=True)
+            if text.startswith(self.sent[row]) and len(text) > len(self.sent[row]):
+                self.queue.put((row, text[len(self.sent[row]):]))
+                self.sent[row] = text
         self.queue.put(None)
 
 

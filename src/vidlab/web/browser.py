@@ -29,11 +29,24 @@ def open_browser(playwright, executable: str):
     return playwright.chromium.launch(executable_path=executable, headless=True, args=["--no-sandbox"])
 
 
-def _status_done(page, element: str, done: str) -> None:
-    """Wait until the status line says `done`, or shows an error (⚠)."""
+def watch(page, element: str) -> None:
+    """Record every text `element` shows from now on, so that `wait_status` sees an answer's end even when the
+    line reads the same as after the previous answer."""
+    page.evaluate(
+        "(sel) => { window.__seen = window.__seen || {}; const seen = window.__seen[sel] = [];"
+        " const el = document.querySelector(sel);"
+        " new MutationObserver(() => seen.push(el.innerText))"
+        ".observe(el, {subtree: true, childList: true, characterData: true}); }", element)
+
+
+def wait_status(page, element: str, done: str) -> None:
+    """Wait until `element` (watched since the click) has said "answering", then `done`; or shown an error (⚠).
+    (While an event runs, gradio redraws its outputs with their old text: that must not count.)"""
     page.wait_for_function(
-        "([sel, done]) => { const t = document.querySelector(sel)?.innerText || '';"
-        " return t.includes(done) || t.includes('⚠'); }", arg=[element, done], timeout=WAIT_MS)
+        "([sel, done]) => { const seen = (window.__seen || {})[sel] || [];"
+        " const start = seen.findIndex(t => t.includes('answering'));"
+        " return seen.some(t => t.includes('⚠')) || start >= 0 && seen.slice(start + 1).some(t => t.includes(done)); }",
+        arg=[element, done], timeout=WAIT_MS)
 
 
 def tab(page, name: str) -> None:
@@ -59,8 +72,9 @@ def upload(page, prefix: str, path: str | Path) -> None:
 def ask(page, question: str) -> str:
     """Ask on the Chat tab; wait for the whole answer; returns the status line."""
     page.locator("#chat-question textarea").fill(question)
+    watch(page, "#chat-status")
     page.locator("#chat-ask").click()
-    _status_done(page, "#chat-status", "follow-up")
+    wait_status(page, "#chat-status", "follow-up")
     return page.locator("#chat-status").inner_text()
 
 
@@ -77,8 +91,9 @@ def strip_captions(page, prefix: str = "chat") -> list[str]:
 def compare(page, question: str) -> list[str]:
     """Ask on the Compare tab; wait for every answer; returns them in the page's order."""
     page.locator("#compare-question textarea").fill(question)
+    watch(page, "#compare-status")
     page.locator("#compare-ask").click()
-    _status_done(page, "#compare-status", "Done")
+    wait_status(page, "#compare-status", "Done")
     return [box.input_value() for box in page.locator("[id^=compare-answer-] textarea").all()]
 
 

@@ -102,7 +102,7 @@ def chat_tab(backend: Backend, options: WebOptions, sessions: Sessions, controls
                 yield history, question_text, gr.skip(), gr.skip(), error_text(err)
                 return
             history += [{"role": "user", "content": question_text}, {"role": "assistant", "content": ""}]
-            waiting = "waiting for the model (another answer is being generated)…" \
+            waiting = "waiting for the model (another answer is being generated), then answering…" \
                 if getattr(backend, "lock", None) is not None and backend.lock.locked() else "answering…"
             yield history, "", strip_value(state.preview), tokens_text(state.preview), note + waiting
             try:

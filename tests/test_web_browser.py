@@ -166,3 +166,21 @@ def test_bad_files_and_two_tabs_at_once(site, page, chromium, tmp_path):
             assert browser.chat_messages(tab) == [QUESTION, expected]
     finally:
         other.close()
+
+
+def test_results_work_without_a_model(site, chromium):
+    from vidlab.web.app import launch
+    from vidlab.web.options import WebOptions
+
+    with launch(options=WebOptions(port=_free_port(), runs=site["root"] / "eval"), block=False) as server:
+        assert server.backend is None
+        page = chromium.new_page(viewport={"width": 1400, "height": 1000})
+        try:
+            page.goto(server.url)
+            assert "no model loaded" in page.locator("#web-header").inner_text()
+            assert page.get_by_role("tab", name="Chat").count() == 0
+            summary = browser.open_results(page, ["tuned (eval run)"])
+            assert "tuned" in summary and "3 samples" in summary
+            assert browser.sample_ids(page) == ["c1", "c2", "c3"]
+        finally:
+            page.close()

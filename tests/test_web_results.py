@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 from web_support import scored_run, write_clip
@@ -134,3 +135,28 @@ def test_media_choices_and_limits(tmp_path):
     assert inside(tmp_path / "root", "in.mp4") == (tmp_path / "root" / "in.mp4").resolve()
     with pytest.raises(MediaError, match="not a file under the media root"):
         inside(tmp_path / "root", "../big.mp4")
+
+
+def test_command_line_errors_are_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    from vidlab.errors import VidlabError
+    from vidlab.web.app import make_backend
+    from vidlab.web.cli import parse_adapters, quickstart_paths
+
+    assert parse_adapters(["tuned=runs/lora", "runs/other"]) == {"tuned": Path("runs/lora"),
+                                                                 "other": Path("runs/other")}
+    with pytest.raises(VidlabError, match="given twice"):
+        parse_adapters(["a=x", "a=y"])
+    with pytest.raises(VidlabError, match="not a quickstart folder"):
+        quickstart_paths(tmp_path)
+    with pytest.raises(VidlabError, match="not both"):
+        make_backend(model="m", api="http://127.0.0.1:9")
+    with pytest.raises(VidlabError, match="--adapter needs --model"):
+        make_backend(adapters={"a": tmp_path})
+    done = subprocess.run([sys.executable, "-m", "vidlab.cli", "web", "--runs", str(tmp_path / "missing")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == f"error: --runs {tmp_path / 'missing'}: no such folder. Give an " \
+        "existing folder."

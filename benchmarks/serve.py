@@ -3,10 +3,12 @@
     python benchmarks/serve.py [--model DIR] [--requests-per-client 8] [--max-tokens 16] [--json OUT]
 
 Starts `vidlab serve` twice on 127.0.0.1 (a subprocess each, one torch thread): with --max-batch 8
-(batching on) and with --max-batch 1 (off), the tiny model by default (built in a temporary folder).
-Each client sends its requests one after another, half of them about a 4-second video (the same
-file: decoded once, then from the caches), half text only, all greedy. Prints requests per second
-and the p50 / p99 latency of every setting, and the speed-up of batching with 8 clients (goal: 2x).
+(batching on) and with --max-batch 1 (off), the tiny model by default (built in a temporary
+folder); the two take turns at each client count. Each client sends its requests one after
+another (at least 32 requests per setting), half of them about a 4-second video (the same file:
+decoded once, then from the caches), half text only, all greedy. Prints requests per second, the
+p50 / p99 latency and the mean batch size of every setting, the speed-up of batching with 8
+clients (goal: 2x), and the machine's load average meanwhile (other work skews the numbers).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 CLIENTS = (1, 8, 32)
+MIN_REQUESTS = 32  # per setting, so that one client's numbers are not a handful of requests
 
 
 def free_port() -> int:
@@ -77,6 +80,7 @@ def run_clients(url: str, clients: int, per_client: int) -> dict:
     import httpx2
 
     latencies: list[float] = []
+    batches: list[int] = []
     lock = threading.Lock()
     start = threading.Barrier(clients)
 
@@ -89,13 +93,14 @@ def run_clients(url: str, clients: int, per_client: int) -> dict:
                 response.raise_for_status()
                 with lock:
                     latencies.append(time.perf_counter() - began)
+                    batches.append(response.json()["vidlab"]["batch_size"])
 
     began = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
         list(pool.map(client, range(clients)))
     seconds = time.perf_counter() - began
     latencies.sort()
-    return {"requests": len(latencies), "rps": len(latencies) / seconds,
+    return {"requests": len(latencies), "rps": len(latencies) / seconds, "batch": statistics.mean(batches),
             "p50_ms": 1000 * statistics.median(latencies),
             "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]}
 
@@ -125,28 +130,35 @@ def main() -> None:
 
             model = str(build_tiny_model(temp / "tiny", seed=0))
         rows = []
-        for batching, max_batch in (("off", 1), ("on", 8)):
-            process, url = start_server(model, root, max_batch, args.max_tokens)
-            try:
-                run_clients(url, 4, 2)  # warm up: decode the video once, first calls
-                for clients in CLIENTS:
-                    result = run_clients(url, clients, args.requests_per_client)
+        servers = {}
+        try:
+            for batching, max_batch in (("off", 1), ("on", 8)):
+                servers[batching] = start_server(model, root, max_batch, args.max_tokens)
+                run_clients(servers[batching][1], 4, 2)  # warm up: decode the video once, first calls
+            # Both servers run all along and take turns, so a change in the machine's load hits both alike.
+            for clients in CLIENTS:
+                per_client = max(args.requests_per_client, -(-MIN_REQUESTS // clients))
+                for batching, (_, url) in servers.items():
+                    result = run_clients(url, clients, per_client)
                     rows.append({"batching": batching, "clients": clients, **result})
                     print(f"batching {batching:3}  clients {clients:2}  {result['rps']:6.1f} req/s  "
-                          f"p50 {result['p50_ms']:7.1f} ms  p99 {result['p99_ms']:7.1f} ms", file=sys.stderr,
-                          flush=True)
-            finally:
+                          f"p50 {result['p50_ms']:7.1f} ms  p99 {result['p99_ms']:7.1f} ms  "
+                          f"batch {result['batch']:.1f}", file=sys.stderr, flush=True)
+        finally:
+            for process, _ in servers.values():
                 stop_server(process)
+        rows.sort(key=lambda row: (row["batching"] == "on", row["clients"]))
 
     print(f"\nvidlab serve, {'the tiny model' if args.model is None else args.model}, {args.max_tokens} tokens per "
-          f"answer, {args.requests_per_client} requests per client, half with a 4 s video")
-    print(f"{'batching':<9}{'clients':>8}{'requests':>10}{'req/s':>8}{'p50 ms':>9}{'p99 ms':>9}")
+          f"answer, half the requests with a 4 s video")
+    print(f"{'batching':<9}{'clients':>8}{'requests':>10}{'req/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'batch':>7}")
     for row in rows:
         print(f"{row['batching']:<9}{row['clients']:>8}{row['requests']:>10}{row['rps']:>8.1f}{row['p50_ms']:>9.1f}"
-              f"{row['p99_ms']:>9.1f}")
+              f"{row['p99_ms']:>9.1f}{row['batch']:>7.1f}")
     rps = {(row["batching"], row["clients"]): row["rps"] for row in rows}
+    load = " ".join(f"{value:.1f}" for value in os.getloadavg())
     speedup = rps[("on", 8)] / rps[("off", 8)]
-    print(f"batching speed-up with 8 clients: {speedup:.2f}x (goal: at least 2x)")
+    print(f"batching speed-up with 8 clients: {speedup:.2f}x (goal: at least 2x); load average {load}")
     if args.json:
         args.json.write_text(json.dumps({"rows": rows, "speedup_8_clients": speedup}, indent=2))
 

@@ -487,9 +487,19 @@ def test_cli_serves_until_interrupted_and_refuses_bad_options(tiny_model_dir, me
     import subprocess
     import sys
 
-    bad = subprocess.run([sys.executable, "-m", "vidlab.cli", "serve", "--model", str(tiny_model_dir),
-                          "--adapter", "no-equals-sign"], capture_output=True, text=True, timeout=60)
-    assert bad.returncode == 2 and "NAME=DIR" in bad.stderr
+    from typer.testing import CliRunner
+
+    from vidlab.cli import app as cli
+
+    def refused(*flags: str):
+        return CliRunner().invoke(cli, ["serve", "--model", str(tiny_model_dir), *flags], env={"COLUMNS": "400"})
+
+    for flags, message in [(["--adapter", "no-equals-sign"], "NAME=DIR"), (["--replicas", "2"], "need --ray"),
+                           (["--media-root", str(tmp_path / "missing")], "no such folder")]:
+        bad = refused(*flags)
+        assert bad.exit_code == 2 and message in bad.output, bad.output
+    # A value out of range is a one-line vidlab error naming the flag (the command prints it as `error: ...`).
+    assert "--max-batch: input should be greater than or equal to 1" in str(refused("--max-batch", "0").exception)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]

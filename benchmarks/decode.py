@@ -118,7 +118,7 @@ def measure(method: str, path: Path) -> dict:
     seconds = time.perf_counter() - started
     cpu_seconds = _cpu_seconds() - cpu_started
     return {"seconds": seconds, "cpu_seconds": cpu_seconds, "peak_mb": max(peak.peak_mb() - before, 0.0),
-            "frames": int(frames.shape[0]), "shape": list(frames.shape[1:3])}
+            "frames": int(frames.shape[0]), "shape": list(frames.shape[1:3] if frames.shape[-1] == 3 else frames.shape[2:4])}
 
 
 def run_measurement(method: str, path: Path) -> dict | None:

@@ -31,12 +31,22 @@ _NEAR = 24
 
 @dataclass
 class Decoded:
-    """The picked frames that could be decoded (by table index), and what it took."""
+    """The picked frames that could be decoded, and what it took.
 
-    frames: dict[int, np.ndarray] = field(default_factory=dict)
+    Frames are written straight into one array, a row per picked frame in order (a row stays
+    unwritten when its frame could not be decoded): the clip needs no second copy of them.
+    """
+
+    buffer: np.ndarray
+    rows: dict[int, int] = field(default_factory=dict)  # table index -> its row in buffer, once decoded
     damaged_packets: int = 0
     seeks: int = 0
     decoded: int = 0  # frames the decoder produced (skipped ones not counted)
+
+    @property
+    def frames(self) -> dict[int, np.ndarray]:
+        """The decoded frames by table index (views into buffer)."""
+        return {index: self.buffer[row] for index, row in self.rows.items()}
 
 
 def scaled_size(width: int, height: int, size: tuple[int, int] | None, rotation: int) -> tuple[int, int]:
@@ -95,19 +105,21 @@ def decode_frames(
     path: Path, table: FrameTable, wanted: list[int], size: tuple[int, int] | None = None
 ) -> Decoded:
     """The frames at `wanted` (table indices) as RGB uint8 arrays, upright, at most `size` (width, height)."""
-    result = Decoded()
     order = sorted(set(wanted))
     if not order:
-        return result
+        return Decoded(np.empty((0, 0, 0, 3), np.uint8))
     # Keyframes only (Sampling.keyframes): the decoder drops every other frame unread.
     keyframes_only = bool(table.keyframe[order].all())
     with open_video(path) as container:
         stream = video_stream(container, path)
         stream.thread_type = "SLICE"
         context = stream.codec_context
-        reader = _Reader(container, stream, result)
         width, height = scaled_size(stream.width, stream.height, size, table.rotation)
         turns = (table.rotation // 90) % 4
+        upright = (width, height) if turns % 2 else (height, width)
+        # np.empty touches no memory: rows of frames that cannot be decoded cost nothing.
+        result = Decoded(np.empty((len(order), *upright, 3), np.uint8))
+        reader = _Reader(container, stream, result)
         retried: set[int] = set()
         k = 0
         while k < len(order):
@@ -128,7 +140,8 @@ def decode_frames(
                     continue
                 if frame.pts == target_pts:
                     rgb = frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="BICUBIC")
-                    result.frames[target] = np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
+                    result.buffer[k] = np.rot90(rgb, turns) if turns else rgb
+                    result.rows[target] = k
                     passed = False
                 break
             if passed and target not in retried and reader.last_pts is not None and reader.last_pts > target_pts:

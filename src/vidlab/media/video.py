@@ -10,8 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-
 from vidlab.errors import NoFramesError, TruncatedVideoError
 from vidlab.media.clip import VideoClip, check_clip_window, require_exists
 from vidlab.media.decode import decode_frames
@@ -71,19 +69,22 @@ def load_video_file(
         target_h, target_w = frame_size(height, width, len(picks))
         size = (target_w, target_h)
     decoded = decode_frames(path, table, picks.frames, size)
-    kept = [n for n, frame in enumerate(picks.frames) if frame in decoded.frames]
+    kept = [n for n, frame in enumerate(picks.frames) if frame in decoded.rows]
     if not kept:
         raise NoFramesError(f"{path}: no frame could be decoded. The video is empty or corrupt; re-encode it.")
-    lost = len(set(picks.frames) - set(decoded.frames))
+    lost = len(set(picks.frames) - set(decoded.rows))
     if lost:
         warnings.append(
             f"{path}: {lost} of {len(set(picks.frames))} sampled frames could not be decoded (damaged data, "
             f"{decoded.damaged_packets} bad packet(s)); the others were used."
         )
     frames = [picks.frames[n] for n in kept]
+    rows = [decoded.rows[i] for i in frames]
+    # Every row once, in order (the usual case): the decoder's array is the clip's, no copy.
+    pixels = decoded.buffer if rows == list(range(len(decoded.buffer))) else decoded.buffer[rows]
     return VideoClip(
         path=str(path),
-        frames=_stack_releasing(decoded.frames, frames),
+        frames=pixels,
         timestamps=[float(table.times[i]) for i in frames],
         stamps=[picks.stamps[n] for n in kept],
         frame_indices=frames,
@@ -94,15 +95,3 @@ def load_video_file(
         warnings=warnings,
     )
 
-
-def _stack_releasing(decoded: dict[int, np.ndarray], order: list[int]) -> np.ndarray:
-    """decoded[i] for i in order as one array, each frame let go once copied (np.stack would hold every
-    frame twice at the peak). A frame may be asked for more than once (a freeze under the original rule)."""
-    first = decoded[order[0]]
-    stacked = np.empty((len(order), *first.shape), dtype=first.dtype)
-    last_use = {index: n for n, index in enumerate(order)}
-    for n, index in enumerate(order):
-        stacked[n] = decoded[index]
-        if last_use[index] == n:
-            del decoded[index]
-    return stacked

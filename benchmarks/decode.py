@@ -117,8 +117,9 @@ def measure(method: str, path: Path) -> dict:
     frames = run()
     seconds = time.perf_counter() - started
     cpu_seconds = _cpu_seconds() - cpu_started
+    height_width = frames.shape[1:3] if frames.shape[-1] == 3 else frames.shape[2:4]  # torchcodec's are NCHW
     return {"seconds": seconds, "cpu_seconds": cpu_seconds, "peak_mb": max(peak.peak_mb() - before, 0.0),
-            "frames": int(frames.shape[0]), "shape": list(frames.shape[1:3] if frames.shape[-1] == 3 else frames.shape[2:4])}
+            "frames": int(frames.shape[0]), "shape": list(height_width)}
 
 
 def run_measurement(method: str, path: Path) -> dict | None:

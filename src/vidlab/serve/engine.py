@@ -34,7 +34,8 @@ from vidlab.media.cache import ClipCache
 from vidlab.serve.batching import Job, Scheduler
 from vidlab.serve.errors import ServeError, from_user_error
 from vidlab.serve.loading import active_adapter, check_adapter_names, load_served_model
-from vidlab.serve.media import MediaLoader, read_messages
+from vidlab.serve.media import MediaLoader
+from vidlab.serve.messages import read_messages
 from vidlab.serve.metrics import CacheCollector, EngineMetrics
 from vidlab.serve.options import MIB, ServeOptions
 from vidlab.serve.protocol import ChatRequest, chunk, completion, model_list, new_id, usage

@@ -33,8 +33,9 @@ class LlamaVidCompressor(VideoCompressorModule):
         self.text_layer = nn.TransformerEncoderLayer(
             width, heads, dim_feedforward=2 * width, dropout=0.0, batch_first=True, norm_first=True
         )
-        self.query = nn.Linear(width, width)
-        self.key = nn.Linear(width, width)
+        # Queries and keys read normalised inputs: the projector's features can be of any scale.
+        self.query = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, width))
+        self.key = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, width))
         self.correction = nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.Linear(width, width))
 
     def context(self, frames: torch.Tensor, question: torch.Tensor) -> torch.Tensor:

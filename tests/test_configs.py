@@ -27,6 +27,10 @@ DOCS = ROOT / "docs" / "train.md"
 # compares this list with what rglob finds, so a YAML that is not listed here (in a new subfolder
 # too) fails instead of going unchecked: adding a recipe means adding its path here.
 RECIPES = [
+    "compressors/align_videollama3_2b.yaml",
+    "compressors/align_videollama3_7b.yaml",
+    "compressors/lora_videollama3_2b.yaml",
+    "compressors/lora_videollama3_7b.yaml",
     "lora_videollama3_2b.yaml",
     "lora_videollama3_7b.yaml",
     "qlora_videollama3_7b.yaml",

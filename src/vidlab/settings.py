@@ -121,8 +121,8 @@ class VideoCompressor(BaseModel):
         8, ge=1, description="llamavid and group_resampler: attention heads (must divide the LLM width)."
     )
     position_code: Literal["sinusoidal", "none"] = Field(
-        "sinusoidal", description="group_resampler: add a sinusoidal code of each frame's place in its group to "
-        "the features the latents attend to.",
+        "sinusoidal", description="group_resampler: add a sinusoidal code of each frame's place in its group, and "
+        "of each patch's row and column, to the features the latents attend to.",
     )
     encoder_frame_tokens: int | None = Field(
         None, ge=1, description="Merged patches per frame the vision encoder sees (each frame resized to about "

@@ -38,8 +38,8 @@ class ModelSection(_Section):
         None, description="eager, sdpa or flash_attention_2; null lets transformers pick."
     )
     video_compressor: VideoCompressor | None = Field(
-        None, description="Put this video compressor between the projector and the LLM ({kind: llamavid | "
-        "group_resampler | pool, ...}; docs/compressors.md); null keeps the model's own (none unless it has one).",
+        None, description="Put this video compressor between the projector and the LLM ({kind: llamavid, "
+        "group_resampler or pool, ...}; docs/compressors.md); null keeps the model's own (none unless it has one).",
     )
 
 

@@ -34,6 +34,17 @@ def sinusoidal_code(positions: torch.Tensor, width: int) -> torch.Tensor:
     return nn.functional.pad(code, (0, width - code.shape[-1]))
 
 
+def grid_code(rows: int, columns: int, width: int, device=None) -> torch.Tensor:
+    """A code of each patch's row and column, (rows x columns, width): half the width for each.
+
+    The vision encoder's positions are rotary (relative), so its features do not say where in the
+    frame a patch is; attention that pools a frame's patches as a set needs this to tell left from right.
+    """
+    row = sinusoidal_code(torch.arange(rows, device=device), width // 2)
+    column = sinusoidal_code(torch.arange(columns, device=device), width - width // 2)
+    return torch.cat([row[:, None].expand(-1, columns, -1), column[None].expand(rows, -1, -1)], -1).reshape(-1, width)
+
+
 class VideoCompressorModule(nn.Module):
     """Per video: features (frames x rows x columns, width) -> LLM tokens (n, width)."""
 

@@ -1,8 +1,9 @@
 """llamavid: two kinds of token per frame, after LLaMA-VID (Li, Wang, Jia; ECCV 2024).
 
 - the context token: the question's tokens (embedded by the LLM's own embedding table, read in
-  context by one transformer layer) become queries that attend over the frame's features; the
-  mean over queries of softmax(Q K^T / sqrt(d)) V, plus a learned correction, is the token;
+  context by one transformer layer) become queries that attend over the frame's features (keys
+  carry a code of each patch's row and column); the mean over queries of softmax(Q K^T / sqrt(d)) V,
+  plus a learned correction, is the token;
 - the content tokens: the frame's features average-pooled to a k x k grid.
 
 LLaMA-VID reads the question with a BERT Q-Former; here the LLM's embeddings and one small layer do
@@ -16,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vidlab.models.compressors.base import VideoCompressorModule, pool_frames
+from vidlab.models.compressors.base import VideoCompressorModule, grid_code, pool_frames
 
 
 class LlamaVidCompressor(VideoCompressorModule):
@@ -33,9 +34,11 @@ class LlamaVidCompressor(VideoCompressorModule):
         self.text_layer = nn.TransformerEncoderLayer(
             width, heads, dim_feedforward=2 * width, dropout=0.0, batch_first=True, norm_first=True
         )
-        # Queries and keys read normalised inputs: the projector's features can be of any scale.
+        # Queries and keys read normalised inputs (the projector's features can be of any scale), keys with a
+        # code of the patch's place in the frame added after the norm (grid_code).
         self.query = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, width))
-        self.key = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, width))
+        self.key_norm = nn.LayerNorm(width)
+        self.key = nn.Linear(width, width)
         self.correction = nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.Linear(width, width))
 
     def context(self, frames: torch.Tensor, question: torch.Tensor) -> torch.Tensor:
@@ -46,7 +49,8 @@ class LlamaVidCompressor(VideoCompressorModule):
         head = width // self.heads
         queries = self.query(text).view(-1, self.heads, head)  # (words, heads, head)
         patches = frames.reshape(count, -1, width)
-        keys = self.key(patches).view(count, -1, self.heads, head)  # (frames, patches, heads, head)
+        where = grid_code(frames.shape[1], frames.shape[2], width, frames.device).to(frames.dtype)
+        keys = self.key(self.key_norm(patches) + where).view(count, -1, self.heads, head)  # frames, patches, heads
         values = patches.view(count, -1, self.heads, head)
         scores = torch.einsum("qhd,fphd->fhqp", queries, keys) / head**0.5
         attended = torch.einsum("fhqp,fphd->fhqd", scores.softmax(-1), values)  # (frames, heads, words, head)

@@ -4,7 +4,8 @@ The video's frames are cut into consecutive groups (VideoCompressor.group_bounds
 prompt announces); the same learnable latents cross-attend to each group's features through a few
 Perceiver layers (each latent attends to the group's features and to the latents), so a video
 costs groups x latents tokens whatever its length. A sinusoidal code of each frame's place in its
-group is added to the features, so the latents can tell early from late within a group.
+group, and of each patch's row and column, is added to the features, so the latents can tell early
+from late within a group and left from right within a frame.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vidlab.models.compressors.base import VideoCompressorModule, sinusoidal_code
+from vidlab.models.compressors.base import VideoCompressorModule, grid_code, sinusoidal_code
 from vidlab.settings import group_bounds
 
 
@@ -51,7 +52,10 @@ class GroupResamplerCompressor(VideoCompressorModule):
         patches = self.norm_inputs(frames.reshape(count, -1, width))  # (frames, patches, width)
         if self.position_code:
             place = torch.cat([torch.arange(stop - start, device=frames.device) for start, stop in bounds])
-            patches = patches + sinusoidal_code(place, width).to(patches.dtype)[:, None]
+            when = sinusoidal_code(place, width // 2)[:, None].expand(-1, patches.shape[1], -1)
+            where = grid_code(frames.shape[1], frames.shape[2], width - width // 2, frames.device)
+            code = torch.cat([when, where[None].expand(count, -1, -1)], dim=-1)
+            patches = patches + code.to(patches.dtype)
         groups = [patches[start:stop].reshape(-1, width) for start, stop in bounds]
         inputs = nn.utils.rnn.pad_sequence(groups, batch_first=True)
         lengths = torch.tensor([len(g) for g in groups], device=frames.device)

@@ -74,7 +74,7 @@ def main() -> None:
 
     media.load_video = counted("decoder", media.load_video)
     base = _base(model)
-    base.get_video_features = counted("encoder", base.get_video_features)
+    # The inner model's: every road to the vision encoder goes through it (the outer one calls it).
     base.model.get_video_features = counted("encoder", base.model.get_video_features)
     options = GenerationOptions(max_new_tokens=8)
 

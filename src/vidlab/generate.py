@@ -90,7 +90,7 @@ def _reuse(model, tensors: dict, past: PromptCache | None) -> tuple[dict, int]:
         return tensors, 0  # something new before the last picture: run it all
     past.cache.crop(-(past.cache.get_seq_length() - shared))
     reused = {k: v for k, v in tensors.items() if k not in _VISION_INPUTS}
-    reused["past_key_values"] = past.cache
+    reused["cache"] = past.cache
     return reused, shared
 
 
@@ -104,7 +104,7 @@ def _prepare(model, inputs: Batch, vision_cache: VisionCache | None, past: Promp
 
 def _prompt_cache(tensors: dict, output, answer: list[int]) -> PromptCache:
     """The cache after generation holds the prompt and every generated token but the last."""
-    cache = output.past_key_values
+    cache = output.cache
     ids = torch.cat([tensors["input_ids"][0].cpu(), torch.tensor(answer, dtype=torch.long)])
     return PromptCache(ids=ids[: cache.get_seq_length()], cache=cache)
 

@@ -187,7 +187,7 @@ def test_llamavid_context_follows_the_question_content_does_not(compressed, clip
     compressor = model.model.video_compressor
     with torch.no_grad():  # as trained weights do: the untrained ones attend almost evenly whatever the question
         compressor.query[1].weight.mul_(50)
-        compressor.key[1].weight.mul_(50)
+        compressor.key.weight.mul_(50)
     outputs = {}
     for question in ("What colour is the shape?", "How many frames are there?"):
         tensors = _sample(processor, clip_path, MediaSettings(fps=2), question=question).tensors

@@ -275,6 +275,8 @@ def _schema_rows(model: type[BaseModel] = TrainConfig, prefix: str = "") -> dict
 
 
 def _render_default(field) -> str:
+    if isinstance(field.json_schema_extra, dict) and "shown_default" in field.json_schema_extra:
+        return field.json_schema_extra["shown_default"]  # a default that depends on the machine
     if field.default_factory is not None:
         value = field.default_factory()
     elif field.default is PydanticUndefined:

@@ -11,12 +11,17 @@ one chat question), so it travels with the media part.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from vidlab.errors import SettingsError
+
+# Decoding ahead (eval's threads, training's DataLoader processes): one per core this process may use, at
+# most 8 (past that a GPU waits on nothing, and every training worker holds its own copy of the libraries).
+DECODE_WORKERS = min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 # Positive finite seconds / rates: `inf` or `nan` from a CLI option or a YAML `.inf` would only fail later, deep inside.
 _RATE = {"gt": 0, "allow_inf_nan": False}

@@ -28,6 +28,7 @@ from vidlab.cli_common import (
     quiet_transformers,
     run_app,
 )
+from vidlab.settings import DECODE_WORKERS
 
 eval_app = typer.Typer(
     help="Evaluate a model: predictions, caption metrics (BLEU, METEOR, ROUGE-L, CIDEr), video benchmarks, reports.",
@@ -150,7 +151,10 @@ def run_command(
     keyframes: KeyframesOption = False,
     allow_partial: AllowPartialOption = False,
     max_new_tokens: MaxNewTokensOption = None,
-    workers: Annotated[int, typer.Option(help="Threads decoding the next records' media ahead (0: none).")] = 2,
+    workers: Annotated[
+        int, typer.Option(help="Threads decoding the next records' media ahead (0: none; default: one per core, "
+                          "at most 8).")
+    ] = DECODE_WORKERS,
     metrics: MetricsOption = None,
     judge_url: JudgeUrlOption = None,
     judge_model: JudgeModelOption = None,

@@ -26,7 +26,7 @@ from vidlab.files import LineAppender, read_jsonl, reason_of, write_json, write_
 from vidlab.generate import generate_batch
 from vidlab.inputs import collate, encode, load_media, video_frame_size
 from vidlab.media.cache import ClipCache
-from vidlab.settings import GenerationOptions, MediaSettings
+from vidlab.settings import DECODE_WORKERS, GenerationOptions, MediaSettings
 from vidlab.vision_cache import VisionCache
 
 PREDICTIONS = "predictions.jsonl"
@@ -51,7 +51,8 @@ class RunOptions:
         limit: only the first N records of the data file.
         settings: frame sampling, visual-token budget, image merge size and DiffFP.
         generation: decoding settings (greedy by default).
-        workers: threads decoding the next records' media while the model generates (0: none).
+        workers: threads decoding the next records' media while the model generates (0: none; default:
+            one per core, at most 8).
         progress: show a progress bar (process 0 only).
     """
 
@@ -59,7 +60,7 @@ class RunOptions:
     limit: int | None = None
     settings: MediaSettings = MediaSettings()
     generation: GenerationOptions = GenerationOptions()
-    workers: int = 2
+    workers: int = DECODE_WORKERS
     progress: bool = True
 
     def __post_init__(self) -> None:

@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from vidlab.errors import VidlabError
-from vidlab.settings import MediaSettings, VideoCompressor
+from vidlab.settings import DECODE_WORKERS, MediaSettings, VideoCompressor
 
 PARTS = ("vision", "projector", "compressor", "llm")
 
@@ -54,7 +54,10 @@ class DataSection(MediaSettings):
     data_root: str | None = Field(None, description="Folder media paths are relative to (default: each file's folder).")
     model_max_length: int = Field(16384, ge=16, description="Tokens per sample (text + visual); longer ones shrink.")
     strict: bool = Field(False, description="Stop at the first bad sample instead of skipping it.")
-    workers: int = Field(2, ge=0, description="DataLoader worker processes decoding videos (0: in the main process).")
+    workers: int = Field(
+        DECODE_WORKERS, ge=0, description="DataLoader worker processes decoding videos (0: in the main process).",
+        json_schema_extra={"shown_default": "one per core, at most 8"},  # the machine's count, not a fixed number
+    )
     worker_timeout: float = Field(
         600, gt=0, allow_inf_nan=False, description="Seconds a worker may take for a batch before the run stops."
     )

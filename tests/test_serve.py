@@ -228,6 +228,20 @@ def test_streaming_sends_openai_chunks_ending_with_done(client, server):
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
     assert chunks[-1].usage.prompt_tokens == whole.usage.prompt_tokens
 
+    # Streams that arrive together are generated together, each as it would be alone.
+    questions = [[video("moving.mp4"), text(f"Question {i}: what happens?" + " Then?" * i)] for i in range(6)]
+    alone = [ask(client, question).choices[0].message.content for question in questions]
+    start = threading.Barrier(len(questions))
+
+    def streamed(question):
+        start.wait(timeout=30)
+        return list(ask(client, question, stream=True))
+
+    with ThreadPoolExecutor(len(questions)) as pool:
+        together = list(pool.map(streamed, questions))
+    assert ["".join(c.choices[0].delta.content or "" for c in chunks) for chunks in together] == alone
+    assert max(chunks[-1].model_extra["vidlab"]["batch_size"] for chunks in together) > 1
+
     raw = post(server[0], {"model": "tiny", "stream": True, "messages": [{"role": "user", "content": "Hi"}]})
     assert raw.status_code == 200 and raw.headers["content-type"].startswith("text/event-stream")
     events = [line for line in raw.text.split("\n\n") if line]

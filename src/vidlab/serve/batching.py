@@ -4,8 +4,8 @@ A request is admitted (or answered 429 with Retry-After when `max_queue` request
 prepared (media decoded and encoded, in worker threads), then queued. The scheduler, a task on the
 event loop, starts a batch when it is full (`max_batch`), or when its first request has waited
 `batch_wait` and no admitted request is still being prepared (at most 4x that wait). A batch holds
-requests with the same key only (same adapter and decoding settings); a streamed request is a batch
-of its own. Batches run one at a time on the model thread; the event loop stays free meanwhile.
+requests with the same key only (same adapter and decoding settings), streamed or not, never both.
+Batches run one at a time on the model thread; the event loop stays free meanwhile.
 Every admitted request gets exactly one outcome: its result, its error, or a 503 at shutdown.
 """
 
@@ -53,7 +53,7 @@ class Job:
 
 
 BatchRunner = Callable[[list[Job]], list[Any]]
-StreamRunner = Callable[[Job, Callable[[str], None]], Any]
+StreamRunner = Callable[[list[Job], Callable[[int, str], None]], list[Any]]
 
 
 class Scheduler:
@@ -61,7 +61,8 @@ class Scheduler:
 
     Args:
         run_batch: on the model thread: the jobs' results, in order (raise to fail them all).
-        run_stream: on the model thread: generate one streamed job, calling push(piece) per piece.
+        run_stream: on the model thread: generate streamed jobs, calling push(row, piece) per piece; their
+            results, in order.
         max_batch, max_queue, batch_wait: see `ServeOptions` (batch_wait in seconds).
     """
 
@@ -175,9 +176,9 @@ class Scheduler:
 
     def _compatible(self) -> list[Job]:
         first = self._pending[0]
-        if first.key is None or first.stream:
+        if first.key is None:
             return [first]
-        return [job for job in self._pending if job.key == first.key and not job.stream][: self.max_batch]
+        return [job for job in self._pending if job.key == first.key and job.stream == first.stream][: self.max_batch]
 
     async def _gather(self) -> None:
         """Wait for companions of the first pending job (see the module docstring)."""
@@ -218,12 +219,11 @@ class Scheduler:
             started = time.monotonic()
             try:
                 if jobs[0].stream:
-                    job = jobs[0]
 
-                    def push(piece: str, job: Job = job) -> None:
-                        loop.call_soon_threadsafe(job.pieces.put_nowait, piece)
+                    def push(row: int, piece: str, jobs: list[Job] = jobs) -> None:
+                        loop.call_soon_threadsafe(jobs[row].pieces.put_nowait, piece)
 
-                    results = [await loop.run_in_executor(self._model_thread, self.run_stream, job, push)]
+                    results = await loop.run_in_executor(self._model_thread, self.run_stream, jobs, push)
                 else:
                     results = await loop.run_in_executor(self._model_thread, self.run_batch, jobs)
             except Exception as err:  # a bug or an out-of-memory: these requests fail, the server goes on

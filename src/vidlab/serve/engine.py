@@ -4,7 +4,7 @@ OpenAI response bodies out. HTTP knows nothing of it but `complete`, `stream`, `
 A request takes the one road every vidlab workload takes: its messages become a `Conversation`
 (`parse_messages`), its media are decoded through the shared clip cache, `encode` turns both into a
 `Sample` with the request's settings, `collate` left-pads the batch and `generate_batch` (or
-`stream`) answers it, reusing vision-encoder outputs from the `VisionCache`.
+`stream_batch`) answers it, reusing vision-encoder outputs from the `VisionCache`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from prometheus_client import CollectorRegistry
 
 from vidlab.conversation import parse_messages
 from vidlab.errors import VidlabError
-from vidlab.generate import Generated, generate_batch, stream
+from vidlab.generate import Generated, generate_batch, stream_batch
 from vidlab.inputs import Sample, collate, encode, video_frame_size
 from vidlab.media.cache import DEFAULT_MAX_BYTES as CLIP_CACHE_BYTES
 from vidlab.media.cache import ClipCache
@@ -315,30 +315,30 @@ class Engine:
         self._record(jobs, results, time.perf_counter() - started)
         return results
 
-    def _run_stream(self, job: Job, push) -> Generated | None:
-        prepared: Prepared = job.payload
+    def _run_stream(self, jobs: list[Job], push) -> list[Generated | None]:
+        first: Prepared = jobs[0].payload
         started = time.perf_counter()
-        with active_adapter(self.model, prepared.adapter):
-            self._running = [job]
+        with active_adapter(self.model, first.adapter):
+            self._running = jobs
             try:
-                if prepared.seed is not None:
-                    torch.manual_seed(prepared.seed)
-                batch = collate([prepared.sample], self.processor.tokenizer.pad_token_id, "left")
-                pieces = stream(self.model, self.processor, batch, prepared.options,
-                                vision_cache=self.vision_caches[prepared.adapter])
+                if first.seed is not None:
+                    torch.manual_seed(first.seed)
+                batch = collate([job.payload.sample for job in jobs], self.processor.tokenizer.pad_token_id, "left")
+                pieces = stream_batch(self.model, self.processor, batch, first.options,
+                                      vision_cache=self.vision_caches[first.adapter])
                 while True:
                     try:
-                        push(next(pieces))
+                        push(*next(pieces))
                     except StopIteration as done:
-                        result = done.value
+                        results = done.value
                         break
             except _Stopped:
                 self.metrics.stopped.inc()
-                return None
+                return [None] * len(jobs)
             finally:
                 self._running = []
-        self._record([job], [result], time.perf_counter() - started)
-        return result
+        self._record(jobs, results, time.perf_counter() - started)
+        return results
 
 
 def _context_length(model) -> int:

@@ -543,3 +543,17 @@ def test_cli_serves_until_interrupted_and_refuses_bad_options(tiny_model_dir, me
             if process.poll() is None:
                 process.kill()
     assert process.returncode == 0
+
+
+def test_ray_options_become_the_replica_deployments_settings():
+    from vidlab.serve.ray_serve import RayOptions
+
+    served = ServeOptions(max_batch=4, max_queue=20)
+    fixed = RayOptions(replicas=3, gpus_per_replica=1, cpus_per_replica=2).deployment_options(served)
+    assert fixed["num_replicas"] == 3 and "autoscaling_config" not in fixed
+    assert fixed["ray_actor_options"] == {"num_cpus": 2, "num_gpus": 1}
+    assert fixed["max_ongoing_requests"] == 24  # the replica sees its whole queue: it batches and answers 429 itself
+    scaled = RayOptions(replicas=2, min_replicas=1, max_replicas=5).deployment_options(served)
+    assert "num_replicas" not in scaled and scaled["ray_actor_options"] == {"num_cpus": 1.0}
+    assert scaled["autoscaling_config"] == {"min_replicas": 1, "max_replicas": 5, "initial_replicas": 2,
+                                            "target_ongoing_requests": 4}

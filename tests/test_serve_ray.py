@@ -35,8 +35,10 @@ def test_two_replicas_serve_and_a_killed_one_is_replaced_without_losing_requests
     out = tmp_path / "ray.json"
     check = Path(__file__).with_name("serve_ray_check.py")
     ray_tmp = tempfile.mkdtemp(prefix="vidlab-ray-")  # short: Ray's socket paths must fit 107 bytes
+    uploads = tmp_path / "tmp"  # where the replicas' temporary folders go (TMPDIR)
+    uploads.mkdir()
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-           "RAY_TMPDIR": ray_tmp}
+           "RAY_TMPDIR": ray_tmp, "TMPDIR": str(uploads)}
     process = subprocess.Popen(["unshare", "-n", sys.executable, str(check), str(tiny_model_dir), str(root), str(out)],
                                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                start_new_session=True)
@@ -63,3 +65,6 @@ def test_two_replicas_serve_and_a_killed_one_is_replaced_without_losing_requests
     pids = {int(f.rsplit("-", 1)[1]) for f in report["after_fingerprints"]}
     assert len(pids - {report["killed"]}) >= 2  # a new replica took the killed one's place
     assert report["left_after_kill"] == []
+    # Replicas stopped by Ray remove their temporary folder; the killed one could not (it is empty).
+    left = list(uploads.glob("vidlab-serve-*"))
+    assert len(left) <= 1 and all(not any(folder.iterdir()) for folder in left)

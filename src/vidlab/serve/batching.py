@@ -96,10 +96,11 @@ class Scheduler:
         leftover = [*self._pending, *self._running]
         if self._task is not None:
             self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            if self._task.get_loop() is asyncio.get_running_loop():  # Ray may close from another loop
+                try:
+                    await self._task
+                except asyncio.CancelledError:
+                    pass
         for job in leftover:
             self._fail(job, ServeError(503, "the server is shutting down. Send the request again.",
                                        code="shutting_down", retry_after=1))

@@ -129,10 +129,12 @@ class Engine:
 
     async def close(self) -> None:
         """Answer what is still waiting with a 503, stop the threads, remove the temporary folder."""
-        await self.scheduler.close()
-        self._decode_pool.shutdown(wait=True, cancel_futures=True)
-        self._hook.remove()
-        shutil.rmtree(self._temp, ignore_errors=True)
+        try:
+            await self.scheduler.close()
+        finally:  # uploads never outlive the server, whatever happened to the queue
+            self._decode_pool.shutdown(wait=False, cancel_futures=True)
+            self._hook.remove()
+            shutil.rmtree(self._temp, ignore_errors=True)
 
     def models(self) -> dict:
         return model_list(self.name, self.adapters)

@@ -327,10 +327,10 @@ def start_ray(
 
 def serve_ray(model: str | Path, **kwargs) -> None:
     """`start_ray`, then serve until SIGINT or SIGTERM, then stop (arguments as `start_ray`)."""
-    server = start_ray(model, **kwargs)
     done = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM):  # before starting: a stop asked for meanwhile is kept
         signal.signal(sig, lambda *_: done.set())
+    server = start_ray(model, **kwargs)
     print(f"vidlab serve: {server.url}/v1 (Ray Serve); Ctrl-C stops", flush=True)
     try:
         done.wait()

@@ -9,6 +9,8 @@ Every command is one call here:
     vidlab.merge("runs/base", "runs/lora", "runs/merged")                        # vidlab model merge
     vidlab.quickstart("runs/quickstart")                                         # vidlab quickstart
     vidlab.Chat("runs/base").ask("What happens?", video="clip.mp4")             # vidlab chat
+    vidlab.create_app("runs/base", adapters={"lora": "runs/lora"})              # vidlab serve (the FastAPI app)
+    vidlab.web.launch(model="runs/base", adapters={"tuned": "runs/lora"})        # vidlab web (import vidlab.web)
     vidlab.check_data(["data/train.jsonl"], config="train.yaml")                # vidlab data check
 
 Names are imported on first use, so `import vidlab` and `vidlab --help` do not pay for torch.
@@ -28,6 +30,7 @@ _EXPORTS = {
     "merge": "vidlab.models.merge",
     "quickstart": "vidlab.walkthrough.run",
     "Chat": "vidlab.chat",
+    "create_app": "vidlab.serve.app",
     "check_data": "vidlab.data",
     "plan_run": "vidlab.data",
     "convert_data": "vidlab.data",
@@ -46,6 +49,8 @@ _EXPORTS = {
     "MergeResult": "vidlab.models.merge",
     "QuickstartSettings": "vidlab.walkthrough.run",
     "QuickstartResult": "vidlab.walkthrough.run",
+    "ServeOptions": "vidlab.serve.options",
+    "WebOptions": "vidlab.web.options",
     "Reply": "vidlab.chat",
     # the pieces underneath
     "Conversation": "vidlab.conversation",

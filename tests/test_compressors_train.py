@@ -143,27 +143,45 @@ def test_data_tokens_command_prints_each_option(tmp_path):
 # ---------------------------------------------------------------- the synthetic long-video task
 
 
-def test_flash_videos_show_each_flash_on_its_side_and_nowhere_else():
+def _shows(frame: np.ndarray, colour: str, tolerance: int = 10) -> bool:
+    return bool((np.abs(frame.astype(int) - np.asarray(COLOURS[colour])).sum(-1) < tolerance).any())
+
+
+def test_a_flash_is_on_screen_for_its_seconds_only():
     rng = np.random.default_rng(3)
     for _ in range(20):
         video = draw_video(rng, (10, 30), lengths=(1, 2))
         frames = render(video, 56)
-        assert len(frames) == video.seconds
+        (flash,) = video.flashes
+        assert len(frames) == video.seconds and flash.side == ""
+        assert [second for second, frame in enumerate(frames) if _shows(frame, flash.colour)] == list(
+            range(flash.second, flash.second + flash.length))
+
+
+def test_two_sided_flashes_show_each_flash_on_its_side():
+    rng = np.random.default_rng(4)
+    for _ in range(20):
+        video = draw_video(rng, (10, 30), two_sides=True)
+        frames = render(video, 56, marker=True)
         left, right = video.flashes
         assert left.side == "left" and right.side == "right" and left.colour != right.colour
-        for second, frame in enumerate(frames):
-            for flash, half in ((left, frame[:, :28]), (right, frame[:, 28:])):
-                on = flash.second <= second < flash.second + flash.length
-                colour = np.asarray(COLOURS[flash.colour])
-                assert (np.abs(half.astype(int) - colour).sum(-1) < 10).any() == on
+        assert left.second != right.second
+        for flash, half in ((left, slice(0, 28)), (right, slice(28, 56))):
+            shown = [s for s, frame in enumerate(frames) if _shows(frame[:, half], flash.colour)]
+            assert shown == [flash.second]
 
 
-def test_flash_data_set_records_ask_each_side(tmp_path):
+def test_flash_data_set_records(tmp_path):
     folder = write_flashes(tmp_path / "flashes", FlashSettings(train=3, test=1, seconds=(12, 14)))
     rows = [json.loads(line) for line in (folder / "train.jsonl").read_text().splitlines()]
-    assert len(rows) == 6 and {r["side"] for r in rows} == {"left", "right"}
+    assert len(rows) == 3 and rows[0]["conversations"][0]["value"] == "<video>\nWhat colour was the disc?"
     clip = vidlab.load_video(folder / rows[0]["video"][0], Sampling(fps=1, max_frames=300))
     assert len(clip) == rows[0]["seconds"]
+    assert _shows(clip.frames[rows[0]["flash_second"]], rows[0]["conversations"][1]["value"], tolerance=60)
     again = write_flashes(tmp_path / "again", FlashSettings(train=3, test=1, seconds=(12, 14)))
     assert (again / "train.jsonl").read_text() == (folder / "train.jsonl").read_text()
     assert Path(again / rows[0]["video"][0]).read_bytes() == Path(folder / rows[0]["video"][0]).read_bytes()
+    sides = write_flashes(tmp_path / "sides", FlashSettings(train=2, test=0, seconds=(12, 14), two_sides=True))
+    asked = [json.loads(line) for line in (sides / "train.jsonl").read_text().splitlines()]
+    assert [r["side"] for r in asked] == ["left", "right"] * 2
+    assert asked[0]["conversations"][0]["value"] == "<video>\nWhat colour was the disc on the left?"

@@ -1,0 +1,244 @@
+"""Video compressors against VideoLLaMA3 as released, on a long-video task the tiny model learns on a CPU.
+
+    python benchmarks/compressors.py --out runs/compressors            # the table in the README (hours)
+    python benchmarks/compressors.py --out runs/compressors-smoke --fast   # the pipeline in minutes
+
+The task (vidlab.data.flashes): a disc flashes for one second at a random moment in a 2-5 minute
+grey video at 1 fps; "What colour was the disc?". Thinned below 1 fps a video loses the flash
+with the frame that held it, so the task needs every frame.
+
+1. data: short clips (8-16 s) to teach the tiny model colours and flashes, long videos (120-300 s)
+   to train and test each option;
+2. the base: the tiny VideoLLaMA3 trained from random weights on the short clips as released
+   (`none`), the stand-in for a released checkpoint;
+3. each option starts from the base (a compressor is added new) and trains, every part, on the long
+   videos for the same number of steps, then answers the long test videos;
+4. the table: accuracy (all, videos up to 180 s, longer ones), visual tokens per video, frames
+   kept, seconds per sample and peak resident memory of training and of answering.
+
+Every step runs in its own process (its peak memory is its own), one torch thread each, and is
+skipped when its result is there: rerun the same command after a crash. `--jobs 2` runs two
+options at once (their timings then share the CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+# option -> (video_compressor, media settings). Frames of the long videos are 56x56: 4 merged patches each.
+OPTIONS = {
+    "none": (None, {"max_frames": 180, "max_visual_tokens": 720}),  # as released: 180 frames, every patch
+    "llamavid": ({"kind": "llamavid", "heads": 4, "content_tokens": 1}, {"max_frames": 300}),
+    "group_resampler": ({"kind": "group_resampler", "heads": 4, "groups": 16, "latents": 4, "layers": 2},
+                        {"max_frames": 300}),
+    "pool": ({"kind": "pool", "pool_size": 1}, {"max_frames": 300}),
+    # the same 64-token budget as group_resampler (16 x 4)
+    "pool, 64 tokens": ({"kind": "pool", "pool_size": 1}, {"max_frames": 300, "max_visual_tokens": 64}),
+    "none, 64 tokens": (None, {"max_frames": 180, "max_visual_tokens": 64}),
+}
+MEDIA = {"fps": 1.0, "compression": False}  # DiffFP off: the grey frames would prune to nothing but the flash
+RATE = 2.0e-3  # training from random weights (the base) and a new compressor
+TUNE_RATE = 1.0e-3  # the base's parts on the long videos
+
+
+def sizes(fast: bool) -> dict:
+    if fast:
+        return {"short": 200, "long": 24, "test": 12, "base_steps": 40, "steps": 6, "batch": 4, "base_batch": 8}
+    return {"short": 3000, "long": 800, "test": 120, "base_steps": 600, "steps": 150, "batch": 8, "base_batch": 16}
+
+
+def slug(option: str) -> str:
+    return option.replace(", ", "-").replace(" ", "-")
+
+
+# ---------------------------------------------------------------- the steps, each in its own process
+
+
+def step_data(out: Path, fast: bool, seed: int) -> dict:
+    from vidlab.data.flashes import FlashSettings, write_flashes
+    from vidlab.models.tiny import build_tiny_model
+
+    n = sizes(fast)
+    if not (out / "data" / "short").exists():
+        write_flashes(out / "data" / "short", FlashSettings(train=n["short"], test=0, seconds=(8, 16), seed=seed))
+    if not (out / "data" / "long").exists():
+        write_flashes(out / "data" / "long", FlashSettings(train=n["long"], test=n["test"], seconds=(120, 300),
+                                                           seed=seed + 1), progress=True)
+    if not (out / "models" / "init").exists():
+        build_tiny_model(out / "models" / "init", seed=seed)
+    return {}
+
+
+def _train(config: dict) -> dict:
+    import vidlab
+
+    started = time.perf_counter()
+    result = vidlab.train(config, resume="auto")
+    seconds = time.perf_counter() - started
+    log = [row for row in result.log if "loss" in row]
+    samples = log[-1]["samples"] if log else 0
+    return {"steps": result.steps, "final_loss": result.final_loss, "seconds": seconds,
+            "seconds_per_sample": seconds / max(samples, 1)}
+
+
+def step_base(out: Path, fast: bool, seed: int) -> dict:
+    n = sizes(fast)
+    return _train({
+        "model": {"path": str(out / "models" / "init")},
+        "data": {"train": [str(out / "data" / "short" / "train.jsonl")], **MEDIA, "max_visual_tokens": 1000,
+                 "workers": 1},
+        "method": "full", "learning_rates": {"vision": RATE, "projector": RATE, "llm": RATE},
+        "optim": {"warmup_ratio": 0.05},
+        "train": {"batch_size": n["base_batch"], "max_steps": n["base_steps"], "seed": seed},
+        "output": {"dir": str(out / "runs" / "base"), "save_steps": 200, "log_steps": 10, "tensorboard": False,
+                   "progress": False},
+    })
+
+
+def step_train(out: Path, fast: bool, seed: int, option: str) -> dict:
+    n = sizes(fast)
+    compressor, media = OPTIONS[option]
+    rates = {"vision": TUNE_RATE, "projector": TUNE_RATE, "llm": TUNE_RATE}
+    if compressor is not None and compressor["kind"] != "pool":
+        rates["compressor"] = RATE
+    return _train({
+        "model": {"path": str(out / "runs" / "base"), "video_compressor": compressor},
+        "data": {"train": [str(out / "data" / "long" / "train.jsonl")], **MEDIA, **media, "workers": 1},
+        "method": "full", "learning_rates": rates, "optim": {"warmup_ratio": 0.05},
+        "train": {"batch_size": n["batch"], "max_steps": n["steps"], "seed": seed},
+        "output": {"dir": str(out / "runs" / slug(option)), "save_steps": 50, "log_steps": 5, "tensorboard": False,
+                   "progress": False},
+    })
+
+
+def step_answer(out: Path, fast: bool, seed: int, option: str) -> dict:
+    import vidlab
+
+    _, media = OPTIONS[option]
+    folder = out / "eval" / slug(option)
+    started = time.perf_counter()
+    vidlab.evaluate(out / "runs" / slug(option), out / "data" / "long" / "test.jsonl", folder,
+                    options=vidlab.RunOptions(batch_size=4, settings=vidlab.MediaSettings(**MEDIA, **media),
+                                              generation=vidlab.GenerationOptions(max_new_tokens=8),
+                                              progress=False, workers=1),
+                    metrics=["exact_match"])
+    seconds = time.perf_counter() - started
+    records = {json.loads(line)["id"]: json.loads(line)
+               for line in (out / "data" / "long" / "test.jsonl").read_text().splitlines()}
+    rows = [json.loads(line) for line in (folder / "predictions.jsonl").read_text().splitlines()]
+    right = {row["id"]: row["prediction"].strip().lower() == row["references"][0] for row in rows}
+    short = [right[i] for i in right if records[i]["seconds"] <= 180]
+    long = [right[i] for i in right if records[i]["seconds"] > 180]
+    return {
+        "answered": len(rows), "accuracy": 100 * sum(right.values()) / len(rows),
+        "accuracy_short": 100 * sum(short) / max(len(short), 1), "accuracy_long": 100 * sum(long) / max(len(long), 1),
+        "videos_short": len(short), "videos_long": len(long),
+        "visual_tokens": sum(row["visual_tokens"] for row in rows) / len(rows),
+        "frames": sum(len(row["frames"][0]) for row in rows) / len(rows),
+        "seconds": seconds, "seconds_per_sample": seconds / len(rows),
+    }
+
+
+STEPS = {"data": step_data, "base": step_base, "train": step_train, "answer": step_answer}
+
+
+def child(args) -> None:
+    """Run one step here and write its result, with this process's peak resident memory, as JSON."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    extra = [args.option] if args.option else []
+    result = STEPS[args.step](args.out, args.fast, args.seed, *extra)
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    target = args.out / "results" / f"{args.step}{'-' + slug(args.option) if args.option else ''}.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".partial")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    os.replace(tmp, target)
+
+
+def run_step(args, step: str, option: str | None = None) -> dict:
+    """The step's result: read if an earlier run wrote it, else computed in a child process."""
+    target = args.out / "results" / f"{step}{'-' + slug(option) if option else ''}.json"
+    if not target.exists():
+        label = f"{step} {option}" if option else step
+        print(f"[{time.strftime('%H:%M:%S')}] {label} ...", flush=True)
+        command = [sys.executable, __file__, "--child", step, "--out", str(args.out), "--seed", str(args.seed),
+                   "--threads", str(args.threads), *(["--fast"] if args.fast else []),
+                   *(["--option", option] if option else [])]
+        log = args.out / "logs" / f"{step}{'-' + slug(option) if option else ''}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("w") as handle:
+            done = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT)
+        if done.returncode != 0:
+            raise SystemExit(f"{label} failed (exit {done.returncode}); see {log}")
+        print(f"[{time.strftime('%H:%M:%S')}] {label} done", flush=True)
+    return json.loads(target.read_text())
+
+
+def table(results: dict[str, dict]) -> str:
+    header = (f"{'option':<18} {'accuracy %':>10} {'<=180 s':>8} {'>180 s':>7} {'visual tokens':>13} {'frames':>7} "
+              f"{'train s/sample':>14} {'answer s/sample':>15} {'train peak MB':>13} {'answer peak MB':>14}")
+    lines = [header]
+    for option, (trained, answered) in results.items():
+        lines.append(
+            f"{option:<18} {answered['accuracy']:>10.1f} {answered['accuracy_short']:>8.1f} "
+            f"{answered['accuracy_long']:>7.1f} {answered['visual_tokens']:>13.1f} {answered['frames']:>7.1f} "
+            f"{trained['seconds_per_sample']:>14.3f} {answered['seconds_per_sample']:>15.3f} "
+            f"{trained['peak_rss_mb']:>13.0f} {answered['peak_rss_mb']:>14.0f}"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("runs/compressors"), help="Folder for everything it makes.")
+    parser.add_argument("--fast", action="store_true", help="A smoke run: few videos and steps, the pipeline only.")
+    parser.add_argument("--seed", type=int, default=0, help="Seeds the data, the initial weights and training.")
+    parser.add_argument("--jobs", type=int, default=1, help="Options trained and answered at once.")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per process.")
+    parser.add_argument("--options", nargs="*", default=list(OPTIONS), help=f"Which of: {', '.join(OPTIONS)}.")
+    parser.add_argument("--child", choices=list(STEPS), help=argparse.SUPPRESS)
+    parser.add_argument("--option", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        args.step = args.child
+        child(args)
+        return
+    unknown = sorted(set(args.options) - set(OPTIONS))
+    if unknown:
+        raise SystemExit(f"--options: unknown {', '.join(unknown)}; choose from {', '.join(OPTIONS)}")
+    started = time.perf_counter()
+    run_step(args, "data")
+    base = run_step(args, "base")
+    print(f"base: {base['steps']} steps on the short clips, final loss {base['final_loss']:.3f}", flush=True)
+
+    def option_results(option: str) -> tuple[dict, dict]:
+        return run_step(args, "train", option), run_step(args, "answer", option)
+
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        results = dict(zip(args.options, pool.map(option_results, args.options)))
+    text = table(results)
+    summary = {"settings": {"fast": args.fast, "seed": args.seed, "jobs": args.jobs, "threads": args.threads,
+                            "sizes": sizes(args.fast)}, "base": base,
+               "options": {o: {"compressor": OPTIONS[o][0], "media": OPTIONS[o][1], "train": t, "answer": a}
+                           for o, (t, a) in results.items()}}
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print()
+    print(text)
+    print(f"\n{time.perf_counter() - started:.0f} s; every number in {args.out / 'summary.json'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -5,6 +5,7 @@ precision), and the errors that name what is missing (4-bit needs a GPU; bitsand
 from __future__ import annotations
 
 import io
+import json
 
 import pytest
 import torch
@@ -15,7 +16,7 @@ from vidlab.errors import ModelLoadError
 from vidlab.generate import generate_batch
 from vidlab.inputs import collate, encode, load_media, video_frame_size
 from vidlab.models import load_model
-from vidlab.models.quantize import check_quantize, load_quantized
+from vidlab.models.quantize import check_quantize
 from vidlab.serve import ServeOptions, create_app
 from vidlab.settings import GenerationOptions, MediaSettings
 
@@ -45,7 +46,7 @@ def test_int8_weights_change_the_tiny_models_answers_little(tiny_model_dir, samp
         reference, processor = load_model(tiny_model_dir, device="cpu")
         batch = batch_of(processor, sample_video)
         mask = batch.tensors["attention_mask"].bool()
-        model, _ = load_quantized(tiny_model_dir, "8bit", device="cpu")
+        model, _ = load_model(tiny_model_dir, device="cpu", quantize="8bit")
         layers = dict(model.named_modules())
         assert type(layers["model.language_model.layers.0.mlp.up_proj"].weight).__name__ != "Parameter"
         assert type(layers["model.vision_model.encoder.layers.0.mlp.fc1"].weight).__name__ == "Parameter"
@@ -92,3 +93,25 @@ def test_quantize_errors_name_the_fix():
     except ImportError:
         with pytest.raises(ModelLoadError, match="pip install bitsandbytes"):
             check_quantize("4bit", torch.device("cuda"))
+
+
+def test_chat_and_eval_load_int8_weights_and_a_quantized_run_is_another_run(tiny_model_dir, sample_video, tmp_path):
+    from vidlab import Chat, evaluate
+    from vidlab.errors import EvaluationError
+    from vidlab.evaluation.run import RunOptions
+
+    with one_thread_torch():
+        chat = Chat(tiny_model_dir, device="cpu", quantize="8bit", generation=GenerationOptions(max_new_tokens=4))
+        layer = dict(chat.model.named_modules())["model.language_model.layers.0.mlp.up_proj"]
+        assert type(layer.weight).__name__ != "Parameter"
+        reply = chat.ask("What happens?", video=sample_video)
+        assert reply.visual_tokens > 0 and 0 < reply.generated_tokens <= 4
+        data = tmp_path / "test.jsonl"
+        record = {"id": "a", "video": str(sample_video), "conversations": [
+            {"from": "human", "value": "<video>What?"}, {"from": "gpt", "value": "left"}]}
+        data.write_text(json.dumps(record) + "\n")
+        options = RunOptions(generation=GenerationOptions(max_new_tokens=4), progress=False, workers=0)
+        evaluate(tiny_model_dir, data, tmp_path / "run", options=options, device="cpu", quantize="8bit")
+        assert json.loads((tmp_path / "run" / "run.json").read_text())["quantize"] == "8bit"
+        with pytest.raises(EvaluationError, match="quantize: '8bit' then, None now"):
+            evaluate(tiny_model_dir, data, tmp_path / "run", options=options, device="cpu")

@@ -72,7 +72,7 @@ class Chat:
         system: an optional system message that starts the conversation.
         settings: frame sampling, visual-token budget, image merge size and DiffFP.
         generation: decoding settings (greedy by default).
-        dtype, device: as in `vidlab.load_model`.
+        dtype, device, quantize: as in `vidlab.load_model`.
         clip_cache, vision_cache: where decoded clips and vision-encoder outputs are kept (default:
             this chat's own); pass shared ones to reuse work across chats.
     """
@@ -87,11 +87,13 @@ class Chat:
         generation: GenerationOptions = GenerationOptions(),
         dtype: str = "auto",
         device: str = "auto",
+        quantize: str | None = None,
         clip_cache: ClipCache | None = None,
         vision_cache: VisionCache | None = None,
     ):
         if isinstance(model, (str, Path)):
-            self.model, self.processor = load_model(model, adapter=adapter, dtype=dtype, device=device)
+            self.model, self.processor = load_model(model, adapter=adapter, dtype=dtype, device=device,
+                                                    quantize=quantize)
         else:
             self.model, self.processor = model
         self.system = system

@@ -20,6 +20,7 @@ from vidlab.cli_common import (
     MaxVisualTokensOption,
     NoCompressionOption,
     NumFramesOption,
+    QuantizeOption,
     TemperatureOption,
     TopPOption,
     generation_options,
@@ -242,6 +243,7 @@ def chat_command(
     ] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
     dtype: Annotated[str, typer.Option(help="auto, bf16, fp16 or fp32.")] = "auto",
+    quantize: QuantizeOption = None,
 ) -> None:
     """Ask a VideoLLaMA3 model about a video or images, once or interactively."""
     if video is not None and image:
@@ -262,7 +264,8 @@ def chat_command(
     quiet_transformers()
     from vidlab.chat import Chat
 
-    chat = Chat(model, adapter, system=system, settings=settings, generation=generation, dtype=dtype, device=device)
+    chat = Chat(model, adapter, system=system, settings=settings, generation=generation, dtype=dtype, device=device,
+                quantize=quantize)
     if question is not None:
         _print_reply(chat, question, media, as_json)
     else:

@@ -51,6 +51,11 @@ ImageMergeSizeOption = Annotated[int | None, typer.Option(help=_media_help("imag
 FrameRuleOption = Annotated[str | None, typer.Option(help=_media_help("frame_rule"), show_default=False)]
 KeyframesOption = Annotated[bool, typer.Option("--keyframes", help=_media_help("keyframes"))]
 AllowPartialOption = Annotated[bool, typer.Option("--allow-partial", help=_media_help("allow_partial"))]
+QuantizeOption = Annotated[
+    str | None,
+    typer.Option(help="8bit or 4bit LLM weights (bitsandbytes on a GPU; on a CPU 8bit, through torchao).",
+                 show_default=False),
+]
 NoCompressionOption = Annotated[
     bool, typer.Option("--no-compression", help="Keep every video token (turn DiffFP pruning off).")
 ]

@@ -92,6 +92,7 @@ def evaluate(
     score_predictions: bool = True,
     device: str = "auto",
     dtype: str = "auto",
+    quantize: str | None = None,
 ) -> EvalResult:
     """Answer every record of `data` (resuming a folder that has some answers), then score and report.
 
@@ -109,7 +110,7 @@ def evaluate(
         metrics: metrics to compute (None: all that apply). A misspelt name fails before any work.
         judge: an OpenAI-compatible endpoint that judges open-ended benchmark answers (cached, resumable).
         score_predictions: score and write the report (False: only predictions, score later).
-        device, dtype: as in `vidlab.load_model`; under accelerate, auto is each process's device.
+        device, dtype, quantize: as in `vidlab.load_model`; under accelerate, auto is each process's device.
 
     Raises:
         EvaluationError: a bad data file, a benchmark folder not laid out as released (the message says
@@ -129,7 +130,7 @@ def evaluate(
         raise EvaluationError("--split applies to a benchmark: give --benchmark NAME --root DIR.")
     out_dir = Path(out_dir).expanduser()
     run = run_predictions(model, data, out_dir, adapter=adapter, data_root=data_root, format=format,
-                          subtitles=subtitles, options=options, device=device, dtype=dtype)
+                          subtitles=subtitles, options=options, device=device, dtype=dtype, quantize=quantize)
     result = EvalResult(out_dir, run.records, run.predictions, run.answered, run.skipped, is_main=run.is_main)
     if not run.is_main or not score_predictions:
         return result

@@ -23,6 +23,7 @@ from vidlab.cli_common import (
     MaxVisualTokensOption,
     NoCompressionOption,
     NumFramesOption,
+    QuantizeOption,
     generation_options,
     media_settings,
     quiet_transformers,
@@ -165,6 +166,7 @@ def run_command(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N (auto: each process's own under "
                                         "accelerate).")] = "auto",
     dtype: Annotated[str, typer.Option(help="auto, bf16, fp16 or fp32.")] = "auto",
+    quantize: QuantizeOption = None,
 ) -> None:
     """Answer every record of --data (or of --benchmark NAME --root DIR) into OUT/predictions.jsonl (resumable,
     shardable), then score and report."""
@@ -189,7 +191,7 @@ def run_command(
         from vidlab.evaluation.suite import evaluate_benchmarks
 
         suite = evaluate_benchmarks(model, root, out, adapter=adapter, options=options, metrics=metrics, judge=judge,
-                                    device=device, dtype=dtype)
+                                    device=device, dtype=dtype, quantize=quantize)
         if suite.summary.exists():
             typer.echo(suite.summary.read_text())
             typer.echo(f"wrote {suite.summary} and {out / 'summary.json'}")
@@ -199,7 +201,7 @@ def run_command(
     result = evaluate(
         model, root if benchmark else data, out, adapter=adapter, data_root=data_root, format=format,
         subtitles=subtitles, benchmark=benchmark, split=split, options=options, metrics=metrics, judge=judge,
-        score_predictions=not no_score, device=device, dtype=dtype,
+        score_predictions=not no_score, device=device, dtype=dtype, quantize=quantize,
     )
     if not result.is_main:
         return

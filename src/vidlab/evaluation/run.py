@@ -36,7 +36,7 @@ PART_GLOB = "predictions.part-*.jsonl"
 SKIPPED_PART_GLOB = "skipped.part-*.jsonl"
 # run.json keys that must match for a rerun to continue a folder's predictions.
 SAME_RUN_KEYS = ("model", "adapter", "data", "format", "split", "settings", "max_new_tokens", "temperature",
-                 "subtitles")
+                 "subtitles", "quantize")
 # Errors that cost one record (a corrupt file the decoder chokes on, a processor that rejects a
 # picture, out of memory on a long video) rather than the run. Other exceptions are bugs.
 RECORD_ERRORS = (VidlabError, ValueError, RuntimeError, OSError, EOFError)
@@ -136,7 +136,8 @@ def _end_processes(processes: _Processes) -> None:
             dist.destroy_process_group()
 
 
-def _run_info(model_name: str, adapter, data: EvalSet, options: RunOptions, subtitles: bool) -> dict:
+def _run_info(model_name: str, adapter, data: EvalSet, options: RunOptions, subtitles: bool,
+              quantize: str | None) -> dict:
     from vidlab import __version__
 
     return {
@@ -150,6 +151,7 @@ def _run_info(model_name: str, adapter, data: EvalSet, options: RunOptions, subt
         "max_new_tokens": options.generation.max_new_tokens,
         "temperature": options.generation.temperature,
         "subtitles": subtitles,
+        "quantize": quantize,  # quantized weights answer differently: another run
         "vidlab": __version__,
     }
 
@@ -328,6 +330,7 @@ def run_predictions(
     options: RunOptions = RunOptions(),
     device: str = "auto",
     dtype: str = "auto",
+    quantize: str | None = None,
 ) -> RunResult:
     """Answer every record of `data` that `out_dir/predictions.jsonl` does not hold yet.
 
@@ -337,20 +340,20 @@ def run_predictions(
         out_dir: where predictions.jsonl, skipped.jsonl and run.json go.
         adapter: a PEFT adapter folder to apply (when `model` is a path).
         options: batch size, limit, frame sampling, decoding; see `RunOptions`.
-        device, dtype: as in `vidlab.load_model`; under accelerate, auto is each process's device.
+        device, dtype, quantize: as in `vidlab.load_model`; under accelerate, auto is each process's device.
 
     Returns:
         A `RunResult`; with several processes, process 0 has merged everything when it returns.
     """
     processes = _processes()
     try:
-        return _run(processes, model, data, Path(out_dir), adapter, data_root, format, subtitles, options, device,
-                    dtype)
+        return _run(processes, model, data, Path(out_dir), adapter, data_root, format, subtitles, options,
+                    dict(device=device, dtype=dtype, quantize=quantize))
     finally:
         _end_processes(processes)
 
 
-def _run(processes, model, data, out_dir, adapter, data_root, format, subtitles, options, device, dtype):
+def _run(processes, model, data, out_dir, adapter, data_root, format, subtitles, options, loading: dict):
     if not isinstance(data, EvalSet):
         data = load_eval_set(data, data_root, format, subtitles)
     data = data.limited(options.limit)
@@ -360,7 +363,7 @@ def _run(processes, model, data, out_dir, adapter, data_root, format, subtitles,
     else:
         loaded = model
         model_name = str(getattr(model[0], "name_or_path", "") or "<loaded model>")
-    info = _run_info(model_name, adapter, data, options, subtitles)
+    info = _run_info(model_name, adapter, data, options, subtitles, loading["quantize"])
 
     if processes.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -378,9 +381,9 @@ def _run(processes, model, data, out_dir, adapter, data_root, format, subtitles,
         if loaded is None:
             from vidlab.models import load_model
 
-            if device == "auto" and processes.device is not None:
-                device = processes.device
-            loaded = load_model(model, adapter=adapter, dtype=dtype, device=device)
+            if loading["device"] == "auto" and processes.device is not None:
+                loading = {**loading, "device": processes.device}
+            loaded = load_model(model, adapter=adapter, **loading)
         model_obj, processor = loaded
         target = out_dir / (PREDICTIONS if processes.world == 1 else f"predictions.part-{processes.rank}.jsonl")
         bar = _progress(len(mine), options.progress and processes.is_main)

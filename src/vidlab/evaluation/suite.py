@@ -136,6 +136,7 @@ def evaluate_benchmarks(
     judge: JudgeOptions | None = None,
     device: str = "auto",
     dtype: str = "auto",
+    quantize: str | None = None,
 ) -> SuiteResult:
     """Evaluate every benchmark found under `root` (or the named ones), each into out_dir/<name>/ as
     `vidlab.evaluate(..., benchmark=...)` does, then write out_dir/summary.json and summary.md.
@@ -150,7 +151,7 @@ def evaluate_benchmarks(
     if isinstance(model, (str, Path)) and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         from vidlab.models import load_model
 
-        model = load_model(model, adapter=adapter, dtype=dtype, device=device)  # once, not once per benchmark
+        model = load_model(model, adapter=adapter, dtype=dtype, device=device, quantize=quantize)  # once, not per run
         adapter = None
     result = SuiteResult(out_dir)
     is_main = int(os.environ.get("RANK", "0")) == 0
@@ -160,7 +161,7 @@ def evaluate_benchmarks(
         try:
             run = evaluate(model, folder, out_dir / name, adapter=adapter, benchmark=benchmark.name,
                            subtitles=subtitles, options=options, metrics=metrics, judge=judge, device=device,
-                           dtype=dtype)
+                           dtype=dtype, quantize=quantize)
         except EvaluationError as err:
             entry["error"] = str(err)
             result.runs.append(entry)

@@ -164,6 +164,7 @@ def load_model(
     dtype: str | torch.dtype = "auto",
     device: str | torch.device = "auto",
     attn_implementation: str | None = None,
+    quantize: str | None = None,
 ):
     """Load a native VideoLLaMA3 model and its processor.
 
@@ -177,21 +178,33 @@ def load_model(
         dtype: auto (bf16 on a GPU that has it, else fp32), bf16, fp16 or fp32.
         device: auto (CUDA if present, else CPU), cpu, cuda, cuda:1, ...
         attn_implementation: passed to transformers (eager, sdpa, flash_attention_2); None picks.
+        quantize: 8bit or 4bit LLM weights (bitsandbytes while loading on a GPU; torchao int8 after
+            loading on the CPU; see `vidlab.models.quantize`); None: as saved.
 
     Returns:
         (model, processor), the model in eval mode on `device`.
+
+    Raises:
+        ModelLoadError: what is wrong with the folder, or what `quantize` needs that is missing.
     """
     from vidlab.inputs.compressed import attach_video_compressor
+    from vidlab.models.quantize import bitsandbytes_config, check_quantize, quantize_weights
 
     source = str(path_or_id)
     if looks_local(source):
         check_model_folder(Path(source).expanduser())
         source = str(Path(source).expanduser())
     device = resolve_device(device)
+    check_quantize(quantize, device)
     torch_dtype = resolve_dtype(dtype, device)
+    placement: dict = {"device_map": str(device)}
+    if quantize is not None and device.type == "cuda":
+        torch_dtype = torch_dtype if torch_dtype != torch.float32 else torch.float16  # bitsandbytes computes in half
+        placement = {"device_map": {"": device.index or 0},
+                     "quantization_config": bitsandbytes_config(quantize, torch_dtype)}
     try:
-        model = load_weights(source, adapter_compressor(adapter), dtype=torch_dtype, device_map=str(device),
-                             attn_implementation=attn_implementation)
+        model = load_weights(source, adapter_compressor(adapter), dtype=torch_dtype,
+                             attn_implementation=attn_implementation, **placement)
         processor = AutoProcessor.from_pretrained(source)
     except OSError as err:
         raise ModelLoadError(
@@ -201,5 +214,7 @@ def load_model(
     attach_video_compressor(processor, model_compressor(model))
     if adapter is not None:
         model = _load_adapter(model, adapter)
+    if quantize is not None and device.type != "cuda":  # the base layers; a LoRA adapter on them stays full
+        quantize_weights(model, quantize)
     model.eval()
     return model, processor

@@ -11,8 +11,6 @@ base layers.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
 from vidlab.errors import ModelLoadError
@@ -68,51 +66,3 @@ def quantize_weights(model: torch.nn.Module, quantize: str) -> torch.nn.Module:
     quantize_(model, Int8WeightOnlyConfig(), filter_fn=_quantizable)
     return model
 
-
-def load_quantized(
-    path_or_id: str | Path, quantize: str, adapter: str | Path | None = None, dtype: str | torch.dtype = "auto",
-    device: str | torch.device = "auto",
-):
-    """`vidlab.load_model` with 4/8-bit LLM weights: bitsandbytes on a CUDA GPU, torchao int8 on a CPU.
-
-    Returns:
-        (model, processor), in eval mode.
-
-    Raises:
-        ModelLoadError: an unknown `quantize`, or the library it needs is missing (with the install command).
-    """
-    from vidlab.models.load import (
-        _load_adapter,
-        check_model_folder,
-        load_model,
-        looks_local,
-        resolve_device,
-        resolve_dtype,
-    )
-
-    resolved = resolve_device(device)
-    check_quantize(quantize, resolved)
-    if resolved.type != "cuda":
-        model, processor = load_model(path_or_id, adapter=adapter, dtype=dtype, device=resolved)
-        return quantize_weights(model, quantize), processor
-    from transformers import AutoProcessor, VideoLlama3ForConditionalGeneration
-
-    source = str(path_or_id)
-    if looks_local(source):
-        check_model_folder(Path(source).expanduser())
-        source = str(Path(source).expanduser())
-    compute = resolve_dtype(dtype, resolved)
-    compute = compute if compute != torch.float32 else torch.float16  # bitsandbytes computes in half precision
-    try:
-        model = VideoLlama3ForConditionalGeneration.from_pretrained(
-            source, dtype=compute, quantization_config=bitsandbytes_config(quantize, compute),
-            device_map={"": resolved.index or 0},
-        )
-        processor = AutoProcessor.from_pretrained(source)
-    except OSError as err:
-        raise ModelLoadError(f"{source}: could not load the model ({err}). Pass a local checkpoint folder, or a hub "
-                             "id on a machine that can reach the hub.") from err
-    if adapter is not None:
-        model = _load_adapter(model, adapter)
-    model.eval()
-    return model, processor

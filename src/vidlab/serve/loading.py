@@ -13,7 +13,7 @@ import torch
 
 from vidlab.errors import ModelLoadError
 from vidlab.models.load import load_model, peft_wrapping, resolve_device
-from vidlab.models.quantize import check_quantize, load_quantized, quantize_weights
+from vidlab.models.quantize import check_quantize, quantize_weights
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
 
@@ -49,10 +49,8 @@ def load_served_model(
     else:
         on_cuda = resolve_device(device).type == "cuda"
         check_quantize(quantize, torch.device("cuda" if on_cuda else "cpu"))
-        if quantize is not None and on_cuda:  # bitsandbytes quantizes while loading
-            base, processor = load_quantized(model, quantize, dtype=dtype, device=device)
-        else:
-            base, processor = load_model(model, dtype=dtype, device=device)
+        # bitsandbytes quantizes while loading; on the CPU, torchao quantizes below, after the adapters.
+        base, processor = load_model(model, dtype=dtype, device=device, quantize=quantize if on_cuda else None)
     if adapters:
         from peft import PeftModel
 

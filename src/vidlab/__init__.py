@@ -38,6 +38,7 @@ _EXPORTS = {
     "MediaSettings": "vidlab.settings",
     "Sampling": "vidlab.settings",
     "GenerationOptions": "vidlab.settings",
+    "VideoCompressor": "vidlab.settings",
     "TrainConfig": "vidlab.training.config",
     "load_config": "vidlab.training.config",
     "TrainResult": "vidlab.training.loop",

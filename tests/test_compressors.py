@@ -322,3 +322,11 @@ def test_plain_transformers_load_says_what_it_needs(saved):
 def test_asking_for_another_compressor_than_the_models_is_refused(saved):
     with pytest.raises(ModelLoadError, match="already has a group_resampler video compressor"):
         load_weights(str(saved), KINDS["llamavid"])
+
+
+def test_convert_says_a_compressed_folder_is_already_native(saved, tmp_path):
+    from vidlab.errors import ConversionError
+
+    with pytest.raises(ConversionError, match="already a native transformers VideoLLaMA3 checkpoint .model_type "
+                                              "vidlab_video_llama_3"):
+        vidlab.convert(saved, tmp_path / "out")

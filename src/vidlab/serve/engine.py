@@ -299,25 +299,23 @@ class Engine:
             self.metrics.tokens_per_second.set(tokens / seconds)
 
     def _run_batch(self, jobs: list[Job]) -> list[Generated | None]:
-        first: Prepared = jobs[0].payload
-        started = time.perf_counter()
-        with active_adapter(self.model, first.adapter):
-            self._running = jobs
-            try:
-                if first.seed is not None:
-                    torch.manual_seed(first.seed)
-                batch = collate([job.payload.sample for job in jobs], self.processor.tokenizer.pad_token_id, "left")
-                results = generate_batch(self.model, self.processor, batch, first.options,
-                                         vision_cache=self.vision_caches[first.adapter])
-            except _Stopped:
-                self.metrics.stopped.inc()
-                return [None] * len(jobs)
-            finally:
-                self._running = []
-        self._record(jobs, results, time.perf_counter() - started)
-        return results
+        return self._generate(jobs, lambda batch, options, cache: generate_batch(
+            self.model, self.processor, batch, options, vision_cache=cache))
 
     def _run_stream(self, jobs: list[Job], push) -> list[Generated | None]:
+        def run(batch, options, cache) -> list[Generated]:
+            pieces = stream_batch(self.model, self.processor, batch, options, vision_cache=cache)
+            while True:
+                try:
+                    push(*next(pieces))
+                except StopIteration as done:
+                    return done.value
+
+        return self._generate(jobs, run)
+
+    def _generate(self, jobs: list[Job], run) -> list[Generated | None]:
+        """One batch of jobs (they share adapter and options) through `run(batch, options, vision_cache)`;
+        None for each job when a disconnect stopped it."""
         first: Prepared = jobs[0].payload
         started = time.perf_counter()
         with active_adapter(self.model, first.adapter):
@@ -326,14 +324,7 @@ class Engine:
                 if first.seed is not None:
                     torch.manual_seed(first.seed)
                 batch = collate([job.payload.sample for job in jobs], self.processor.tokenizer.pad_token_id, "left")
-                pieces = stream_batch(self.model, self.processor, batch, first.options,
-                                      vision_cache=self.vision_caches[first.adapter])
-                while True:
-                    try:
-                        push(*next(pieces))
-                    except StopIteration as done:
-                        results = done.value
-                        break
+                results = run(batch, first.options, self.vision_caches[first.adapter])
             except _Stopped:
                 self.metrics.stopped.inc()
                 return [None] * len(jobs)

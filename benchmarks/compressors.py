@@ -1,6 +1,6 @@
 """Video compressors against VideoLLaMA3 as released, on a long-video task the tiny model learns on a CPU.
 
-    python benchmarks/compressors.py --out runs/compressors            # the table in the README (hours)
+    python benchmarks/compressors.py --out runs/compressors --jobs 2   # docs/compressors.md's table (1-1.5 h)
     python benchmarks/compressors.py --out runs/compressors-smoke --fast   # the pipeline in minutes
 
 The task (vidlab.data.flashes): a disc flashes for one second at a random moment in a 2-5 minute
@@ -17,8 +17,9 @@ with the frame that held it, so the task needs every frame.
    vidlab's recipes do: added new to the base and trained with the projector on the short clips,
    LLM and vision encoder frozen (trained on the long videos alone, 150 steps left llamavid at
    37.5% and group_resampler at chance);
-4. each option then trains, every part, on the long videos for the same number of steps, and answers
-   the long test videos;
+4. each option then trains, every part, on the long videos for the same number of steps (and
+   `group_resampler` once more for 4x the steps, about `none`'s training time), and answers the
+   long test videos;
 5. the table: accuracy (all, videos up to 180 s, longer ones), visual tokens per video, frames
    kept, seconds per sample and peak resident memory of training and of answering.
 
@@ -49,7 +50,12 @@ OPTIONS = {
     # the same 64-token budget as group_resampler (16 x 4)
     "pool, 64 tokens": ({"kind": "pool", "pool_size": 1}, {"max_frames": 300, "max_visual_tokens": 64}),
     "none, 64 tokens": (None, {"max_frames": 180, "max_visual_tokens": 64}),
+    # the resampler's samples are cheap: 4x the steps cost about what `none`'s 150 do
+    "group_resampler, 600 steps": ({"kind": "group_resampler", "heads": 4, "groups": 16, "latents": 4, "layers": 2},
+                                   {"max_frames": 300}),
 }
+STEP_FACTOR = {"group_resampler, 600 steps": 4}
+ALIGNED_AS = {"group_resampler, 600 steps": "group_resampler"}  # shares that option's alignment
 MEDIA = {"fps": 1.0, "compression": False}  # DiffFP off: the grey frames would prune to nothing but the flash
 BASE_RATE = 5.0e-3  # the base's first stage, from random weights
 FLASH_RATE = 3.0e-3  # the base's second stage
@@ -139,6 +145,7 @@ def learns(option: str) -> bool:
 
 def step_align(out: Path, fast: bool, seed: int, option: str) -> dict:
     n = sizes(fast)
+    option = ALIGNED_AS.get(option, option)
     return _train({
         "model": {"path": str(out / "runs" / "base"), "video_compressor": OPTIONS[option][0]},
         "data": {"train": [str(out / "data" / "short" / "train.jsonl")], **MEDIA, "workers": 1},
@@ -157,12 +164,12 @@ def step_train(out: Path, fast: bool, seed: int, option: str) -> dict:
     start, added = out / "runs" / "base", compressor
     if learns(option):
         rates["compressor"] = RATE
-        start, added = out / "runs" / f"align-{slug(option)}", None  # the aligned model carries it
+        start, added = out / "runs" / f"align-{slug(ALIGNED_AS.get(option, option))}", None  # it carries it
     return _train({
         "model": {"path": str(start), "video_compressor": added},
         "data": {"train": [str(out / "data" / "long" / "train.jsonl")], **MEDIA, **media, "workers": 1},
         "method": "full", "learning_rates": rates, "optim": {"warmup_ratio": 0.05},
-        "train": {"batch_size": n["batch"], "max_steps": n["steps"], "seed": seed},
+        "train": {"batch_size": n["batch"], "max_steps": n["steps"] * STEP_FACTOR.get(option, 1), "seed": seed},
         "output": {"dir": str(out / "runs" / slug(option)), "save_steps": 50, "log_steps": 5, "tensorboard": False,
                    "progress": False},
     })
@@ -240,12 +247,14 @@ def run_step(args, step: str, option: str | None = None) -> dict:
 
 
 def table(results: dict[str, dict]) -> str:
-    header = (f"{'option':<18} {'accuracy %':>10} {'<=180 s':>8} {'>180 s':>7} {'visual tokens':>13} {'frames':>7} "
-              f"{'train s/sample':>14} {'answer s/sample':>15} {'train peak MB':>13} {'answer peak MB':>14}")
+    width = max(len(option) for option in results)
+    header = (f"{'option':<{width}} {'accuracy %':>10} {'<=180 s':>8} {'>180 s':>7} {'visual tokens':>13} "
+              f"{'frames':>7} {'train s/sample':>14} {'answer s/sample':>15} {'train peak MB':>13} "
+              f"{'answer peak MB':>14}")
     lines = [header]
     for option, (trained, answered) in results.items():
         lines.append(
-            f"{option:<18} {answered['accuracy']:>10.1f} {answered['accuracy_short']:>8.1f} "
+            f"{option:<{width}} {answered['accuracy']:>10.1f} {answered['accuracy_short']:>8.1f} "
             f"{answered['accuracy_long']:>7.1f} {answered['visual_tokens']:>13.1f} {answered['frames']:>7.1f} "
             f"{trained['seconds_per_sample']:>14.3f} {answered['seconds_per_sample']:>15.3f} "
             f"{trained['peak_rss_mb']:>13.0f} {answered['peak_rss_mb']:>14.0f}"
@@ -282,7 +291,7 @@ def main() -> None:
 
     def option_results(option: str) -> tuple[dict, dict]:
         if learns(option):
-            aligned[option] = run_step(args, "align", option)
+            aligned[option] = run_step(args, "align", ALIGNED_AS.get(option, option))
         return run_step(args, "train", option), run_step(args, "answer", option)
 
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:

@@ -89,6 +89,18 @@ def path_list(value: Any, name: str) -> list[str]:
     return list(values)
 
 
+def media_record(item_id: Any, videos: list[str], images: list[str]) -> dict:
+    """The start of a vidlab record: its id (when the source has one) and its media lists (when not empty)."""
+    record: dict = {}
+    if item_id is not None:
+        record["id"] = str(item_id)
+    if videos:
+        record["video"] = videos
+    if images:
+        record["image"] = images
+    return record
+
+
 class VideoFinder:
     """Finds a data set's video files by id under a data root (once indexed), or assumes a file name.
 

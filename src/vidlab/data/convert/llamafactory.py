@@ -21,7 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from vidlab.conversation import MediaPart, TextPart, parse_record
-from vidlab.data.convert.common import ConvertError, Item, count_placeholders, json_items, path_list
+from vidlab.data.convert.common import (
+    ConvertError,
+    Item,
+    count_placeholders,
+    json_items,
+    media_record,
+    path_list,
+)
 from vidlab.files import TEXT_ENCODING
 
 
@@ -114,13 +121,7 @@ def convert_item(item: Any, layout: Layout) -> dict:
         if counts[kind] != len(paths):
             raise ValueError(f"has {len(paths)} {kind}(s) but {counts[kind]} <{kind}> placeholder(s); "
                              f"LLaMA-Factory and vidlab both need one <{kind}> per file")
-    record: dict = {}
-    if item.get("id") is not None:
-        record["id"] = str(item["id"])
-    if videos:
-        record["video"] = videos
-    if images:
-        record["image"] = images
+    record = media_record(item.get("id"), videos, images)
     record["conversations"] = turns
     return record
 

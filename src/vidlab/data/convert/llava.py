@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from vidlab.data.convert.common import Item, count_placeholders, json_items, path_list
+from vidlab.data.convert.common import Item, count_placeholders, json_items, media_record, path_list
 
 
 def _turns(item: dict) -> list[dict]:
@@ -64,13 +64,7 @@ def convert_item(item: Any) -> tuple[dict, str | None]:
     videos = path_list(item.get("video"), "video")
     images = path_list(item.get("image"), "image")
     turns, note = _place_media(_turns(item), videos, images)
-    record: dict = {}
-    if item.get("id") is not None:
-        record["id"] = str(item["id"])
-    if videos:
-        record["video"] = videos
-    if images:
-        record["image"] = images
+    record = media_record(item.get("id"), videos, images)
     for key in ("start", "end", "data_source"):
         if key in item:
             record[key] = item[key]

@@ -91,6 +91,13 @@ def _cause(err: BaseException) -> BaseException:
     return seen
 
 
+def _raise_client_error(err: BaseException) -> None:
+    """Raise the replica's own answer to a bad request (a ServeError), out of Ray's wrapper, as it is."""
+    cause = _cause(err)
+    if isinstance(cause, ServeError):
+        raise cause from None
+
+
 def _replica_lost(err: BaseException) -> bool:
     from ray.exceptions import RayActorError, WorkerCrashedError
     from ray.serve.exceptions import DeploymentUnavailableError, ReplicaUnavailableError
@@ -148,40 +155,30 @@ class RayBackend:
 
     async def complete(self, request: ChatRequest) -> dict:
         body = self._body(request)
-        for attempt in range(self.retries + 1):
-            response = self.handle.complete.remote(body)
-            try:
-                return await response
-            except asyncio.CancelledError:
-                response.cancel()  # the client left: the replica drops the request
-                raise
-            except Exception as err:
-                cause = _cause(err)
-                if isinstance(cause, ServeError):
-                    raise cause from None
-                if not _replica_lost(err):
-                    raise
-            await self._backoff(attempt)
-        raise _unavailable(f"no model replica could answer after {self.retries + 1} tries (replicas stopped)")
+        _, answer = await self._first_answer(lambda: self.handle.complete.remote(body), lambda response: response)
+        return answer
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[dict]:
         body = self._body(request)
+        chunks, first = await self._first_answer(lambda: self.handle.options(stream=True).stream.remote(body),
+                                                 lambda chunks: chunks.__anext__())
+        return self._rest(first, chunks)
+
+    async def _first_answer(self, send, first_of) -> tuple:
+        """`send()` a request to a replica and await `first_of(call)`; sent again (up to `retries` times) while the
+        replica answering it dies. The call and what it gave first."""
         for attempt in range(self.retries + 1):
-            chunks = self.handle.options(stream=True).stream.remote(body)
+            call = send()
             try:
-                first = await chunks.__anext__()
+                return call, await first_of(call)
             except asyncio.CancelledError:
-                chunks.cancel()
+                call.cancel()  # the client left: the replica drops the request
                 raise
             except Exception as err:
-                cause = _cause(err)
-                if isinstance(cause, ServeError):
-                    raise cause from None
+                _raise_client_error(err)
                 if not _replica_lost(err):
                     raise
-                await self._backoff(attempt)
-                continue
-            return self._rest(first, chunks)
+            await self._backoff(attempt)
         raise _unavailable(f"no model replica could answer after {self.retries + 1} tries (replicas stopped)")
 
     async def _rest(self, first: dict, chunks) -> AsyncIterator[dict]:
@@ -192,9 +189,7 @@ class RayBackend:
                 async for item in chunks:
                     yield item
             except Exception as err:
-                cause = _cause(err)
-                if isinstance(cause, ServeError):
-                    raise cause from None
+                _raise_client_error(err)
                 if _replica_lost(err):
                     raise _unavailable("the model replica answering this stream stopped midway") from None
                 raise

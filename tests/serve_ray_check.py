@@ -86,6 +86,12 @@ def alive(pids: set[int] | list[int]) -> list[int]:
     return running
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, all threads) the process has used so far (/proc/PID/stat fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main(model_dir: str, media_root: str, out: str) -> None:
     loopback_up()
     from vidlab.serve import ServeOptions
@@ -130,11 +136,21 @@ def main(model_dir: str, media_root: str, out: str) -> None:
         victim = int(report["first_fingerprints"][0].rsplit("-", 1)[1])
         report["killed"] = victim
         with ThreadPoolExecutor(24) as pool:
+            idle = cpu_seconds(victim)
             futures = [pool.submit(ask, i) for i in range(24)]
-            time.sleep(0.5)  # long answers (120 tokens): both replicas are busy generating now
+            # Killed once it has worked on its share for a moment (not after a fixed sleep: on a loaded machine the
+            # requests may not have reached it yet), so that requests are in flight on it when it dies.
+            deadline = time.monotonic() + 60
+            while cpu_seconds(victim) - idle < 0.1 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            report["victim_busy_seconds"] = round(cpu_seconds(victim) - idle, 2)
             os.kill(victim, signal.SIGKILL)
             during = [f.result() for f in futures]
         report["during_statuses"] = [status for _, status, _, _ in during]
+        report["during_completion_tokens"] = [body["usage"]["completion_tokens"] for _, status, body, _ in during
+                                              if status == 200]
+        report["during_from_victim"] = sum(body.get("system_fingerprint", "").endswith(f"-{victim}")
+                                           for _, status, body, _ in during if status == 200)
         report["during_retry_after"] = [after for _, status, _, after in during if status == 503]
         report["during_errors"] = [body.get("error") for _, status, body, _ in during if status != 200]
         metrics = client.get(f"{server.url}/metrics").text

@@ -10,7 +10,6 @@ import os
 import shutil
 import socket
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -366,14 +365,17 @@ def test_without_a_media_root_no_local_file_is_read_and_remote_media_stay_off(ti
 
 
 class _MediaHost:
-    """An http server on 127.0.0.1: /v.mp4 (a video), /big.mp4 (over the size limit), /slow.mp4 (answers in 5 s)."""
+    """An http server on 127.0.0.1: /v.mp4 (a video), /big.mp4 (over the size limit), /slow.mp4 (answers in 5 s;
+    `arrived` is set once it is asked for)."""
 
     def __init__(self, video_bytes: bytes):
         release = self.release = threading.Event()
+        arrived = self.arrived = threading.Event()
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):  # noqa: N802 (the http.server name)
                 if self.path == "/slow.mp4":
+                    arrived.set()
                     release.wait(5)
                 body = {"/v.mp4": video_bytes, "/slow.mp4": video_bytes, "/big.mp4": b"\0" * 700_000}.get(self.path)
                 self.send_response(200 if body is not None else 404)
@@ -419,11 +421,10 @@ def test_remote_media_within_size_and_time_while_other_requests_go_on(client, se
         with ThreadPoolExecutor(1) as pool:
             slow = pool.submit(post, server[0], {"messages": [{"role": "user", "content": [
                 video(f"{host.url}/slow.mp4")]}]})
-            time.sleep(0.3)
-            started = time.monotonic()
+            assert host.arrived.wait(30)
             assert httpx2.get(f"{server[0]}/health", timeout=10).status_code == 200
             assert ask(client, "Hi").choices[0].message.content is not None
-            assert time.monotonic() - started < 1.5  # not held up until the download gives up (2.2 s from now)
+            assert not slow.done()  # answered before the download gives up, not held up behind it
             response = slow.result(timeout=30)
         assert response.status_code == 400 and "did not download within 2.5 s" in response.json()["error"]["message"]
 

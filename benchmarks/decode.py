@@ -8,15 +8,20 @@ The files are generated (once; kept in --cache) with H.264, each keyframe GOP fr
     mid-b   10 min, 1280x720, 30 fps, GOP 250, x264 medium (B-frames)
     4k      3 min, 3840x2160, 2 fps, GOP 20, x264 ultrafast: 180 frames of 4K
 Methods, each in its own process (wall and CPU time of one call on a warm file cache, and the
-process's peak memory above what it held before the call):
+process's peak memory above what it held before the call; libraries are imported before the clock):
     transformers      transformers.video_utils.load_video(backend="pyav") with the VideoLLaMA3 video
                       processor's sampling (fps 1, at most 180 frames): the reference
     torchcodec        the same with backend="torchcodec" (needs system FFmpeg and `pip install torchcodec`)
     torchcodec-exact  torchcodec's decoder (exact seek mode) asked for the frames vidlab's default rule picks:
                       the same work as `vidlab` (the picks are computed before the clock starts)
-    vidlab            vidlab.load_video, default rule (VideoLLaMA3's), exact frames, full size
-    vidlab-sized      the same, frames scaled while decoding to the size VideoLLaMA3-2B's processor uses
-    vidlab-keyframes  the same with Sampling(keyframes=True): the nearest keyframes instead
+    vidlab            vidlab.load_video, default settings: VideoLLaMA3's rule, exact frames, full size, decoder
+                      auto (torchcodec where it is installed, the stream has no B-frames and frames keep their
+                      size; else PyAV)
+    vidlab-pyav       `vidlab` with Sampling(decoder="pyav"): what vidlab does where torchcodec is not installed
+    vidlab-sized      `vidlab`, frames scaled while decoding to the size VideoLLaMA3-2B's processor uses (what
+                      every command does)
+    vidlab-sized-torchcodec  `vidlab-sized` with Sampling(decoder="torchcodec")
+    vidlab-keyframes  `vidlab-sized` with Sampling(keyframes=True): the nearest keyframes instead (PyAV)
 Prints a table with each method's ratio against transformers measured in the same run.
 """
 
@@ -38,7 +43,8 @@ FILES = {
     "mid-b": {"seconds": 600, "size": (1280, 720), "fps": 30, "gop": 250, "preset": "medium"},
     "4k": {"seconds": 180, "size": (3840, 2160), "fps": 2, "gop": 20, "preset": "ultrafast"},
 }
-METHODS = ["transformers", "torchcodec", "torchcodec-exact", "vidlab", "vidlab-sized", "vidlab-keyframes"]
+METHODS = ["transformers", "torchcodec", "torchcodec-exact", "vidlab", "vidlab-pyav", "vidlab-sized",
+           "vidlab-sized-torchcodec", "vidlab-keyframes"]
 DEFAULT_CACHE = Path.home() / ".cache" / "vidlab-benchmarks"
 
 
@@ -102,15 +108,22 @@ def measure(method: str, path: Path) -> dict:
     else:
         from vidlab.inputs import FrameSizer
         from vidlab.media import load_video
+        from vidlab.media.torchcodec_decode import torchcodec_missing
         from vidlab.settings import Sampling
 
-        sampling = Sampling(keyframes=method == "vidlab-keyframes")
+        torchcodec_missing()  # loads torchcodec where installed: once per process, before the first video
+
+        decoder = "pyav" if "pyav" in method else "torchcodec" if method.endswith("torchcodec") else "auto"
+        sampling = Sampling(keyframes=method == "vidlab-keyframes", decoder=decoder)
         # VideoLLaMA3-2B's video processor: 28x28 pixels a token, at least 16 tokens a frame, 16384 a video.
-        sizer = FrameSizer(28, 16 * 28 * 28, 16384, None) if method != "vidlab" else None
+        sizer = FrameSizer(28, 16 * 28 * 28, 16384, None) if method not in ("vidlab", "vidlab-pyav") else None
 
         def run():
-            return load_video(path, sampling, frame_size=sizer).frames
+            clip = load_video(path, sampling, frame_size=sizer)
+            decoders.append(clip.decoder)
+            return clip.frames
 
+    decoders: list[str] = []  # vidlab's methods: the library that decoded
     before = peak.start()
     cpu_started = _cpu_seconds()
     started = time.perf_counter()
@@ -119,7 +132,7 @@ def measure(method: str, path: Path) -> dict:
     cpu_seconds = _cpu_seconds() - cpu_started
     height_width = frames.shape[1:3] if frames.shape[-1] == 3 else frames.shape[2:4]  # torchcodec's are NCHW
     return {"seconds": seconds, "cpu_seconds": cpu_seconds, "peak_mb": max(peak.peak_mb() - before, 0.0),
-            "frames": int(frames.shape[0]), "shape": list(height_width)}
+            "frames": int(frames.shape[0]), "shape": list(height_width), "decoder": "".join(decoders) or "-"}
 
 
 def run_measurement(method: str, path: Path) -> dict | None:
@@ -154,9 +167,9 @@ def main() -> None:
             rows.append((name, method, f"{result['seconds']:.2f}", ratio, f"{result['cpu_seconds']:.2f}",
                          f"{reference['cpu_seconds'] / result['cpu_seconds']:.1f}x" if reference else "-",
                          f"{result['peak_mb']:.0f}",
-                         f"{result['frames']} x {result['shape'][1]}x{result['shape'][0]}"))
+                         f"{result['frames']} x {result['shape'][1]}x{result['shape'][0]}", result["decoder"]))
     header = ("file", "method", "seconds", "vs transformers", "CPU seconds", "vs transformers", "peak MB above start",
-              "frames")
+              "frames", "decoder")
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)))

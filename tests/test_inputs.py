@@ -146,23 +146,30 @@ def test_a_video_three_pixels_high_changes_no_other_video(processor, tmp_path, s
     assert torch.equal(both.tensors["pixel_values_videos"][patches:], alone.tensors["pixel_values_videos"])
 
 
-def test_frames_scaled_while_decoding_give_the_same_tokens_and_nearly_the_same_pixels(processor, tmp_path):
+@pytest.mark.parametrize("decoder", ["pyav", "torchcodec"])
+def test_frames_scaled_while_decoding_give_the_same_tokens_and_nearly_the_same_pixels(processor, tmp_path, decoder):
     from vidlab.inputs import video_frame_size
+    from vidlab.media.torchcodec_decode import torchcodec_missing
+
+    if decoder == "torchcodec" and torchcodec_missing():
+        pytest.skip(torchcodec_missing())
+    sampling = Sampling(decoder=decoder)
 
     rows, columns = np.mgrid[0:360, 0:640]
     frames = [np.stack([(columns + 7 * i) % 256, rows % 256, (columns + rows) // 4 % 256], -1).astype(np.uint8)
               for i in range(12)]
     path = write_video(tmp_path / "wide.mp4", frames, fps=4, encoder_options={"preset": "ultrafast"})
     conv = video_record(path)
-    full = build_inputs(conv, load_media(conv), processor)
-    media = load_media(conv, frame_size=video_frame_size(processor, MediaSettings()))
+    full = build_inputs(conv, load_media(conv, sampling=sampling), processor)
+    media = load_media(conv, sampling=sampling, frame_size=video_frame_size(processor, MediaSettings()))
     assert media[0].frames.shape[1:3] == (168, 336)  # the tiny processor: 3 frames share 256 tokens of 28x28
+    assert media[0].decoder == decoder
     small = build_inputs(conv, media, processor)
     assert torch.equal(small.tensors["input_ids"], full.tensors["input_ids"])  # same grid, same tokens
     for key in ("video_grid_thw", "video_compression_mask"):
         assert torch.equal(small.tensors[key], full.tensors[key]), key
     difference = (small.tensors["pixel_values_videos"] - full.tensors["pixel_values_videos"]).abs()
-    # Two resamplings of the same picture (FFmpeg's bicubic while decoding; the processor's antialiased
-    # bicubic at full size). In normalised units (one grey level is about 0.015) they differ by about
-    # one grey level on average here; on pure noise, the worst case, by about nine.
+    # Two resamplings of the same picture (FFmpeg's bicubic while decoding, or torchcodec's antialiased bilinear;
+    # the processor's antialiased bicubic at full size). In normalised units (one grey level is about 0.015) they
+    # differ by about one grey level on average here; on pure noise, the worst case, by about nine.
     assert difference.mean() < 0.03

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from vidlab.cli_common import (
+    DecoderOption,
     FolderFpsOption,
     FpsOption,
     FrameRuleOption,
@@ -234,6 +235,7 @@ def chat_command(
     no_compression: NoCompressionOption = False,
     frame_rule: FrameRuleOption = None,
     keyframes: KeyframesOption = False,
+    decoder: DecoderOption = None,
     max_new_tokens: MaxNewTokensOption = None,
     temperature: TemperatureOption = None,
     top_p: TopPOption = None,
@@ -253,7 +255,7 @@ def chat_command(
     settings = media_settings(
         fps=fps, max_frames=max_frames, num_frames=num_frames, folder_fps=folder_fps,
         max_visual_tokens=max_visual_tokens, image_merge_size=image_merge_size, no_compression=no_compression,
-        frame_rule=frame_rule, keyframes=keyframes,
+        frame_rule=frame_rule, keyframes=keyframes, decoder=decoder,
     )
     generation = generation_options(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
     media = {"video": video, "image": image or None, "start": start, "end": end}

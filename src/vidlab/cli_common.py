@@ -51,6 +51,7 @@ ImageMergeSizeOption = Annotated[int | None, typer.Option(help=_media_help("imag
 FrameRuleOption = Annotated[str | None, typer.Option(help=_media_help("frame_rule"), show_default=False)]
 KeyframesOption = Annotated[bool, typer.Option("--keyframes", help=_media_help("keyframes"))]
 AllowPartialOption = Annotated[bool, typer.Option("--allow-partial", help=_media_help("allow_partial"))]
+DecoderOption = Annotated[str | None, typer.Option(help=_media_help("decoder"), show_default=False)]
 QuantizeOption = Annotated[
     str | None,
     typer.Option(help="8bit or 4bit LLM weights (bitsandbytes on a GPU; on a CPU 8bit, through torchao).",
@@ -74,6 +75,7 @@ def media_settings(
     frame_rule: str | None = None,
     keyframes: bool = False,
     allow_partial: bool = False,
+    decoder: str | None = None,
 ) -> MediaSettings:
     """MediaSettings from CLI options (None: not given). A bad value is one `error:` line naming its flag."""
     if max_frames is not None and num_frames is not None:
@@ -83,6 +85,7 @@ def media_settings(
         "folder_fps": folder_fps, "max_visual_tokens": max_visual_tokens, "image_merge_size": image_merge_size,
         "compression": False if no_compression else None,
         "frame_rule": frame_rule, "keyframes": keyframes or None, "allow_partial": allow_partial or None,
+        "decoder": decoder,
     }
     return build(MediaSettings, values, name=lambda field: "--" + field.replace("_", "-"))
 

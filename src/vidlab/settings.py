@@ -15,7 +15,7 @@ import os
 from collections.abc import Callable
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from vidlab.errors import SettingsError
 
@@ -55,12 +55,26 @@ class Sampling(BaseModel):
         False, description="Use a video whose readable frames end well before the length its header states (a cut "
         "download) instead of refusing it.",
     )
+    decoder: Literal["auto", "pyav", "torchcodec"] = Field(
+        "auto", description="auto: torchcodec where it is installed and faster (exact frames at their own size, "
+        "from a stream without B-frames), else PyAV; pyav: always PyAV (bundled, needs nothing); torchcodec: "
+        "torchcodec for every video it can decode (pip install torchcodec; it needs FFmpeg's libraries).",
+    )
 
     @model_validator(mode="after")
     def _frame_counts_agree(self) -> Sampling:
         if self.min_frames > self.max_frames:
             raise ValueError(f"min_frames ({self.min_frames}) is above max_frames ({self.max_frames})")
         return self
+
+    @field_validator("decoder")
+    @classmethod
+    def _decoder_installed(cls, decoder: str) -> str:
+        from vidlab.media.torchcodec_decode import torchcodec_missing
+
+        if decoder == "torchcodec" and (reason := torchcodec_missing()):
+            raise ValueError(f"{reason}; or use auto / pyav")
+        return decoder
 
     def sampling(self) -> Sampling:
         """Only the frame choice (for an object of a subclass)."""

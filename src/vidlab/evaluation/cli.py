@@ -13,6 +13,7 @@ import typer
 
 from vidlab.cli_common import (
     AllowPartialOption,
+    DecoderOption,
     FolderFpsOption,
     FpsOption,
     FrameRuleOption,
@@ -151,6 +152,7 @@ def run_command(
     frame_rule: FrameRuleOption = None,
     keyframes: KeyframesOption = False,
     allow_partial: AllowPartialOption = False,
+    decoder: DecoderOption = None,
     max_new_tokens: MaxNewTokensOption = None,
     workers: Annotated[
         int, typer.Option(help="Threads decoding the next records' media ahead (0: none; default: one per core, "
@@ -175,7 +177,7 @@ def run_command(
     settings = media_settings(
         fps=fps, max_frames=max_frames, num_frames=num_frames, folder_fps=folder_fps,
         max_visual_tokens=max_visual_tokens, image_merge_size=image_merge_size, no_compression=no_compression,
-        frame_rule=frame_rule, keyframes=keyframes, allow_partial=allow_partial,
+        frame_rule=frame_rule, keyframes=keyframes, allow_partial=allow_partial, decoder=decoder,
     )
     generation = generation_options(max_new_tokens=max_new_tokens)
     from vidlab.evaluation.run import PREDICTIONS, SKIPPED, RunOptions

@@ -31,6 +31,7 @@ class VideoClip:
         end: end of the clip window used, seconds (the duration for the whole video).
         warnings: what the user should know about this video (frames lost to damaged packets, a
             cut file used as it is).
+        decoder: the library that decoded them ("pyav" or "torchcodec"; Sampling.decoder chooses).
         key: what identifies these frames (set by `ClipCache`: the file and the settings that made
             them); None when unknown. Vision features computed from them are cached under it.
     """
@@ -45,6 +46,7 @@ class VideoClip:
     start: float = 0.0
     end: float | None = None
     warnings: list[str] = field(default_factory=list)
+    decoder: str = "pyav"
     key: Hashable | None = None
 
     def __len__(self) -> int:

@@ -41,7 +41,8 @@ class Decoded:
     rows: dict[int, int] = field(default_factory=dict)  # table index -> its row in buffer, once decoded
     damaged_packets: int = 0
     seeks: int = 0
-    decoded: int = 0  # frames the decoder produced (skipped ones not counted)
+    decoded: int = 0  # frames the decoder produced (skipped ones not counted; torchcodec: the frames it returned)
+    decoder: str = "pyav"  # the library that decoded them
 
     @property
     def frames(self) -> dict[int, np.ndarray]:

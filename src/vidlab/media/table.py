@@ -47,6 +47,8 @@ class FrameTable:
         rotation: counter-clockwise degrees to turn each frame to show it upright (display matrix).
         width, height: the frames' size as stored (before turning them upright).
         source: where the table came from: "index", "packets" or "decoding".
+        stream_index: the video stream's index among all the file's streams.
+        reorders: frames are decoded in another order than they are shown (B-frames).
     """
 
     pts: np.ndarray  # int64
@@ -63,6 +65,8 @@ class FrameTable:
     width: int
     height: int
     source: str
+    stream_index: int = 0
+    reorders: bool = False
 
     def __len__(self) -> int:
         return len(self.pts)
@@ -131,6 +135,8 @@ class _Header:
     rate: float
     width: int
     height: int
+    stream_index: int
+    reorders: bool
 
 
 def _header(container: av.container.InputContainer, stream) -> _Header:
@@ -147,6 +153,8 @@ def _header(container: av.container.InputContainer, stream) -> _Header:
         rate=_rate(stream),
         width=stream.width,
         height=stream.height,
+        stream_index=stream.index,
+        reorders=bool(stream.codec_context.has_b_frames),
     )
 
 
@@ -186,6 +194,7 @@ def _table(
         stream_start=header.stream_start if header.stream_start is not None else first,
         file_duration=header.file_duration, declared_end=_declared_end(header, first), rate=header.rate,
         rotation=rotation, width=header.width, height=header.height, source=source,
+        stream_index=header.stream_index, reorders=header.reorders,
     )
 
 

@@ -1,8 +1,9 @@
 """Video files through PyAV (bundled FFmpeg): mp4, mkv, webm, avi, mov, gif and the rest.
 
 The frame table (table.py) says where every frame is without decoding; the frame rule
-(sampling.py) picks frames from it; the decoder (decode.py) decodes just those, scaled down to the
-size they will be used at and turned upright.
+(sampling.py) picks frames from it; the decoder (decode.py; torchcodec_decode.py where torchcodec
+is installed and faster) decodes just those, scaled down to the size they will be used at and
+turned upright.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from vidlab.media.clip import VideoClip, check_clip_window, require_exists
 from vidlab.media.decode import decode_frames
 from vidlab.media.sampling import GIF_RATE, Timeline, pick_frames
 from vidlab.media.table import FrameTable, read_frame_table
+from vidlab.media.torchcodec_decode import decode_with_torchcodec, torchcodec_suits
 from vidlab.settings import Sampling
 
 # (height, width, frames) -> (height, width) the frames will be used at; decoding scales to it.
@@ -68,7 +70,11 @@ def load_video_file(
         width, height = table.upright_size
         target_h, target_w = frame_size(height, width, len(picks))
         size = (target_w, target_h)
-    decoded = decode_frames(path, table, picks.frames, size)
+    decoded = None
+    if torchcodec_suits(table, sampling.decoder, sampling.keyframes, size):
+        decoded = decode_with_torchcodec(path, table, picks.frames, size)
+    if decoded is None:
+        decoded = decode_frames(path, table, picks.frames, size)
     kept = [n for n, frame in enumerate(picks.frames) if frame in decoded.rows]
     if not kept:
         raise NoFramesError(f"{path}: no frame could be decoded. The video is empty or corrupt; re-encode it.")
@@ -93,5 +99,6 @@ def load_video_file(
         start=start or 0.0,
         end=min(end, table.end) if end is not None else table.end,
         warnings=warnings,
+        decoder=decoded.decoder,
     )
 

@@ -11,6 +11,7 @@ import typer
 
 from vidlab.cli_common import (
     AllowPartialOption,
+    DecoderOption,
     FolderFpsOption,
     FpsOption,
     FrameRuleOption,
@@ -103,6 +104,7 @@ def serve_command(
     frame_rule: FrameRuleOption = None,
     keyframes: KeyframesOption = False,
     allow_partial: AllowPartialOption = False,
+    decoder: DecoderOption = None,
     max_new_tokens: MaxNewTokensOption = None,
     temperature: TemperatureOption = None,
     top_p: TopPOption = None,
@@ -123,7 +125,7 @@ def serve_command(
     media = media_settings(
         fps=fps, max_frames=max_frames, min_frames=min_frames, num_frames=num_frames, folder_fps=folder_fps,
         max_visual_tokens=max_visual_tokens, image_merge_size=image_merge_size, no_compression=no_compression,
-        frame_rule=frame_rule, keyframes=keyframes, allow_partial=allow_partial,
+        frame_rule=frame_rule, keyframes=keyframes, allow_partial=allow_partial, decoder=decoder,
     )
     generation = generation_options(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
     options = build(ServeOptions, {

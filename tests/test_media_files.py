@@ -34,12 +34,18 @@ FILES = {
 }
 
 
-@pytest.mark.parametrize("name", list(FILES))
-def test_seeking_decodes_the_frames_a_full_decode_gives(tmp_path, name):
+def write_file(folder: Path, name: str) -> tuple[Path, int]:
+    """The file FILES[name] describes, written into `folder`, and its number of frames."""
     spec = dict(FILES[name])
     times = spec.pop("times", None)
     count = len(times) if times else spec.pop("count")
-    path = write_video(tmp_path / name, [coded(i) for i in range(count)], fps=spec.pop("fps", 10), times=times, **spec)
+    path = write_video(folder / name, [coded(i) for i in range(count)], fps=spec.pop("fps", 10), times=times, **spec)
+    return path, count
+
+
+@pytest.mark.parametrize("name", list(FILES))
+def test_seeking_decodes_the_frames_a_full_decode_gives(tmp_path, name):
+    path, count = write_file(tmp_path, name)
     table = read_frame_table(path)
     truth = full_decode(path)
     assert len(table) == count and sorted(truth) == table.pts.tolist()

@@ -59,6 +59,40 @@ def test_auto_takes_torchcodec_only_where_it_is_faster_and_can_follow(tmp_path):
     assert rotated.decoder == "pyav" and rotated.frames.shape[1:3] == (40, 24)  # upright, then scaled
 
 
+def encode(path: Path, pixel_format: str) -> Path:
+    """20 frames of H.264 (no B-frames) stored as `pixel_format`."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 80, 48, pixel_format
+        stream.options = {"preset": "ultrafast"}
+        for i in range(20):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(coded(i), format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
+@needs_torchcodec
+@pytest.mark.parametrize("pixel_format", sorted(tc.SAME_PIXELS_FORMATS))
+def test_auto_sends_torchcodec_only_formats_both_convert_to_the_same_pixels(tmp_path, pixel_format):
+    path = encode(tmp_path / "v.mp4", pixel_format)
+    assert read_frame_table(path).pixel_format == pixel_format
+    clip = load_video(path, Sampling(fps=4))
+    assert clip.decoder == "torchcodec"
+    assert np.array_equal(clip.frames, load_video(path, Sampling(fps=4, decoder="pyav")).frames)
+
+
+@needs_torchcodec
+def test_ten_bit_video_stays_with_pyav_under_auto(tmp_path):
+    # As phones record HEVC: 10-bit 4:2:0, which FFmpeg versions convert to RGB differently.
+    path = encode(tmp_path / "ten-bit.mp4", "yuv420p10le")
+    assert read_frame_table(path).pixel_format == "yuv420p10le"
+    assert load_video(path, Sampling(fps=2)).decoder == "pyav"
+    asked = load_video(path, Sampling(fps=2, decoder="torchcodec"))
+    assert asked.decoder == "torchcodec" and asked.frame_indices == load_video(path, Sampling(fps=2)).frame_indices
+
+
 @needs_torchcodec
 def test_scaled_frames_keep_their_size_and_picture(tmp_path):
     big = [np.full((360, 640, 3), 40 * i, np.uint8) for i in range(6)]

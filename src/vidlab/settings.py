@@ -57,7 +57,7 @@ class Sampling(BaseModel):
     )
     decoder: Literal["auto", "pyav", "torchcodec"] = Field(
         "auto", description="auto: torchcodec where it is installed and faster (exact frames at their own size, "
-        "from a stream without B-frames), else PyAV; pyav: always PyAV (bundled, needs nothing); torchcodec: "
+        "from an 8-bit stream without B-frames), else PyAV; pyav: always PyAV (bundled, needs nothing); torchcodec: "
         "torchcodec for every video it can decode (pip install torchcodec; it needs FFmpeg's libraries).",
     )
 

@@ -49,6 +49,7 @@ class FrameTable:
         source: where the table came from: "index", "packets" or "decoding".
         stream_index: the video stream's index among all the file's streams.
         reorders: frames are decoded in another order than they are shown (B-frames).
+        pixel_format: how the frames are stored (FFmpeg's name, e.g. yuv420p; "" when unknown).
     """
 
     pts: np.ndarray  # int64
@@ -67,6 +68,7 @@ class FrameTable:
     source: str
     stream_index: int = 0
     reorders: bool = False
+    pixel_format: str = ""
 
     def __len__(self) -> int:
         return len(self.pts)
@@ -137,6 +139,7 @@ class _Header:
     height: int
     stream_index: int
     reorders: bool
+    pixel_format: str
 
 
 def _header(container: av.container.InputContainer, stream) -> _Header:
@@ -155,6 +158,7 @@ def _header(container: av.container.InputContainer, stream) -> _Header:
         height=stream.height,
         stream_index=stream.index,
         reorders=bool(stream.codec_context.has_b_frames),
+        pixel_format=stream.codec_context.pix_fmt or "",
     )
 
 
@@ -194,7 +198,7 @@ def _table(
         stream_start=header.stream_start if header.stream_start is not None else first,
         file_duration=header.file_duration, declared_end=_declared_end(header, first), rate=header.rate,
         rotation=rotation, width=header.width, height=header.height, source=source,
-        stream_index=header.stream_index, reorders=header.reorders,
+        stream_index=header.stream_index, reorders=header.reorders, pixel_format=header.pixel_format,
     )
 
 

@@ -29,6 +29,11 @@ from vidlab.media.table import FrameTable
 
 log = logging.getLogger(__name__)
 
+# 8-bit formats whose RGB conversion gives the same pixels through PyAV's FFmpeg and the system's (checked on
+# H.264, MPEG-4 and VP9 files): only these go to torchcodec under `auto`, so that installing it changes no token.
+# 10-bit video (HEVC from phones) converts differently between FFmpeg versions (about 2 grey levels on average).
+SAME_PIXELS_FORMATS = frozenset({"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p"})
+
 
 @functools.cache
 def torchcodec_missing() -> str | None:
@@ -56,7 +61,8 @@ def torchcodec_suits(table: FrameTable, decoder: str, keyframes: bool, size: tup
     if decoder == "pyav" or table.rotation % 360 or torchcodec_missing() is not None:
         return False
     scaled = scaled_size(table.width, table.height, size, table.rotation) != (table.width, table.height)
-    return decoder == "torchcodec" or not (table.reorders or keyframes or scaled)
+    same_pixels = table.pixel_format in SAME_PIXELS_FORMATS
+    return decoder == "torchcodec" or (same_pixels and not (table.reorders or keyframes or scaled))
 
 
 def frame_mappings(table: FrameTable) -> str:

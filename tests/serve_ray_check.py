@@ -92,6 +92,29 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def replica_values(client, url: str, name: str) -> dict[str, float]:
+    """The value of sample `name` per `replica` label at the gateway's /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    values = {}
+    for family in text_string_to_metric_families(client.get(f"{url}/metrics").text):
+        for sample in family.samples:
+            if sample.name == name and "replica" in sample.labels:
+                values[sample.labels["replica"]] = sample.value
+    return values
+
+
+def wait_for_replicas(client, url: str, wanted, seconds: float = 30) -> dict[str, float]:
+    """Generated tokens per replica at the gateway, once `wanted(values)` holds (or after `seconds`): a replica
+    sends its metrics with each health check, so the gateway's may be a check behind."""
+    deadline = time.monotonic() + seconds
+    while True:
+        values = replica_values(client, url, "vidlab_serve_generated_tokens_total")
+        if wanted(values) or time.monotonic() > deadline:
+            return values
+        time.sleep(0.5)
+
+
 def main(model_dir: str, media_root: str, out: str) -> None:
     loopback_up()
     from vidlab.serve import ServeOptions
@@ -131,6 +154,11 @@ def main(model_dir: str, media_root: str, out: str) -> None:
                                    for i, status, body, _ in first if status == 200)
         report["listening"] = listening()
         seen_processes |= descendants(os.getpid())
+        # The replicas' own metrics reach the gateway's /metrics with their health checks, labelled by replica.
+        first_replicas = set(report["first_fingerprints"])
+        tokens = wait_for_replicas(client, server.url, lambda values: first_replicas <= {r for r, v in values.items()
+                                                                                          if v > 0})
+        report["first_replica_tokens"] = tokens
 
         # Kill one replica while 24 requests are in flight.
         victim = int(report["first_fingerprints"][0].rsplit("-", 1)[1])
@@ -172,6 +200,10 @@ def main(model_dir: str, media_root: str, out: str) -> None:
             time.sleep(0.5)
         report["after_fingerprints"] = sorted(fingerprints)
         report["replaced_seconds"] = round(time.monotonic() - deadline + 90, 1)
+        killed = report["first_fingerprints"][0]
+        tokens = wait_for_replicas(client, server.url, lambda values: set(values) == set(fingerprints) - {killed}
+                                   and all(v > 0 for v in values.values()))
+        report["after_replica_tokens"] = tokens
         seen_processes |= descendants(os.getpid())
     except Exception as err:
         report["error"] = f"{type(err).__name__}: {err}"

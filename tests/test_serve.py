@@ -558,3 +558,35 @@ def test_ray_options_become_the_replica_deployments_settings():
     assert "num_replicas" not in scaled and scaled["ray_actor_options"] == {"num_cpus": 1.0}
     assert scaled["autoscaling_config"] == {"min_replicas": 1, "max_replicas": 5, "initial_replicas": 2,
                                             "target_ongoing_requests": 4}
+
+
+def test_replica_metrics_merge_by_replica_and_forget_a_silent_one(monkeypatch):
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from vidlab.serve import metrics as serve_metrics
+
+    now = [100.0]
+    monkeypatch.setattr(serve_metrics.time, "monotonic", lambda: now[0])
+    gathered = serve_metrics.ReplicaMetrics(stale_seconds=10)
+    gateway = CollectorRegistry()
+    gateway.register(gathered)
+    sent = {}
+    for replica, tokens in (("vidlab-a-1", 5), ("vidlab-a-2", 7)):  # two replicas' own registries, as sent
+        registry = CollectorRegistry()
+        engine = serve_metrics.EngineMetrics(registry)
+        engine.generated_tokens.inc(tokens)
+        engine.batch_size.observe(2)
+        sent[replica] = list(registry.collect())
+        gathered.update(replica, sent[replica])
+
+    def values(name: str) -> dict[str, float]:
+        families = text_string_to_metric_families(generate_latest(gateway).decode())
+        return {s.labels["replica"]: s.value for f in families for s in f.samples if s.name == name}
+
+    assert values("vidlab_serve_generated_tokens_total") == {"vidlab-a-1": 5, "vidlab-a-2": 7}
+    assert values("vidlab_serve_batch_size_count") == {"vidlab-a-1": 1, "vidlab-a-2": 1}
+    now[0] += 6
+    gathered.update("vidlab-a-2", sent["vidlab-a-2"])  # a-2 checks in again; a-1 is silent
+    now[0] += 6
+    assert values("vidlab_serve_generated_tokens_total") == {"vidlab-a-2": 7}

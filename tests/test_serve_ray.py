@@ -64,6 +64,12 @@ def test_two_replicas_serve_and_a_killed_one_is_replaced_without_losing_requests
     assert statuses.count(200) >= 20 and report["during_consistent"]  # retried on the other replica: same answers
     pids = {int(f.rsplit("-", 1)[1]) for f in report["after_fingerprints"]}
     assert len(pids - {report["killed"]}) >= 2  # a new replica took the killed one's place
+    # Each replica's own metrics at the gateway, by replica: both served; the killed one drops out, the new one in.
+    first = report["first_replica_tokens"]
+    assert set(first) == set(report["first_fingerprints"]) and all(value > 0 for value in first.values())
+    after = report["after_replica_tokens"]
+    assert set(after) == set(report["after_fingerprints"]) - {report["first_fingerprints"][0]}
+    assert all(value > 0 for value in after.values())
     assert report["left_after_kill"] == []
     # Replicas stopped by Ray remove their temporary folder; the killed one could not (it is empty).
     left = list(uploads.glob("vidlab-serve-*"))

@@ -5,10 +5,13 @@ Each app has its own registry, so several servers in one process (tests, embeddi
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 _PREFIX = "vidlab_serve"
@@ -64,3 +67,35 @@ class CacheCollector(Collector):
             misses.add_metric([name], getattr(cache, "misses", 0))
         yield hits
         yield misses
+
+
+class ReplicaMetrics(Collector):
+    """Under Ray, the model replicas' own metrics (queue, batches, tokens, caches) at the gateway's /metrics, each
+    sample labelled `replica` with the `system_fingerprint` its answers carry.
+
+    Each replica sends a snapshot of its registry with every Ray health check; one not heard from for
+    `stale_seconds` (stopped, or replaced by a new one) drops out.
+    """
+
+    def __init__(self, stale_seconds: float):
+        self.stale_seconds = stale_seconds
+        self._snapshots: dict[str, tuple[float, list[Metric]]] = {}
+        self._lock = threading.Lock()
+
+    def update(self, replica: str, families: list[Metric]) -> None:
+        with self._lock:
+            self._snapshots[replica] = (time.monotonic(), families)
+
+    def collect(self) -> Iterator[Metric]:
+        now = time.monotonic()
+        with self._lock:
+            for replica in [r for r, (seen, _) in self._snapshots.items() if now - seen > self.stale_seconds]:
+                del self._snapshots[replica]
+            snapshots = sorted(self._snapshots.items())
+        merged: dict[str, Metric] = {}  # one family per name, its samples from every replica
+        for replica, (_, families) in snapshots:
+            for family in families:
+                out = merged.setdefault(family.name, Metric(family.name, family.documentation, family.type))
+                for sample in family.samples:
+                    out.add_sample(sample.name, {**sample.labels, "replica": replica}, sample.value, sample.timestamp)
+        yield from merged.values()

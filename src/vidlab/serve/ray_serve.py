@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import os
 import signal
 import threading
@@ -30,6 +31,9 @@ from vidlab.serve.options import ServeOptions
 from vidlab.serve.protocol import ChatRequest, model_list
 
 APP_NAME = "vidlab"
+GATEWAY = "Gateway"
+
+log = logging.getLogger(__name__)
 
 
 class RayOptions(BaseModel):
@@ -209,6 +213,7 @@ class VidlabReplica:
         self.engine = Engine(model, adapters=adapters, name=name, options=options, dtype=dtype, device=device,
                              quantize=quantize)
         self._started: asyncio.Task | None = None
+        self._gateway = None
 
     async def _ready(self) -> None:
         if self._started is None:
@@ -227,6 +232,20 @@ class VidlabReplica:
     async def health(self) -> dict:
         return self.engine.health()
 
+    async def check_health(self) -> None:
+        """Ray calls this every `health_check_seconds`; the replica sends the gateway its metrics then. Never raises
+        for them: metrics are not worth a restart."""
+        from ray import serve
+
+        try:
+            if self._gateway is None:
+                app = serve.get_replica_context().app_name
+                self._gateway = serve.get_deployment_handle(GATEWAY, app_name=app)
+            families = list(self.engine.registry.collect())
+            await asyncio.wait_for(self._gateway.replica_metrics.remote(self.engine.fingerprint, families), 5)
+        except Exception as err:  # the gateway is starting, stopping or busy: the next check sends them
+            log.debug("metrics not sent to the gateway: %s", err)
+
     async def __del__(self) -> None:
         await self.engine.close()
 
@@ -234,17 +253,26 @@ class VidlabReplica:
 class Gateway:
     """The HTTP ingress: `build_app` over a `RayBackend` to the replicas."""
 
-    def __init__(self, replicas, name: str, adapters: list[str], options: ServeOptions, retries: int):
+    def __init__(self, replicas, name: str, adapters: list[str], options: ServeOptions, retries: int,
+                 health_check_seconds: float):
         from prometheus_client import CollectorRegistry
 
         from vidlab.serve.app import build_app
+        from vidlab.serve.metrics import ReplicaMetrics
 
         registry = CollectorRegistry()
+        # A replica is forgotten after missing a few health checks (Ray replaces a dead one after one).
+        self._replicas = ReplicaMetrics(stale_seconds=max(3 * health_check_seconds, 10.0))
+        registry.register(self._replicas)
         # Not `self.app`: Ray's ASGI wrapper owns that name.
         self._asgi = build_app(RayBackend(replicas, name, adapters, retries, registry), options, registry)
 
     def __serve_build_asgi_app__(self):
         return self._asgi
+
+    def replica_metrics(self, replica: str, families: list) -> None:
+        """A replica's metrics snapshot (sent by `VidlabReplica.check_health`)."""
+        self._replicas.update(replica, families)
 
 
 def build_ray_app(
@@ -257,10 +285,11 @@ def build_ray_app(
     adapters = {key: str(value) for key, value in (adapters or {}).items()}
     name = name or str(model)
     replica = serve.deployment(VidlabReplica, name="VidlabReplica", **ray_options.deployment_options(options))
-    gateway = serve.deployment(serve.ingress()(Gateway), name="Gateway", num_replicas=1,
+    gateway = serve.deployment(serve.ingress()(Gateway), name=GATEWAY, num_replicas=1,
                                ray_actor_options={"num_cpus": 0}, max_ongoing_requests=100_000)
     replicas = replica.bind(str(model), adapters, name, options, dtype, device, quantize)
-    return gateway.bind(replicas, name, list(adapters), options, ray_options.retries)
+    return gateway.bind(replicas, name, list(adapters), options, ray_options.retries,
+                        ray_options.health_check_seconds)
 
 
 def _is_loopback(host: str) -> bool:

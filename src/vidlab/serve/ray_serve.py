@@ -2,8 +2,9 @@
 
     gateway (1 replica, no model)  ->  VidlabReplica x N (each its own model, adapters, caches, queue)
 
-The gateway is the app of `build_app` (routes, auth, request checks, metrics of its own) over a
-backend that sends each request to a replica through a Ray deployment handle; Ray balances them.
+The gateway is the app of `build_app` (routes, auth, request checks, metrics of its own and the
+replicas', which they send with each health check) over a backend that sends each request to a
+replica through a Ray deployment handle; Ray balances them.
 A replica that dies mid-request does not lose it: the gateway sends it again to another replica
 (greedy answers are the same), up to `retries` times, and answers a retryable 503 with Retry-After
 only when none could take it. A stream that already sent text cannot be replayed: it ends with an

@@ -560,15 +560,14 @@ def test_ray_options_become_the_replica_deployments_settings():
                                             "target_ongoing_requests": 4}
 
 
-def test_replica_metrics_merge_by_replica_and_forget_a_silent_one(monkeypatch):
+def test_replica_metrics_merge_by_replica_and_forget_a_silent_one():
     from prometheus_client import CollectorRegistry, generate_latest
     from prometheus_client.parser import text_string_to_metric_families
 
     from vidlab.serve import metrics as serve_metrics
 
     now = [100.0]
-    monkeypatch.setattr(serve_metrics.time, "monotonic", lambda: now[0])
-    gathered = serve_metrics.ReplicaMetrics(stale_seconds=10)
+    gathered = serve_metrics.ReplicaMetrics(stale_seconds=10, clock=lambda: now[0])
     gateway = CollectorRegistry()
     gateway.register(gathered)
     sent = {}

@@ -77,17 +77,17 @@ class ReplicaMetrics(Collector):
     `stale_seconds` (stopped, or replaced by a new one) drops out.
     """
 
-    def __init__(self, stale_seconds: float):
-        self.stale_seconds = stale_seconds
+    def __init__(self, stale_seconds: float, clock: Callable[[], float] = time.monotonic):
+        self.stale_seconds, self.clock = stale_seconds, clock
         self._snapshots: dict[str, tuple[float, list[Metric]]] = {}
         self._lock = threading.Lock()
 
     def update(self, replica: str, families: list[Metric]) -> None:
         with self._lock:
-            self._snapshots[replica] = (time.monotonic(), families)
+            self._snapshots[replica] = (self.clock(), families)
 
     def collect(self) -> Iterator[Metric]:
-        now = time.monotonic()
+        now = self.clock()
         with self._lock:
             for replica in [r for r, (seen, _) in self._snapshots.items() if now - seen > self.stale_seconds]:
                 del self._snapshots[replica]

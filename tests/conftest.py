@@ -7,7 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from vidlab.media.torchcodec_decode import torchcodec_missing
 from vidlab.media.writer import write_video
+
+# Tests of the optional torchcodec decoder run where it is installed (.ci/run installs it, and FFmpeg).
+needs_torchcodec = pytest.mark.skipif(torchcodec_missing() is not None, reason=str(torchcodec_missing()))
+# Both decoders, for tests parametrized over `decoder`.
+DECODERS = ["pyav", pytest.param("torchcodec", marks=needs_torchcodec)]
 
 
 def gradient_frames(count: int, height: int = 64, width: int = 64, moving: bool = True) -> list[np.ndarray]:

@@ -5,7 +5,7 @@ import re
 import numpy as np
 import pytest
 import torch
-from conftest import gradient_frames
+from conftest import DECODERS, gradient_frames
 from PIL import Image
 from transformers import AutoProcessor
 
@@ -146,13 +146,10 @@ def test_a_video_three_pixels_high_changes_no_other_video(processor, tmp_path, s
     assert torch.equal(both.tensors["pixel_values_videos"][patches:], alone.tensors["pixel_values_videos"])
 
 
-@pytest.mark.parametrize("decoder", ["pyav", "torchcodec"])
+@pytest.mark.parametrize("decoder", DECODERS)
 def test_frames_scaled_while_decoding_give_the_same_tokens_and_nearly_the_same_pixels(processor, tmp_path, decoder):
     from vidlab.inputs import video_frame_size
-    from vidlab.media.torchcodec_decode import torchcodec_missing
 
-    if decoder == "torchcodec" and torchcodec_missing():
-        pytest.skip(torchcodec_missing())
     sampling = Sampling(decoder=decoder)
 
     rows, columns = np.mgrid[0:360, 0:640]

@@ -6,7 +6,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from conftest import coded, index_of
+from conftest import DECODERS, coded, index_of
 
 from vidlab.errors import TruncatedVideoError
 from vidlab.media import load_video
@@ -152,15 +152,10 @@ print(clip.frames.shape[0], status_mb("VmHWM:") - before)
 """
 
 
-@pytest.mark.parametrize("decoder", ["pyav", "torchcodec"])
+@pytest.mark.parametrize("decoder", DECODERS)
 def test_peak_memory_stays_far_below_the_frames_at_full_size(tmp_path, decoder):
     import subprocess
     import sys
-
-    from vidlab.media.torchcodec_decode import torchcodec_missing
-
-    if decoder == "torchcodec" and torchcodec_missing():
-        pytest.skip(torchcodec_missing())
 
     rows, columns = np.mgrid[0:1440, 0:2560]
     picture = np.stack([columns % 256, rows % 256, (columns // 3 + rows // 2) % 256], -1).astype(np.uint8)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import coded, index_of
+from conftest import coded, index_of, needs_torchcodec
 from test_media_files import FILES, full_decode, write_file
 
 from vidlab.cli_common import media_settings
@@ -17,8 +17,6 @@ from vidlab.media.table import read_frame_table
 from vidlab.media.writer import write_video
 from vidlab.settings import Sampling, build
 
-needs_torchcodec = pytest.mark.skipif(tc.torchcodec_missing() is not None,
-                                      reason=f"{tc.torchcodec_missing()} (.ci/run installs it, and FFmpeg)")
 NO_B_FRAMES = {"preset": "ultrafast", "g": "30"}
 
 

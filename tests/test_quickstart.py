@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from vidlab.errors import VidlabError
-from vidlab.walkthrough import FAST, SUMMARY_KEYS, QuickstartSettings, run_quickstart
-from vidlab.walkthrough.report import CHECKS, EVAL_LABELS, attribute_accuracy, render_table, run_checks
-from vidlab.walkthrough.run import STEP_TITLES
+from vidlab.quickstart import FAST, SUMMARY_KEYS, QuickstartSettings, run_quickstart
+from vidlab.quickstart.report import CHECKS, EVAL_LABELS, attribute_accuracy, render_table, run_checks
+from vidlab.quickstart.run import STEP_TITLES
 
 SHORT = replace(FAST, progress=False)  # what `vidlab quickstart --fast` runs
 VOCABULARY = {"colour": ["red", "green", "blue"], "shape": ["circle", "square"], "direction": ["left", "right", "up"]}
@@ -29,8 +29,9 @@ VOCABULARY = {"colour": ["red", "green", "blue"], "shape": ["circle", "square"],
 def quickstart(tmp_path_factory):
     out = tmp_path_factory.mktemp("quickstart") / "qs"
     lines: list[str] = []
-    summary = run_quickstart(out, SHORT, echo=lines.append)
-    return out, summary, lines
+    result = run_quickstart(out, SHORT, echo=lines.append)
+    assert result.out_dir == out and result.report == out / "report.md" and result.passed == result.summary["passed"]
+    return out, result.summary, lines
 
 
 def test_quickstart_writes_every_file(quickstart):
@@ -114,7 +115,7 @@ def test_rerun_skips_finished_steps_and_redoes_a_missing_one(quickstart):
     lost = out / "eval" / "lora_direction" / "metrics.json"
     lost.unlink()  # as if the run died while scoring the last evaluation
     lines: list[str] = []
-    again = run_quickstart(out, SHORT, echo=lines.append)
+    again = run_quickstart(out, SHORT, echo=lines.append).summary
     assert sum("already done: skipped" in line for line in lines) == len(STEP_TITLES) - 2  # all but eval and report
     assert (out / "runs" / "base" / "train_result.json").read_bytes() == trained
     assert lost.is_file()
@@ -183,7 +184,7 @@ def test_settings_are_checked():
 
 
 def test_the_configs_are_found_in_the_checkout():
-    from vidlab.walkthrough import config_folder
+    from vidlab.quickstart import config_folder
 
     assert config_folder() == (Path(__file__).resolve().parents[1] / "configs" / "quickstart").resolve()
 

@@ -7,7 +7,7 @@ Every command is one call here:
     vidlab.score("runs/eval/predictions.jsonl")                                  # vidlab eval score
     vidlab.convert("DAMO-NLP-SG/VideoLLaMA3-2B", "VideoLLaMA3-2B-hf")            # vidlab model convert
     vidlab.merge("runs/base", "runs/lora", "runs/merged")                        # vidlab model merge
-    vidlab.quickstart("runs/quickstart")                                         # vidlab quickstart
+    vidlab.run_quickstart("runs/quickstart")                                     # vidlab quickstart
     vidlab.Chat("runs/base").ask("What happens?", video="clip.mp4")             # vidlab chat
     vidlab.create_app("runs/base", adapters={"lora": "runs/lora"})              # vidlab serve (the FastAPI app)
     vidlab.web.launch(model="runs/base", adapters={"tuned": "runs/lora"})        # vidlab web (import vidlab.web)
@@ -28,7 +28,7 @@ _EXPORTS = {
     "evaluate_benchmarks": "vidlab.evaluation.suite",
     "convert": "vidlab.models.convert.run",
     "merge": "vidlab.models.merge",
-    "quickstart": "vidlab.walkthrough.run",
+    "run_quickstart": "vidlab.quickstart.run",
     "Chat": "vidlab.chat",
     "create_app": "vidlab.serve.app",
     "check_data": "vidlab.data",
@@ -48,8 +48,8 @@ _EXPORTS = {
     "JudgeOptions": "vidlab.evaluation.judge",
     "ConvertResult": "vidlab.models.convert.run",
     "MergeResult": "vidlab.models.merge",
-    "QuickstartSettings": "vidlab.walkthrough.run",
-    "QuickstartResult": "vidlab.walkthrough.run",
+    "QuickstartSettings": "vidlab.quickstart.run",
+    "QuickstartResult": "vidlab.quickstart.run",
     "ServeOptions": "vidlab.serve.options",
     "WebOptions": "vidlab.web.options",
     "Reply": "vidlab.chat",

@@ -292,13 +292,13 @@ def quickstart_command(
     quiet_transformers()
     from dataclasses import replace
 
-    from vidlab.walkthrough import FAST, QuickstartSettings, quickstart
+    from vidlab.quickstart import FAST, QuickstartSettings, run_quickstart
 
     try:
         settings = replace(FAST if fast else QuickstartSettings(), seed=seed, progress=progress)
     except ValueError as err:
         raise typer.BadParameter(str(err)) from err
-    quickstart(out, settings, overwrite=overwrite)
+    run_quickstart(out, settings, overwrite=overwrite)
 
 
 def main() -> None:

@@ -44,7 +44,7 @@ import yaml
 from vidlab.errors import VidlabError
 from vidlab.files import read_jsonl, write_atomic, write_json, write_jsonl
 from vidlab.models.tiny import TinySpec
-from vidlab.walkthrough import report
+from vidlab.quickstart import report
 
 # Metrics of every evaluation: those of `vidlab eval run` but METEOR, which starts a 2 GB Java
 # process (about 9 s per evaluation) and adds nothing to these checks.
@@ -286,14 +286,25 @@ def _training_numbers(
     }
 
 
+@dataclass(frozen=True)
+class QuickstartResult:
+    """A finished quickstart: its folder, whether every check passed, and summary.json's content."""
+
+    out_dir: Path
+    passed: bool
+    summary: dict
+    report: Path
+
+
 def run_quickstart(
     out_dir: str | Path,
     settings: QuickstartSettings = QuickstartSettings(),
     *,
     overwrite: bool = False,
     echo: Callable[[str], None] | None = None,
-) -> dict:
-    """Run (or finish) the quickstart in `out_dir`; returns what summary.json holds.
+) -> QuickstartResult:
+    """`vidlab quickstart`: run (or finish) the quickstart in `out_dir`; returns its folder, whether every check
+    passed, and what summary.json holds.
 
     Args:
         out_dir: the quickstart folder (layout in the module docstring).
@@ -431,30 +442,8 @@ def run_quickstart(
     echo(report.render_table(summary))
     echo(f"{time.monotonic() - started:.0f} s in this call; {summary['total_seconds']:.0f} s for the whole "
          f"quickstart. Report: {layout.root / report.REPORT_FILE}")
-    return {key: summary[key] for key in report.SUMMARY_KEYS}
-
-
-@dataclass(frozen=True)
-class QuickstartResult:
-    """A finished quickstart: its folder, whether every check passed, and summary.json's content."""
-
-    out_dir: Path
-    passed: bool
-    summary: dict
-    report: Path
-
-
-def quickstart(
-    out_dir: str | Path = "runs/quickstart",
-    settings: QuickstartSettings = QuickstartSettings(),
-    *,
-    overwrite: bool = False,
-    echo: Callable[[str], None] | None = None,
-) -> QuickstartResult:
-    """`vidlab quickstart`: run (or finish) the quickstart; see `run_quickstart`."""
-    summary = run_quickstart(out_dir, settings, overwrite=overwrite, echo=echo)
-    out = Path(out_dir)
-    return QuickstartResult(out, summary["passed"], summary, out / report.REPORT_FILE)
+    return QuickstartResult(layout.root, summary["passed"], {key: summary[key] for key in report.SUMMARY_KEYS},
+                            layout.root / report.REPORT_FILE)
 
 
 def _summarize(

@@ -87,9 +87,6 @@ class Conversation(BaseModel):
             messages.append({"role": turn.role, "content": content})
         return messages
 
-    def with_turn(self, turn: Turn) -> Conversation:
-        return self.model_copy(update={"turns": [*self.turns, turn]})
-
 
 def validate_turns(turns: list[Turn], where: str) -> None:
     """Check order and content: optional system turn first, then user and assistant alternating."""

@@ -11,7 +11,6 @@ IMAGE_TOKEN = "<|image_pad|>"
 VIDEO_TOKEN = "<|video_pad|>"
 PAD_TOKEN = "<|endoftext|>"
 END_OF_TURN = "<|im_end|>"
-ASSISTANT_PREFIX = "<|im_start|>assistant\n"
 
 # Qwen2.5's special tokens, in the order (and so with the ids relative to each other) Qwen uses.
 SPECIAL_TOKENS = [

@@ -174,11 +174,6 @@ class Results:
             rows.append([LABELS.get(m, m), *[None if v is None else round(v, 2) for v in values], *deltas])
         return header, rows
 
-    def chart_rows(self) -> list[dict[str, Any]]:
-        """(metric, run, value) records for a grouped bar chart."""
-        return [{"metric": LABELS.get(m, m), "run": run.name, "value": value}
-                for run in self.runs for m, value in run.metrics.items()]
-
     def tasks(self) -> list[str]:
         found: dict[str, None] = {}
         for run in self.runs:

@@ -20,7 +20,6 @@ class TabState:
     preview_key: tuple | None = None  # (media, settings) the preview was made for
     talk: Conversation | None = None
     talk_key: tuple | None = None  # (model, media, settings, system) the conversation was started with
-    compare_media: MediaChoice = field(default_factory=MediaChoice)
     results: Any = None  # vidlab.web.results.Results
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -44,7 +43,3 @@ class Sessions:
                     self._tabs.popitem(last=False)
             self._tabs.move_to_end(key)
             return state
-
-    def drop(self, request) -> None:
-        with self._lock:
-            self._tabs.pop(getattr(request, "session_hash", None) or "default", None)

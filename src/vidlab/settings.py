@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -168,10 +168,25 @@ class VideoCompressor(BaseModel):
         shown = [*used, *(["encoder_frame_tokens"] if self.encoder_frame_tokens else []), "encoder_chunk_frames"]
         return f"{self.kind} (" + ", ".join(f"{name} {getattr(self, name)}" for name in shown) + ")"
 
+    @classmethod
+    def kinds(cls) -> tuple[str, ...]:
+        """Every kind, none first."""
+        return get_args(cls.model_fields["kind"].annotation)
+
+    @classmethod
+    def weighted_kinds(cls) -> tuple[str, ...]:
+        """The kinds whose module has weights that training learns (pool only averages)."""
+        return ("llamavid", "group_resampler")
+
     @property
     def active(self) -> bool:
         """Whether a compressor sits between the projector and the LLM (kind is not none)."""
         return self.kind != "none"
+
+    @property
+    def has_weights(self) -> bool:
+        """Whether its module has weights to train (and so needs learning_rates.compressor when new)."""
+        return self.kind in self.weighted_kinds()
 
     @property
     def needs_question(self) -> bool:

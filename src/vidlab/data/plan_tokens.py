@@ -30,7 +30,7 @@ RELEASED_VIDEO = {"patch_size": 14, "merge_size": 2, "min_tokens": 16, "max_toke
 
 def default_options() -> dict[str, VideoCompressor]:
     """The options compared: none, and each compressor at its defaults."""
-    return {kind: VideoCompressor(kind=kind) for kind in ("none", "llamavid", "group_resampler", "pool")}
+    return {kind: VideoCompressor(kind=kind) for kind in VideoCompressor.kinds()}
 
 
 @dataclass(frozen=True)

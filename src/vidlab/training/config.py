@@ -164,7 +164,7 @@ class TrainConfig(_Section):
             problems.append("model.adapter: method full trains the weights themselves. Merge the adapter first "
                             "(vidlab model merge) and point model.path at the merged model.")
         compressor = self.model.video_compressor
-        if "compressor" in rates and compressor is not None and compressor.kind in ("pool", "none"):
+        if "compressor" in rates and compressor is not None and not compressor.has_weights:
             problems.append(f"learning_rates.compressor: video compressor {compressor.kind} has no weights to train. "
                             "Remove learning_rates.compressor.")
         if self.output.eval_steps is not None and not self.data.val:

@@ -18,6 +18,7 @@ import torch
 
 from vidlab.errors import VidlabError
 from vidlab.models.load import peft_wrapping
+from vidlab.settings import VideoCompressor
 from vidlab.training.config import PARTS, TrainConfig
 
 # Module prefixes of each part in the native VideoLlama3ForConditionalGeneration.
@@ -160,11 +161,12 @@ def _check_compressor(config: TrainConfig, own) -> None:
     wanted = config.model.video_compressor
     compressor = own if wanted is None or not wanted.active else wanted
     rate = config.learning_rates.compressor
-    if rate is not None and (compressor is None or compressor.kind == "pool"):
-        what = "no video compressor" if compressor is None else "a pool compressor, which has no weights"
+    if rate is not None and (compressor is None or not compressor.has_weights):
+        what = "no video compressor" if compressor is None else f"a {compressor.kind} compressor, which has no weights"
+        kinds = ", ".join(VideoCompressor.weighted_kinds())
         raise TrainSetupError(f"learning_rates.compressor: the model has {what}. Remove learning_rates.compressor, "
-                              "or add one with model.video_compressor (llamavid, group_resampler).")
-    if own is None and compressor is not None and compressor.kind != "pool" and rate is None:
+                              f"or add one with model.video_compressor ({kinds}).")
+    if own is None and compressor is not None and compressor.has_weights and rate is None:
         raise TrainSetupError(
             f"model.video_compressor: a new {compressor.kind} compressor starts untrained, and learning_rates has no "
             "rate for it. Give learning_rates.compressor (e.g. 1e-4; docs/compressors.md)."

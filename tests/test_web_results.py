@@ -143,7 +143,8 @@ def test_command_line_errors_are_one_line(tmp_path):
 
     from vidlab.errors import VidlabError
     from vidlab.web.app import make_backend
-    from vidlab.web.cli import parse_adapters, quickstart_paths
+    from vidlab.web.cli import parse_adapters
+    from vidlab.web.options import quickstart_paths
 
     assert parse_adapters(["tuned=runs/lora", "runs/other"]) == {"tuned": Path("runs/lora"),
                                                                  "other": Path("runs/other")}

@@ -25,6 +25,9 @@ DECODE_WORKERS = min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaf
 
 # Positive finite seconds / rates: `inf` or `nan` from a CLI option or a YAML `.inf` would only fail later, deep inside.
 _RATE = {"gt": 0, "allow_inf_nan": False}
+# A setting of how this machine reads its files rather than of what is asked: a server takes it from its operator
+# (`vidlab serve --decoder ...`), never from a request. Every other field is also a request key (`request_fields`).
+_OPERATOR = {"json_schema_extra": {"per_request": False}}
 
 
 class Sampling(BaseModel):
@@ -41,7 +44,7 @@ class Sampling(BaseModel):
         None, ge=1, description="Exactly this many evenly spaced frames instead (fps and max_frames are then unused)."
     )
     folder_fps: float = Field(
-        3.0, **_RATE, description="Frame rate of videos stored as folders of frame images (VideoLLaMA3 extracts at 3)."
+        3.0, **_RATE, **_OPERATOR, description="Frame rate of videos stored as folders of frame images (VideoLLaMA3 extracts at 3)."
     )
     frame_rule: Literal["videollama3", "on_screen"] = Field(
         "videollama3", description="videollama3: the frames and stamps of VideoLLaMA3's own loader, which the released "
@@ -52,11 +55,11 @@ class Sampling(BaseModel):
         "on long videos; stamped with its true time).",
     )
     allow_partial: bool = Field(
-        False, description="Use a video whose readable frames end well before the length its header states (a cut "
+        False, **_OPERATOR, description="Use a video whose readable frames end well before the length its header states (a cut "
         "download) instead of refusing it.",
     )
     decoder: Literal["auto", "pyav", "torchcodec"] = Field(
-        "auto", description="auto: torchcodec where it is installed and faster (exact frames at their own size, "
+        "auto", **_OPERATOR, description="auto: torchcodec where it is installed and faster (exact frames at their own size, "
         "from an 8-bit stream without B-frames), else PyAV; pyav: always PyAV (bundled, needs nothing); torchcodec: "
         "torchcodec for every video it can decode (pip install torchcodec; it needs FFmpeg's libraries).",
     )
@@ -276,3 +279,29 @@ def option_help(model: type[BaseModel], name: str) -> str:
     shown = "none" if default is None else str(default).lower() if isinstance(default, bool) else f"{default:g}" \
         if isinstance(default, float) else str(default)
     return f"{field.description} Default: {shown}."
+
+
+def flag(name: str) -> str:
+    """A field's command-line option: max_frames -> --max-frames."""
+    return "--" + name.replace("_", "-")
+
+
+def changed_flags(values: BaseModel) -> list[str]:
+    """The options that rebuild `values` from the defaults: one per field that differs from its default, e.g.
+    ["--fps", "2", "--no-compression"] (a true/false field is `--name` or `--no-name`)."""
+    args: list[str] = []
+    for name, field in type(values).model_fields.items():
+        value = getattr(values, name)
+        if value == field.get_default(call_default_factory=True):
+            continue
+        if isinstance(value, bool):
+            args.append(flag(name) if value else flag("no_" + name))
+        else:
+            args += [flag(name), f"{value:g}" if isinstance(value, float) else str(value)]
+    return args
+
+
+def request_fields(model: type[BaseModel]) -> list[str]:
+    """The fields a request may set (a server's per-request keys): all but those its operator alone decides."""
+    return [name for name, field in model.model_fields.items()
+            if (field.json_schema_extra or {}).get("per_request", True)]

@@ -5,7 +5,6 @@ Also runnable alone, e.g. under accelerate: `accelerate launch -m vidlab.evaluat
 
 from __future__ import annotations
 
-import shlex
 from pathlib import Path
 from typing import Annotated
 
@@ -79,38 +78,6 @@ def _summary(metrics: dict) -> str:
     if section.get("unreadable"):
         notes += f"\nnote: {len(section['unreadable'])} answers could not be read and count as wrong (see report.md)"
     return (shown or "no metric applies") + notes
-
-
-def run_command_line(model, data, out, *, adapter=None, options=None, metrics=None) -> str:
-    """The `vidlab eval run` command that does what `vidlab.evaluate(model, data, out, ...)` does with
-    these arguments: each setting that differs from its default becomes its flag."""
-    from vidlab.evaluation.run import RunOptions
-    from vidlab.settings import GenerationOptions, MediaSettings
-
-    options = options or RunOptions()
-    args = ["vidlab", "eval", "run", "--model", str(model), *(["--adapter", str(adapter)] if adapter else []),
-            "--data", str(data), "--out", str(out)]
-    defaults = RunOptions()
-    for name in ("batch_size", "limit", "workers"):
-        if getattr(options, name) != getattr(defaults, name):
-            args += [f"--{name.replace('_', '-')}", str(getattr(options, name))]
-    for name, default in MediaSettings().model_dump().items():
-        value = getattr(options.settings, name)
-        if value == default:
-            continue
-        if name == "compression":
-            args.append("--no-compression")
-        elif isinstance(value, bool):
-            args.append(f"--{name.replace('_', '-')}")
-        else:
-            args += [f"--{name.replace('_', '-')}", f"{value:g}" if isinstance(value, float) else str(value)]
-    if options.generation.max_new_tokens != GenerationOptions().max_new_tokens:
-        args += ["--max-new-tokens", str(options.generation.max_new_tokens)]
-    if metrics:
-        args += ["--metrics", ",".join(metrics)]
-    if not options.progress:
-        args.append("--no-progress")
-    return " ".join(shlex.quote(a) for a in args)
 
 
 @eval_app.command("run")

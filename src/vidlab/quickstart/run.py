@@ -318,7 +318,7 @@ def run_quickstart(
     """
     from vidlab.data.synthetic_dataset import SynthSettings, write_synthetic_dataset
     from vidlab.evaluation.api import evaluate as evaluate_run
-    from vidlab.evaluation.cli import run_command_line
+    from vidlab.evaluation.command_line import run_command_line
     from vidlab.evaluation.run import RunOptions
     from vidlab.models.tiny import build_tiny_model
     from vidlab.settings import GenerationOptions

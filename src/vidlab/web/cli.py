@@ -10,7 +10,7 @@ import typer
 from vidlab.cli_common import quiet_transformers
 from vidlab.errors import VidlabError
 from vidlab.settings import MediaSettings, option_help
-from vidlab.web.options import WebOptions
+from vidlab.web.options import WebOptions, quickstart_paths
 
 INSTALL_HINT = "the web page needs gradio: pip install 'gradio>=6' (it comes with `pip install -e .` of vidlab)."
 
@@ -32,16 +32,6 @@ def parse_adapters(values: list[str] | None) -> dict[str, Path]:
             raise VidlabError(f"--adapter {value}: the name {name!r} is given twice. Name each adapter differently.")
         adapters[name] = Path(folder)
     return adapters
-
-
-def quickstart_paths(folder: Path) -> dict:
-    """What a quickstart folder holds for the page: base model, LoRA adapter, evaluations, test videos."""
-    if not (folder / "quickstart.json").is_file():
-        raise VidlabError(f"--quickstart {folder}: not a quickstart folder (no quickstart.json). Run `vidlab "
-                          f"quickstart --out {folder}` first, or give --model and --runs yourself.")
-    return {"model": folder / "runs" / "base", "adapters": {"tuned": folder / "runs" / "lora"},
-            "runs": folder / "eval", "media_root": folder / "data" / "videos",
-            "media": MediaSettings(compression=False)}  # the quickstart trains and evaluates without DiffFP
 
 
 def web_command(

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from vidlab.errors import VidlabError
 from vidlab.settings import GenerationOptions, MediaSettings
 
 
@@ -34,3 +35,13 @@ class WebOptions(BaseModel):
     generation: GenerationOptions = Field(
         default_factory=GenerationOptions, description="The decoding settings the page starts with."
     )
+
+
+def quickstart_paths(folder: Path) -> dict:
+    """What a quickstart folder holds for the page: base model, LoRA adapter, evaluations, test videos."""
+    if not (folder / "quickstart.json").is_file():
+        raise VidlabError(f"--quickstart {folder}: not a quickstart folder (no quickstart.json). Run `vidlab "
+                          f"quickstart --out {folder}` first, or give --model and --runs yourself.")
+    return {"model": folder / "runs" / "base", "adapters": {"tuned": folder / "runs" / "lora"},
+            "runs": folder / "eval", "media_root": folder / "data" / "videos",
+            "media": MediaSettings(compression=False)}  # the quickstart trains and evaluates without DiffFP

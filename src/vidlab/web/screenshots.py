@@ -14,7 +14,7 @@ import socket
 from pathlib import Path
 
 from vidlab.web import browser
-from vidlab.web.options import WebOptions
+from vidlab.web.options import WebOptions, quickstart_paths
 
 QUESTION = "Which direction does the shape move?"
 VIEWPORT = {"width": 1400, "height": 960}
@@ -31,7 +31,6 @@ def take(quickstart: Path, out: Path, video: str = "test/00000.mp4") -> list[Pat
     from playwright.sync_api import sync_playwright
 
     from vidlab.web.app import launch
-    from vidlab.web.cli import quickstart_paths
 
     executable = browser.find_chromium()
     if executable is None:

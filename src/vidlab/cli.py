@@ -10,22 +10,13 @@ from typing import Annotated
 import typer
 
 from vidlab.cli_common import (
-    DecoderOption,
-    FolderFpsOption,
-    FpsOption,
-    FrameRuleOption,
-    ImageMergeSizeOption,
-    KeyframesOption,
-    MaxFramesOption,
     MaxNewTokensOption,
-    MaxVisualTokensOption,
-    NoCompressionOption,
-    NumFramesOption,
+    MediaOptions,
     QuantizeOption,
     TemperatureOption,
     TopPOption,
     generation_options,
-    media_settings,
+    media_options,
     quiet_transformers,
     run_app,
 )
@@ -218,24 +209,16 @@ def _interactive(chat, media: dict, as_json: bool) -> None:
 
 
 @app.command("chat")
+@media_options(exclude=("allow_partial",))  # a chat takes a cut video as far as it goes (vidlab.chat.Chat)
 def chat_command(
     question: Annotated[str | None, typer.Argument(help="Ask this and exit; without it, chat interactively.")] = None,
     model: Annotated[str, typer.Option(help="Checkpoint folder or hub id of a native VideoLLaMA3.")] = ...,
     adapter: Annotated[Path | None, typer.Option(help="PEFT adapter folder (e.g. from vidlab train).")] = None,
     video: Annotated[Path | None, typer.Option(help="Video file or folder of frames.")] = None,
     image: Annotated[list[Path] | None, typer.Option(help="Image file; repeat for several.")] = None,
-    fps: FpsOption = None,
-    max_frames: MaxFramesOption = None,
-    num_frames: NumFramesOption = None,
     start: Annotated[float | None, typer.Option(help="Use the video from this second.")] = None,
     end: Annotated[float | None, typer.Option(help="Use the video up to this second.")] = None,
-    folder_fps: FolderFpsOption = None,
-    max_visual_tokens: MaxVisualTokensOption = None,
-    image_merge_size: ImageMergeSizeOption = None,
-    no_compression: NoCompressionOption = False,
-    frame_rule: FrameRuleOption = None,
-    keyframes: KeyframesOption = False,
-    decoder: DecoderOption = None,
+    media_options: MediaOptions = MediaOptions(),
     max_new_tokens: MaxNewTokensOption = None,
     temperature: TemperatureOption = None,
     top_p: TopPOption = None,
@@ -252,11 +235,7 @@ def chat_command(
         raise typer.BadParameter("give --video or --image, not both")
     if video is None and (start is not None or end is not None):
         raise typer.BadParameter("--start and --end cut a --video; give one")
-    settings = media_settings(
-        fps=fps, max_frames=max_frames, num_frames=num_frames, folder_fps=folder_fps,
-        max_visual_tokens=max_visual_tokens, image_merge_size=image_merge_size, no_compression=no_compression,
-        frame_rule=frame_rule, keyframes=keyframes, decoder=decoder,
-    )
+    settings = media_options.settings()
     generation = generation_options(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
     media = {"video": video, "image": image or None, "start": start, "end": end}
     from vidlab.media.clip import require_exists

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from vidlab.cli_common import FpsOption, MaxFramesOption, MaxVisualTokensOption, media_settings, quiet_transformers
+from vidlab.cli_common import MediaOptions, media_options, quiet_transformers
 
 _SHOWN = 10  # bad records / problems printed; the files list them all
 
@@ -17,6 +17,7 @@ def _short(path: str) -> str:
     return Path(path).name
 
 
+@media_options()
 def check_command(
     files: Annotated[list[Path] | None, typer.Argument(help="Annotation files (JSON list or JSONL); default: the "
                                                            "config's data.train.")] = None,
@@ -32,6 +33,7 @@ def check_command(
     timeout: Annotated[float, typer.Option(help="Seconds one record may take to decode and encode.")] = 120.0,
     max_length: Annotated[int | None, typer.Option(help="Tokens per sample without a config (default 16384, as "
                                                         "training).")] = None,
+    media_options: MediaOptions = MediaOptions(),
     cleaned: Annotated[bool, typer.Option(help="Also write <name>.clean.jsonl beside each file, without the bad "
                                                "records.")] = False,
     cache: Annotated[bool, typer.Option(help="Reuse what an earlier check in --out measured.")] = True,
@@ -40,10 +42,14 @@ def check_command(
 ) -> None:
     """Read, decode and encode every record as training would; report bad records, token statistics, duplicates."""
     quiet_transformers()
+    if config is not None and media_options.given:
+        raise typer.BadParameter("with --config the media settings are its data section, as training uses them; "
+                                 "change them there (or check without --config)")
     from vidlab.data.check import check_data
 
     result = check_data(files, config=config, model=model, data_root=data_root, out_dir=out, workers=workers,
-                        timeout=timeout, max_length=max_length, cleaned=cleaned, cache=cache, progress=progress)
+                        timeout=timeout, max_length=max_length, settings=media_options.settings() if config is None
+                        else None, cleaned=cleaned, cache=cache, progress=progress)
     report = result.report
     typer.echo(f"checked {report['records']} records in {report['seconds']:g} s ({report['cached']} from the cache): "
                f"{report['ok']} usable, {report['bad']} bad")
@@ -137,14 +143,14 @@ def convert_command(
         typer.echo(f"media paths are relative to {data_root}: train with data.data_root: {data_root}")
 
 
+# What the token arithmetic uses (no video is decoded and no image counted; the count is before DiffFP).
+@media_options(only=("fps", "max_frames", "min_frames", "num_frames", "max_visual_tokens"))
 def tokens_command(
     seconds: Annotated[list[float], typer.Argument(help="Video lengths in seconds (e.g. 3600 for an hour).")],
     model: Annotated[str | None, typer.Option(help="Count with this model's processor budgets and tokenizer (a "
                                                    "folder or hub id; one with a video compressor adds it as "
                                                    "'model'). Default: the released VideoLLaMA3 budgets.")] = None,
-    fps: FpsOption = None,
-    max_frames: MaxFramesOption = None,
-    max_visual_tokens: MaxVisualTokensOption = None,
+    media_options: MediaOptions = MediaOptions(),
     width: Annotated[int, typer.Option(help="Width of the video in pixels.")] = 640,
     height: Annotated[int, typer.Option(help="Height of the video in pixels.")] = 360,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per length.")] = False,
@@ -153,7 +159,7 @@ def tokens_command(
     quiet_transformers()
     from vidlab.data.plan_tokens import plan_video_tokens, render_token_costs
 
-    settings = media_settings(fps=fps, max_frames=max_frames, max_visual_tokens=max_visual_tokens)
+    settings = media_options.settings()
     for length in seconds:
         if not length > 0:
             raise typer.BadParameter(f"{length:g}: a video length must be above 0 seconds")

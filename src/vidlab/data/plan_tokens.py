@@ -2,8 +2,9 @@
 
 For each option it counts, from the frame rule's arithmetic and the processor's budgets (no video
 is decoded):
-    frames         frames kept: floor(seconds x fps), at most max_frames, at most what the visual-token
-                   budget pays for (a compressor's tokens per frame)
+    frames         frames kept: floor(seconds x fps), at most max_frames, at least min_frames (the video
+                   is taken to have them), at most what the visual-token budget pays for (a
+                   compressor's tokens per frame)
     fps kept       frames / seconds: 1.0 means every tick of the requested rate survived
     encoder        merged patches the vision encoder makes (its work and activations)
     visual         tokens of the video the LLM reads: every merged patch for `none` (before DiffFP,
@@ -96,13 +97,16 @@ def video_token_cost(
 ) -> list[TokenCost]:
     """The cost of a `seconds`-long video of width x height pixels under each option (default: `default_options`).
 
-    Frames are the frame rule's ticks, floor(seconds x fps), thinned to max_frames (num_frames when set).
+    Frames are the frame rule's ticks, floor(seconds x fps), thinned to max_frames and topped up to min_frames
+    (num_frames when set).
     """
     options = options or default_options()
     ticks = int(seconds * settings.fps + 1e-9) if settings.num_frames is None else settings.num_frames
     costs = []
     for name, spec in options.items():
         frames = max(1, min(ticks, settings.num_frames or settings.max_frames))
+        if settings.num_frames is None:
+            frames = max(frames, settings.min_frames)
         if spec.active:
             if settings.max_visual_tokens is not None and (most := spec.max_frames_within(settings.max_visual_tokens)):
                 frames = min(frames, most)

@@ -11,21 +11,11 @@ from typing import Annotated
 import typer
 
 from vidlab.cli_common import (
-    AllowPartialOption,
-    DecoderOption,
-    FolderFpsOption,
-    FpsOption,
-    FrameRuleOption,
-    ImageMergeSizeOption,
-    KeyframesOption,
-    MaxFramesOption,
     MaxNewTokensOption,
-    MaxVisualTokensOption,
-    NoCompressionOption,
-    NumFramesOption,
+    MediaOptions,
     QuantizeOption,
     generation_options,
-    media_settings,
+    media_options,
     quiet_transformers,
     run_app,
 )
@@ -81,6 +71,7 @@ def _summary(metrics: dict) -> str:
 
 
 @eval_app.command("run")
+@media_options()
 def run_command(
     model: Annotated[str, typer.Option(help="Checkpoint folder or hub id of a native VideoLLaMA3.")] = ...,
     out: Annotated[Path, typer.Option(help="Folder for predictions.jsonl, skipped.jsonl, metrics.json, report.md "
@@ -109,17 +100,7 @@ def run_command(
                                             "frames before the question.")] = False,
     batch_size: Annotated[int, typer.Option(help="Records generated together (left-padded).")] = 1,
     limit: Annotated[int | None, typer.Option(help="Only the first N records of the data file.")] = None,
-    fps: FpsOption = None,
-    max_frames: MaxFramesOption = None,
-    num_frames: NumFramesOption = None,
-    folder_fps: FolderFpsOption = None,
-    max_visual_tokens: MaxVisualTokensOption = None,
-    image_merge_size: ImageMergeSizeOption = None,
-    no_compression: NoCompressionOption = False,
-    frame_rule: FrameRuleOption = None,
-    keyframes: KeyframesOption = False,
-    allow_partial: AllowPartialOption = False,
-    decoder: DecoderOption = None,
+    media_options: MediaOptions = MediaOptions(),
     max_new_tokens: MaxNewTokensOption = None,
     workers: Annotated[
         int, typer.Option(help="Threads decoding the next records' media ahead (0: none; default: one per core, "
@@ -141,11 +122,7 @@ def run_command(
     shardable), then score and report."""
     if (data is None) == (benchmark is None) or (benchmark is not None and root is None):
         raise typer.BadParameter("give --data FILE, or --benchmark NAME (or all) with --root DIR.")
-    settings = media_settings(
-        fps=fps, max_frames=max_frames, num_frames=num_frames, folder_fps=folder_fps,
-        max_visual_tokens=max_visual_tokens, image_merge_size=image_merge_size, no_compression=no_compression,
-        frame_rule=frame_rule, keyframes=keyframes, allow_partial=allow_partial, decoder=decoder,
-    )
+    settings = media_options.settings()
     generation = generation_options(max_new_tokens=max_new_tokens)
     from vidlab.evaluation.run import PREDICTIONS, SKIPPED, RunOptions
 

@@ -10,29 +10,18 @@ from typing import Annotated
 import typer
 
 from vidlab.cli_common import (
-    AllowPartialOption,
-    DecoderOption,
-    FolderFpsOption,
-    FpsOption,
-    FrameRuleOption,
-    ImageMergeSizeOption,
-    KeyframesOption,
-    MaxFramesOption,
     MaxNewTokensOption,
-    MaxVisualTokensOption,
-    MinFramesOption,
-    NoCompressionOption,
-    NumFramesOption,
+    MediaOptions,
     QuantizeOption,
     TemperatureOption,
     TopPOption,
     generation_options,
-    media_settings,
+    media_options,
     quiet_transformers,
 )
 from vidlab.serve.options import ServeOptions
 from vidlab.serve.ray_serve import RayOptions
-from vidlab.settings import build, option_help
+from vidlab.settings import build, flag, option_help
 
 
 def _serve(name: str) -> str:
@@ -41,10 +30,6 @@ def _serve(name: str) -> str:
 
 def _ray(name: str) -> str:
     return option_help(RayOptions, name)
-
-
-def _flag(field: str) -> str:
-    return "--" + field.replace("_", "-")
 
 
 def parse_adapters(values: list[str] | None) -> dict[str, Path]:
@@ -60,6 +45,7 @@ def parse_adapters(values: list[str] | None) -> dict[str, Path]:
     return adapters
 
 
+@media_options()  # the server's settings; a request may change those `vidlab.settings.request_fields` lists
 def serve_command(
     model: Annotated[str, typer.Option(help="Checkpoint folder or hub id of a native VideoLLaMA3.")] = ...,
     adapter: Annotated[
@@ -93,18 +79,7 @@ def serve_command(
     batch_wait_ms: Annotated[float | None, typer.Option(help=_serve("batch_wait_ms"), show_default=False)] = None,
     max_model_len: Annotated[int | None, typer.Option(help=_serve("max_model_len"), show_default=False)] = None,
     decode_workers: Annotated[int | None, typer.Option(help=_serve("decode_workers"), show_default=False)] = None,
-    fps: FpsOption = None,
-    max_frames: MaxFramesOption = None,
-    min_frames: MinFramesOption = None,
-    num_frames: NumFramesOption = None,
-    folder_fps: FolderFpsOption = None,
-    max_visual_tokens: MaxVisualTokensOption = None,
-    image_merge_size: ImageMergeSizeOption = None,
-    no_compression: NoCompressionOption = False,
-    frame_rule: FrameRuleOption = None,
-    keyframes: KeyframesOption = False,
-    allow_partial: AllowPartialOption = False,
-    decoder: DecoderOption = None,
+    media_options: MediaOptions = MediaOptions(),
     max_new_tokens: MaxNewTokensOption = None,
     temperature: TemperatureOption = None,
     top_p: TopPOption = None,
@@ -122,18 +97,14 @@ def serve_command(
 ) -> None:
     """Serve a VideoLLaMA3 model and its LoRA adapters over an OpenAI-compatible API (chat completions with video)."""
     adapters = parse_adapters(adapter)
-    media = media_settings(
-        fps=fps, max_frames=max_frames, min_frames=min_frames, num_frames=num_frames, folder_fps=folder_fps,
-        max_visual_tokens=max_visual_tokens, image_merge_size=image_merge_size, no_compression=no_compression,
-        frame_rule=frame_rule, keyframes=keyframes, allow_partial=allow_partial, decoder=decoder,
-    )
+    media = media_options.settings()
     generation = generation_options(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
     options = build(ServeOptions, {
         "media_root": media_root, "allow_remote_media": allow_remote_media or None, "max_media_mb": max_media_mb,
         "max_video_seconds": max_video_seconds, "max_media_parts": max_media_parts, "remote_timeout": remote_timeout,
         "api_key": api_key, "max_batch": max_batch, "max_queue": max_queue, "batch_wait_ms": batch_wait_ms,
         "max_model_len": max_model_len, "decode_workers": decode_workers, "media": media, "generation": generation,
-    }, name=_flag)
+    }, name=flag)
     if media_root is not None and not media_root.is_dir():
         raise typer.BadParameter(f"--media-root {media_root}: no such folder")
     ray_values = {"replicas": replicas, "gpus_per_replica": gpus_per_replica, "cpus_per_replica": cpus_per_replica,
@@ -147,7 +118,7 @@ def serve_command(
     if ray:
         from vidlab.serve.ray_serve import serve_ray
 
-        serve_ray(model, ray_options=build(RayOptions, ray_values, name=_flag), **common)
+        serve_ray(model, ray_options=build(RayOptions, ray_values, name=flag), **common)
     else:
         from vidlab.serve.run import serve
 

@@ -4,7 +4,9 @@
     "media_io_kwargs": {"video": {"num_frames": 16}}
 
 Both are checked by the same `MediaSettings` / `GenerationOptions` objects every other workload
-builds; nothing here has a default of its own.
+builds; nothing here has a default of its own. The keys are the settings' own field names
+(`request_fields`: all but those the server's operator alone decides): `mm_processor_kwargs` takes
+every media setting, `media_io_kwargs.video` the frame choice (`Sampling`'s).
 """
 
 from __future__ import annotations
@@ -14,15 +16,12 @@ from typing import Any
 from vidlab.errors import SettingsError
 from vidlab.serve.errors import ServeError
 from vidlab.serve.protocol import ChatRequest
-from vidlab.settings import GenerationOptions, MediaSettings, build
+from vidlab.settings import GenerationOptions, MediaSettings, Sampling, build, request_fields
 
 # mm_processor_kwargs key -> MediaSettings field (the processor's own name for DiffFP is accepted too).
-PROCESSOR_KEYS = {
-    "fps": "fps", "max_frames": "max_frames", "min_frames": "min_frames", "num_frames": "num_frames",
-    "max_visual_tokens": "max_visual_tokens", "image_merge_size": "image_merge_size", "frame_rule": "frame_rule",
-    "keyframes": "keyframes", "compression": "compression", "use_token_compression": "compression",
-}
-VIDEO_IO_KEYS = {"fps": "fps", "num_frames": "num_frames", "max_frames": "max_frames"}
+PROCESSOR_KEYS = {**{name: name for name in request_fields(MediaSettings)}, "use_token_compression": "compression"}
+# media_io_kwargs.video key -> MediaSettings field: the frame choice.
+VIDEO_IO_KEYS = {name: name for name in request_fields(Sampling)}
 # Fields that choose frames by rate; a request that sets one of them and not num_frames means rate sampling.
 _RATE_FIELDS = ("fps", "max_frames")
 

@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 
-from vidlab.cli_common import quiet_transformers
+from vidlab.cli_common import MediaOptions, media_options, quiet_transformers
 from vidlab.errors import VidlabError
-from vidlab.settings import MediaSettings, option_help
+from vidlab.settings import build, flag, option_help
 from vidlab.web.options import WebOptions, quickstart_paths
 
 INSTALL_HINT = "the web page needs gradio: pip install 'gradio>=6' (it comes with `pip install -e .` of vidlab)."
@@ -34,6 +34,8 @@ def parse_adapters(values: list[str] | None) -> dict[str, Path]:
     return adapters
 
 
+# The settings the page starts with (each tab can change them); the page takes a cut video as far as it goes.
+@media_options(exclude=("allow_partial",))
 def web_command(
     model: Annotated[str | None, typer.Option(help="Checkpoint folder or hub id of a native VideoLLaMA3, run in "
                                                    "this process.")] = None,
@@ -45,16 +47,14 @@ def web_command(
     runs: Annotated[Path | None, typer.Option(help=_help("runs"))] = None,
     media_root: Annotated[Path | None, typer.Option(help=_help("media_root"))] = None,
     quickstart: Annotated[Path | None, typer.Option(
-        help="A `vidlab quickstart` folder: its base model, its LoRA adapter (as 'tuned'), its evaluations and its "
-        "videos.")] = None,
+        help="A `vidlab quickstart` folder: its base model, its LoRA adapter (as 'tuned'), its evaluations, its "
+        "videos, and DiffFP off as its models were trained (--compression turns it on).")] = None,
     host: Annotated[str | None, typer.Option(help=_help("host"), show_default=False)] = None,
     port: Annotated[int | None, typer.Option(help=_help("port"), show_default=False)] = None,
     max_upload_mb: Annotated[float | None, typer.Option(help=_help("max_upload_mb"), show_default=False)] = None,
     max_video_seconds: Annotated[float | None, typer.Option(help=_help("max_video_seconds"),
                                                             show_default=False)] = None,
-    no_compression: Annotated[bool, typer.Option(
-        "--no-compression", help="Start the page with DiffFP off (as the models were trained; --quickstart implies "
-        "it: its models were trained without DiffFP).")] = False,
+    media_options: MediaOptions = MediaOptions(),
     open_browser: Annotated[bool, typer.Option("--open", help="Open the page in the default browser.")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N (with --model).")] = "auto",
     dtype: Annotated[str, typer.Option(help="auto, bf16, fp16 or fp32 (with --model).")] = "auto",
@@ -65,20 +65,17 @@ def web_command(
     except ImportError:
         raise VidlabError(INSTALL_HINT) from None
     adapters = parse_adapters(adapter)
-    media = MediaSettings(compression=not no_compression)
+    base = None
     if quickstart is not None:
         given = quickstart_paths(quickstart)
-        media = given["media"]
+        base = given["media"]
         model = model if model is not None or api is not None else str(given["model"])
         adapters = adapters or ({} if api is not None else given["adapters"])
         runs = runs or given["runs"]
         media_root = media_root or given["media_root"]
-    from vidlab.settings import build
-
     options = build(WebOptions, {"host": host, "port": port, "runs": runs, "media_root": media_root,
                                  "max_upload_mb": max_upload_mb, "max_video_seconds": max_video_seconds,
-                                 "media": media},
-                    name=lambda field: "--" + field.replace("_", "-"))
+                                 "media": media_options.settings(base)}, name=flag)
     if model is not None:
         quiet_transformers()
     from vidlab.web.app import launch

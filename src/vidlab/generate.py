@@ -40,6 +40,7 @@ class Generated:
     text: str
     token_ids: list[int] = field(default_factory=list)
     prompt_cache: PromptCache | None = None  # when asked for: the conversation's cache after this answer
+    reused_tokens: int = 0  # prompt tokens whose keys and values came from the cache brought in
 
 
 def _on_model(inputs: Batch, model) -> dict[str, torch.Tensor]:

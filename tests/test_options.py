@@ -118,6 +118,25 @@ def test_min_frames_reaches_chat_and_eval_before_any_model_loads(tmp_path):
         assert str(result.exception).startswith("--min-frames: input should be greater than or equal to 1")
 
 
+def test_data_check_decodes_with_the_media_options(tiny_model_dir, sample_video, tmp_path):
+    from vidlab.cli import app
+
+    data = tmp_path / "train.jsonl"
+    data.write_text(json.dumps({"video": [str(sample_video)], "conversations": [
+        {"from": "human", "value": "<video>\nWhat happens?"}, {"from": "gpt", "value": "It moves."}]}) + "\n")
+    frames = {}
+    for flags in ([], ["--num-frames", "3", "--no-compression"]):
+        out = tmp_path / ("check" + "".join(flags))
+        done = CliRunner().invoke(app, ["data", "check", str(data), "--model", str(tiny_model_dir), "--out", str(out),
+                                        "--workers", "0", "--no-progress", *flags])
+        assert done.exit_code == 0, done.output
+        report = json.loads((out / "check.json").read_text())
+        frames[tuple(flags)] = json.loads((out / "samples.jsonl").read_text().splitlines()[0])["frames"]
+        assert report["settings"] == MediaSettings.model_validate(
+            {"num_frames": 3, "compression": False} if flags else {}).model_dump(mode="json")
+    assert frames == {(): 4, ("--num-frames", "3", "--no-compression"): 3}  # 4 s at 1 fps; then exactly 3
+
+
 def test_data_check_media_options_are_for_a_check_without_a_config(tmp_path):
     from vidlab.cli import app
 

@@ -145,6 +145,24 @@ def test_data_check_media_options_are_for_a_check_without_a_config(tmp_path):
     assert result.exit_code == 2 and "with --config the media settings are its data section" in result.output
 
 
+def test_web_starts_from_the_quickstarts_settings_and_the_options_change_them(tmp_path, monkeypatch):
+    pytest.importorskip("gradio")
+    import vidlab.web.app
+    from vidlab.cli import app
+
+    started = []
+
+    def launch(model, adapters, api, api_key, options, **kwargs):
+        started.append(options.media)
+        raise KeyboardInterrupt  # stop before a server starts
+
+    monkeypatch.setattr(vidlab.web.app, "launch", launch)
+    (tmp_path / "quickstart.json").write_text("{}")
+    for flags in ([], ["--compression", "--fps", "2"]):
+        CliRunner().invoke(app, ["web", "--quickstart", str(tmp_path), *flags])
+    assert started == [MediaSettings(compression=False), MediaSettings(fps=2)]
+
+
 def _request(**kwargs) -> ChatRequest:
     return ChatRequest(model="m", messages=[{"role": "user", "content": "hi"}], **kwargs)
 

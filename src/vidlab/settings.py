@@ -44,7 +44,8 @@ class Sampling(BaseModel):
         None, ge=1, description="Exactly this many evenly spaced frames instead (fps and max_frames are then unused)."
     )
     folder_fps: float = Field(
-        3.0, **_RATE, **_OPERATOR, description="Frame rate of videos stored as folders of frame images (VideoLLaMA3 extracts at 3)."
+        3.0, **_RATE, **_OPERATOR,
+        description="Frame rate of videos stored as folders of frame images (VideoLLaMA3 extracts at 3).",
     )
     frame_rule: Literal["videollama3", "on_screen"] = Field(
         "videollama3", description="videollama3: the frames and stamps of VideoLLaMA3's own loader, which the released "
@@ -55,13 +56,13 @@ class Sampling(BaseModel):
         "on long videos; stamped with its true time).",
     )
     allow_partial: bool = Field(
-        False, **_OPERATOR, description="Use a video whose readable frames end well before the length its header states (a cut "
-        "download) instead of refusing it.",
+        False, **_OPERATOR, description="Use a video whose readable frames end well before the length its header "
+        "states (a cut download) instead of refusing it.",
     )
     decoder: Literal["auto", "pyav", "torchcodec"] = Field(
-        "auto", **_OPERATOR, description="auto: torchcodec where it is installed and faster (exact frames at their own size, "
-        "from an 8-bit stream without B-frames), else PyAV; pyav: always PyAV (bundled, needs nothing); torchcodec: "
-        "torchcodec for every video it can decode (pip install torchcodec; it needs FFmpeg's libraries).",
+        "auto", **_OPERATOR, description="auto: torchcodec where it is installed and faster (exact frames at their own "
+        "size, from an 8-bit stream without B-frames), else PyAV; pyav: always PyAV (bundled, needs nothing); "
+        "torchcodec: torchcodec for every video it can decode (pip install torchcodec; it needs FFmpeg's libraries).",
     )
 
     @model_validator(mode="after")

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from vidlab.errors import DataFileError, RecordError
+from vidlab.errors import RecordError
 from vidlab.evaluation.sets import load_eval_set
 from vidlab.files import iter_json_items, read_jsonl
 from vidlab.training.data import load_records

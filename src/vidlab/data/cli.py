@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
@@ -13,8 +14,13 @@ from vidlab.cli_common import FpsOption, MaxFramesOption, MaxVisualTokensOption,
 _SHOWN = 10  # bad records / problems printed; the files list them all
 
 
-def _short(path: str) -> str:
-    return Path(path).name
+def _shown(path: str) -> str:
+    """A file as the user can find it: relative to the working folder when it is below it, else as given
+    (several folders often hold a file of the same name)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return path
 
 
 def check_command(
@@ -49,8 +55,10 @@ def check_command(
                f"{report['ok']} usable, {report['bad']} bad")
     if result.bad:
         typer.echo("bad records by kind: " + ", ".join(f"{kind} {n}" for kind, n in report["bad_by_kind"].items()))
+        starts = Counter((row["file"], row["line"]) for row in [*result.bad, *result.samples])
         for row in result.bad[:_SHOWN]:
-            typer.echo(f"  {_short(row['file'])}:{row['line']}  {row['kind']}: {row['reason']}")
+            shared = f" (record {row['index'] + 1})" if starts[row["file"], row["line"]] > 1 else ""
+            typer.echo(f"  {_shown(row['file'])}:{row['line']}{shared}  {row['kind']}: {row['reason']}")
         if len(result.bad) > _SHOWN:
             typer.echo(f"  ... {len(result.bad) - _SHOWN} more in {result.out_dir / 'bad.jsonl'}")
     stats = report["stats"]

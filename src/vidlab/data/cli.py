@@ -126,9 +126,9 @@ def convert_command(
     dataset: Annotated[str | None, typer.Option(help="The data set's name in dataset_info.json.")] = None,
 ) -> None:
     """Convert LLaVA-Video, Video-ChatGPT, ShareGPT4Video, MSR-VTT, MSVD, VATEX or LLaMA-Factory data to records."""
-    from vidlab.data.convert import convert_data
+    from vidlab.data.convert import convert_annotations
 
-    result = convert_data(source_format, file, out, data_root=data_root, captions=captions, to=to, prompt=prompt,
+    result = convert_annotations(source_format, file, out, data_root=data_root, captions=captions, to=to, prompt=prompt,
                           split=split, language=language, dataset_info=dataset_info, dataset=dataset)
     typer.echo(f"wrote {result.records} {'sharegpt ' if result.target == 'sharegpt' else ''}record(s) to "
                f"{result.out} from {result.items} {source_format} item(s); {len(result.problems)} not converted")

@@ -22,13 +22,14 @@ from typing import Any
 
 from vidlab.conversation import MediaPart, TextPart, parse_record
 from vidlab.data.convert.common import (
-    ConvertError,
     Item,
     count_placeholders,
+    failed,
     json_items,
     media_record,
     path_list,
 )
+from vidlab.errors import AnnotationConversionError
 from vidlab.files import TEXT_ENCODING
 
 
@@ -61,15 +62,15 @@ def layout_from_dataset_info(info_path: Path, name: str) -> Layout:
     try:
         info = json.loads(Path(info_path).read_text(encoding=TEXT_ENCODING))
     except (OSError, json.JSONDecodeError) as err:
-        raise ConvertError(
+        raise AnnotationConversionError(
             f"{info_path}: cannot read it as JSON ({err}). Pass LLaMA-Factory's dataset_info.json."
         ) from err
     if not isinstance(info, dict) or name not in info:
         known = ", ".join(sorted(info)[:20]) if isinstance(info, dict) else ""
-        raise ConvertError(f"{info_path}: no data set named {name!r}. Its data sets: {known}.")
+        raise AnnotationConversionError(f"{info_path}: no data set named {name!r}. Its data sets: {known}.")
     entry = info[name]
     if entry.get("formatting", "alpaca") != "sharegpt":
-        raise ConvertError(
+        raise AnnotationConversionError(
             f"{info_path}: {name} is in LLaMA-Factory's {entry.get('formatting', 'alpaca')} format; only its sharegpt "
             "format (conversations or OpenAI messages, with images / videos) can be converted."
         )
@@ -129,12 +130,12 @@ def convert_item(item: Any, layout: Layout) -> dict:
 def read(path: Path, layout: Layout = SHAREGPT, **_: Any) -> Iterator[Item]:
     for where, raw in json_items(path):
         if isinstance(raw, Exception):
-            yield Item(where, problem=str(raw).removeprefix(f"{where}: "))
+            yield failed(where, raw)
             continue
         try:
             yield Item(where, records=[convert_item(raw, layout)])
         except ValueError as err:
-            yield Item(where, problem=str(err))
+            yield failed(where, err)
 
 
 def read_openai(path: Path, layout: Layout | None = None, **kwargs: Any) -> Iterator[Item]:

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from vidlab.data.convert.common import Item, count_placeholders, json_items, media_record, path_list
+from vidlab.data.convert.common import Item, count_placeholders, failed, json_items, media_record, path_list
 
 
 def _turns(item: dict) -> list[dict]:
@@ -75,11 +75,11 @@ def convert_item(item: Any) -> tuple[dict, str | None]:
 def read(path: Path, **_: Any) -> Iterator[Item]:
     for where, raw in json_items(path):
         if isinstance(raw, Exception):
-            yield Item(where, problem=str(raw).removeprefix(f"{where}: "))
+            yield failed(where, raw)
             continue
         try:
             record, note = convert_item(raw)
         except ValueError as err:
-            yield Item(where, problem=str(err))
+            yield failed(where, err)
             continue
         yield Item(where, records=[record], notes=[note] if note else [])

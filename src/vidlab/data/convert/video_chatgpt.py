@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from vidlab.data.convert import llava
-from vidlab.data.convert.common import Item, VideoFinder, json_items, text_of
+from vidlab.data.convert.common import Item, MediaMissing, VideoFinder, failed, json_items, text_of
 
 _KEYS = {"question": ("q", "Q", "question"), "answer": ("a", "A", "answer"), "video": ("video_id", "video_name")}
 
@@ -39,7 +39,7 @@ def _training_format(item: dict, finder: VideoFinder) -> tuple[dict, str | None]
     video_id = _video_id(item.get("video"))
     video = finder.find(video_id)
     if video is None:
-        raise ValueError(finder.missing(video_id))
+        raise MediaMissing(finder.missing(video_id))
     return llava.convert_item({**item, "video": video})
 
 
@@ -48,7 +48,7 @@ def read(path: Path, data_root: Path | None = None, **_: Any) -> Iterator[Item]:
     per_video: Counter = Counter()
     for where, raw in json_items(path):
         if isinstance(raw, Exception):
-            yield Item(where, problem=str(raw).removeprefix(f"{where}: "))
+            yield failed(where, raw)
             continue
         try:
             if not isinstance(raw, dict):
@@ -62,9 +62,9 @@ def read(path: Path, data_root: Path | None = None, **_: Any) -> Iterator[Item]:
             answer = text_of(_field(raw, "answer"), "the answer").strip()
             video = finder.find(video_id)
             if video is None:
-                raise ValueError(finder.missing(video_id))
+                raise MediaMissing(finder.missing(video_id))
         except ValueError as err:
-            yield Item(where, problem=str(err))
+            yield failed(where, err)
             continue
         per_video[video_id] += 1
         record = {

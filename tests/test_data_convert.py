@@ -428,3 +428,106 @@ def test_the_command_writes_records_and_reports_problems(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert "error: unknown source format 'webvid'; use one of: llava, video-chatgpt" in bad.stderr
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Published layouts the converters met in the wild
+
+
+def test_a_json_list_on_one_line_gives_each_problem_its_own_place(tmp_path):
+    # Video-ChatGPT's training json as its script writes it: json.dump, the whole list on line 1.
+    root = touch(tmp_path / "activitynet", "v_a.mp4", "v_c.mp4")
+    items = [{"id": f"v_{name}", "video": f"v_{name}.pkl", "conversations": [
+        {"from": "human", "value": "<video>\nWhat happens?"}, {"from": "gpt", "value": "Something."}]}
+        for name in ("a", "b", "c")]
+    source = tmp_path / "video_chatgpt_training.json"
+    with open(source, "w") as handle:
+        json.dump(items, handle)
+    result = convert_annotations("video-chatgpt", source, tmp_path / "out.jsonl", data_root=root)
+    assert [r["id"] for r in rows(result.out)] == ["v_a", "v_c"]
+    assert list(reasons(result)) == [f"{source}:1 (record 2)"]
+
+
+def test_a_wrong_data_root_says_so_and_lists_every_item(tmp_path):
+    source = json_list(tmp_path / "llava_video.json", LLAVA[:3])
+    (tmp_path / "elsewhere").mkdir()
+    with pytest.raises(AnnotationConversionError, match=r"(?s)media of every item \(3\) are missing under the data "
+                                                        r"root .*elsewhere.*Check --data-root") as err:
+        convert_annotations("llava", source, tmp_path / "out.jsonl", data_root=tmp_path / "elsewhere")
+    assert "llava format" not in str(err.value)
+    skipped = rows(tmp_path / "out.skipped.jsonl")
+    assert [row["kind"] for row in skipped] == ["missing media"] * 3 and not (tmp_path / "out.jsonl").exists()
+
+
+def test_llava_onevision_parquet_with_the_images_inside(tmp_path):
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    def png(colour) -> bytes:
+        buffer = io.BytesIO()
+        Image.new("RGB", (28, 28), colour).save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    # The columns of lmms-lab/LLaVA-OneVision-Data: id, image (a datasets Image), conversations, data_source.
+    image_type = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    turn_type = pa.list_(pa.struct([("from", pa.string()), ("value", pa.string())]))
+    table = pa.table({
+        "id": ["identity_1", "identity_2", "text_only", "empty"],
+        "image": pa.array([{"bytes": png("red"), "path": None}, {"bytes": png("blue"), "path": None}, None,
+                           {"bytes": png("green"), "path": None}], image_type),
+        "conversations": pa.array([
+            [{"from": "human", "value": "<image>\nWhat colour is it?"}, {"from": "gpt", "value": "Red."}],
+            [{"from": "human", "value": "What colour?"}, {"from": "gpt", "value": "Blue."}],
+            [{"from": "human", "value": "Say hi."}, {"from": "gpt", "value": "Hi."}],
+            [],
+        ], turn_type),
+        "data_source": ["CLEVR-Math(MathV360K)"] * 4,
+    })
+    source = tmp_path / "train-00000-of-00001.parquet"
+    pq.write_table(table, source)
+    out = tmp_path / "converted" / "onevision.jsonl"
+    out.parent.mkdir()
+    result = convert_annotations("llava", source, out)
+
+    written = rows(out)
+    assert [r["id"] for r in written] == ["identity_1", "identity_2", "text_only"]
+    assert written[0]["image"] == ["onevision_media/0000001_identity_1.png"]
+    assert written[1]["conversations"][0]["value"] == "<image>\nWhat colour?"  # placeholder added, as LLaVA does
+    assert reasons(result) == {f"{source} row 4": 'the conversation is empty ("conversations" has no turns)'}
+    records, skipped = load_records([out])
+    assert len(records) == 3 and not skipped
+    with Image.open(out.parent / written[0]["image"][0]) as image:
+        assert image.getpixel((0, 0)) == (255, 0, 0)
+
+
+def test_video_chatgpt_consistency_qa_gives_a_record_per_question(tmp_path):
+    source = json_list(tmp_path / "consistency_qa.json", [
+        {"Q1": "What is the man doing?", "Q2": "What activity is the man engaged in?", "A": "He is skiing.",
+         "video_name": "v_abc"},
+        {"Q1": "Where?", "A": "Here.", "video_name": "v_def"},
+    ])
+    result = convert_annotations("video-chatgpt", source, tmp_path / "out.jsonl")
+    assert [(r["id"], r["conversations"][0]["value"], r["conversations"][1]["value"]) for r in rows(result.out)] == [
+        ("v_abc#1", "<video>\nWhat is the man doing?", "He is skiing."),
+        ("v_abc#2", "<video>\nWhat activity is the man engaged in?", "He is skiing."),
+    ]
+    assert reasons(result) == {f"{source}:3": '"Q2" must be a string, got NoneType'}
+
+
+def test_llamafactory_video_given_as_its_frames(tmp_path):
+    frames = [f"mllm_demo_data/4/{n:02d}.jpg" for n in range(3)]
+    root = touch(tmp_path / "data", *frames, "mllm_demo_data/mixed/00.jpg", "mllm_demo_data/mixed/extra.jpg")
+    source = json_list(tmp_path / "mllm_video_frames.json", [
+        {"conversations": [{"from": "human", "value": "<video>What is she doing?"},
+                           {"from": "gpt", "value": "Knitting."}], "videos": [frames]},
+        {"conversations": [{"from": "human", "value": "<video>And here?"}, {"from": "gpt", "value": "x"}],
+         "videos": [["mllm_demo_data/mixed/00.jpg"]]},
+    ])
+    result = convert_annotations("sharegpt", source, tmp_path / "out.jsonl", data_root=root)
+    assert [r["video"] for r in rows(result.out)] == [["mllm_demo_data/4"]]
+    assert "holds 1 image(s) besides its 1 frames" in reasons(result)[f"{source}:3"]
+    [record] = load_records([result.out], root)[0]
+    assert record.conversation.media[0].path == "mllm_demo_data/4"

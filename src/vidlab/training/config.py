@@ -9,8 +9,6 @@ types, missing files.
 from __future__ import annotations
 
 import copy
-import difflib
-import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from vidlab.errors import VidlabError
 from vidlab.settings import DECODE_WORKERS, MediaSettings, VideoCompressor
+from vidlab.validation import describe_errors
 
 PARTS = ("vision", "projector", "compressor", "llm")
 
@@ -202,52 +201,12 @@ def apply_overrides(raw: dict, overrides: list[str] | dict[str, Any]) -> dict:
     return raw
 
 
-def _known_keys(model: type[BaseModel], loc: tuple) -> list[str]:
-    """The field names at `loc` (the location of an unknown key), for did-you-mean hints."""
-    for part in loc[:-1]:
-        field = model.model_fields.get(str(part))
-        annotation = _section_type(getattr(field, "annotation", None) if field else None)
-        if annotation is None:
-            return []
-        model = annotation
-    return list(model.model_fields)
-
-
-def _section_type(annotation) -> type[BaseModel] | None:
-    """The pydantic model a field holds (`X` or `X | None`), or None."""
-    for candidate in (annotation, *typing.get_args(annotation)):
-        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
-            return candidate
-    return None
-
-
-def _describe(error: dict) -> str:
-    loc = error["loc"]
-    where = ".".join(str(part) for part in loc) or "(top level)"
-    if error["type"] == "extra_forbidden":
-        known = _known_keys(TrainConfig, loc)
-        near = difflib.get_close_matches(str(loc[-1]), known, n=1)
-        hint = f"did you mean {near[0]!r}? " if near else ""
-        return f"{where}: unknown key; {hint}known keys here: {', '.join(known)}."
-    if error["type"] == "missing":
-        field = _field_info(loc)
-        about = f" ({field.description})" if field is not None and field.description else ""
-        return f"{where}: missing{about}. Add it."
-    if error["type"] == "value_error":
-        message = str(error["ctx"]["error"]) if "ctx" in error else error["msg"]
-        return f"{where}: {message}" if loc else message
-    return f"{where}: {error['msg']} (got {error.get('input')!r})."
-
-
-def _field_info(loc: tuple):
-    model: type[BaseModel] = TrainConfig
-    field = None
-    for part in loc:
-        field = model.model_fields.get(str(part))
-        if field is None:
-            return None
-        model = _section_type(field.annotation) or model
-    return field
+def _problems(label: str, lines: list[str]) -> ConfigError:
+    """One error naming every problem; its first line says which settings (the first words of each line)."""
+    if len(lines) == 1:
+        return ConfigError(f"{label}: {lines[0]}")
+    settings = ", ".join(line.split(": ")[0] for line in lines)
+    return ConfigError(f"{label}: {len(lines)} problems in the config ({settings}):\n  " + "\n  ".join(lines))
 
 
 def check_files(config: TrainConfig) -> list[str]:
@@ -306,11 +265,10 @@ def load_config(
     try:
         config = TrainConfig.model_validate(raw)
     except ValidationError as err:
-        lines = [_describe(e) for e in err.errors()]
-        raise ConfigError(f"{label}: {len(lines)} problem(s) in the config:\n  " + "\n  ".join(lines)) from None
+        raise _problems(label, describe_errors(err, model=TrainConfig)) from None
     problems = check_files(config) if check_paths else []
     if problems:
-        raise ConfigError(f"{label}: {len(problems)} problem(s) in the config:\n  " + "\n  ".join(problems))
+        raise _problems(label, problems)
     return config
 
 

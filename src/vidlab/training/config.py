@@ -53,6 +53,10 @@ class DataSection(MediaSettings):
     data_root: str | None = Field(None, description="Folder media paths are relative to (default: each file's folder).")
     model_max_length: int = Field(16384, ge=16, description="Tokens per sample (text + visual); longer ones shrink.")
     strict: bool = Field(False, description="Stop at the first bad sample instead of skipping it.")
+    check: str | None = Field(
+        None, description="check.json of `vidlab data check` on data.train: the records it found bad are left out, "
+        "so steps per epoch count usable records (as `vidlab data plan` does).",
+    )
     workers: int = Field(
         DECODE_WORKERS, ge=0, description="DataLoader worker processes decoding videos (0: in the main process).",
         json_schema_extra={"shown_default": "one per core, at most 8"},  # the machine's count, not a fixed number
@@ -228,6 +232,9 @@ def check_files(config: TrainConfig) -> list[str]:
     adapter = config.model.adapter
     if adapter is not None and not (Path(adapter).expanduser() / "adapter_config.json").is_file():
         problems.append(f"model.adapter: {config.model.adapter}: not a PEFT adapter folder (no adapter_config.json).")
+    if config.data.check is not None and not Path(config.data.check).expanduser().is_file():
+        problems.append(f"data.check: {config.data.check}: no such file. Run `vidlab data check --config CONFIG "
+                        "--out FOLDER` and give FOLDER/check.json.")
     return problems
 
 

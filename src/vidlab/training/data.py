@@ -11,6 +11,8 @@ The steps, each usable on its own:
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ import torch
 from vidlab.annotations import Position, read_records, reason_of
 from vidlab.conversation import Conversation, parse_record
 from vidlab.errors import ConversationError, DataFileError, MediaError, MediaNotFoundError, SampleError, VidlabError
+from vidlab.files import read_jsonl
 from vidlab.inputs import IGNORE_INDEX, Sample, collate, encode, load_media, video_frame_size
 from vidlab.record_kinds import kind_of
 from vidlab.settings import MediaSettings
@@ -158,6 +161,48 @@ def load_records(
                 continue
             records.append(TrainRecord(raw.position, raw.id, len(records), conversation, root))
     return records, skipped
+
+
+def leave_out_checked(records: list[TrainRecord], check: Path, settings: MediaSettings,
+                      max_length: int) -> tuple[list[TrainRecord], list[SkipNote]]:
+    """The records `vidlab data check` found usable (its check.json and the bad.jsonl beside it), and a
+    SkipNote for each one left out, so that steps per epoch count usable records.
+
+    Raises:
+        DataFileError: the check was made on other files or settings, or before a file last changed.
+    """
+    check = Path(check).expanduser()
+    try:
+        report = json.loads(check.read_text(encoding="utf-8"))
+        bad = read_jsonl(check.parent / "bad.jsonl")
+    except (OSError, ValueError) as err:
+        raise DataFileError(f"{check}: not a readable check.json with bad.jsonl beside it ({err}). Run "
+                            "`vidlab data check` again.") from err
+    def same(file) -> str:
+        return str(Path(file).expanduser().resolve())
+
+    files = sorted({str(r.file) for r in records})
+    stale = [f for f in files if Path(f).stat().st_mtime > check.stat().st_mtime]
+    problems = []
+    if not {same(f) for f in files} <= {same(f) for f in report.get("files", [])}:
+        problems.append(f"it checked {', '.join(report.get('files', []))}, not {', '.join(files)}")
+    if stale:
+        problems.append(f"{', '.join(stale)} changed after it")
+    if report.get("settings") != settings.model_dump(mode="json") or report.get("model_max_length") != max_length:
+        problems.append("it used other media settings or model_max_length than this config")
+    if problems:
+        raise DataFileError(f"data.check: {check}: {'; '.join(problems)}. Run `vidlab data check --config CONFIG` "
+                            "again, or leave data.check out.")
+    left_out = {(same(row["file"]), row["index"]): row for row in bad}
+    kept, notes = [], []
+    for record in records:
+        row = left_out.get((same(record.file), record.position.index))
+        if row is None:
+            kept.append(dataclasses.replace(record, index=len(kept)))
+        else:
+            notes.append(SkipNote(str(record.file), record.line, record.id, f"data check: {row['reason']}",
+                                  record.position.index, row["kind"]))
+    return kept, notes
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -317,6 +362,7 @@ __all__ = [
     "TrainDataset",
     "TrainRecord",
     "encode_record",
+    "leave_out_checked",
     "load_records",
     "raise_if_fatal",
 ]

@@ -97,7 +97,8 @@ def read_records(path: str | Path) -> Iterator[RawRecord]:
     try:
         text = path.read_text(encoding=TEXT_ENCODING)
     except UnicodeDecodeError as err:
-        hint = " It looks like a parquet file: convert it with `vidlab data convert`." \
+        hint = " A parquet file (LLaVA-OneVision-Data's) converts to records with `vidlab data convert llava FILE " \
+            "OUT.jsonl`." \
             if path.suffix.lower() == ".parquet" else " Save the file as UTF-8."
         raise DataFileError(f"{path}: not UTF-8 text ({err.reason}).{hint}") from err
     stripped = text.lstrip()

@@ -238,7 +238,8 @@ def check_data(
             "skipped": sum(1 for row in bad if row["kind"] == "over budget"),
         },
         "stats": distributions(samples),
-        "longest": None if longest is None else {k: longest[k] for k in ("file", "line", "id", "total_tokens")},
+        "longest": None if longest is None else {k: longest[k]
+                                                 for k in ("file", "index", "line", "id", "total_tokens")},
         "duplicates": {
             "records": len(repeats),
             "shared_ids": len(shared_ids),

@@ -12,6 +12,7 @@ import pytest
 
 from vidlab.conversation import parse_record
 from vidlab.data.convert import AnnotationConversionError, convert_annotations
+from vidlab.errors import DataFileError
 from vidlab.evaluation.sets import load_eval_set
 from vidlab.training.data import load_records
 
@@ -501,6 +502,8 @@ def test_llava_onevision_parquet_with_the_images_inside(tmp_path):
     assert len(records) == 3 and not skipped
     with Image.open(out.parent / written[0]["image"][0]) as image:
         assert image.getpixel((0, 0)) == (255, 0, 0)
+    with pytest.raises(DataFileError, match=r"not UTF-8 text.*vidlab data convert llava FILE OUT\.jsonl"):
+        load_records([source])  # training is told how to read it
 
 
 def test_video_chatgpt_consistency_qa_gives_a_record_per_question(tmp_path):

@@ -92,7 +92,7 @@ def _resolve(path: str, root: Path) -> Path:
     return resolved if resolved.is_absolute() else root / resolved
 
 
-def usable_conversation(item: Any, where: str, root: Path) -> Conversation:
+def _usable_conversation(item: Any, where: str, root: Path) -> Conversation:
     """The record as a Conversation training can learn from, or the VidlabError that says why not."""
     if isinstance(item, Exception):
         raise item
@@ -148,7 +148,7 @@ def load_records(
         for raw in read_records(file):
             where = str(raw.position)
             try:
-                conversation = usable_conversation(raw.item, where, root)
+                conversation = _usable_conversation(raw.item, where, root)
             except VidlabError as err:
                 note = SkipNote.of(raw.position, raw.given_id, err)
                 if strict:

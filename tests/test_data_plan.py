@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from vidlab.data.check import check_data
-from vidlab.data.plan import plan_run
+from vidlab.data.plan import plan_run, render_plan
 from vidlab.data.plan_memory import GIB, MIB, Setup, estimate
 from vidlab.data.plan_model import Architecture, PlanError, read_architecture
 from vidlab.errors import VidlabError
@@ -197,6 +197,8 @@ def test_plan_and_train_count_the_same_usable_records(tiny_model_dir, tmp_path):
 
     unchecked = plan_run(config, stats=checked.out_dir / "check.json")
     assert unchecked.records == 6 and "data.check" in unchecked.records_note and "all 9" in unchecked.records_note
+    shown = render_plan(unchecked)
+    assert "steps        6 records: 6 optimiser steps per epoch" in shown and "with data.check: " in shown
     config["data"]["check"] = str(checked.out_dir / "check.json")
     plan = plan_run(config)  # data.check is the statistics
     assert (plan.records, plan.total_steps, plan.records_note) == (6, 6, None)

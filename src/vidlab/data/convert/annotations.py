@@ -197,8 +197,8 @@ def convert_annotations(
             to use the columns and tags that entry renames.
 
     Raises:
-        AnnotationConversionError: bad arguments, a file that is not in the format asked for, or nothing convertible
-            (the message lists the first problems).
+        AnnotationConversionError: bad arguments, a file that is not in the format asked for, or nothing
+            convertible (the message says the reason every item shares, or the first problems).
     """
     path, out = Path(path).expanduser(), Path(out).expanduser()
     root = Path(data_root).expanduser() if data_root is not None else None
@@ -240,7 +240,7 @@ def convert_annotations(
     else:
         write_jsonl(out, rows)
     result = AnnotationConversion(out, source_format, to, items, len(rows), problems, notes,
-                           skipped_file if problems else None)
+                                  skipped_file if problems else None)
     if to == "sharegpt":
         has = {key: any(key in row for row in rows) for key in ("images", "videos", "system")}
         result.dataset_info = llamafactory.dataset_info_entry(out.name, has["images"], has["videos"], has["system"])

@@ -144,7 +144,7 @@ def _msvd_csv(path: Path, text: str, language: str) -> Iterator[tuple[str, str, 
     needed = {"VideoID", "Start", "End", "Language", "Description"}
     if not needed <= set(reader.fieldnames or []):
         raise AnnotationConversionError(f"{path}: an MSVD corpus CSV needs the columns {', '.join(sorted(needed))}; "
-                           f"this one has {', '.join(reader.fieldnames or [])}.")
+                                        f"this one has {', '.join(reader.fieldnames or [])}.")
     for row in reader:
         if (row.get("Language") or "").strip().lower() == language.lower():
             clip = f"{row['VideoID']}_{row['Start']}_{row['End']}"

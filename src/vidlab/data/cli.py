@@ -128,8 +128,9 @@ def convert_command(
     """Convert LLaVA-Video, Video-ChatGPT, ShareGPT4Video, MSR-VTT, MSVD, VATEX or LLaMA-Factory data to records."""
     from vidlab.data.convert import convert_annotations
 
-    result = convert_annotations(source_format, file, out, data_root=data_root, captions=captions, to=to, prompt=prompt,
-                          split=split, language=language, dataset_info=dataset_info, dataset=dataset)
+    result = convert_annotations(source_format, file, out, data_root=data_root, captions=captions, to=to,
+                                 prompt=prompt, split=split, language=language, dataset_info=dataset_info,
+                                 dataset=dataset)
     typer.echo(f"wrote {result.records} {'sharegpt ' if result.target == 'sharegpt' else ''}record(s) to "
                f"{result.out} from {result.items} {source_format} item(s); {len(result.problems)} not converted")
     for problem in result.problems[:_SHOWN]:

@@ -325,8 +325,10 @@ def test_asking_for_another_compressor_than_the_models_is_refused(saved):
 
 
 def test_convert_says_a_compressed_folder_is_already_native(saved, tmp_path):
-    from vidlab.errors import ConversionError
+    from vidlab.errors import CheckpointConversionError
 
-    with pytest.raises(ConversionError, match="already a native transformers VideoLLaMA3 checkpoint .model_type "
-                                              "vidlab_video_llama_3"):
-        vidlab.convert(saved, tmp_path / "out")
+    with pytest.raises(
+        CheckpointConversionError, match="already a native transformers VideoLLaMA3 checkpoint .model_type "
+                                              "vidlab_video_llama_3"
+    ):
+        vidlab.convert_checkpoint(saved, tmp_path / "out")

@@ -24,9 +24,9 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoProcessor, PreTrainedTokenizerFast, VideoLlama3ForConditionalGeneration
 from transformers.video_utils import VideoMetadata
 
-from vidlab.errors import ConversionError, ModelLoadError
+from vidlab.errors import CheckpointConversionError, ModelLoadError
 from vidlab.models import load_model
-from vidlab.models.convert.run import convert_checkpoint
+from vidlab.models.convert.checkpoint import convert_checkpoint
 from vidlab.models.info import model_info, render_model_info
 
 DATA = Path(__file__).parent / "data"
@@ -203,7 +203,7 @@ def left_behind(parent: Path, name: str) -> list[str]:
 def converted_released(tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("released")
     source = write_released(work / "original", shards=3)
-    return convert_checkpoint(source, work / "native", progress=False, max_shard_size="200KB")
+    return convert_checkpoint(source, work / "native", progress=False, max_shard_size="200KB").folder
 
 
 def test_native_model_reproduces_the_original_logits(converted_released):
@@ -287,14 +287,14 @@ def test_tokenizer_keeps_every_id_and_template_renders_like_the_original(convert
 
 
 def test_dtype_option_casts_every_weight(tmp_path):
-    out = convert_checkpoint(RELEASED, tmp_path / "bf16", dtype="bf16", progress=False)
+    out = convert_checkpoint(RELEASED, tmp_path / "bf16", dtype="bf16", progress=False).folder
     model = VideoLlama3ForConditionalGeneration.from_pretrained(out, dtype="auto")
     assert model.dtype == torch.bfloat16 and json.loads((out / "config.json").read_text())["dtype"] == "bfloat16"
     stored = load_file(out / "model.safetensors")
     assert {t.dtype for t in stored.values()} == {torch.bfloat16}
     source = released_state()["model.layers.0.self_attn.q_proj.weight"]
     assert torch.equal(stored["model.language_model.layers.0.self_attn.q_proj.weight"], source.to(torch.bfloat16))
-    with pytest.raises(ConversionError, match="dtype 'fp8': use bf16, fp16 or fp32"):
+    with pytest.raises(CheckpointConversionError, match="dtype 'fp8': use bf16, fp16 or fp32"):
         convert_checkpoint(RELEASED, tmp_path / "fp8", dtype="fp8", progress=False)
     assert not (tmp_path / "fp8").exists()
 
@@ -334,7 +334,7 @@ def converted_training(tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("training")
     encoder = write_vision_encoder(work / "SigLIP-NaViT", ENCODER_PREPROCESSOR)
     source = write_training(work / "trained", encoder, tie=True)
-    return convert_checkpoint(source, work / "native", progress=False)
+    return convert_checkpoint(source, work / "native", progress=False).folder
 
 
 # The original image processor (image_processing_videollama3.simple_batched_resize): factor = 14 * merge;
@@ -434,18 +434,21 @@ def test_training_checkpoint_with_bin_shards_and_tied_embeddings(converted_train
 
 def test_training_checkpoint_without_vision_sizes_says_where_to_find_them(tmp_path):
     source = write_training(tmp_path / "trained", tmp_path / "not-here")
-    with pytest.raises(ConversionError, match="no vision_encoder_config and it names '.*not-here'.*vision_encoder"):
+    with pytest.raises(
+        CheckpointConversionError, match="no vision_encoder_config and it names '.*not-here'.*vision_encoder"):
         convert_checkpoint(source, tmp_path / "native", progress=False)
     assert not (tmp_path / "native").exists()
 
 
-def test_training_checkpoint_without_preprocessor_says_what_to_copy(tmp_path):
+def test_training_checkpoint_without_preprocessor_says_what_to_copy(tmp_path
+    ):
     config = released_config()
     encoder = tmp_path / "encoder-without-processor"
     encoder.mkdir()
     (encoder / "config.json").write_text(json.dumps(config["vision_encoder_config"]))
     source = write_training(tmp_path / "trained", encoder)
-    with pytest.raises(ConversionError, match="no preprocessor_config.json in .*Copy preprocessor_config.json"):
+    with pytest.raises(
+        CheckpointConversionError, match="no preprocessor_config.json in .*Copy preprocessor_config.json"):
         convert_checkpoint(source, tmp_path / "native", progress=False)
     assert left_behind(tmp_path, "native") == []
 
@@ -453,11 +456,12 @@ def test_training_checkpoint_without_preprocessor_says_what_to_copy(tmp_path):
 # ---------------------------------------------------------------- LoRA runs
 
 
-def test_lora_run_is_merged_into_the_base(tmp_path):
+def test_lora_run_is_merged_into_the_base(tmp_path
+    ):
     base = write_released(tmp_path / "base")
     run = tmp_path / "lora-run"
     written = write_lora_run(run, base=str(base))
-    out = convert_checkpoint(run, tmp_path / "merged", progress=False)
+    out = convert_checkpoint(run, tmp_path / "merged", progress=False).folder
 
     source = released_state()
     native = VideoLlama3ForConditionalGeneration.from_pretrained(out).state_dict()
@@ -496,7 +500,7 @@ def test_lora_run_with_trained_biases_converts(tmp_path):
     base = write_released(tmp_path / "base")
     run = tmp_path / "lora-bias-run"
     written = write_lora_run(run, base=str(base), lora_bias="all")
-    out = convert_checkpoint(run, tmp_path / "merged", progress=False)
+    out = convert_checkpoint(run, tmp_path / "merged", progress=False).folder
     native = VideoLlama3ForConditionalGeneration.from_pretrained(out).state_dict()
     for key, tensor in written["merged"].items():
         torch.testing.assert_close(native[as_native(key)], tensor, msg=key)
@@ -514,10 +518,10 @@ def test_lora_run_without_non_lora_trainables_is_refused_unless_only_the_llm_tra
     run = tmp_path / "lora-run"
     written = write_lora_run(run, base=str(base))
     (run / "non_lora_trainables.bin").unlink()
-    with pytest.raises(ConversionError, match=r"(?s)has no non_lora_trainables\.bin.*projector.*--llm-only"):
+    with pytest.raises(CheckpointConversionError, match=r"(?s)has no non_lora_trainables\.bin.*projector.*--llm-only"):
         convert_checkpoint(run, tmp_path / "merged", progress=False)
     assert left_behind(tmp_path, "merged") == []
-    out = convert_checkpoint(run, tmp_path / "merged", progress=False, llm_only=True)
+    out = convert_checkpoint(run, tmp_path / "merged", progress=False, llm_only=True).folder
     native = VideoLlama3ForConditionalGeneration.from_pretrained(out).state_dict()
     source = released_state()
     assert torch.equal(native["model.projector.readout.2.weight"], source["model.mm_projector.readout.2.weight"])
@@ -530,12 +534,14 @@ def test_lora_base_can_be_given_and_must_be_found(tmp_path):
     base = write_released(tmp_path / "base")
     run = tmp_path / "lora-run"
     write_lora_run(run, base="/cluster/home/someone/VideoLLaMA3-2B")  # the training machine's path
-    with pytest.raises(ConversionError, match=r"(?s)/cluster/home/someone/VideoLLaMA3-2B: no such folder.*--base"):
+    with pytest.raises(
+        CheckpointConversionError, match=r"(?s)/cluster/home/someone/VideoLLaMA3-2B: no such folder.*--base"):
         convert_checkpoint(run, tmp_path / "merged", progress=False)
     assert not (tmp_path / "merged").exists()
-    out = convert_checkpoint(run, tmp_path / "merged", base=base, progress=False)
+    out = convert_checkpoint(run, tmp_path / "merged", base=base, progress=False).folder
     assert json.loads((out / "vidlab_conversion.json").read_text())["base"] == str(base)
-    with pytest.raises(ConversionError, match="--base is only for LoRA runs"):
+    with pytest.raises(CheckpointConversionError, match="--base is only for LoRA runs"
+    ):
         convert_checkpoint(base, tmp_path / "other", base=base, progress=False)
 
 
@@ -618,7 +624,7 @@ BAD_SOURCES = {
     "damaged shard": (_damaged_shard, r"model-00003-of-00003.safetensors: not a readable safetensors file"),
     "both encoder layouts": (_both_encoder_layouts, r"(?s)1 tensor stored twice.*post_layernorm.weight in model"),
     "linear projector": (_linear_projector, r"mm_projector_type is 'linear'; the native VideoLLaMA3 class"),
-    "already native": (lambda folder: convert_checkpoint(RELEASED, folder, progress=False),
+    "already native": (lambda folder: convert_checkpoint(RELEASED, folder, progress=False).folder,
                        r"already a native transformers VideoLLaMA3 checkpoint"),
 }
 
@@ -627,7 +633,7 @@ BAD_SOURCES = {
 def test_bad_sources_are_refused_clearly_and_leave_no_output(case, tmp_path):
     make, message = BAD_SOURCES[case]
     source = make(tmp_path / "source")
-    with pytest.raises(ConversionError, match=message):
+    with pytest.raises(CheckpointConversionError, match=message):
         convert_checkpoint(source, tmp_path / "out", progress=False)
     assert left_behind(tmp_path, "out") == []
 
@@ -652,10 +658,10 @@ def test_a_crash_while_writing_leaves_no_output_folder(tmp_path, monkeypatch):
 def test_existing_output_and_bad_options_are_refused(tmp_path, monkeypatch):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "keep.txt").write_text("mine")
-    with pytest.raises(ConversionError, match="already exists and is not empty"):
+    with pytest.raises(CheckpointConversionError, match="already exists and is not empty"):
         convert_checkpoint(RELEASED, tmp_path / "out", progress=False)
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["keep.txt"]
-    with pytest.raises(ConversionError, match="not a size"):
+    with pytest.raises(CheckpointConversionError, match="not a size"):
         convert_checkpoint(RELEASED, tmp_path / "new", max_shard_size="big", progress=False)
 
     import huggingface_hub
@@ -664,7 +670,7 @@ def test_existing_output_and_bad_options_are_refused(tmp_path, monkeypatch):
         raise huggingface_hub.errors.LocalEntryNotFoundError("no connection to the hub")
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
-    with pytest.raises(ConversionError, match="DAMO-NLP-SG/VideoLLaMA3-2B: not a local folder.*hf download"):
+    with pytest.raises(CheckpointConversionError, match="DAMO-NLP-SG/VideoLLaMA3-2B: not a local folder.*hf download"):
         convert_checkpoint("DAMO-NLP-SG/VideoLLaMA3-2B", tmp_path / "new", progress=False)
     assert not (tmp_path / "new").exists()
 
@@ -716,7 +722,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 def test_convert_api_returns_the_folder_and_what_it_holds(tmp_path):
     import vidlab
 
-    result = vidlab.convert(RELEASED, tmp_path / "native", dtype="fp16", progress=False)
+    result = vidlab.convert_checkpoint(RELEASED, tmp_path / "native", dtype="fp16", progress=False)
     assert result.folder == tmp_path / "native" and (result.folder / "config.json").is_file()
     assert result.info["format"] == "native" and result.info["dtype"] == "float16"
     parameters = result.info["parameters"]

@@ -47,6 +47,7 @@ CASES = [
      "over budget"),
     ("short", {"video": ["short.mp4"], "conversations": [ASK, ANSWER]}, "duplicate"),
     ("torn", '{"video": ["short.mp4"], "conversations": [', "not json"),
+    ("no-turns", {"video": ["short.mp4"], "conversations": []}, "empty conversation"),
 ]
 MAX_LENGTH = 100  # fits "short" (44 tokens) as it is; "long" (116) only with smaller frames; never "wordy"
 
@@ -206,9 +207,34 @@ def test_the_command_prints_the_summary_and_fails_when_strict(data, tiny_model_d
             "--max-length", str(MAX_LENGTH), "--no-progress"]
     done = CliRunner().invoke(app, args)
     assert done.exit_code == 0, done.output
-    assert f"checked {len(CASES)} records in" in done.output and "4 usable, 14 bad" in done.output
-    assert "train.jsonl:5  missing: video not found" in done.output
-    assert "... 4 more in" in done.output
+    assert f"checked {len(CASES)} records in" in done.output and f"4 usable, {len(CASES) - 4} bad" in done.output
+    assert f"{data / 'train.jsonl'}:5  missing: video not found" in done.output  # the path as given
+    assert f"... {len(CASES) - 4 - 10} more in" in done.output
     assert f"model_max_length {MAX_LENGTH}: 1 sample(s) would be shrunk (smaller or fewer frames), 1 skipped" in \
         done.output
     assert CliRunner().invoke(app, [*args, "--strict"]).exit_code == 1
+
+
+def test_a_json_list_on_one_line_keeps_each_record_apart(data, tiny_model_dir, tmp_path, monkeypatch):
+    # As json.dump writes it (Video-ChatGPT's training json): every record on line 1.
+    listed = tmp_path / "conv" / "train.json"
+    listed.parent.mkdir()
+    rows = [{"id": "one", "video": ["short.mp4"], "conversations": [ASK, ANSWER]},
+            {"id": "bad", "video": ["gone.mp4"], "conversations": [ASK, ANSWER]},
+            {"id": "two", "image": ["picture.png"], "conversations": CASES[2][1]["conversations"]}]
+    listed.write_text(json.dumps(rows))
+    result = check_data([listed], model=tiny_model_dir, data_root=data, out_dir=tmp_path / "out",
+                        max_length=MAX_LENGTH, cleaned=True, workers=0, progress=False)
+    assert [(row["id"], row["line"], row["index"], row["kind"]) for row in result.bad] == [("bad", 1, 1, "missing")]
+    assert [(s["id"], s["index"]) for s in result.samples] == [("one", 0), ("two", 2)]
+    kept = [json.loads(line) for line in result.cleaned[0].read_text().splitlines()]
+    assert kept == [rows[0], rows[2]]  # only the bad record is gone, though all three share line 1
+
+    from vidlab.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    done = CliRunner().invoke(app, ["data", "check", "conv/train.json", "--model", str(tiny_model_dir),
+                                    "--data-root", str(data), "--out", str(tmp_path / "out"),
+                                    "--max-length", str(MAX_LENGTH), "--no-progress"])
+    assert done.exit_code == 0, done.output
+    assert "  conv/train.json:1 (record 2)  missing: video not found" in done.output

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from vidlab.conversation import parse_record
-from vidlab.data.convert import ConvertError, convert_data
+from vidlab.data.convert import AnnotationConversionError, convert_annotations
+from vidlab.errors import DataFileError
 from vidlab.evaluation.sets import load_eval_set
 from vidlab.training.data import load_records
 
@@ -66,7 +67,7 @@ def test_llava_video_and_onevision_records(tmp_path):
     root = touch(tmp_path / "media", "academic_source/Charades/RW587.mp4", "coco/train2017/000000033471.jpg",
                  "a.jpg", "b.jpg", "c.mp4")
     source = json_list(tmp_path / "0_30_s_academic_v0_1_cap_processed.json", LLAVA)
-    result = convert_data("llava", source, tmp_path / "llava.jsonl", data_root=root)
+    result = convert_annotations("llava", source, tmp_path / "llava.jsonl", data_root=root)
 
     out = rows(result.out)
     assert [r["id"] for r in out] == ["RW587", "000000033471", "pair", "text"]
@@ -85,14 +86,17 @@ def test_llava_video_and_onevision_records(tmp_path):
     records, skipped = load_records([result.out], root)
     assert len(records) == 4 and not skipped
     assert [p.type for p in records[2].conversation.media] == ["image", "image"]
-    assert rows(result.skipped_file) == [{"source": p.source, "reason": p.reason} for p in result.problems]
+    assert rows(result.skipped_file) == [{"source": p.source, "reason": p.reason, "kind": p.kind}
+                                         for p in result.problems]
 
 
 def test_a_file_in_another_format_is_refused_with_the_first_problems(tmp_path):
     source = jsonl(tmp_path / "qa.json", [{"q": "What?", "a": "That.", "video_id": "v_1"}])
-    with pytest.raises(ConvertError, match=r"nothing could be converted from llava .*qa\.json:1: no \"conversations\" "
-                                           r"list.*Is the file in the llava format"):
-        convert_data("llava", source, tmp_path / "out.jsonl")
+    with pytest.raises(
+        AnnotationConversionError, match=r"nothing could be converted from llava .*qa\.json:1: no \"conversations\" "
+                                           r"list.*Is the file in the llava format"
+    ):
+        convert_annotations("llava", source, tmp_path / "out.jsonl")
     assert not (tmp_path / "out.jsonl").exists()
 
 
@@ -113,7 +117,7 @@ def test_video_chatgpt_instructions_find_activitynet_videos_by_id(tmp_path):
          "conversations": [{"from": "human", "value": "Describe the video.\n<video>"},
                            {"from": "gpt", "value": "A match."}]},
     ])
-    result = convert_data("video-chatgpt", source, tmp_path / "vcg.jsonl", data_root=root)
+    result = convert_annotations("video-chatgpt", source, tmp_path / "vcg.jsonl", data_root=root)
 
     out = rows(result.out)
     assert [r["id"] for r in out] == ["v_k_ZXmr8pmrs#1", "v_k_ZXmr8pmrs#2", "v_1Qb2yFWXQSw#1", "v_1Qb2yFWXQSw"]
@@ -130,7 +134,7 @@ def test_video_chatgpt_instructions_find_activitynet_videos_by_id(tmp_path):
 
 def test_without_a_data_root_video_ids_become_mp4_names(tmp_path):
     source = json_list(tmp_path / "VideoInstruct100K.json", [{"q": "Q?", "a": "A.", "video_id": "v_abc"}])
-    result = convert_data("video-chatgpt", source, tmp_path / "vcg.jsonl")
+    result = convert_annotations("video-chatgpt", source, tmp_path / "vcg.jsonl")
     assert rows(result.out)[0]["video"] == ["v_abc.mp4"] and result.problems == []
 
 
@@ -153,7 +157,7 @@ SHAREGPT4VIDEO = [
 def test_sharegpt4video_whole_video_captions(tmp_path, mode):
     root = touch(tmp_path / "zip_folder", "panda/j5JqNXjGufw.mp4")
     source = jsonl(tmp_path / "sharegpt4video_40k.jsonl", SHAREGPT4VIDEO)
-    result = convert_data("sharegpt4video", source, tmp_path / f"{mode}.jsonl", data_root=root, captions=mode)
+    result = convert_annotations("sharegpt4video", source, tmp_path / f"{mode}.jsonl", data_root=root, captions=mode)
 
     question = {"from": "human", "value": "<video>\nDescribe this video in detail."}
     caption = "A brown dog runs into a garden and sits on the grass."
@@ -197,7 +201,7 @@ def test_msrvtt_one_record_per_caption_for_training(tmp_path):
     root = touch(tmp_path / "MSRVTT", "TrainValVideo/video0.mp4", "TrainValVideo/video1.mp4")
     source = tmp_path / "train_val_videodatainfo.json"
     source.write_text(json.dumps(MSRVTT))
-    result = convert_data("msrvtt", source, tmp_path / "msrvtt.jsonl", data_root=root)
+    result = convert_annotations("msrvtt", source, tmp_path / "msrvtt.jsonl", data_root=root)
 
     out = rows(result.out)
     assert [(r["id"], r["video"][0], r["conversations"][1]["value"]) for r in out] == [
@@ -219,7 +223,7 @@ def test_msrvtt_one_record_per_caption_for_training(tmp_path):
 def test_msrvtt_one_record_per_video_with_every_caption_for_evaluation(tmp_path):
     source = tmp_path / "train_val_videodatainfo.json"
     source.write_text(json.dumps(MSRVTT))
-    result = convert_data("msrvtt", source, tmp_path / "eval.jsonl", captions="eval", split="train")
+    result = convert_annotations("msrvtt", source, tmp_path / "eval.jsonl", captions="eval", split="train")
 
     assert rows(result.out) == [
         {"id": "video0", "video": ["video0.mp4"],
@@ -239,8 +243,8 @@ def test_msrvtt_one_record_per_video_with_every_caption_for_evaluation(tmp_path)
 
 def test_msrvtt_rejects_a_file_of_another_shape(tmp_path):
     source = jsonl(tmp_path / "train.json", [{"video_id": "video0"}])
-    with pytest.raises(ConvertError, match='not an MSR-VTT annotation file .*"videos" and "sentences"'):
-        convert_data("msrvtt", source, tmp_path / "out.jsonl")
+    with pytest.raises(AnnotationConversionError, match='not an MSR-VTT annotation file .*"videos" and "sentences"'):
+        convert_annotations("msrvtt", source, tmp_path / "out.jsonl")
 
 
 MSVD_TXT = """# MSR Video Description Corpus (English descriptions)
@@ -256,7 +260,7 @@ def test_msvd_descriptions_file(tmp_path):
     root = touch(tmp_path / "msvd", "YouTubeClips/-4wsuPCjDBc_5_15.avi", "YouTubeClips/-7KMZQEsJW4_205_208.avi")
     source = tmp_path / "AllVideoDescriptions.txt"
     source.write_text(MSVD_TXT)
-    result = convert_data("msvd", source, tmp_path / "msvd.jsonl", data_root=root)
+    result = convert_annotations("msvd", source, tmp_path / "msvd.jsonl", data_root=root)
 
     assert [(r["id"], r["video"], r["conversations"][1]["value"]) for r in rows(result.out)] == [
         ("-4wsuPCjDBc_5_15#1", ["YouTubeClips/-4wsuPCjDBc_5_15.avi"], "a squirrel is eating a peanut in it's shell"),
@@ -274,13 +278,13 @@ def test_msvd_corpus_csv_keeps_one_language(tmp_path):
         "mv89psg6zh4,33,46,2,unverified,18,German,Ein Vogel sitzt in einem Waschbecken.\n"
         'mv89psg6zh4,33,46,3,clean,20,English,"A bird is bathing in a sink, splashing."\n'
     )
-    result = convert_data("msvd", source, tmp_path / "eval.jsonl", captions="eval")
+    result = convert_annotations("msvd", source, tmp_path / "eval.jsonl", captions="eval")
     assert rows(result.out) == [{
         "id": "mv89psg6zh4_33_46", "video": ["mv89psg6zh4_33_46.avi"],
         "conversations": [{"from": "human", "value": "<video>\nDescribe what happens in the video in one sentence."}],
         "references": ["A bird in a sink keeps getting water poured on it.", "A bird is bathing in a sink, splashing."],
     }]
-    german = convert_data("msvd", source, tmp_path / "de.jsonl", captions="eval", language="German")
+    german = convert_annotations("msvd", source, tmp_path / "de.jsonl", captions="eval", language="German")
     assert rows(german.out)[0]["references"] == ["Ein Vogel sitzt in einem Waschbecken."]
 
 
@@ -292,7 +296,7 @@ def test_vatex_clip_files_or_the_full_video_with_the_window_from_the_id(tmp_path
         {"videoID": "abc-DEF_1_000001_000011", "enCap": ["A girl dances."], "chCap": ["一个女孩在跳舞。"]},
         {"videoID": "private_000000_000010"},
     ])
-    result = convert_data("vatex", source, tmp_path / "vatex.jsonl", data_root=root)
+    result = convert_annotations("vatex", source, tmp_path / "vatex.jsonl", data_root=root)
 
     out = rows(result.out)
     assert [(r["id"], r["video"], r.get("start"), r.get("end")) for r in out] == [
@@ -301,7 +305,8 @@ def test_vatex_clip_files_or_the_full_video_with_the_window_from_the_id(tmp_path
         ("abc-DEF_1_000001_000011#1", ["full/abc-DEF_1.mp4"], 1.0, 11.0),
     ]
     assert reasons(result) == {f"{source}:4": 'no "enCap" list (the private test set has no captions)'}
-    chinese = convert_data("vatex", source, tmp_path / "zh.jsonl", data_root=root, language="zh", captions="eval")
+    chinese = convert_annotations("vatex", source, tmp_path / "zh.jsonl", data_root=root, language="zh",
+                                  captions="eval")
     assert [r["references"] for r in rows(chinese.out)] == [["一个男人在打鼓。"], ["一个女孩在跳舞。"]]
     records = load_records([result.out], root)[0]
     assert [(p.start, p.end) for p in records[2].conversation.media] == [(1.0, 11.0)]
@@ -325,7 +330,7 @@ def test_llamafactory_sharegpt_with_videos_and_a_system_prompt(tmp_path):
         {"conversations": [{"from": "human", "value": "<audio>What is said?"}, {"from": "gpt", "value": "Hi."}],
          "audios": ["mllm_demo_data/1.mp3"]},
     ])
-    result = convert_data("sharegpt", source, tmp_path / "out.jsonl", data_root=root)
+    result = convert_annotations("sharegpt", source, tmp_path / "out.jsonl", data_root=root)
 
     assert rows(result.out) == [{
         "video": ["mllm_demo_data/1.mp4"],
@@ -352,7 +357,7 @@ def test_llamafactory_openai_messages_multi_turn_with_images(tmp_path):
         ],
         "images": ["mllm_demo_data/1.jpg", "mllm_demo_data/1.jpg"],
     }])
-    result = convert_data("openai", source, tmp_path / "out.jsonl", data_root=root)
+    result = convert_annotations("openai", source, tmp_path / "out.jsonl", data_root=root)
 
     [record] = load_records([result.out], root)[0]
     turns = record.conversation.turns
@@ -370,11 +375,11 @@ def test_llamafactory_column_and_tag_names_from_dataset_info(tmp_path):
     info.write_text(json.dumps({"clinic": {
         "file_name": "clinic.json", "formatting": "sharegpt", "columns": {"messages": "dialog", "videos": "clips"},
         "tags": {"role_tag": "speaker", "content_tag": "text", "user_tag": "client", "assistant_tag": "agent"}}}))
-    result = convert_data("sharegpt", source, tmp_path / "out.jsonl", dataset_info=info, dataset="clinic")
+    result = convert_annotations("sharegpt", source, tmp_path / "out.jsonl", dataset_info=info, dataset="clinic")
     assert rows(result.out) == [{"video": ["visit.mp4"], "conversations": [
         {"from": "human", "value": "<video>What is wrong?"}, {"from": "gpt", "value": "Nothing."}]}]
-    with pytest.raises(ConvertError, match="no data set named 'other'"):
-        convert_data("sharegpt", source, tmp_path / "out.jsonl", dataset_info=info, dataset="other")
+    with pytest.raises(AnnotationConversionError, match="no data set named 'other'"):
+        convert_annotations("sharegpt", source, tmp_path / "out.jsonl", dataset_info=info, dataset="other")
 
 
 def test_records_back_to_sharegpt_and_again(tmp_path):
@@ -391,7 +396,7 @@ def test_records_back_to_sharegpt_and_again(tmp_path):
          "references": ["a", "b"]},
     ]
     source = jsonl(tmp_path / "train.jsonl", records)
-    exported = convert_data("records", source, tmp_path / "vidlab_train.json", to="sharegpt")
+    exported = convert_annotations("records", source, tmp_path / "vidlab_train.json", to="sharegpt")
 
     shared = json.loads(exported.out.read_text())
     assert shared[0] == {"conversations": [
@@ -404,7 +409,7 @@ def test_records_back_to_sharegpt_and_again(tmp_path):
     assert exported.dataset_info == {"file_name": "vidlab_train.json", "formatting": "sharegpt", "columns": {
         "messages": "conversations", "system": "system", "images": "images", "videos": "videos"}}
 
-    back = convert_data("sharegpt", exported.out, tmp_path / "back.jsonl")
+    back = convert_annotations("sharegpt", exported.out, tmp_path / "back.jsonl")
     for original, returned in zip(records[:2], rows(back.out)):
         assert parse_record(returned).turns == parse_record(original).turns
 
@@ -424,3 +429,108 @@ def test_the_command_writes_records_and_reports_problems(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert "error: unknown source format 'webvid'; use one of: llava, video-chatgpt" in bad.stderr
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Published layouts the converters met in the wild
+
+
+def test_a_json_list_on_one_line_gives_each_problem_its_own_place(tmp_path):
+    # Video-ChatGPT's training json as its script writes it: json.dump, the whole list on line 1.
+    root = touch(tmp_path / "activitynet", "v_a.mp4", "v_c.mp4")
+    items = [{"id": f"v_{name}", "video": f"v_{name}.pkl", "conversations": [
+        {"from": "human", "value": "<video>\nWhat happens?"}, {"from": "gpt", "value": "Something."}]}
+        for name in ("a", "b", "c")]
+    source = tmp_path / "video_chatgpt_training.json"
+    with open(source, "w") as handle:
+        json.dump(items, handle)
+    result = convert_annotations("video-chatgpt", source, tmp_path / "out.jsonl", data_root=root)
+    assert [r["id"] for r in rows(result.out)] == ["v_a", "v_c"]
+    assert list(reasons(result)) == [f"{source}:1 (record 2)"]
+
+
+def test_a_wrong_data_root_says_so_and_lists_every_item(tmp_path):
+    source = json_list(tmp_path / "llava_video.json", LLAVA[:3])
+    (tmp_path / "elsewhere").mkdir()
+    with pytest.raises(AnnotationConversionError, match=r"(?s)media of every item \(3\) are missing under the data "
+                                                        r"root .*elsewhere.*Check --data-root") as err:
+        convert_annotations("llava", source, tmp_path / "out.jsonl", data_root=tmp_path / "elsewhere")
+    assert "llava format" not in str(err.value)
+    skipped = rows(tmp_path / "out.skipped.jsonl")
+    assert [row["kind"] for row in skipped] == ["missing media"] * 3 and not (tmp_path / "out.jsonl").exists()
+
+
+def test_llava_onevision_parquet_with_the_images_inside(tmp_path):
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    def png(colour) -> bytes:
+        buffer = io.BytesIO()
+        Image.new("RGB", (28, 28), colour).save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    # The columns of lmms-lab/LLaVA-OneVision-Data: id, image (a datasets Image), conversations, data_source.
+    image_type = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    turn_type = pa.list_(pa.struct([("from", pa.string()), ("value", pa.string())]))
+    table = pa.table({
+        "id": ["identity_1", "identity_2", "text_only", "empty"],
+        "image": pa.array([{"bytes": png("red"), "path": None}, {"bytes": png("blue"), "path": None}, None,
+                           {"bytes": png("green"), "path": None}], image_type),
+        "conversations": pa.array([
+            [{"from": "human", "value": "<image>\nWhat colour is it?"}, {"from": "gpt", "value": "Red."}],
+            [{"from": "human", "value": "What colour?"}, {"from": "gpt", "value": "Blue."}],
+            [{"from": "human", "value": "Say hi."}, {"from": "gpt", "value": "Hi."}],
+            [],
+        ], turn_type),
+        "data_source": ["CLEVR-Math(MathV360K)"] * 4,
+    })
+    source = tmp_path / "train-00000-of-00001.parquet"
+    pq.write_table(table, source)
+    out = tmp_path / "converted" / "onevision.jsonl"
+    out.parent.mkdir()
+    result = convert_annotations("llava", source, out)
+
+    written = rows(out)
+    assert [r["id"] for r in written] == ["identity_1", "identity_2", "text_only"]
+    assert written[0]["image"] == ["onevision_media/0000001_identity_1.png"]
+    assert written[1]["conversations"][0]["value"] == "<image>\nWhat colour?"  # placeholder added, as LLaVA does
+    assert reasons(result) == {f"{source} row 4": 'the conversation is empty ("conversations" has no turns)'}
+    records, skipped = load_records([out])
+    assert len(records) == 3 and not skipped
+    with Image.open(out.parent / written[0]["image"][0]) as image:
+        assert image.getpixel((0, 0)) == (255, 0, 0)
+    with pytest.raises(DataFileError, match=r"not UTF-8 text.*vidlab data convert llava FILE OUT\.jsonl"):
+        load_records([source])  # training is told how to read it
+
+
+def test_video_chatgpt_consistency_qa_gives_a_record_per_question(tmp_path):
+    source = json_list(tmp_path / "consistency_qa.json", [
+        {"Q1": "What is the man doing?", "Q2": "What activity is the man engaged in?", "A": "He is skiing.",
+         "video_name": "v_abc"},
+        {"Q1": "Where?", "A": "Here.", "video_name": "v_def"},
+    ])
+    result = convert_annotations("video-chatgpt", source, tmp_path / "out.jsonl")
+    assert [(r["id"], r["conversations"][0]["value"], r["conversations"][1]["value"]) for r in rows(result.out)] == [
+        ("v_abc#1", "<video>\nWhat is the man doing?", "He is skiing."),
+        ("v_abc#2", "<video>\nWhat activity is the man engaged in?", "He is skiing."),
+    ]
+    assert reasons(result) == {f"{source}:3": '"Q2" must be a string, got NoneType'}
+
+
+def test_llamafactory_video_given_as_its_frames(tmp_path):
+    frames = [f"mllm_demo_data/4/{n:02d}.jpg" for n in range(3)]
+    root = touch(tmp_path / "data", *frames, "mllm_demo_data/mixed/00.jpg", "mllm_demo_data/mixed/extra.jpg")
+    source = json_list(tmp_path / "mllm_video_frames.json", [
+        {"conversations": [{"from": "human", "value": "<video>What is she doing?"},
+                           {"from": "gpt", "value": "Knitting."}], "videos": [frames]},
+        {"conversations": [{"from": "human", "value": "<video>And here?"}, {"from": "gpt", "value": "x"}],
+         "videos": [["mllm_demo_data/mixed/00.jpg"]]},
+    ])
+    result = convert_annotations("sharegpt", source, tmp_path / "out.jsonl", data_root=root)
+    assert [r["video"] for r in rows(result.out)] == [["mllm_demo_data/4"]]
+    assert "holds 1 image(s) besides its 1 frames" in reasons(result)[f"{source}:3"]
+    [record] = load_records([result.out], root)[0]
+    assert record.conversation.media[0].path == "mllm_demo_data/4"

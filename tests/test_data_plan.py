@@ -13,9 +13,10 @@ import pytest
 from typer.testing import CliRunner
 
 from vidlab.data.check import check_data
-from vidlab.data.plan import plan_run
+from vidlab.data.plan import plan_run, render_plan
 from vidlab.data.plan_memory import GIB, MIB, Setup, estimate
 from vidlab.data.plan_model import Architecture, PlanError, read_architecture
+from vidlab.errors import VidlabError
 from vidlab.models.info import model_info
 from vidlab.training.config import load_config
 
@@ -177,3 +178,39 @@ def test_the_estimate_is_within_15_percent_of_measured_training_steps(tmp_path):
         ratio = result["estimated_step"] / result["measured_step"]
         assert 0.85 <= ratio <= 1.15, (case, result)
         assert result["measured_step"] > 30 * MIB  # activations dominate: the comparison is not noise
+
+
+def test_plan_and_train_count_the_same_usable_records(tiny_model_dir, tmp_path):
+    from vidlab.training.api import train
+
+    data = tmp_path / "train.jsonl"
+    good = [{"id": f"ok{n}", "conversations": [{"from": "human", "value": f"Say {n}."}, {"from": "gpt", "value": "ok"}]}
+            for n in range(6)]
+    wordy = [{"id": f"long{n}", "conversations": [{"from": "human", "value": f"{n} " + "word " * 150},
+                                                   {"from": "gpt", "value": "yes"}]} for n in range(3)]
+    data.write_text("".join(json.dumps(r) + "\n" for r in good + wordy))
+    config = config_for(tiny_model_dir, tmp_path, "data.model_max_length=100", "data.workers=0",
+                        "train.batch_size=1", "train.epochs=1", "output.progress=false", "output.tensorboard=false",
+                        "output.save_steps=1000", "optim.warmup_ratio=0")
+    checked = check_data(config=config, out_dir=tmp_path / "check", workers=0, progress=False)
+    assert (checked.report["ok"], checked.report["bad_by_kind"]) == (6, {"over budget": 3})
+
+    unchecked = plan_run(config, stats=checked.out_dir / "check.json")
+    assert unchecked.records == 6 and "data.check" in unchecked.records_note and "all 9" in unchecked.records_note
+    shown = render_plan(unchecked)
+    assert "steps        6 records: 6 optimiser steps per epoch" in shown and "with data.check: " in shown
+    config["data"]["check"] = str(checked.out_dir / "check.json")
+    plan = plan_run(config)  # data.check is the statistics
+    assert (plan.records, plan.total_steps, plan.records_note) == (6, 6, None)
+
+    path = tmp_path / "train.yaml"
+    path.write_text(load_config(config, check_paths=False).to_yaml())
+    result = train(path)
+    assert result.steps == plan.total_steps == 6
+    skipped = [json.loads(line) for line in (result.run_dir / "skipped.jsonl").read_text().splitlines()]
+    assert [(row["id"], row["kind"]) for row in skipped] == [(f"long{n}", "over budget") for n in range(3)]
+
+    data.write_text(data.read_text())  # changed after the check: its list of bad records may be wrong now
+    os.utime(data, (checked.out_dir.stat().st_mtime + 10,) * 2)
+    with pytest.raises(VidlabError, match=r"data\.check: .*changed after it.*vidlab data check"):
+        train(path, output__dir=str(tmp_path / "again"))

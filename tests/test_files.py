@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from vidlab.errors import DataFileError
+from vidlab.errors import RecordError
 from vidlab.evaluation.sets import load_eval_set
 from vidlab.files import iter_json_items, read_jsonl
 from vidlab.training.data import load_records
@@ -33,7 +33,7 @@ def test_a_broken_line_reads_as_one_clear_message(tmp_path):
     items = list(iter_json_items(path))
     assert items[0] == (1, RECORD)
     line, error = items[1]
-    assert line == 2 and isinstance(error, DataFileError)
+    assert line == 2 and isinstance(error, RecordError) and error.kind == "not json"
     assert str(error) == (f"{path}:2: not valid JSON (Unterminated string starting at: column 30). "
                           "Fix the line or remove it.")
     assert "at at" not in str(error)

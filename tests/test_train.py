@@ -563,5 +563,10 @@ def test_non_finite_settings_are_config_errors(tiny_model_dir, caption_data, tmp
     path = write_config(make_config(tiny_model_dir, caption_data, tmp_path / "o"), tmp_path / "c.yaml")
     proc = run_cli("train", str(path), "--check", "--set", "data.fps=.inf", "--set", "data.folder_fps=.nan")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert "data.fps: Input should be a finite number" in proc.stderr
-    assert "data.folder_fps: Input should be a finite number" in proc.stderr
+    assert proc.stderr.splitlines()[0].startswith("error: ") and "(data.fps, data.folder_fps)" in \
+        proc.stderr.splitlines()[0]  # the first line says which settings
+    assert "data.fps: input should be a finite number" in proc.stderr
+    assert "data.folder_fps: input should be a finite number" in proc.stderr
+    proc = run_cli("train", str(path), "--check", "--set", "data.fps=.inf")
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines()[0] == f"error: {path}: data.fps: input should be a finite number (got inf)"

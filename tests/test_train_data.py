@@ -306,7 +306,9 @@ def test_bad_records_become_skip_notes(tmp_path, data_dir):
     assert "no assistant" in reasons[2]
     assert "JSON object" in reasons[3]
     assert not any(str(path) in r for r in reasons)  # the place is in its own fields
-    assert skipped[0].to_dict() == {"file": str(path), "line": 2, "id": "gone", "reason": reasons[0]}
+    assert skipped[0].to_dict() == {"file": str(path), "line": 2, "id": "gone", "reason": reasons[0], "index": 1,
+                                    "kind": "missing"}
+    assert [s.kind for s in skipped] == ["missing", "not json", "no answer", "wrong field types"]
 
     with pytest.raises(SampleError, match=r"mixed\.jsonl:2 \(id gone\): video not found.*strict"):
         load_records([path], strict=True)
@@ -321,6 +323,21 @@ def test_data_root_and_json_lists(tmp_path, data_dir):
     assert [r.index for r in records] == [0, 1] and records[1].line > records[0].line
     _, skipped = load_records([path])  # relative to the annotation file's folder: not there
     assert [s.reason.split(":")[0] for s in skipped] == ["video not found", "image not found"]
+
+
+def test_a_json_list_on_one_line_gives_each_record_its_own_position(tmp_path, data_dir):
+    # json.dump writes the whole list on one line (as Video-ChatGPT's training json is published).
+    path = tmp_path / "videochatgpt_train.json"
+    with open(path, "w") as handle:
+        json.dump([{"video": "small.mp4", "conversations": VIDEO_QA},
+                   {"id": "v_2", "video": "gone.mp4", "conversations": VIDEO_QA},
+                   {"video": "small.mp4", "conversations": VIDEO_QA}], handle)
+    assert path.read_text().count("\n") == 0
+    records, skipped = load_records([path], data_root=data_dir)
+    assert [(r.line, r.position.index, r.id) for r in records] == [
+        (1, 0, "videochatgpt_train.json:1#1"), (1, 2, "videochatgpt_train.json:1#3")]
+    assert records[1].source == f"{path}:1 (record 3)"
+    assert [(s.line, s.index, s.id, s.kind) for s in skipped] == [(1, 1, "v_2", "missing")]
 
 
 def test_missing_annotation_file_is_an_error(tmp_path):

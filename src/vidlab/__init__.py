@@ -5,13 +5,14 @@ Every command is one call here:
     vidlab.train("configs/lora_videollama3_2b.yaml", train__max_steps=100)      # vidlab train
     vidlab.evaluate("runs/base", "data/test.jsonl", "runs/eval")                 # vidlab eval run
     vidlab.score("runs/eval/predictions.jsonl")                                  # vidlab eval score
-    vidlab.convert("DAMO-NLP-SG/VideoLLaMA3-2B", "VideoLLaMA3-2B-hf")            # vidlab model convert
+    vidlab.convert_checkpoint("DAMO-NLP-SG/VideoLLaMA3-2B", "VideoLLaMA3-2B-hf") # vidlab model convert
     vidlab.merge("runs/base", "runs/lora", "runs/merged")                        # vidlab model merge
     vidlab.run_quickstart("runs/quickstart")                                     # vidlab quickstart
     vidlab.Chat("runs/base").ask("What happens?", video="clip.mp4")             # vidlab chat
     vidlab.create_app("runs/base", adapters={"lora": "runs/lora"})              # vidlab serve (the FastAPI app)
     vidlab.web.launch(model="runs/base", adapters={"tuned": "runs/lora"})        # vidlab web (import vidlab.web)
     vidlab.check_data(["data/train.jsonl"], config="train.yaml")                # vidlab data check
+    vidlab.convert_annotations("llava", "llava_video.json", "train.jsonl")      # vidlab data convert
 
 Names are imported on first use, so `import vidlab` and `vidlab --help` do not pay for torch.
 """
@@ -26,14 +27,14 @@ _EXPORTS = {
     "evaluate": "vidlab.evaluation.api",
     "score": "vidlab.evaluation.api",
     "evaluate_benchmarks": "vidlab.evaluation.suite",
-    "convert": "vidlab.models.convert.run",
+    "convert_checkpoint": "vidlab.models.convert.checkpoint",
     "merge": "vidlab.models.merge",
     "run_quickstart": "vidlab.quickstart.run",
     "Chat": "vidlab.chat",
     "create_app": "vidlab.serve.app",
     "check_data": "vidlab.data",
     "plan_run": "vidlab.data",
-    "convert_data": "vidlab.data",
+    "convert_annotations": "vidlab.data",
     # what they take and return
     "MediaSettings": "vidlab.settings",
     "Sampling": "vidlab.settings",
@@ -46,7 +47,8 @@ _EXPORTS = {
     "EvalResult": "vidlab.evaluation.api",
     "ScoreResult": "vidlab.evaluation.api",
     "JudgeOptions": "vidlab.evaluation.judge",
-    "ConvertResult": "vidlab.models.convert.run",
+    "CheckpointConversion": "vidlab.models.convert.checkpoint",
+    "AnnotationConversion": "vidlab.data",
     "MergeResult": "vidlab.models.merge",
     "QuickstartSettings": "vidlab.quickstart.run",
     "QuickstartResult": "vidlab.quickstart.run",

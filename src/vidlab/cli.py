@@ -85,11 +85,11 @@ def model_convert(
 ) -> None:
     """Convert an original VideoLLaMA3 checkpoint (or LoRA run, merged) to the native transformers format."""
     quiet_transformers()
-    from vidlab.models.convert.run import convert
+    from vidlab.models.convert.checkpoint import convert_checkpoint
     from vidlab.models.info import render_model_info
 
-    result = convert(src, out_dir, dtype=dtype, base=base, max_shard_size=max_shard_size, llm_only=llm_only,
-                     progress=progress)
+    result = convert_checkpoint(src, out_dir, dtype=dtype, base=base, max_shard_size=max_shard_size,
+                                llm_only=llm_only, progress=progress)
     typer.echo(f"wrote native VideoLLaMA3 to {result.folder}")
     typer.echo(render_model_info(result.info))
 

@@ -91,28 +91,40 @@ class Conversation(BaseModel):
 def validate_turns(turns: list[Turn], where: str) -> None:
     """Check order and content: optional system turn first, then user and assistant alternating."""
     if not turns:
-        raise ConversationError(f"{where}: the conversation has no turns. Add at least one user turn.")
+        raise ConversationError(
+            f"{where}: the conversation has no turns. Add at least one user turn.", "empty conversation"
+        )
     body = turns[1:] if turns[0].role == "system" else turns
     if not body:
-        raise ConversationError(f"{where}: the conversation has only a system turn. Add a user turn after it.")
+        raise ConversationError(
+            f"{where}: the conversation has only a system turn. Add a user turn after it.", "bad turns"
+        )
     for i, turn in enumerate(turns):
         if not turn.media and not turn.text.strip():
-            raise ConversationError(f"{where}: turn {i + 1} ({turn.role}) is empty. Give it text or remove it.")
+            raise ConversationError(
+                f"{where}: turn {i + 1} ({turn.role}) is empty. Give it text or remove it.", "empty turns"
+            )
         if turn.role == "system" and i > 0:
-            raise ConversationError(f"{where}: turn {i + 1} is a system turn; only the first turn may be one.")
+            raise ConversationError(
+                f"{where}: turn {i + 1} is a system turn; only the first turn may be one.", "bad turns"
+            )
         if turn.role == "system" and turn.media:
-            raise ConversationError(f"{where}: the system turn holds media; put videos and images in a user turn.")
+            raise ConversationError(
+                f"{where}: the system turn holds media; put videos and images in a user turn.", "bad turns"
+            )
     for i, turn in enumerate(body):
         expected = "user" if i % 2 == 0 else "assistant"
         if turn.role != expected:
             n = i + 1 + (len(turns) - len(body))
             raise ConversationError(
                 f"{where}: turn {n} is from {turn.role} but {expected} was expected "
-                "(turns alternate user, assistant, user, ...). Merge or reorder the turns."
+                "(turns alternate user, assistant, user, ...). Merge or reorder the turns.", "bad turns"
             )
     for i, turn in enumerate(turns):
         if turn.role == "assistant" and turn.media:
-            raise ConversationError(f"{where}: turn {i + 1} (assistant) holds media; media belong in user turns.")
+            raise ConversationError(
+                f"{where}: turn {i + 1} (assistant) holds media; media belong in user turns.", "bad turns"
+            )
 
 
 def _as_list(value: Any) -> list:
@@ -126,7 +138,8 @@ def _paths(record: dict, kind: str, where: str) -> list[str]:
     paths = _as_list(record.get(kind))
     if not all(isinstance(p, str) and p.strip() for p in paths):
         raise ConversationError(
-            f'{where}: "{kind}" must be a path or a list of paths (strings), got {record.get(kind)!r}. Fix the record.'
+            f'{where}: "{kind}" must be a path or a list of paths (strings), got {record.get(kind)!r}. Fix the record.',
+            "wrong field types",
         )
     return paths
 
@@ -160,7 +173,7 @@ def seconds_field(value: Any, name: str, where: str) -> float | None:
             hint += f" (write {float(value):g} without quotes)"
         except ValueError:
             pass
-    raise ConversationError(f'{where}: "{name}" must be {hint}, got {value!r}. Fix the record.')
+    raise ConversationError(f'{where}: "{name}" must be {hint}, got {value!r}. Fix the record.', "wrong field types")
 
 
 def _split_placeholders(text: str, media: dict[str, list[MediaPart]], where: str, turn: int) -> list[Part]:
@@ -176,7 +189,7 @@ def _split_placeholders(text: str, media: dict[str, list[MediaPart]], where: str
         if not media[kind]:
             raise ConversationError(
                 f"{where}: turn {turn} has more <{kind}> placeholders than the record has {kind}s. "
-                f'Give one path in "{kind}" per <{kind}>.'
+                f'Give one path in "{kind}" per <{kind}>.', "wrong placeholders"
             )
         parts.append(media[kind].pop(0))
     return parts
@@ -185,14 +198,20 @@ def _split_placeholders(text: str, media: dict[str, list[MediaPart]], where: str
 def parse_record(record: dict[str, Any], where: str = "<record>") -> Conversation:
     """An annotation record -> Conversation. `where` (file:line) goes into every error."""
     if not isinstance(record, dict):
-        raise ConversationError(f"{where}: a record must be a JSON object, got {type(record).__name__}.")
+        raise ConversationError(f"{where}: a record must be a JSON object, got {type(record).__name__}.",
+                                "wrong field types")
     raw_turns = record.get("conversations")
     if not isinstance(raw_turns, list):
-        raise ConversationError(f'{where}: the record has no "conversations" list. Add one (see the README).')
+        raise ConversationError(f'{where}: the record has no "conversations" list. Add one (see the README).',
+                                "wrong field types")
+    if not raw_turns:
+        raise ConversationError(f'{where}: the conversation is empty (no turns). Give it a human question '
+                                "and a gpt answer, or leave the record out.", "empty conversation")
     start = seconds_field(record.get("start"), "start", where)
     end = seconds_field(record.get("end"), "end", where)
     if start is not None and end is not None and end <= start:
-        raise ConversationError(f'{where}: "end" ({end:g}) must be after "start" ({start:g}). Fix the record.')
+        raise ConversationError(f'{where}: "end" ({end:g}) must be after "start" ({start:g}). Fix the record.',
+                                "clip window")
     videos = [MediaPart(type="video", path=p, start=start, end=end) for p in _paths(record, "video", where)]
     images = [MediaPart(type="image", path=p) for p in _paths(record, "image", where)]
     counts = {"video": len(videos), "image": len(images)}
@@ -201,15 +220,17 @@ def parse_record(record: dict[str, Any], where: str = "<record>") -> Conversatio
     turns = []
     for n, raw in enumerate(raw_turns, start=1):
         if not isinstance(raw, dict) or "from" not in raw or "value" not in raw:
-            raise ConversationError(f'{where}: turn {n} must be an object with "from" and "value".')
+            raise ConversationError(
+                f'{where}: turn {n} must be an object with "from" and "value".', "wrong field types"
+            )
         role = ROLE_NAMES.get(str(raw["from"]).lower())
         if role is None:
             raise ConversationError(
                 f"{where}: turn {n} has unknown role {raw['from']!r}. Use one of: human, gpt, system "
-                "(or user, assistant)."
+                "(or user, assistant).", "bad turns"
             )
         if not isinstance(raw["value"], str):
-            raise ConversationError(f'{where}: turn {n} "value" must be a string.')
+            raise ConversationError(f'{where}: turn {n} "value" must be a string.', "wrong field types")
         turns.append(Turn(role=role, parts=_split_placeholders(raw["value"], pending, where, n)))
 
     for kind, left in pending.items():
@@ -217,7 +238,7 @@ def parse_record(record: dict[str, Any], where: str = "<record>") -> Conversatio
             used = counts[kind] - len(left)
             raise ConversationError(
                 f"{where}: the record has {counts[kind]} {kind}(s) but {used} <{kind}> placeholder(s). "
-                f"Put one <{kind}> in a human turn for each {kind}."
+                f"Put one <{kind}> in a human turn for each {kind}.", "wrong placeholders"
             )
     validate_turns(turns, where)
     record_id = record.get("id")

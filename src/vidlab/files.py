@@ -9,10 +9,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from vidlab.annotations import TEXT_ENCODING, reason_of  # noqa: F401 - imported from here too
 from vidlab.errors import DataFileError
-
-# UTF-8, with or without the byte-order mark some Windows editors put at the start.
-TEXT_ENCODING = "utf-8-sig"
 
 
 def write_atomic(path: str | Path, data: str | bytes) -> Path:
@@ -104,76 +102,10 @@ def read_jsonl(path: str | Path, *, torn_tail_ok: bool = False) -> list[dict]:
     return rows
 
 
-def reason_of(err: Exception, where: str) -> str:
-    """The error message without the leading `where: ` (skipped.jsonl has the place in its own field)."""
-    message = str(err)
-    return message[len(where) + 2 :] if message.startswith(f"{where}: ") else message
-
-
 def iter_json_items(path: Path) -> Iterator[tuple[int, Any]]:
-    """(line, item) for each record of a JSON list or JSONL file.
+    """(line, item) for each record of a JSON list or JSONL file (`vidlab.annotations.read_records`
+    without the record's index: for files whose records each start on a line of their own)."""
+    from vidlab.annotations import read_records
 
-    A JSONL line that is not valid JSON yields (line, DataFileError) so the caller can skip
-    that record and go on. A broken JSON list cannot be read past the break and raises.
-    """
-    try:
-        text = path.read_text(encoding=TEXT_ENCODING)
-    except UnicodeDecodeError as err:
-        raise DataFileError(f"{path}: not UTF-8 text ({err.reason}). Save the file as UTF-8.") from err
-    stripped = text.lstrip()
-    if not stripped:
-        raise DataFileError(f"{path}: the file is empty. Give a JSON list or JSONL file of records.")
-    if stripped[0] == "[" and path.suffix.lower() != ".jsonl":
-        yield from _iter_json_list(path, text)
-        return
-    if stripped[0] == "{" and path.suffix.lower() != ".jsonl":
-        try:
-            whole = json.loads(text)
-        except json.JSONDecodeError:
-            whole = None
-        if isinstance(whole, dict) and "\n" in text.strip():
-            raise DataFileError(
-                f"{path}: holds one JSON object, not a list of records. Put the records in a JSON list "
-                "([{...}, {...}]) or in JSONL (one record per line)."
-            )
-    for number, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            yield number, json.loads(line)
-        except json.JSONDecodeError as err:
-            yield number, DataFileError(
-                f"{path}:{number}: not valid JSON ({err.msg}: column {err.colno}). Fix the line or remove it."
-            )
-
-
-def _iter_json_list(path: Path, text: str) -> Iterator[tuple[int, Any]]:
-    # The json module gives no positions for list items, so walk the list item by item to know each one's line.
-    decoder = json.JSONDecoder()
-    pos, line, counted = text.index("[") + 1, 1, 0
-
-    def skip_space(at: int) -> int:
-        while at < len(text) and text[at] in " \t\r\n":
-            at += 1
-        return at
-
-    while True:
-        pos = skip_space(pos)
-        if pos < len(text) and text[pos] == "]":
-            return
-        line += text.count("\n", counted, pos)
-        counted = pos
-        try:
-            item, pos = decoder.raw_decode(text, pos)
-        except json.JSONDecodeError as err:
-            raise DataFileError(
-                f"{path}:{err.lineno}: not valid JSON ({err.msg}). In a JSON list nothing after a break can be "
-                "read: fix it, or use JSONL (one record per line), where a bad line only skips that record."
-            ) from err
-        yield line, item
-        pos = skip_space(pos)
-        if pos < len(text) and text[pos] == ",":
-            pos += 1
-        elif pos >= len(text) or text[pos] != "]":
-            line += text.count("\n", counted, pos)
-            raise DataFileError(f"{path}:{line}: expected ',' or ']' after a record. Fix the JSON list.")
+    for record in read_records(path):
+        yield record.position.line, record.item

@@ -18,6 +18,7 @@ from typing import Any, Literal, TypeVar, get_args
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from vidlab.errors import SettingsError
+from vidlab.validation import describe_errors
 
 # Decoding ahead (eval's threads, training's DataLoader processes): one per core this process may use, at
 # most 8 (past that a GPU waits on nothing, and every training worker holds its own copy of the libraries).
@@ -242,22 +243,6 @@ class GenerationOptions(BaseModel):
 
 
 Model = TypeVar("Model", bound=BaseModel)
-
-
-def describe_errors(err: ValidationError, name: Callable[[str], str] = str) -> list[str]:
-    """One short line per problem: `fps: input should be greater than 0 (got -1)`; `name` spells a
-    field as the user wrote it (a CLI flag, a config key)."""
-    lines = []
-    for error in err.errors():
-        where = name(".".join(str(part) for part in error["loc"])) if error["loc"] else ""
-        if error["type"] == "value_error":
-            message = str(error["ctx"]["error"]) if "ctx" in error else error["msg"]
-            lines.append(f"{where}: {message}" if where else message)
-        elif error["type"] == "extra_forbidden":
-            lines.append(f"{where}: unknown setting")
-        else:
-            lines.append(f"{where}: {error['msg'].lower()} (got {error.get('input')!r})")
-    return lines
 
 
 def build(model: type[Model], values: dict[str, Any], name: Callable[[str], str] = str) -> Model:

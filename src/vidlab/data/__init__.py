@@ -2,7 +2,7 @@
 
     vidlab.data.check_data(["train.jsonl"], config="train.yaml")        # vidlab data check
     vidlab.data.plan_run("train.yaml", stats="data-check/check.json")   # vidlab data plan
-    vidlab.data.convert_data("msrvtt", "train_val_videodatainfo.json", "msrvtt.jsonl")   # vidlab data convert
+    vidlab.data.convert_annotations("msrvtt", "train_val_videodatainfo.json", "msrvtt.jsonl")   # vidlab data convert
     vidlab.data.plan_video_tokens(3600, settings=vidlab.MediaSettings(max_frames=3600))   # vidlab data tokens
 
 Names are imported on first use (torch and transformers load only when a command needs them).
@@ -19,8 +19,8 @@ _EXPORTS = {
     "plan_video_tokens": "vidlab.data.plan_tokens",
     "render_token_costs": "vidlab.data.plan_tokens",
     "TokenCost": "vidlab.data.plan_tokens",
-    "convert_data": "vidlab.data.convert",
-    "ConvertResult": "vidlab.data.convert",
+    "convert_annotations": "vidlab.data.convert",
+    "AnnotationConversion": "vidlab.data.convert",
 }
 
 __all__ = sorted(_EXPORTS)

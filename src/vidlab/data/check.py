@@ -8,8 +8,8 @@ histograms), how many the token budget would shrink or skip, and which records a
 
 Written to the output folder (each file atomically):
     check.json      the summary (what `vidlab data plan` reads)
-    bad.jsonl       one line per bad record: file, line, id, kind, reason
-    samples.jsonl   one line per usable record: file, line, id and its sizes
+    bad.jsonl       one line per bad record: file, index, line, id, kind, reason
+    samples.jsonl   one line per usable record: file, index, line, id and its sizes
     histograms.png  the distributions
     cache.jsonl     what was measured, so that a rerun decodes only what changed
 and, with cleaned=True, beside each annotation file a copy of it without the bad records
@@ -25,13 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vidlab.annotations import read_records
 from vidlab.data import check_sample
 from vidlab.data.check_cache import CheckCache, cache_key, content_key, processor_fingerprint
-from vidlab.data.check_kinds import skip_kind
 from vidlab.data.check_pool import TaskFailure, TimedPool
 from vidlab.data.check_stats import distributions, save_histograms
 from vidlab.errors import VidlabError
-from vidlab.files import iter_json_items, write_json, write_jsonl
+from vidlab.files import write_json, write_jsonl
 from vidlab.settings import MediaSettings
 from vidlab.training.data import TrainRecord, load_records
 
@@ -52,8 +52,8 @@ class CheckResult:
     Attributes:
         out_dir: the folder check.json, bad.jsonl, samples.jsonl and histograms.png are in.
         report: the contents of check.json.
-        bad: one dict per bad record (file, line, id, kind, reason), in file order.
-        samples: one dict per usable record (file, line, id, duration, frames, visual_tokens,
+        bad: one dict per bad record (file, index, line, id, kind, reason), in file order.
+        samples: one dict per usable record (file, index, line, id, duration, frames, visual_tokens,
             visual_tokens_before_pruning, text_tokens, total_tokens, shrunk), in file order.
         histograms: the PNG (None when no record was usable).
         cleaned: the cleaned copies written (cleaned=True).
@@ -91,8 +91,8 @@ def _resolve(files, config, model, data_root, settings, max_length):
             max_length or DEFAULT_MAX_LENGTH)
 
 
-def _place(file: Any, line: int, record_id: str | None) -> dict:
-    return {"file": str(file), "line": line, "id": record_id}
+def _place(file: Any, index: int, line: int, record_id: str | None) -> dict:
+    return {"file": str(file), "index": index, "line": line, "id": record_id}
 
 
 def _duplicates(records: list[TrainRecord]) -> tuple[dict[int, str], dict[str, list[str]]]:
@@ -146,9 +146,10 @@ def _run(records: list[TrainRecord], workers: int, timeout: float, progress: boo
 
 
 def _cleaned_copies(files: list[Path], bad_places: set[tuple[str, int]]) -> list[Path]:
+    """Each file without its bad records, which are known by (file, index): records of a JSON list share lines."""
     written = []
     for file in files:
-        rows = [item for line, item in iter_json_items(file) if (str(file), line) not in bad_places]
+        rows = [raw.item for raw in read_records(file) if (str(file), raw.position.index) not in bad_places]
         written.append(write_jsonl(file.with_name(f"{file.stem}.clean.jsonl"), rows))
     return written
 
@@ -203,11 +204,11 @@ def check_data(
     measured = _run([r for r in records if r.index not in repeats], workers, timeout, progress,
                     CheckCache(out, enabled=cache), keys, init)
 
-    bad = [{**_place(note.file, note.line, note.id), "kind": skip_kind(note.reason), "reason": note.reason}
+    bad = [{**_place(note.file, note.index, note.line, note.id), "kind": note.kind, "reason": note.reason}
            for note in skipped]
     samples = []
     for record in records:
-        place = _place(record.file, record.line, record.id)
+        place = _place(record.file, record.position.index, record.line, record.id)
         if record.index in repeats:
             bad.append({**place, "kind": "duplicate",
                         "reason": f"the same conversation and media as {repeats[record.index]}; drop one"})
@@ -218,7 +219,7 @@ def check_data(
         else:
             bad.append({**place, "kind": result["kind"], "reason": result["reason"]})
     order = {str(f): i for i, f in enumerate(files)}
-    bad.sort(key=lambda row: (order.get(row["file"], len(order)), row["line"]))
+    bad.sort(key=lambda row: (order.get(row["file"], len(order)), row["index"]))
 
     longest = max(samples, key=lambda s: s["total_tokens"], default=None)
     report = {
@@ -237,7 +238,8 @@ def check_data(
             "skipped": sum(1 for row in bad if row["kind"] == "over budget"),
         },
         "stats": distributions(samples),
-        "longest": None if longest is None else {k: longest[k] for k in ("file", "line", "id", "total_tokens")},
+        "longest": None if longest is None else {k: longest[k]
+                                                 for k in ("file", "index", "line", "id", "total_tokens")},
         "duplicates": {
             "records": len(repeats),
             "shared_ids": len(shared_ids),
@@ -250,5 +252,5 @@ def check_data(
     write_jsonl(out / "bad.jsonl", bad)
     write_jsonl(out / "samples.jsonl", samples)
     histograms = save_histograms(samples, out / "histograms.png", max_length)
-    copies = _cleaned_copies(files, {(row["file"], row["line"]) for row in bad}) if cleaned else []
+    copies = _cleaned_copies(files, {(row["file"], row["index"]) for row in bad}) if cleaned else []
     return CheckResult(out, report, bad, samples, histograms, copies)

@@ -9,17 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vidlab.errors import (
-    ClipWindowError,
-    MediaError,
-    MediaNotFoundError,
-    NoFramesError,
-    NoVideoStreamError,
-    SampleError,
-    TruncatedVideoError,
-    UnreadableMediaError,
-)
-from vidlab.files import reason_of
+from vidlab.annotations import reason_of
+from vidlab.errors import SampleError
+from vidlab.record_kinds import kind_of
 from vidlab.settings import MediaSettings
 from vidlab.training.data import TrainRecord, encode_record
 
@@ -52,24 +44,6 @@ def prepare(model: str, settings_json: str, max_length: int, processor=None) -> 
                   settings=MediaSettings.model_validate_json(settings_json), max_length=max_length)
 
 
-def error_kind(err: BaseException) -> str:
-    """What kind of failure an encode_record error is, from the error and the errors it was raised from."""
-    chain = []
-    while err is not None:
-        chain.append(err)
-        err = err.__cause__
-    for kind, types in (("missing", MediaNotFoundError), ("truncated", TruncatedVideoError),
-                        ("clip window", ClipWindowError),
-                        ("undecodable", (UnreadableMediaError, NoVideoStreamError, NoFramesError))):
-        if any(isinstance(e, types) for e in chain):
-            return kind
-    if "over budget" in str(chain[0]):
-        return "over budget"
-    if any(isinstance(e, MediaError) for e in chain[1:]):
-        return "unusable media"
-    return "undecodable"  # encode_record wraps decoder errors (FFmpeg, OSError, ...) as "could not be decoded"
-
-
 def _seconds(record: TrainRecord, sampling) -> float | None:
     """Seconds of video the record uses (its clip windows, summed over its videos), from the frame tables."""
     from vidlab.media.table import read_frame_table
@@ -96,7 +70,7 @@ def measure(record: TrainRecord) -> dict:
     try:
         sample = encode_record(record, _STATE["processor"], settings, _STATE["max_length"])
     except SampleError as err:
-        return {"ok": False, "kind": error_kind(err), "reason": reason_of(err, record.source)}
+        return {"ok": False, "kind": kind_of(err), "reason": reason_of(err, record.source)}
     stats = sample.stats
     duration = _seconds(record, settings)
     return {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
@@ -13,8 +14,13 @@ from vidlab.cli_common import MediaOptions, media_options, quiet_transformers
 _SHOWN = 10  # bad records / problems printed; the files list them all
 
 
-def _short(path: str) -> str:
-    return Path(path).name
+def _shown(path: str) -> str:
+    """A file as the user can find it: relative to the working folder when it is below it, else as given
+    (several folders often hold a file of the same name)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return path
 
 
 @media_options()
@@ -55,8 +61,10 @@ def check_command(
                f"{report['ok']} usable, {report['bad']} bad")
     if result.bad:
         typer.echo("bad records by kind: " + ", ".join(f"{kind} {n}" for kind, n in report["bad_by_kind"].items()))
+        starts = Counter((row["file"], row["line"]) for row in [*result.bad, *result.samples])
         for row in result.bad[:_SHOWN]:
-            typer.echo(f"  {_short(row['file'])}:{row['line']}  {row['kind']}: {row['reason']}")
+            shared = f" (record {row['index'] + 1})" if starts[row["file"], row["line"]] > 1 else ""
+            typer.echo(f"  {_shown(row['file'])}:{row['line']}{shared}  {row['kind']}: {row['reason']}")
         if len(result.bad) > _SHOWN:
             typer.echo(f"  ... {len(result.bad) - _SHOWN} more in {result.out_dir / 'bad.jsonl'}")
     stats = report["stats"]
@@ -124,10 +132,11 @@ def convert_command(
     dataset: Annotated[str | None, typer.Option(help="The data set's name in dataset_info.json.")] = None,
 ) -> None:
     """Convert LLaVA-Video, Video-ChatGPT, ShareGPT4Video, MSR-VTT, MSVD, VATEX or LLaMA-Factory data to records."""
-    from vidlab.data.convert import convert_data
+    from vidlab.data.convert import convert_annotations
 
-    result = convert_data(source_format, file, out, data_root=data_root, captions=captions, to=to, prompt=prompt,
-                          split=split, language=language, dataset_info=dataset_info, dataset=dataset)
+    result = convert_annotations(source_format, file, out, data_root=data_root, captions=captions, to=to,
+                                 prompt=prompt, split=split, language=language, dataset_info=dataset_info,
+                                 dataset=dataset)
     typer.echo(f"wrote {result.records} {'sharegpt ' if result.target == 'sharegpt' else ''}record(s) to "
                f"{result.out} from {result.items} {source_format} item(s); {len(result.problems)} not converted")
     for problem in result.problems[:_SHOWN]:

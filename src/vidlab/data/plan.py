@@ -43,7 +43,10 @@ class PlanResult:
         fits: the peak is within gpu_memory (None when no size was given).
         records: usable training records (from check.json, else read from data.train; None when the
             files are not here).
-        steps_per_epoch, total_steps: optimiser steps, as `vidlab train` counts them (None without records).
+        steps_per_epoch, total_steps: optimiser steps, as `vidlab train` counts them (None without records):
+            on usable records when the config's data.check is that check.json (training then leaves out
+            the records it found bad), else on the records data.train holds.
+        records_note: where training would count otherwise (a check.json given, but not as data.check).
         tokens_from: where the sample length came from (check.json, or the model_max_length limit).
         changes: when it does not fit, the changes tried, those that fit first.
     """
@@ -58,6 +61,7 @@ class PlanResult:
     total_steps: int | None
     tokens_from: str
     changes: list[Change] = field(default_factory=list)
+    records_note: str | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -72,6 +76,7 @@ class PlanResult:
             "steps_per_epoch": self.steps_per_epoch,
             "total_steps": self.total_steps,
             "tokens_from": self.tokens_from,
+            "records_note": self.records_note,
             "changes": [{"set": c.overrides, "why": c.why, "peak_gib": round(c.estimate.peak / GIB, 2), "fits": c.fits}
                         for c in self.changes],
         }
@@ -178,7 +183,8 @@ def plan_run(
 
     Args:
         config: the training config (YAML path, mapping or TrainConfig).
-        stats: the check.json of `vidlab data check` on the training data (longest sample, records).
+        stats: the check.json of `vidlab data check` on the training data (longest sample, records);
+            default: the config's data.check.
             Without it the longest sample is taken to be data.model_max_length tokens, as many of them
             visual as data.max_visual_tokens allows.
         gpus: training processes (one per GPU).
@@ -205,11 +211,17 @@ def plan_run(
     arch = read_architecture(model or train.model.path, train.lora.r, train.lora.target_modules,
                              train.lora.modules_to_save)
     text_tokens = 0
+    note = None
+    stats = stats if stats is not None else train.data.check
     if stats is not None:
         report = _stats(Path(stats))
         tokens, vision_tokens = _max(report, "total_tokens"), _max(report, "visual_tokens_before_pruning")
         text_tokens = int(((report["stats"].get("text_tokens") or {}).get("p99")) or 0)
         records, tokens_from = int(report["ok"]), f"{stats} (longest sample)"
+        if train.data.check is None or Path(train.data.check).expanduser().resolve() != Path(stats).resolve():
+            parsed = _count_records(train)
+            note = (f"vidlab train leaves out the records the check found bad only with data.check: {stats} in the "
+                    "config" + (f"; without it, it trains on all {parsed} readable records" if parsed else ""))
     else:
         tokens = train.data.model_max_length
         vision_tokens = min(tokens, train.data.max_visual_tokens or tokens)
@@ -223,7 +235,7 @@ def plan_run(
     budget = None if gpu_memory is None else int(gpu_memory * GIB)
     fits = None if budget is None else result.peak <= budget
     changes = _changes(arch, setup, train, budget, train.lora.r, text_tokens) if budget is not None and not fits else []
-    return PlanResult(arch, setup, result, budget, fits, records, steps, total, tokens_from, changes)
+    return PlanResult(arch, setup, result, budget, fits, records, steps, total, tokens_from, changes, note)
 
 
 def _count_records(config: TrainConfig) -> int | None:
@@ -275,6 +287,8 @@ def render_plan(plan: PlanResult) -> str:
     else:
         lines += ["", f"steps        {plan.records} records: {plan.steps_per_epoch} optimiser steps per epoch, "
                       f"{plan.total_steps} in all"]
+        if plan.records_note:
+            lines.append(f"             ({plan.records_note})")
     if plan.changes:
         lines += ["", "to fit, change (estimated peak per GPU):"]
         for change in plan.changes:

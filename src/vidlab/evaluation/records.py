@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vidlab.annotations import given_id, read_records, reason_of
 from vidlab.conversation import ROLE_NAMES, Conversation, TextPart, Turn, parse_record
 from vidlab.errors import EvaluationError, VidlabError
 from vidlab.evaluation.subtitles import Cue, TimedSubtitles, subtitle_block
-from vidlab.files import iter_json_items, reason_of
 from vidlab.media import VideoClip
 
 BREAKDOWN_KEYS = ("task", "category", "duration")
@@ -26,7 +26,8 @@ class EvalRecord:
 
     Attributes:
         id: unique within the data set; predictions and resuming are keyed on it.
-        source: file:line of the record, for messages.
+        source: where the record is (`vidlab.annotations.Position`: file:line, and the record's number
+            in a JSON list), for messages.
         index: position in the data set (the order predictions are written in).
         conversation: the prompt turns, ending with a user turn.
         references: one or more reference answers (for multiple choice: the answer letter).
@@ -89,7 +90,7 @@ class EvalRecord:
 class Skipped:
     """A record that was not evaluated, and why."""
 
-    source: str  # file:line
+    source: str  # the record's position (file:line, and its number in a JSON list)
     id: str | None
     reason: str
     index: int = -1
@@ -162,22 +163,21 @@ def annotation_record(item: Any, where: str, index: int, default_id: str) -> Eva
     conversation = parse_record({**item, "conversations": prompt_turns}, where=where)
     if conversation.turns[-1].role != "user":
         raise EvaluationError(f"{where}: the turns before the reference must end with a human turn (the question).")
-    record_id = str(item["id"]) if item.get("id") is not None else default_id
+    record_id = given_id(item) or default_id
     meta = {key: str(item[key]) for key in BREAKDOWN_KEYS if item.get(key) is not None}
     return EvalRecord(record_id, where, index, conversation, references, meta=meta)
 
 
 def load_annotations(path: Path, data_root: Path | None = None) -> EvalSet:
-    """Annotation records; bad ones become `Skipped` entries with their file:line and the reason."""
+    """Annotation records; bad ones become `Skipped` entries with their place and the reason."""
     records, skipped = [], []
-    for index, (line, item) in enumerate(iter_json_items(path)):
-        where = f"{path}:{line}"
-        record_id = str(item["id"]) if isinstance(item, dict) and item.get("id") is not None else None
-        if isinstance(item, Exception):
-            skipped.append(Skipped(where, None, reason_of(item, where), index))
+    for raw in read_records(path):
+        where, index = str(raw.position), raw.position.index
+        if isinstance(raw.item, Exception):
+            skipped.append(Skipped(where, None, reason_of(raw.item, where), index))
             continue
         try:
-            records.append(annotation_record(item, where, index, default_id=f"{path.name}:{line}"))
+            records.append(annotation_record(raw.item, where, index, default_id=raw.id))
         except VidlabError as err:
-            skipped.append(Skipped(where, record_id, reason_of(err, where), index))
+            skipped.append(Skipped(where, raw.given_id, reason_of(err, where), index))
     return EvalSet(path, "records", data_root or path.parent, records, skipped)

@@ -17,7 +17,7 @@ import dataclasses
 
 import torch
 
-from vidlab.errors import SampleError
+from vidlab.errors import OverBudgetError
 from vidlab.inputs.compressed import video_segments
 from vidlab.inputs.processing import ProcessorCall
 from vidlab.media import VideoClip
@@ -83,7 +83,7 @@ def fit(
     limit = max_length if max_length is not None else length
 
     if length > limit and not clips:
-        raise SampleError(_over_budget(length, limit, "the sample has no video, and only video frames are shrunk"))
+        raise OverBudgetError(_over_budget(length, limit, "the sample has no video, and only video frames are shrunk"))
 
     # 1. Smaller frames: lower the per-video budget until it fits or every frame is at the floor.
     smallest = floor * max((len(clip) for clip in clips), default=0)
@@ -111,7 +111,7 @@ def fit(
         while length > limit:
             frames = sum(len(clip) for clip in clips)
             if frames <= len(clips):
-                raise SampleError(
+                raise OverBudgetError(
                     _over_budget(
                         length, limit,
                         f"even 1 frame per video at {max(call.tokens_per_frame(tensors))} token(s) per frame "
@@ -154,12 +154,12 @@ def _fit_compressed(
     length = call.length(tensors)
     limit = max_length if max_length is not None else length
     if length > limit and not clips:
-        raise SampleError(_over_budget(length, limit, "the sample has no video, and only video frames are shrunk"))
+        raise OverBudgetError(_over_budget(length, limit, "the sample has no video, and only video frames are shrunk"))
     while length > limit:
         # A segment is what one stamp announces: a frame, or a group of frames for group_resampler.
         segments = sum(len(video_segments(spec, clip.stamps)) for clip in clips)
         if segments <= len(clips):
-            raise SampleError(_over_budget(
+            raise OverBudgetError(_over_budget(
                 length, limit, f"even 1 frame per video leaves {length - call.video_tokens(tensors)} other tokens"))
         fixed = _fixed_tokens(call, clips, tensors)
         per_segment = max(length - fixed, 1) / segments

@@ -14,7 +14,8 @@ _EXPORTS = {
     "resolve_dtype": "vidlab.models.load",
     "build_tiny_model": "vidlab.models.tiny",
     "TinySpec": "vidlab.models.tiny",
-    "convert_checkpoint": "vidlab.models.convert.run",
+    "convert_checkpoint": "vidlab.models.convert.checkpoint",
+    "CheckpointConversion": "vidlab.models.convert.checkpoint",
     "model_info": "vidlab.models.info",
     "render_model_info": "vidlab.models.info",
 }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from vidlab.errors import ConversionError
+from vidlab.errors import CheckpointConversionError
 
 # What a conversion needs from a hub repository: configs, weights, tokenizer files; not remote code.
 CHECKPOINT_FILES = ["*.json", "*.safetensors", "*.bin", "*.txt", "*.model", "*.jinja"]
@@ -29,15 +29,15 @@ def local_folder(ref: str | Path, what: str, patterns: list[str] | None = None) 
     if path.is_dir():
         return path
     if path.exists():
-        raise ConversionError(f"{path}: is a file, not a folder ({what}). Pass the folder that holds it.")
+        raise CheckpointConversionError(f"{path}: is a file, not a folder ({what}). Pass the folder that holds it.")
     if not is_hub_id(str(ref)):
-        raise ConversionError(f"{ref}: no such folder ({what}). Check the path.")
+        raise CheckpointConversionError(f"{ref}: no such folder ({what}). Check the path.")
     from huggingface_hub import snapshot_download
 
     try:
         return Path(snapshot_download(str(ref), allow_patterns=patterns))
     except Exception as err:  # network, auth and cache errors all mean: no local copy to be had here
-        raise ConversionError(
+        raise CheckpointConversionError(
             f"{ref}: not a local folder and not downloadable from the Hugging Face hub here "
             f"({type(err).__name__}: {err}). On a machine with hub access run `hf download {ref} --local-dir DIR`, "
             f"copy DIR here and pass its path ({what})."

@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from vidlab.errors import ConversionError, ModelLoadError
+from vidlab.errors import CheckpointConversionError, ModelLoadError
 from vidlab.models.convert.keymap import (
     canonical_key,
     is_derived_buffer,
@@ -199,7 +199,7 @@ def model_info(path: str | Path) -> dict:
         if kind == "original":
             return _original_info(folder)
         return _adapter_info(folder)
-    except ConversionError as err:
+    except CheckpointConversionError as err:
         raise ModelLoadError(str(err)) from err
 
 

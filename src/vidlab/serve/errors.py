@@ -18,6 +18,7 @@ from vidlab.errors import (
     SettingsError,
     VidlabError,
 )
+from vidlab.record_kinds import kind_of
 
 _TYPES = {
     400: "invalid_request_error",
@@ -87,7 +88,7 @@ def from_user_error(err: VidlabError, where: str, param: str | None = None) -> S
         return err
     message = str(err)
     text = message if message.startswith(where) else f"{where}: {message}"
-    if isinstance(err, SampleError) and "over budget" in message:
+    if kind_of(err) == "over budget":
         return ServeError(400, text, code="context_length_exceeded", param=param or "messages")
     if isinstance(err, (MediaNotFoundError, ClipWindowError)):
         return ServeError(400, text, code="invalid_media", param=param)

@@ -9,8 +9,6 @@ types, missing files.
 from __future__ import annotations
 
 import copy
-import difflib
-import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from vidlab.errors import VidlabError
 from vidlab.settings import DECODE_WORKERS, MediaSettings, VideoCompressor
+from vidlab.validation import describe_errors
 
 PARTS = ("vision", "projector", "compressor", "llm")
 
@@ -54,6 +53,10 @@ class DataSection(MediaSettings):
     data_root: str | None = Field(None, description="Folder media paths are relative to (default: each file's folder).")
     model_max_length: int = Field(16384, ge=16, description="Tokens per sample (text + visual); longer ones shrink.")
     strict: bool = Field(False, description="Stop at the first bad sample instead of skipping it.")
+    check: str | None = Field(
+        None, description="check.json of `vidlab data check` on data.train: the records it found bad are left out, "
+        "so steps per epoch count usable records (as `vidlab data plan` does).",
+    )
     workers: int = Field(
         DECODE_WORKERS, ge=0, description="DataLoader worker processes decoding videos (0: in the main process).",
         json_schema_extra={"shown_default": "one per core, at most 8"},  # the machine's count, not a fixed number
@@ -202,52 +205,12 @@ def apply_overrides(raw: dict, overrides: list[str] | dict[str, Any]) -> dict:
     return raw
 
 
-def _known_keys(model: type[BaseModel], loc: tuple) -> list[str]:
-    """The field names at `loc` (the location of an unknown key), for did-you-mean hints."""
-    for part in loc[:-1]:
-        field = model.model_fields.get(str(part))
-        annotation = _section_type(getattr(field, "annotation", None) if field else None)
-        if annotation is None:
-            return []
-        model = annotation
-    return list(model.model_fields)
-
-
-def _section_type(annotation) -> type[BaseModel] | None:
-    """The pydantic model a field holds (`X` or `X | None`), or None."""
-    for candidate in (annotation, *typing.get_args(annotation)):
-        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
-            return candidate
-    return None
-
-
-def _describe(error: dict) -> str:
-    loc = error["loc"]
-    where = ".".join(str(part) for part in loc) or "(top level)"
-    if error["type"] == "extra_forbidden":
-        known = _known_keys(TrainConfig, loc)
-        near = difflib.get_close_matches(str(loc[-1]), known, n=1)
-        hint = f"did you mean {near[0]!r}? " if near else ""
-        return f"{where}: unknown key; {hint}known keys here: {', '.join(known)}."
-    if error["type"] == "missing":
-        field = _field_info(loc)
-        about = f" ({field.description})" if field is not None and field.description else ""
-        return f"{where}: missing{about}. Add it."
-    if error["type"] == "value_error":
-        message = str(error["ctx"]["error"]) if "ctx" in error else error["msg"]
-        return f"{where}: {message}" if loc else message
-    return f"{where}: {error['msg']} (got {error.get('input')!r})."
-
-
-def _field_info(loc: tuple):
-    model: type[BaseModel] = TrainConfig
-    field = None
-    for part in loc:
-        field = model.model_fields.get(str(part))
-        if field is None:
-            return None
-        model = _section_type(field.annotation) or model
-    return field
+def _problems(label: str, lines: list[str]) -> ConfigError:
+    """One error naming every problem; its first line says which settings (the first words of each line)."""
+    if len(lines) == 1:
+        return ConfigError(f"{label}: {lines[0]}")
+    settings = ", ".join(line.split(": ")[0] for line in lines)
+    return ConfigError(f"{label}: {len(lines)} problems in the config ({settings}):\n  " + "\n  ".join(lines))
 
 
 def check_files(config: TrainConfig) -> list[str]:
@@ -269,6 +232,9 @@ def check_files(config: TrainConfig) -> list[str]:
     adapter = config.model.adapter
     if adapter is not None and not (Path(adapter).expanduser() / "adapter_config.json").is_file():
         problems.append(f"model.adapter: {config.model.adapter}: not a PEFT adapter folder (no adapter_config.json).")
+    if config.data.check is not None and not Path(config.data.check).expanduser().is_file():
+        problems.append(f"data.check: {config.data.check}: no such file. Run `vidlab data check --config CONFIG "
+                        "--out FOLDER` and give FOLDER/check.json.")
     return problems
 
 
@@ -306,11 +272,10 @@ def load_config(
     try:
         config = TrainConfig.model_validate(raw)
     except ValidationError as err:
-        lines = [_describe(e) for e in err.errors()]
-        raise ConfigError(f"{label}: {len(lines)} problem(s) in the config:\n  " + "\n  ".join(lines)) from None
+        raise _problems(label, describe_errors(err, model=TrainConfig)) from None
     problems = check_files(config) if check_paths else []
     if problems:
-        raise ConfigError(f"{label}: {len(problems)} problem(s) in the config:\n  " + "\n  ".join(problems))
+        raise _problems(label, problems)
     return config
 
 

@@ -1,7 +1,7 @@
 """Training data: annotation records -> labelled samples within the token budget -> padded batches.
 
 The steps, each usable on its own:
-    load_records   annotation files -> TrainRecord list + SkipNote list (bad records, with file:line)
+    load_records   annotation files -> TrainRecord list + SkipNote list (bad records, with their position)
     encode_record  one record -> its media decoded and `vidlab.inputs.encode`d with labels, within
                    model_max_length (the same encoding chat and evaluation use)
     TrainDataset   records -> samples; a record that fails is replaced by the next one, so every
@@ -11,30 +11,45 @@ The steps, each usable on its own:
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from vidlab.annotations import Position, read_records, reason_of
 from vidlab.conversation import Conversation, parse_record
 from vidlab.errors import ConversationError, DataFileError, MediaError, MediaNotFoundError, SampleError, VidlabError
-from vidlab.files import iter_json_items, reason_of
+from vidlab.files import read_jsonl
 from vidlab.inputs import IGNORE_INDEX, Sample, collate, encode, load_media, video_frame_size
+from vidlab.record_kinds import kind_of
 from vidlab.settings import MediaSettings
 
 
 @dataclass(frozen=True)
 class SkipNote:
-    """A record that was not trained on, and why: one line of skipped.jsonl."""
+    """A record that was not trained on, and why: one line of skipped.jsonl.
+
+    `index` is the record's place among its file's records (several records of a JSON list written
+    on one line share a line); `kind` is one of `vidlab.record_kinds.KINDS`.
+    """
 
     file: str
     line: int
     id: str | None
     reason: str
+    index: int = -1
+    kind: str = "invalid record"
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @staticmethod
+    def of(position: Position, record_id: str | None, err: BaseException) -> SkipNote:
+        return SkipNote(str(position.file), position.line, record_id, reason_of(err, position), position.index,
+                        kind_of(err))
 
 
 @dataclass
@@ -42,31 +57,34 @@ class TrainRecord:
     """One usable annotation record.
 
     Attributes:
-        file, line: where the record is (the line its JSON starts on).
-        id: the record's "id", or "file.name:line" when it has none (ids need not be unique).
+        position: where the record is (file as given, index in the file, line its JSON starts on).
+        id: the record's "id", or its position's default id (ids need not be unique).
         index: position in the list `load_records` returned.
         conversation: the turns, with at least one assistant reply.
         data_root: the folder relative media paths are resolved against.
     """
 
-    file: Path
-    line: int
+    position: Position
     id: str
     index: int
     conversation: Conversation
     data_root: Path
 
     @property
+    def file(self) -> Path:
+        return self.position.file
+
+    @property
+    def line(self) -> int:
+        return self.position.line
+
+    @property
     def source(self) -> str:
-        return f"{self.file}:{self.line}"
+        return str(self.position)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Reading records
-
-
-def _place(file: Path | str, line: int, record_id: str | None) -> str:
-    return f"{file}:{line}" + (f" (id {record_id})" if record_id is not None else "")
 
 
 def _resolve(path: str, root: Path) -> Path:
@@ -75,13 +93,14 @@ def _resolve(path: str, root: Path) -> Path:
 
 
 def _usable_conversation(item: Any, where: str, root: Path) -> Conversation:
-    """The record as a Conversation, or the VidlabError that says why it cannot be trained on."""
+    """The record as a Conversation training can learn from, or the VidlabError that says why not."""
     if isinstance(item, Exception):
         raise item
     conversation = parse_record(item, where=where)
     if not any(turn.role == "assistant" for turn in conversation.turns):
         raise ConversationError(
-            f'{where}: no assistant ("gpt") turn, so nothing to learn. Add the expected answer as a gpt turn.'
+            f'{where}: no assistant ("gpt") turn, so nothing to learn. Add the expected answer as a gpt turn.',
+            "no answer",
         )
     for part in conversation.media:
         path = _resolve(part.path, root)
@@ -98,9 +117,9 @@ def load_records(
 ) -> tuple[list[TrainRecord], list[SkipNote]]:
     """Read annotation files (JSON list or JSONL) into training records.
 
-    A record is skipped (a SkipNote with file, line, id and reason) when its line is not valid JSON,
-    it is not an object, its conversation does not validate, it has no assistant turn, or one of its
-    media paths does not exist.
+    A record is skipped (a SkipNote with its position, id, reason and kind) when its line is not
+    valid JSON, it is not an object, its conversation does not validate, it has no assistant turn,
+    or one of its media paths does not exist.
 
     Args:
         files: annotation files, read in order.
@@ -111,7 +130,7 @@ def load_records(
     Raises:
         DataFileError: an annotation file or the data root is missing, or a file cannot be read at
             all (empty, not UTF-8, a JSON list broken part way).
-        SampleError: strict=True and a record is bad; names file:line, the id and the fix.
+        SampleError: strict=True and a record is bad; names its place, the id and the fix.
     """
     files = [Path(f) for f in files]
     problems = [f"{f}: no such annotation file" for f in files if not f.is_file()]
@@ -126,24 +145,64 @@ def load_records(
     skipped: list[SkipNote] = []
     for file in files:
         root = Path(data_root) if data_root is not None else file.parent
-        for line, item in iter_json_items(file):
-            where = f"{file}:{line}"
-            record_id = str(item["id"]) if isinstance(item, dict) and item.get("id") is not None else None
+        for raw in read_records(file):
+            where = str(raw.position)
             try:
-                conversation = _usable_conversation(item, where, root)
+                conversation = _usable_conversation(raw.item, where, root)
             except VidlabError as err:
-                note = SkipNote(str(file), line, record_id, reason_of(err, where))
+                note = SkipNote.of(raw.position, raw.given_id, err)
                 if strict:
+                    place = where + (f" (id {raw.given_id})" if raw.given_id is not None else "")
                     raise SampleError(
-                        f"{_place(file, line, record_id)}: {note.reason} (strict mode stops at the first bad record: "
+                        f"{place}: {note.reason} (strict mode stops at the first bad record: "
                         "fix or remove it, or turn strict off to skip bad records and list them in skipped.jsonl)"
                     ) from err
                 skipped.append(note)
                 continue
-            records.append(
-                TrainRecord(file, line, record_id or f"{file.name}:{line}", len(records), conversation, root)
-            )
+            records.append(TrainRecord(raw.position, raw.id, len(records), conversation, root))
     return records, skipped
+
+
+def leave_out_checked(records: list[TrainRecord], check: Path, settings: MediaSettings,
+                      max_length: int) -> tuple[list[TrainRecord], list[SkipNote]]:
+    """The records `vidlab data check` found usable (its check.json and the bad.jsonl beside it), and a
+    SkipNote for each one left out, so that steps per epoch count usable records.
+
+    Raises:
+        DataFileError: the check was made on other files or settings, or before a file last changed.
+    """
+    check = Path(check).expanduser()
+    try:
+        report = json.loads(check.read_text(encoding="utf-8"))
+        bad = read_jsonl(check.parent / "bad.jsonl")
+    except (OSError, ValueError) as err:
+        raise DataFileError(f"{check}: not a readable check.json with bad.jsonl beside it ({err}). Run "
+                            "`vidlab data check` again.") from err
+    def same(file) -> str:
+        return str(Path(file).expanduser().resolve())
+
+    files = sorted({str(r.file) for r in records})
+    stale = [f for f in files if Path(f).stat().st_mtime > check.stat().st_mtime]
+    problems = []
+    if not {same(f) for f in files} <= {same(f) for f in report.get("files", [])}:
+        problems.append(f"it checked {', '.join(report.get('files', []))}, not {', '.join(files)}")
+    if stale:
+        problems.append(f"{', '.join(stale)} changed after it")
+    if report.get("settings") != settings.model_dump(mode="json") or report.get("model_max_length") != max_length:
+        problems.append("it used other media settings or model_max_length than this config")
+    if problems:
+        raise DataFileError(f"data.check: {check}: {'; '.join(problems)}. Run `vidlab data check --config CONFIG` "
+                            "again, or leave data.check out.")
+    left_out = {(same(row["file"]), row["index"]): row for row in bad}
+    kept, notes = [], []
+    for record in records:
+        row = left_out.get((same(record.file), record.position.index))
+        if row is None:
+            kept.append(dataclasses.replace(record, index=len(kept)))
+        else:
+            notes.append(SkipNote(str(record.file), record.line, record.id, f"data check: {row['reason']}",
+                                  record.position.index, row["kind"]))
+    return kept, notes
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -191,7 +250,7 @@ class TrainDataset(torch.utils.data.Dataset):
     Every item is therefore a real sample, so all processes of a distributed run step together, and
     the same data gives the same items on every run. A record seen to fail once is not retried or
     reported again by the same process (each DataLoader worker may report it once: deduplicate
-    skipped.jsonl on file and line). With `strict`, the first failure comes back as the item's
+    skipped.jsonl on file and index). With `strict`, the first failure comes back as the item's
     "fatal" message instead, for the main process to raise (an exception raised in a DataLoader
     worker would reach the user wrapped in the worker's traceback).
 
@@ -243,7 +302,7 @@ class TrainDataset(torch.utils.data.Dataset):
                         "data.strict off to skip bad samples and list them in skipped.jsonl)"
                     )}
                 self._failed.add(position)
-                note = SkipNote(str(record.file), record.line, record.id, reason_of(err, record.source))
+                note = SkipNote.of(record.position, record.id, err)
                 skipped.append(note)
                 reasons.append(f"{record.source}: {note.reason}")
                 continue
@@ -303,6 +362,7 @@ __all__ = [
     "TrainDataset",
     "TrainRecord",
     "encode_record",
+    "leave_out_checked",
     "load_records",
     "raise_if_fatal",
 ]

@@ -33,7 +33,7 @@ from vidlab.training.checkpoint import (
     trainable_state,
 )
 from vidlab.training.config import TrainConfig
-from vidlab.training.data import Collator, SkipNote, TrainDataset, load_records
+from vidlab.training.data import Collator, SkipNote, TrainDataset, leave_out_checked, load_records
 from vidlab.training.model import (
     load_for_training,
     parameter_groups,
@@ -167,6 +167,10 @@ def run_training(config: TrainConfig, resume: bool | str | None = None) -> Train
     set_seed(config.train.seed)
 
     records, load_skips = load_records([Path(f) for f in config.data.train], _data_root(config), config.data.strict)
+    if config.data.check is not None:  # the records the data check found bad are left out, as the plan counts
+        records, checked_out = leave_out_checked(records, Path(config.data.check), config.data.media_settings(),
+                                                 config.data.model_max_length)
+        load_skips += checked_out
     if not records:
         raise VidlabError(f"{', '.join(config.data.train)}: no usable training records (see {run_dir / SKIPPED_FILE}).")
     batches_per_epoch = EpochBatches.count(len(records), config.train.batch_size, accelerator.num_processes)

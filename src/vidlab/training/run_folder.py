@@ -78,7 +78,7 @@ class RunLog:
         skipped_path = run_dir / SKIPPED_FILE
         if skipped_path.exists():
             self.skipped = read_jsonl(skipped_path, torn_tail_ok=True)
-            self.seen_skips = {(r["file"], r["line"], r["reason"]) for r in self.skipped}
+            self.seen_skips = {(r["file"], r.get("index", r["line"]), r["reason"]) for r in self.skipped}
         self._log_file = LineAppender(log_path)
         self._skip_file = LineAppender(skipped_path)
 
@@ -86,7 +86,7 @@ class RunLog:
         """Record skipped samples not seen before; returns how many were new."""
         new = 0
         for note in notes:
-            key = (note.file, note.line, note.reason)
+            key = (note.file, note.index if note.index >= 0 else note.line, note.reason)
             if key in self.seen_skips:
                 continue
             self.seen_skips.add(key)

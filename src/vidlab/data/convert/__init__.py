@@ -1,7 +1,19 @@
-"""Other formats -> vidlab annotation records (and records -> LLaMA-Factory sharegpt): one module per source."""
+"""Annotation files in other formats -> vidlab annotation records (and records -> LLaMA-Factory sharegpt).
 
-from vidlab.data.convert.common import ConvertError, Problem
-from vidlab.data.convert.run import CAPTION_FORMATS, FORMAT_HELP, FORMATS, TARGETS, ConvertResult, convert_data
+`convert_annotations` (`vidlab data convert`) drives it; one module per source format. Checkpoints
+are converted by `vidlab.models.convert` (`convert_checkpoint`, `vidlab model convert`).
+"""
 
-__all__ = ["CAPTION_FORMATS", "FORMATS", "FORMAT_HELP", "TARGETS", "ConvertError", "ConvertResult", "Problem",
-           "convert_data"]
+from vidlab.data.convert.annotations import (
+    CAPTION_FORMATS,
+    FORMAT_HELP,
+    FORMATS,
+    TARGETS,
+    AnnotationConversion,
+    convert_annotations,
+)
+from vidlab.data.convert.common import Problem
+from vidlab.errors import AnnotationConversionError
+
+__all__ = ["CAPTION_FORMATS", "FORMATS", "FORMAT_HELP", "TARGETS", "AnnotationConversion", "AnnotationConversionError",
+           "Problem", "convert_annotations"]

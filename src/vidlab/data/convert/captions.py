@@ -29,7 +29,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from vidlab.data.convert.common import ConvertError, Item, VideoFinder, caption_records, json_items, load_json_object
+from vidlab.data.convert.common import (
+    Item,
+    MediaMissing,
+    VideoFinder,
+    caption_records,
+    failed,
+    json_items,
+    load_json_object,
+)
+from vidlab.errors import AnnotationConversionError
 from vidlab.files import TEXT_ENCODING
 
 PROMPT = "Describe what happens in the video in one sentence."
@@ -62,7 +71,7 @@ def _video_items(
             continue
         video = finder.find(video_id)
         if video is None:
-            yield Item(where, problem=finder.missing(video_id))
+            yield Item(where, problem=finder.missing(video_id), problem_kind="missing media")
             continue
         notes = ["videos with empty or repeated captions (left out)"] if dropped else []
         yield Item(where, records=caption_records(video, captions, video_id, prompt, mode), notes=notes)
@@ -80,12 +89,12 @@ def read_msrvtt(
     if not isinstance(data, dict) or not isinstance(data.get("videos"), list) or not isinstance(
         data.get("sentences"), list
     ):
-        raise ConvertError(
+        raise AnnotationConversionError(
             f'{path}: not an MSR-VTT annotation file (expected one JSON object with "videos" and "sentences" lists, '
             "as train_val_videodatainfo.json). Check the file or --from."
         )
     if split is not None and split not in MSRVTT_SPLITS:
-        raise ConvertError(f"--split {split!r}: MSR-VTT's splits are {', '.join(MSRVTT_SPLITS)}.")
+        raise AnnotationConversionError(f"--split {split!r}: MSR-VTT's splits are {', '.join(MSRVTT_SPLITS)}.")
     finder = VideoFinder(data_root)
     order: list[str] = []
     where_of: dict[str, str] = {}
@@ -134,8 +143,8 @@ def _msvd_csv(path: Path, text: str, language: str) -> Iterator[tuple[str, str, 
     reader = csv.DictReader(io.StringIO(text))
     needed = {"VideoID", "Start", "End", "Language", "Description"}
     if not needed <= set(reader.fieldnames or []):
-        raise ConvertError(f"{path}: an MSVD corpus CSV needs the columns {', '.join(sorted(needed))}; "
-                           f"this one has {', '.join(reader.fieldnames or [])}.")
+        raise AnnotationConversionError(f"{path}: an MSVD corpus CSV needs the columns {', '.join(sorted(needed))}; "
+                                        f"this one has {', '.join(reader.fieldnames or [])}.")
     for row in reader:
         if (row.get("Language") or "").strip().lower() == language.lower():
             clip = f"{row['VideoID']}_{row['Start']}_{row['End']}"
@@ -149,7 +158,7 @@ def read_msvd(
     try:
         text = path.read_text(encoding=TEXT_ENCODING)
     except UnicodeDecodeError as err:
-        raise ConvertError(f"{path}: not UTF-8 text ({err.reason}). Save the file as UTF-8.") from err
+        raise AnnotationConversionError(f"{path}: not UTF-8 text ({err.reason}). Save the file as UTF-8.") from err
     rows = _msvd_csv(path, text, language or "English") if path.suffix.lower() == ".csv" else _msvd_text(path, text)
     finder = VideoFinder(data_root, default_suffix=".avi")
     groups: dict[str, list[tuple[str, Any]]] = defaultdict(list)
@@ -164,8 +173,9 @@ def read_msvd(
             where_of[clip] = where
         groups[clip].append((where, caption))
     if not order:
-        raise ConvertError(f"{path}: no caption found. MSVD's AllVideoDescriptions.txt has '<clip> <caption>' "
-                           "lines; its corpus CSV needs --language to match its Language column.")
+        raise AnnotationConversionError(f"{path}: no caption found. MSVD's AllVideoDescriptions.txt has '<clip> "
+                                        "<caption>' lines; its corpus CSV needs --language to match its Language "
+                                        "column.")
     yield from _video_items(groups, order, finder, prompt or PROMPT, captions, where_of)
 
 
@@ -183,7 +193,7 @@ def _vatex_video(video_id: str, finder: VideoFinder) -> tuple[str, dict]:
         whole = finder.find(bounds["video"])
         if whole is not None:
             return whole, {"start": float(int(bounds["start"])), "end": float(int(bounds["end"]))}
-    raise ValueError(finder.missing(video_id) + " (nor the full YouTube video named by the id's first part)")
+    raise MediaMissing(finder.missing(video_id) + " (nor the full YouTube video named by the id's first part)")
 
 
 def read_vatex(
@@ -192,12 +202,12 @@ def read_vatex(
 ) -> Iterator[Item]:
     key = {"en": "enCap", "english": "enCap", "zh": "chCap", "chinese": "chCap"}.get((language or "en").lower())
     if key is None:
-        raise ConvertError(f"--language {language!r}: VATEX has English (en) and Chinese (zh) captions.")
+        raise AnnotationConversionError(f"--language {language!r}: VATEX has English (en) and Chinese (zh) captions.")
     finder = VideoFinder(data_root)
     seen: dict[str, str] = {}
     for where, raw in json_items(path):
         if isinstance(raw, Exception):
-            yield Item(where, problem=str(raw).removeprefix(f"{where}: "))
+            yield failed(where, raw)
             continue
         try:
             if not isinstance(raw, dict) or not isinstance(raw.get("videoID"), str):
@@ -213,7 +223,7 @@ def read_vatex(
                 raise ValueError(f'"{key}" has no usable caption')
             video, window = _vatex_video(video_id, finder)
         except ValueError as err:
-            yield Item(where, problem=str(err))
+            yield failed(where, err)
             continue
         notes = ["videos with empty or repeated captions (left out)"] if dropped else []
         records = caption_records(video, kept, video_id, prompt or PROMPT, captions, window)

@@ -2,7 +2,7 @@
 
 A converter reads its source file and yields, for each source item, either annotation records
 (plain dicts in vidlab's format) or a `Problem` saying why the item cannot become one. The driver
-(`vidlab.data.convert.run`) validates every record with `vidlab.conversation.parse_record`, the
+(`vidlab.data.convert.annotations`) validates every record with `vidlab.conversation.parse_record`, the
 function training uses, so a record that is written is one training or evaluation will read.
 """
 
@@ -16,24 +16,28 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vidlab.errors import DataFileError
-from vidlab.files import TEXT_ENCODING, iter_json_items
+from vidlab.annotations import TEXT_ENCODING, read_records
+from vidlab.errors import AnnotationConversionError
 
 # What FFmpeg reads that data sets ship videos as; the first is assumed when no --data-root is given.
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".flv", ".mpg", ".mpeg", ".gif")
 _PLACEHOLDER = re.compile(r"<(image|video|audio)>")
 
 
-class ConvertError(DataFileError):
-    """A source file that is not in the format asked for, or that nothing could be converted from."""
+class MediaMissing(ValueError):
+    """A source item whose video or image is not under the data root (a wrong --data-root makes every item one)."""
 
 
 @dataclass(frozen=True)
 class Problem:
-    """A source item that was not converted: where it is (file:line, or file:key[index]) and why."""
+    """A source item that was not converted: where it is (file:line, file row N, or file:key[index]) and why.
+
+    `kind` is "missing media" (the file is not under the data root) or "invalid" (anything else).
+    """
 
     source: str
     reason: str
+    kind: str = "invalid"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -47,12 +51,23 @@ class Item:
     records: list[dict] = field(default_factory=list)
     problem: str | None = None
     notes: list[str] = field(default_factory=list)
+    problem_kind: str = "invalid"
+
+
+def failed(where: str, err: Exception) -> Item:
+    """The Item for a source item a converter could not use (the error's words, without the place)."""
+    return Item(where, problem=str(err).removeprefix(f"{where}: "),
+                problem_kind="missing media" if isinstance(err, MediaMissing) else "invalid")
 
 
 def json_items(path: Path) -> Iterator[tuple[str, Any]]:
-    """(file:line, item) for each item of a JSON list or JSONL file; a broken JSONL line yields its error."""
-    for line, item in iter_json_items(path):
-        yield f"{path}:{line}", item
+    """(place, item) for each item of a JSON list or JSONL file; a broken JSONL line yields its error.
+
+    The place is the record's own (`vidlab.annotations.Position`): file:line, with the record's
+    number where a JSON list holds several records on one line.
+    """
+    for record in read_records(path):
+        yield str(record.position), record.item
 
 
 def load_json_object(path: Path, what: str) -> Any:
@@ -60,9 +75,9 @@ def load_json_object(path: Path, what: str) -> Any:
     try:
         return json.loads(path.read_text(encoding=TEXT_ENCODING))
     except UnicodeDecodeError as err:
-        raise ConvertError(f"{path}: not UTF-8 text ({err.reason}). Save the file as UTF-8.") from err
+        raise AnnotationConversionError(f"{path}: not UTF-8 text ({err.reason}). Save the file as UTF-8.") from err
     except json.JSONDecodeError as err:
-        raise ConvertError(f"{path}:{err.lineno}: not valid JSON ({err.msg}). Is this {what}?") from err
+        raise AnnotationConversionError(f"{path}:{err.lineno}: not valid JSON ({err.msg}). Is this {what}?") from err
 
 
 def count_placeholders(text: str) -> dict[str, int]:

@@ -6,7 +6,8 @@ LLaMA-Factory (hiyouga/LLaMA-Factory, data/README.md) reads a JSON list or JSONL
 - OpenAI messages: {"messages": [{"role": "system"|"user"|"assistant", "content": "..."}], ...} (the same
   with other tags).
 Media are placeholders in the text, `<image>`, `<video>`, `<audio>` (no newline needed), one per file
-of the record's lists, in order; paths are relative to LLaMA-Factory's media_dir. Column and tag
+of the record's lists, in order; paths are relative to LLaMA-Factory's media_dir. A video may be a
+list of its frames' image paths; vidlab reads such a video from its frames' folder. Column and tag
 names can be renamed per data set in dataset_info.json; pass that file and the data set's name to
 use its names. Tool calls (function_call / observation turns, "tools") and audio have no place in
 vidlab's records and are reported, not converted.
@@ -17,18 +18,20 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from vidlab.conversation import MediaPart, TextPart, parse_record
 from vidlab.data.convert.common import (
-    ConvertError,
     Item,
+    MediaMissing,
     count_placeholders,
+    failed,
     json_items,
     media_record,
     path_list,
 )
+from vidlab.errors import AnnotationConversionError
 from vidlab.files import TEXT_ENCODING
 
 
@@ -61,15 +64,15 @@ def layout_from_dataset_info(info_path: Path, name: str) -> Layout:
     try:
         info = json.loads(Path(info_path).read_text(encoding=TEXT_ENCODING))
     except (OSError, json.JSONDecodeError) as err:
-        raise ConvertError(
+        raise AnnotationConversionError(
             f"{info_path}: cannot read it as JSON ({err}). Pass LLaMA-Factory's dataset_info.json."
         ) from err
     if not isinstance(info, dict) or name not in info:
         known = ", ".join(sorted(info)[:20]) if isinstance(info, dict) else ""
-        raise ConvertError(f"{info_path}: no data set named {name!r}. Its data sets: {known}.")
+        raise AnnotationConversionError(f"{info_path}: no data set named {name!r}. Its data sets: {known}.")
     entry = info[name]
     if entry.get("formatting", "alpaca") != "sharegpt":
-        raise ConvertError(
+        raise AnnotationConversionError(
             f"{info_path}: {name} is in LLaMA-Factory's {entry.get('formatting', 'alpaca')} format; only its sharegpt "
             "format (conversations or OpenAI messages, with images / videos) can be converted."
         )
@@ -82,7 +85,40 @@ def _roles(layout: Layout) -> dict[str, str]:
     return {layout.user_tag: "human", layout.assistant_tag: "gpt", layout.system_tag: "system"}
 
 
-def convert_item(item: Any, layout: Layout) -> dict:
+def _frame_folder(frames: list, n: int, data_root: Path | None) -> str:
+    """A video given as its frames' paths -> the folder holding them (vidlab reads a frame folder in name order)."""
+    if not frames or not all(isinstance(f, str) and f.strip() for f in frames):
+        raise ValueError(f"video {n} is a list that is not all frame paths (strings)")
+    folders = {PurePosixPath(f).parent for f in frames}
+    folder = folders.pop()
+    if folders or str(folder) in ("", "."):
+        raise ValueError(f"video {n}'s frames are not in one folder of their own; vidlab reads a video given as "
+                         "frames from its folder: move them into one")
+    if data_root is not None:
+        from vidlab.media.images import list_frame_files
+
+        if not (data_root / folder).is_dir():
+            raise MediaMissing(f"video {n}'s frame folder {folder} not found under the data root {data_root}")
+        on_disk = {p.name for p in list_frame_files(data_root / folder)}
+        listed = {PurePosixPath(f).name for f in frames}
+        if listed - on_disk:
+            raise MediaMissing(f"video {n}: frame {sorted(listed - on_disk)[0]} not found in {data_root / folder}")
+        if on_disk - listed:
+            raise ValueError(f"video {n}: {folder} holds {len(on_disk - listed)} image(s) besides its "
+                             f"{len(listed)} frames, and vidlab reads every image of a frame folder: give the "
+                             "frames a folder of their own")
+    return folder.as_posix()
+
+
+def _videos(value: Any, name: str, data_root: Path | None) -> list[str]:
+    """The record's videos: files, or (a list inside the list) the frames of one video."""
+    if isinstance(value, list) and any(isinstance(v, list) for v in value):
+        return [_frame_folder(v, n, data_root) if isinstance(v, list) else path_list(v, name)[0]
+                for n, v in enumerate(value, start=1)]
+    return path_list(value, name)
+
+
+def convert_item(item: Any, layout: Layout, data_root: Path | None = None) -> dict:
     """One LLaMA-Factory record -> a vidlab record. Raises ValueError saying why it cannot be."""
     if not isinstance(item, dict):
         raise ValueError(f"a record must be a JSON object, got {type(item).__name__}")
@@ -113,7 +149,7 @@ def convert_item(item: Any, layout: Layout) -> dict:
             raise ValueError(f'message {n} "{layout.content_tag}" must be a string with <image> / <video> placeholders')
         turns.append({"from": roles[role], "value": content})
     images = path_list(item.get(layout.images), layout.images)
-    videos = path_list(item.get(layout.videos), layout.videos)
+    videos = _videos(item.get(layout.videos), layout.videos, data_root)
     counts = count_placeholders("".join(t["value"] for t in turns))
     if counts["audio"]:
         raise ValueError("holds an <audio> placeholder; vidlab trains on video and images only")
@@ -126,15 +162,15 @@ def convert_item(item: Any, layout: Layout) -> dict:
     return record
 
 
-def read(path: Path, layout: Layout = SHAREGPT, **_: Any) -> Iterator[Item]:
+def read(path: Path, layout: Layout = SHAREGPT, data_root: Path | None = None, **_: Any) -> Iterator[Item]:
     for where, raw in json_items(path):
         if isinstance(raw, Exception):
-            yield Item(where, problem=str(raw).removeprefix(f"{where}: "))
+            yield failed(where, raw)
             continue
         try:
-            yield Item(where, records=[convert_item(raw, layout)])
+            yield Item(where, records=[convert_item(raw, layout, data_root)])
         except ValueError as err:
-            yield Item(where, problem=str(err))
+            yield failed(where, err)
 
 
 def read_openai(path: Path, layout: Layout | None = None, **kwargs: Any) -> Iterator[Item]:

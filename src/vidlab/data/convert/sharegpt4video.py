@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from vidlab.data.convert.common import Item, VideoFinder, caption_records, json_items, text_of
+from vidlab.data.convert.common import Item, VideoFinder, caption_records, failed, json_items, text_of
 
 PROMPT = "Describe this video in detail."
 
@@ -47,7 +47,7 @@ def read(
     finder = VideoFinder(data_root)
     for where, raw in json_items(path):
         if isinstance(raw, Exception):
-            yield Item(where, problem=str(raw).removeprefix(f"{where}: "))
+            yield failed(where, raw)
             continue
         try:
             if not isinstance(raw, dict):
@@ -55,7 +55,7 @@ def read(
             caption = _whole_caption(raw.get("captions"))
             video = _video(raw, finder)
         except ValueError as err:
-            yield Item(where, problem=str(err))
+            yield failed(where, err)
             continue
         records = caption_records(video, [caption], str(raw["video_id"]), prompt or PROMPT, captions)
         if captions == "train":

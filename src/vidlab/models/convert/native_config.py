@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from transformers import VideoLlama3Config, VideoLlama3ForConditionalGeneration
 
-from vidlab.errors import ConversionError
+from vidlab.errors import CheckpointConversionError
 from vidlab.models.convert.original import read_json, vision_encoder_folder, vision_encoder_reference
 
 TEXT_FIELDS = (
@@ -47,7 +47,7 @@ def vision_settings(configs: list[tuple[dict, Path]]) -> dict:
     named = f"it names {reference!r}, which is not a folder with the encoder's config.json" if reference else (
         "it names no vision encoder either"
     )
-    raise ConversionError(
+    raise CheckpointConversionError(
         f"{config_path}: has no vision_encoder_config and {named}. Point `vision_encoder` in this file at the "
         "vision encoder folder (DAMO-NLP-SG/SigLIP-NaViT or your own), or copy `vision_encoder_config` from the "
         "config.json of the released model you started from."
@@ -57,7 +57,7 @@ def vision_settings(configs: list[tuple[dict, Path]]) -> dict:
 def check_projector(config: dict, config_path: Path) -> None:
     projector = config.get("mm_projector_type", SUPPORTED_PROJECTOR)
     if projector != SUPPORTED_PROJECTOR:
-        raise ConversionError(
+        raise CheckpointConversionError(
             f"{config_path}: mm_projector_type is {projector!r}; the native VideoLLaMA3 class has only the "
             f"{SUPPORTED_PROJECTOR} projector (Linear, GELU, Linear). This checkpoint cannot become a native one."
         )

@@ -21,7 +21,7 @@ from transformers import (
     VideoLlama3VideoProcessor,
 )
 
-from vidlab.errors import ConversionError
+from vidlab.errors import CheckpointConversionError
 from vidlab.models.convert.original import read_json
 from vidlab.models.template import CHAT_TEMPLATE, IMAGE_TOKEN, VIDEO_TOKEN
 
@@ -73,7 +73,7 @@ def read_preprocessing(folders: list[Path], use_token_compression: bool) -> tupl
     image_path = find_file("preprocessor_config.json", folders)
     if image_path is None:
         searched = ", ".join(str(f) for f in folders)
-        raise ConversionError(
+        raise CheckpointConversionError(
             f"no preprocessor_config.json in {searched}: the image normalisation and pixel budget of the original "
             "model are unknown. Copy preprocessor_config.json (and processor_config.json) from the released model "
             "you started from, e.g. DAMO-NLP-SG/VideoLLaMA3-2B, into the checkpoint folder."
@@ -81,7 +81,9 @@ def read_preprocessing(folders: list[Path], use_token_compression: bool) -> tupl
     image = read_json(image_path)
     missing = [k for k in ("image_mean", "image_std") if k not in image]
     if missing:
-        raise ConversionError(f"{image_path}: has no {' or '.join(missing)}. Restore it from the released model.")
+        raise CheckpointConversionError(
+            f"{image_path}: has no {' or '.join(missing)}. Restore it from the released model."
+        )
     processor_path = find_file("processor_config.json", folders)
     stated = read_json(processor_path) if processor_path else {}
     processor = {**RELEASED_PROCESSOR, **{k: v for k, v in stated.items() if v is not None}}
@@ -112,7 +114,7 @@ def load_tokenizer(folders: list[Path], vocab_size: int):
     folder = next((f for f in folders if any((f / name).is_file() for name in TOKENIZER_FILES)), None)
     if folder is None:
         searched = ", ".join(str(f) for f in folders)
-        raise ConversionError(
+        raise CheckpointConversionError(
             f"no tokenizer (tokenizer.json or vocab.json + merges.txt) in {searched}. Copy the tokenizer files of "
             "the model you trained from into the checkpoint folder."
         )
@@ -122,13 +124,13 @@ def load_tokenizer(folders: list[Path], vocab_size: int):
     missing = [t for t in (IMAGE_TOKEN, VIDEO_TOKEN) if t not in tokenizer.get_vocab()]
     if missing:
         if len(tokenizer) + len(missing) > vocab_size:
-            raise ConversionError(
+            raise CheckpointConversionError(
                 f"{folder}: the tokenizer has no {' or '.join(missing)} and the embedding matrix ({vocab_size} rows) "
                 f"has no free row for them ({len(tokenizer)} tokens). Use a Qwen2 tokenizer, which has both."
             )
         tokenizer.add_special_tokens({"additional_special_tokens": missing}, replace_extra_special_tokens=False)
     if len(tokenizer) > vocab_size:
-        raise ConversionError(
+        raise CheckpointConversionError(
             f"{folder}: the tokenizer has {len(tokenizer)} tokens but the model's embedding matrix only {vocab_size} "
             "rows. The tokenizer does not belong to these weights: use the one saved with them."
         )

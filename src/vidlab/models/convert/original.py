@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from vidlab.errors import ConversionError
+from vidlab.errors import CheckpointConversionError
 from vidlab.folders import describe_contents
 from vidlab.models.convert.weights import WeightFile, find_weight_files
 from vidlab.models.hub import local_folder
@@ -28,25 +28,29 @@ NON_LORA_FILE = "non_lora_trainables.bin"
 
 
 def read_json(path: Path) -> dict:
-    """A JSON object from `path`, or a ConversionError naming the file."""
+    """A JSON object from `path`, or a CheckpointConversionError naming the file."""
     try:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ConversionError(f"{path}: not readable JSON ({err}). Restore this file from the checkpoint.") from err
+        raise CheckpointConversionError(
+            f"{path}: not readable JSON ({err}). Restore this file from the checkpoint."
+        ) from err
     if not isinstance(data, dict):
-        raise ConversionError(f"{path}: holds a JSON {type(data).__name__}, not an object. Restore this file.")
+        raise CheckpointConversionError(
+            f"{path}: holds a JSON {type(data).__name__}, not an object. Restore this file."
+        )
     return data
 
 
 def folder_kind(folder: Path) -> str:
-    """`adapter`, `original` or `native`; a ConversionError for anything else."""
+    """`adapter`, `original` or `native`; a CheckpointConversionError for anything else."""
     if not folder.is_dir():
-        raise ConversionError(f"{folder}: no such folder. Check the path.")
+        raise CheckpointConversionError(f"{folder}: no such folder. Check the path.")
     if (folder / "adapter_config.json").is_file():
         return "adapter"
     config_path = folder / "config.json"
     if not config_path.is_file():
-        raise ConversionError(
+        raise CheckpointConversionError(
             f"{folder}: not a VideoLLaMA3 checkpoint (no config.json or adapter_config.json; "
             f"it holds: {describe_contents(folder)}). "
             "Pass the folder of an original VideoLLaMA3 checkpoint or LoRA run."
@@ -56,7 +60,7 @@ def folder_kind(folder: Path) -> str:
         return "native"
     if model_type in ORIGINAL_MODEL_TYPES:
         return "original"
-    raise ConversionError(
+    raise CheckpointConversionError(
         f"{config_path}: model_type is {model_type!r}, not an original VideoLLaMA3 one "
         f"({', '.join(sorted(ORIGINAL_MODEL_TYPES))}). Pass a VideoLLaMA3 checkpoint folder."
     )
@@ -74,13 +78,13 @@ class OriginalCheckpoint:
 def open_original(folder: Path) -> OriginalCheckpoint:
     kind = folder_kind(folder)
     if kind == "native":
-        raise ConversionError(
+        raise CheckpointConversionError(
             f"{folder}: is already a native transformers VideoLLaMA3 checkpoint (model_type "
             f"{read_json(folder / 'config.json').get('model_type')}); "
             "there is nothing to convert. Load it directly (e.g. vidlab chat --model FOLDER)."
         )
     if kind == "adapter":
-        raise ConversionError(
+        raise CheckpointConversionError(
             f"{folder}: is a LoRA run, not a full checkpoint. Pass a released or trained model folder here."
         )
     return OriginalCheckpoint(folder, read_json(folder / "config.json"), find_weight_files(folder))
@@ -105,24 +109,24 @@ def open_lora_run(folder: Path) -> LoraRun:
     adapter_config_path = folder / "adapter_config.json"
     adapter_config = read_json(adapter_config_path)
     if adapter_config.get("peft_type", "LORA") != "LORA":
-        raise ConversionError(
+        raise CheckpointConversionError(
             f"{adapter_config_path}: peft_type is {adapter_config.get('peft_type')!r}; only LoRA adapters can be "
             "merged. Convert the base model and load the adapter with peft instead."
         )
     if adapter_config.get("use_dora"):
-        raise ConversionError(
+        raise CheckpointConversionError(
             f"{adapter_config_path}: a DoRA adapter (use_dora true); only plain LoRA is merged. "
             "Merge it with peft's merge_and_unload into an original checkpoint first."
         )
     adapter_paths = [folder / name for name in ADAPTER_FILES if (folder / name).is_file()]
     if not adapter_paths:
-        raise ConversionError(
+        raise CheckpointConversionError(
             f"{folder}: has adapter_config.json but no {' or '.join(ADAPTER_FILES)}. Copy the adapter weights too."
         )
     non_lora = folder / NON_LORA_FILE
     config = read_json(folder / "config.json") if (folder / "config.json").is_file() else None
     if config is not None and config.get("model_type") not in ORIGINAL_MODEL_TYPES:
-        raise ConversionError(
+        raise CheckpointConversionError(
             f"{folder / 'config.json'}: model_type is {config.get('model_type')!r}; a LoRA run of the original "
             "VideoLLaMA3 code saves a videollama3_qwen2 config. Pass the run's output folder."
         )
@@ -152,5 +156,5 @@ def vision_encoder_folder(config: dict) -> Path | None:
         return None
     try:
         return local_folder(reference, "vision encoder", ["config.json", "preprocessor_config.json"])
-    except ConversionError:
+    except CheckpointConversionError:
         return None  # the caller says what it needed from it

@@ -1,7 +1,7 @@
 """Check a conversion before writing anything: every source tensor used once, every target filled, shapes equal.
 
 The plan is made from the weight files' headers only. Every problem is collected, and one
-ConversionError lists them all, each with the file, the tensor and what to do.
+CheckpointConversionError lists them all, each with the file, the tensor and what to do.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from vidlab.errors import ConversionError
+from vidlab.errors import CheckpointConversionError
 from vidlab.models.convert.keymap import (
     canonical_key,
     is_derived_buffer,
@@ -62,7 +62,7 @@ class Problems:
             lines += [f"    {entry}" for entry in entries[:_SHOWN]]
             if len(entries) > _SHOWN:
                 lines.append(f"    ... and {len(entries) - _SHOWN} more")
-        raise ConversionError("\n".join(lines))
+        raise CheckpointConversionError("\n".join(lines))
 
 
 @dataclass
@@ -107,7 +107,7 @@ def plan_conversion(
         subject: named at the start of the error message.
 
     Raises:
-        ConversionError: listing every missing, misshapen, unused or duplicated tensor.
+        CheckpointConversionError: listing every missing, misshapen, unused or duplicated tensor.
     """
     problems = Problems(other=list(lora_problems or []))
     targets: dict[tuple[Path, str], str] = {}

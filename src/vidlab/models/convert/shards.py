@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from vidlab.errors import ConversionError
+from vidlab.errors import CheckpointConversionError
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
@@ -20,16 +20,16 @@ def parse_size(size: int | str) -> int:
     """Bytes in `size`: an int, or text like 4GB, 500MB, 2GiB (powers of 1000 for GB, 1024 for GiB)."""
     if isinstance(size, int):
         if size <= 0:
-            raise ConversionError(f"shard size {size}: must be positive, e.g. 4GB.")
+            raise CheckpointConversionError(f"shard size {size}: must be positive, e.g. 4GB.")
         return size
     match = _SIZE.match(size)
     if match is None:
-        raise ConversionError(f"shard size {size!r}: not a size. Write it like 4GB, 500MB or 2GiB.")
+        raise CheckpointConversionError(f"shard size {size!r}: not a size. Write it like 4GB, 500MB or 2GiB.")
     number, unit, suffix = float(match[1]), match[2].upper(), (match[3] or "B").upper()
     base = 1024 if suffix == "IB" else 1000
     result = int(number * base ** "_KMGT".index(unit or "_"))
     if result <= 0:
-        raise ConversionError(f"shard size {size!r}: must be positive, e.g. 4GB.")
+        raise CheckpointConversionError(f"shard size {size!r}: must be positive, e.g. 4GB.")
     return result
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vidlab.errors import ConversionError
+from vidlab.errors import CheckpointConversionError
 
 if TYPE_CHECKING:  # torch is imported where tensors are read, so `vidlab model info` on safetensors stays quick
     import torch
@@ -86,7 +86,7 @@ class WeightFile:
         try:
             return safe_open(str(self.path), framework=framework)
         except Exception as err:  # safetensors raises its own error type for a damaged header
-            raise ConversionError(
+            raise CheckpointConversionError(
                 f"{self.path}: not a readable safetensors file ({err}). Download or copy this file again."
             ) from err
 
@@ -104,7 +104,7 @@ class WeightFile:
         except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, OSError) as err:
             raise self._unreadable(err) from err
         if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-            raise ConversionError(
+            raise CheckpointConversionError(
                 f"{self.path}: holds a {type(state).__name__}, not a dict of tensors (a state_dict). "
                 "Pass the folder of a saved model, not a training-state file."
             )
@@ -118,8 +118,10 @@ class WeightFile:
         except (RuntimeError, pickle.UnpicklingError, EOFError, OSError) as err:
             raise self._unreadable(err) from err
 
-    def _unreadable(self, err: Exception) -> ConversionError:
-        return ConversionError(f"{self.path}: not a readable PyTorch weight file ({err}). Download or copy it again.")
+    def _unreadable(self, err: Exception) -> CheckpointConversionError:
+        return CheckpointConversionError(
+            f"{self.path}: not a readable PyTorch weight file ({err}). Download or copy it again."
+        )
 
 
 def find_weight_files(folder: Path) -> list[WeightFile]:
@@ -131,7 +133,7 @@ def find_weight_files(folder: Path) -> list[WeightFile]:
         if (folder / single_name).is_file():
             return [WeightFile(folder / single_name)]
     present = ", ".join(sorted(p.name for p in folder.iterdir())[:12]) or "nothing"
-    raise ConversionError(
+    raise CheckpointConversionError(
         f"{folder}: no model weights (no model.safetensors, pytorch_model.bin or their .index.json; it holds: "
         f"{present}). Pass the checkpoint folder with its weight files."
     )
@@ -141,7 +143,7 @@ def _indexed_files(index_path: Path) -> list[WeightFile]:
     try:
         weight_map = json.loads(index_path.read_text())["weight_map"]
     except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise ConversionError(
+        raise CheckpointConversionError(
             f"{index_path}: not a valid shard index (needs a 'weight_map' object: {err}). Download it again."
         ) from err
     by_file: dict[str, set[str]] = {}
@@ -150,7 +152,7 @@ def _indexed_files(index_path: Path) -> list[WeightFile]:
     folder = index_path.parent
     missing = [name for name in by_file if not (folder / name).is_file()]
     if missing:
-        raise ConversionError(
+        raise CheckpointConversionError(
             f"{index_path}: lists {len(missing)} shard(s) that are not in {folder}: {', '.join(sorted(missing))}. "
             "Every shard is needed: download or copy the missing files again."
         )

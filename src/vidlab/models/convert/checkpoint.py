@@ -1,6 +1,6 @@
 """Convert original VideoLLaMA3 checkpoints to the native transformers layout.
 
-    convert_checkpoint("DAMO-NLP-SG/VideoLLaMA3-2B", "VideoLLaMA3-2B-hf", dtype="bf16")
+    convert_checkpoint("DAMO-NLP-SG/VideoLLaMA3-2B", "VideoLLaMA3-2B-hf", dtype="bf16").folder
 
 Everything is read and checked first (config, tokenizer, processor settings, every tensor's name and
 shape); only then are the weights streamed, one source shard at a time, into sharded safetensors in a
@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import GenerationConfig, VideoLlama3Config, VideoLlama3Processor
 
-from vidlab.errors import ConversionError
+from vidlab.errors import CheckpointConversionError
 from vidlab.folders import staged_folder
 from vidlab.models.convert.lora import read_lora
 from vidlab.models.convert.native_config import build_native_config, native_tensor_shapes
@@ -64,14 +64,14 @@ class _Sources:
 def _gather_sources(folder: Path, base: str | Path | None, llm_only: bool = False) -> _Sources:
     if folder_kind(folder) != "adapter":
         if base is not None:
-            raise ConversionError(
+            raise CheckpointConversionError(
                 f"{folder}: is a full checkpoint; --base is only for LoRA runs. Leave --base out."
             )
         checkpoint = open_original(folder)
         return _Sources(checkpoint, checkpoint.config, folder / "config.json", [folder])
     run = open_lora_run(folder)
     if run.non_lora_file is None and not llm_only:
-        raise ConversionError(
+        raise CheckpointConversionError(
             f"{folder}: has no {NON_LORA_FILE}. The original training code always writes it beside the adapter: it "
             "holds the trained projector (and vision encoder, and biases); without it the base's untrained projector "
             f"would be kept. Copy {NON_LORA_FILE} from the run's output folder, or, if the run trained only the "
@@ -80,14 +80,14 @@ def _gather_sources(folder: Path, base: str | Path | None, llm_only: bool = Fals
     base_reference = base if base is not None else run.base_reference
     named_in = "--base" if base is not None else f"base_model_name_or_path in {folder / 'adapter_config.json'}"
     if not base_reference:
-        raise ConversionError(
+        raise CheckpointConversionError(
             f"{folder / 'adapter_config.json'}: names no base model. Pass the checkpoint the LoRA run started "
             "from: --base FOLDER (python: base=...)."
         )
     try:
         base_folder = local_folder(base_reference, "LoRA base", CHECKPOINT_FILES)
-    except ConversionError as err:
-        raise ConversionError(
+    except CheckpointConversionError as err:
+        raise CheckpointConversionError(
             f"{err}\nThe LoRA base comes from {named_in}. Pass the folder of the model the run started from "
             "with --base FOLDER."
         ) from err
@@ -113,13 +113,17 @@ def _resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
     if dtype not in OUTPUT_DTYPES:
-        raise ConversionError(f"dtype {dtype!r}: use bf16, fp16 or fp32 (or leave it out to keep the checkpoint's).")
+        raise CheckpointConversionError(
+            f"dtype {dtype!r}: use bf16, fp16 or fp32 (or leave it out to keep the checkpoint's)."
+        )
     return OUTPUT_DTYPES[dtype]
 
 
 def _check_out_dir(out_dir: Path) -> None:
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise ConversionError(f"{out_dir}: already exists and is not empty. Choose a new folder or delete this one.")
+        raise CheckpointConversionError(
+            f"{out_dir}: already exists and is not empty. Choose a new folder or delete this one."
+        )
 
 
 def _dominant_dtype(dtype_numel: Counter) -> torch.dtype:
@@ -176,7 +180,9 @@ def _prepare(sources: _Sources, dtype: torch.dtype | None) -> _Prepared:
     config = sources.config
     vocab_size = config.get("vocab_size")
     if not isinstance(vocab_size, int):
-        raise ConversionError(f"{sources.config_path}: has no vocab_size. Restore the config.json of these weights.")
+        raise CheckpointConversionError(
+            f"{sources.config_path}: has no vocab_size. Restore the config.json of these weights."
+        )
     tokenizer = load_tokenizer(sources.folders, vocab_size)
     base_config = [(sources.checkpoint.config, sources.checkpoint.folder / "config.json")]
     native_config = build_native_config(
@@ -203,7 +209,7 @@ def _prepare(sources: _Sources, dtype: torch.dtype | None) -> _Prepared:
     native_config.dtype = dtype or _dominant_dtype(plan.dtype_numel)
     settings, settings_files = _preprocessing(sources)
     if settings.patch_size != native_config.vision_config.patch_size:
-        raise ConversionError(
+        raise CheckpointConversionError(
             f"{settings_files[0]}: patch_size {settings.patch_size} differs from the vision encoder's "
             f"{native_config.vision_config.patch_size}. Use the preprocessor_config.json of these weights."
         )
@@ -239,7 +245,7 @@ def _record(job: _Prepared, source: str, written: int, shards: list[Path]) -> di
     }
 
 
-def convert_checkpoint(
+def _write_native(
     src: str | Path,
     out_dir: str | Path,
     dtype: str | torch.dtype | None = None,
@@ -248,27 +254,7 @@ def convert_checkpoint(
     max_shard_size: int | str = "4GB",
     llm_only: bool = False,
 ) -> Path:
-    """Write a native transformers VideoLLaMA3 folder from an original checkpoint.
-
-    Args:
-        src: a released remote-code checkpoint (folder or hub id, e.g. DAMO-NLP-SG/VideoLLaMA3-2B), a
-            checkpoint saved by the original training code, or the output folder of its LoRA run.
-        out_dir: the folder to create; it must not exist yet (or be empty).
-        dtype: bf16, fp16 or fp32; None keeps each tensor's stored dtype.
-        progress: show a progress bar over the source shards.
-        base: for a LoRA run, the checkpoint it was trained from (default: the adapter config's
-            base_model_name_or_path); its LoRA factors are merged into the weights.
-        max_shard_size: the largest weight file to write, e.g. "4GB" or "500MB".
-        llm_only: for a LoRA run without non_lora_trainables.bin: the run trained only the LLM's
-            adapters, so the base's projector and vision encoder are the right ones.
-
-    Returns:
-        out_dir, complete: weights, config, tokenizer, chat template, image and video processor
-        configs, generation config, and vidlab_conversion.json saying what was done.
-
-    Raises:
-        ConversionError: the source is not a convertible VideoLLaMA3 checkpoint, with every problem found.
-    """
+    """Write the native folder; arguments as `convert_checkpoint`."""
     out_dir = Path(out_dir).expanduser()
     _check_out_dir(out_dir)
     wanted_dtype = _resolve_dtype(dtype)
@@ -288,29 +274,47 @@ def convert_checkpoint(
 
 
 @dataclass(frozen=True)
-class ConvertResult:
-    """A finished conversion: the native folder and what `vidlab model info` says of it."""
+class CheckpointConversion:
+    """A finished checkpoint conversion: the native folder and what `vidlab model info` says of it."""
 
     folder: Path
     info: dict
 
 
-def convert(
+def convert_checkpoint(
     src: str | Path,
     out_dir: str | Path,
     *,
-    dtype: str | None = None,
+    dtype: str | torch.dtype | None = None,
     base: str | Path | None = None,
     max_shard_size: int | str = "4GB",
     llm_only: bool = False,
     progress: bool = True,
-) -> ConvertResult:
-    """`vidlab model convert`: an original VideoLLaMA3 checkpoint (or LoRA run, merged) -> a native folder.
+) -> CheckpointConversion:
+    """`vidlab model convert`: an original VideoLLaMA3 checkpoint (or LoRA run, merged) -> a native transformers folder.
 
-    Arguments as `convert_checkpoint`; returns the folder and its parameters, dtype and settings.
+    Args:
+        src: a released remote-code checkpoint (folder or hub id, e.g. DAMO-NLP-SG/VideoLLaMA3-2B), a
+            checkpoint saved by the original training code, or the output folder of its LoRA run.
+        out_dir: the folder to create; it must not exist yet (or be empty).
+        dtype: bf16, fp16 or fp32; None keeps each tensor's stored dtype.
+        base: for a LoRA run, the checkpoint it was trained from (default: the adapter config's
+            base_model_name_or_path); its LoRA factors are merged into the weights.
+        max_shard_size: the largest weight file to write, e.g. "4GB" or "500MB".
+        llm_only: for a LoRA run without non_lora_trainables.bin: the run trained only the LLM's
+            adapters, so the base's projector and vision encoder are the right ones.
+        progress: show a progress bar over the source shards.
+
+    Returns:
+        The folder, complete (weights, config, tokenizer, chat template, image and video processor
+        configs, generation config, and vidlab_conversion.json saying what was done), and its
+        parameters, dtype and settings.
+
+    Raises:
+        CheckpointConversionError: the source is not a convertible VideoLLaMA3 checkpoint, with every problem found.
     """
     from vidlab.models.info import model_info
 
-    folder = convert_checkpoint(src, out_dir, dtype=dtype, progress=progress, base=base,
-                                max_shard_size=max_shard_size, llm_only=llm_only)
-    return ConvertResult(folder, model_info(folder))
+    folder = _write_native(src, out_dir, dtype=dtype, progress=progress, base=base, max_shard_size=max_shard_size,
+                           llm_only=llm_only)
+    return CheckpointConversion(folder, model_info(folder))

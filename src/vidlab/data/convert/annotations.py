@@ -18,15 +18,15 @@ from typing import Any
 from vidlab.conversation import parse_record
 from vidlab.data.convert import captions as caption_sets
 from vidlab.data.convert import llamafactory, llava, sharegpt4video, video_chatgpt
-from vidlab.data.convert.common import CAPTION_MODES, ConvertError, Item, Problem, json_items
-from vidlab.errors import VidlabError
+from vidlab.data.convert.common import CAPTION_MODES, Item, MediaMissing, Problem, failed, json_items
+from vidlab.errors import AnnotationConversionError, VidlabError
 from vidlab.files import write_json, write_jsonl
 
 
 def _read_records(path: Path, **_: Any) -> Iterator[Item]:
     for where, raw in json_items(path):
         if isinstance(raw, Exception):
-            yield Item(where, problem=str(raw).removeprefix(f"{where}: "))
+            yield failed(where, raw)
         elif not isinstance(raw, dict):
             yield Item(where, problem=f"a record must be a JSON object, got {type(raw).__name__}")
         else:
@@ -45,8 +45,9 @@ FORMATS: dict[str, Callable[..., Iterator[Item]]] = {
     "records": _read_records,
 }
 FORMAT_HELP = {
-    "llava": "LLaVA-Video-178K / LLaVA-OneVision json (video or image, <image> placeholders)",
-    "video-chatgpt": "Video-ChatGPT VideoInstruct100K ({q, a, video_id}) or its QA evaluation files",
+    "llava": "LLaVA-Video-178K / LLaVA-OneVision json, or LLaVA-OneVision-Data parquet (images inside)",
+    "video-chatgpt": "Video-ChatGPT VideoInstruct100K ({q, a, video_id}) or its QA evaluation files (consistency: "
+                     "Q1, Q2)",
     "sharegpt4video": "ShareGPT4Video sharegpt4video_40k.jsonl (the whole-video caption, idx -1)",
     "msrvtt": "MSR-VTT train_val_videodatainfo.json / test_videodatainfo.json",
     "msvd": "MSVD AllVideoDescriptions.txt or the MSR Video Description Corpus CSV",
@@ -60,7 +61,7 @@ CAPTION_FORMATS = ("sharegpt4video", "msrvtt", "msvd", "vatex")
 
 
 @dataclass
-class ConvertResult:
+class AnnotationConversion:
     """What a conversion did.
 
     Attributes:
@@ -85,8 +86,34 @@ class ConvertResult:
     dataset_info: dict | None = None
 
 
-def _problem_in(where: str, err: Exception) -> str:
-    return str(err).removeprefix(f"{where}: ")
+def _problem(where: str, err: Exception) -> Problem:
+    kind = "missing media" if isinstance(err, MediaMissing) else "invalid"
+    return Problem(where, str(err).removeprefix(f"{where}: "), kind)
+
+
+def _nothing_converted(path: Path, source_format: str, problems: list[Problem], root: Path | None,
+                       skipped_file: Path | None) -> AnnotationConversionError:
+    """Why nothing was converted, in the words of the problem every item had (not a guess at the format)."""
+    if not problems:
+        return AnnotationConversionError(f"{path}: nothing could be converted from {source_format}: the file holds no "
+                                         "items.")
+    listed = f" All {len(problems)} are listed in {skipped_file}." if skipped_file is not None else ""
+    first = f"{problems[0].source}: {problems[0].reason}"
+    if all(p.kind == "missing media" for p in problems):
+        return AnnotationConversionError(
+            f"{path}: nothing converted: the media of every item ({len(problems)}) are missing under the data root "
+            f"{root} (first: {first}). Check --data-root: it is the folder the file's media paths (or video ids) "
+            f"are relative to.{listed}"
+        )
+    reason, count = Counter(p.reason for p in problems).most_common(1)[0]
+    if count == len(problems) and len(problems) > 1:
+        return AnnotationConversionError(f"{path}: nothing converted: all {count} items have the same problem: "
+                                         f"{reason} (first: {problems[0].source}).{listed}")
+    firsts = "; ".join(f"{p.source}: {p.reason}" for p in problems[:3])
+    return AnnotationConversionError(
+        f"{path}: nothing could be converted from {source_format} ({len(problems)} problem(s); first: {firsts}). "
+        f"Is the file in the {source_format} format ({FORMAT_HELP.get(source_format, '')})?{listed}"
+    )
 
 
 def _validate(record: dict, where: str, index: int, data_root: Path | None) -> dict:
@@ -103,7 +130,7 @@ def _validate(record: dict, where: str, index: int, data_root: Path | None) -> d
         for part in conversation.media:
             path = Path(part.path).expanduser()
             if not (path if path.is_absolute() else data_root / path).exists():
-                raise ValueError(f"{part.type} {part.path} not found under the data root {data_root}")
+                raise MediaMissing(f"{part.type} {part.path} not found under the data root {data_root}")
     return record
 
 
@@ -133,10 +160,10 @@ def _check_arguments(source_format: str, path: Path, out: Path, data_root: Path 
     if out.resolve() == path.resolve():
         problems.append(f"{out}: the output would replace the input; write to another file")
     if problems:
-        raise ConvertError("; ".join(problems) + ".")
+        raise AnnotationConversionError("; ".join(problems) + ".")
 
 
-def convert_data(
+def convert_annotations(
     source_format: str,
     path: str | Path,
     out: str | Path,
@@ -149,7 +176,7 @@ def convert_data(
     language: str | None = None,
     dataset_info: str | Path | None = None,
     dataset: str | None = None,
-) -> ConvertResult:
+) -> AnnotationConversion:
     """Convert a data set file to vidlab annotation records (JSONL), or records to LLaMA-Factory sharegpt.
 
     Args:
@@ -170,17 +197,19 @@ def convert_data(
             to use the columns and tags that entry renames.
 
     Raises:
-        ConvertError: bad arguments, a file that is not in the format asked for, or nothing convertible
-            (the message lists the first problems).
+        AnnotationConversionError: bad arguments, a file that is not in the format asked for, or nothing
+            convertible (the message says the reason every item shares, or the first problems).
     """
     path, out = Path(path).expanduser(), Path(out).expanduser()
     root = Path(data_root).expanduser() if data_root is not None else None
     _check_arguments(source_format, path, out, root, captions, to)
+    # Media a source holds inside it (LLaVA-OneVision-Data's parquet images) are written beside the records.
+    media_dir = (root or out.parent) / f"{out.stem}_media"
     options: dict[str, Any] = {"data_root": root, "prompt": prompt, "captions": captions, "split": split,
-                               "language": language}
+                               "language": language, "media_dir": media_dir, "media_base": root or out.parent}
     if dataset_info is not None or dataset is not None:
         if source_format not in ("sharegpt", "openai") or dataset_info is None or dataset is None:
-            raise ConvertError("--dataset-info and --dataset go together, with --from sharegpt or openai.")
+            raise AnnotationConversionError("--dataset-info and --dataset go together, with --from sharegpt or openai.")
         options["layout"] = llamafactory.layout_from_dataset_info(Path(dataset_info), dataset)
     problems: list[Problem] = []
     notes: Counter = Counter()
@@ -191,31 +220,27 @@ def convert_data(
         items += 1
         notes.update(item.notes)
         if item.problem is not None:
-            problems.append(Problem(item.source, item.problem))
+            problems.append(Problem(item.source, item.problem, item.problem_kind))
             continue
         for record in item.records:
             try:
                 record = _validate(_unique_id(record, seen_ids, notes), item.source, len(rows), root)
                 rows.append(llamafactory.to_sharegpt(record, item.source) if to == "sharegpt" else record)
             except (VidlabError, ValueError) as err:
-                problems.append(Problem(item.source, _problem_in(item.source, err)))
+                problems.append(_problem(item.source, err))
+    skipped_file = out.with_name(f"{out.stem}.skipped.jsonl")
+    if problems:  # written even when nothing converted: it says why, item by item
+        write_jsonl(skipped_file, [p.to_dict() for p in problems])
+    elif skipped_file.exists():
+        skipped_file.unlink()  # a list from an earlier run of the same conversion would mislead
     if not rows:
-        first = "; ".join(f"{p.source}: {p.reason}" for p in problems[:3]) or "the file holds no items"
-        raise ConvertError(
-            f"{path}: nothing could be converted from {source_format} ({len(problems)} problem(s); first: {first}). "
-            f"Is the file in the {source_format} format ({FORMAT_HELP.get(source_format, '')})?"
-        )
+        raise _nothing_converted(path, source_format, problems, root, skipped_file if problems else None)
     if to == "sharegpt" and out.suffix.lower() == ".json":
         write_json(out, rows)
     else:
         write_jsonl(out, rows)
-    skipped_file = out.with_name(f"{out.stem}.skipped.jsonl")
-    if problems:
-        write_jsonl(skipped_file, [p.to_dict() for p in problems])
-    elif skipped_file.exists():
-        skipped_file.unlink()  # a list from an earlier run of the same conversion would mislead
-    result = ConvertResult(out, source_format, to, items, len(rows), problems, notes,
-                           skipped_file if problems else None)
+    result = AnnotationConversion(out, source_format, to, items, len(rows), problems, notes,
+                                  skipped_file if problems else None)
     if to == "sharegpt":
         has = {key: any(key in row for row in rows) for key in ("images", "videos", "system")}
         result.dataset_info = llamafactory.dataset_info_entry(out.name, has["images"], has["videos"], has["system"])

@@ -81,10 +81,10 @@ def test_preview_is_what_the_answer_used_and_follow_ups_do_not_decode(backend, c
     assert first and talk.last.frames == preview.stamps
     assert (talk.last.visual_tokens, talk.last.visual_tokens_before_pruning) == \
         (preview.visual_tokens, preview.visual_tokens_before_pruning)
-    misses = backend.clip_cache.misses
+    misses = backend.cache.clips.misses
     vision_hits = backend.vision_caches["a"].hits
     second = "".join(talk.stream("And the colour?", None))
-    assert second and backend.clip_cache.misses == misses
+    assert second and backend.cache.clips.misses == misses
     assert backend.vision_caches["a"].hits == vision_hits  # the conversation's key/value cache covered the video
     assert talk.last.prompt_tokens > first.count(" ") + talk.last.visual_tokens
 

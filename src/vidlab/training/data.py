@@ -20,7 +20,7 @@ import torch
 from vidlab.conversation import Conversation, parse_record
 from vidlab.errors import ConversationError, DataFileError, MediaError, MediaNotFoundError, SampleError, VidlabError
 from vidlab.files import iter_json_items, reason_of
-from vidlab.inputs import IGNORE_INDEX, Sample, collate, encode, load_media, video_frame_size
+from vidlab.inputs import IGNORE_INDEX, Sample, collate, encode, load_media
 from vidlab.settings import MediaSettings
 
 
@@ -169,8 +169,7 @@ def encode_record(record: TrainRecord, processor, settings: MediaSettings, max_l
             frame per video at the smallest size. The message starts with the record's file:line.
     """
     try:
-        media = load_media(record.conversation, record.data_root, settings.sampling(),
-                           video_frame_size(processor, settings))
+        media = load_media(record.conversation, processor, settings, data_root=record.data_root)
     except _decoder_errors() as err:
         reason = str(err) if isinstance(err, MediaError) else (
             f"the media could not be decoded ({type(err).__name__}: {err}). Check the file or re-encode it"

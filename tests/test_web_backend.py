@@ -89,6 +89,39 @@ def test_preview_is_what_the_answer_used_and_follow_ups_do_not_decode(backend, c
     assert talk.last.prompt_tokens > first.count(" ") + talk.last.visual_tokens
 
 
+def test_one_question_is_decoded_once_and_encoded_once_and_checked_on_those_tensors(backend, tmp_path, monkeypatch):
+    import vidlab.media as media
+    from vidlab.inputs.processing import ProcessorCall
+
+    calls = {"decoded": 0, "encoded": 0}
+    decode, processor_call = media.load_video, ProcessorCall.__call__
+
+    def counting_decode(*args, **kwargs):
+        calls["decoded"] += 1
+        return decode(*args, **kwargs)
+
+    def counting_call(self, *args, **kwargs):
+        calls["encoded"] += 1
+        return processor_call(self, *args, **kwargs)
+
+    monkeypatch.setattr(media, "load_video", counting_decode)
+    monkeypatch.setattr(ProcessorCall, "__call__", counting_call)
+    fresh = write_clip(tmp_path / "fresh.mp4")  # not in the page's clip cache yet
+    talk = backend.conversation("b", None, SETTINGS, GENERATION)
+    checked = []
+    check = backend.check_context
+    monkeypatch.setattr(backend, "check_context", lambda prepared, *rest: checked.append(prepared) or check(
+        prepared, *rest))
+    assert "".join(talk.stream(QUESTION, MediaChoice(video=fresh)))
+    assert calls == {"decoded": 1, "encoded": 1}
+    assert checked[-1].prompt_tokens == talk.last.prompt_tokens  # the context was checked on what was answered
+    assert "".join(talk.stream("And the colour?", None))
+    assert calls == {"decoded": 1, "encoded": 2}  # a follow-up: encoded (and checked) once, nothing decoded
+    assert checked[-1].prompt_tokens == talk.last.prompt_tokens
+    _consume(backend.compare(["base", "b"], QUESTION, MediaChoice(video=fresh), None, SETTINGS, GENERATION))
+    assert calls == {"decoded": 1, "encoded": 3}  # the clip came from the page's cache
+
+
 def test_bad_input_is_one_line(backend, clip, tmp_path):
     fake = tmp_path / "notes.mp4"
     fake.write_text("these are notes, not a video")

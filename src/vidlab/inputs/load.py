@@ -67,7 +67,8 @@ class MediaLoad:
         if part.type == "image":
             if name is None or self.cache is None:
                 return load_image(path)
-            return self.cache.images.get(name) or self.cache.images.put(name, load_image(path))
+            found = self.cache.images.get(name)
+            return found if found is not None else self.cache.images.put(name, load_image(path))
         if self.cache is None:
             return load_video(path, self.sampling, part.start, part.end, self.frame_size)
         return self.cache.clips.load(path, self.sampling, part.start, part.end, self.frame_size, name)

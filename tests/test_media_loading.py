@@ -100,16 +100,25 @@ def _served_sample(model_pair, root, url: str, settings: MediaSettings):
         asyncio.run(engine.close())
 
 
-def test_a_record_a_chat_and_the_server_make_the_same_tensors_from_the_same_video(tiny_model, sample_video):
+def test_a_record_a_chat_and_the_server_make_the_same_tensors_from_the_same_video(tiny_model, sample_video,
+                                                                                   monkeypatch):
+    from vidlab.inputs import MediaLoad
+
+    loads = []  # which media each road decoded through the one loader
+    through = MediaLoad.__call__
+    monkeypatch.setattr(MediaLoad, "__call__", lambda self, part, name=None: loads.append(part.type) or through(
+        self, part, name))
     model, processor = tiny_model
     settings = MediaSettings(fps=2, max_visual_tokens=200)
     record = _record(sample_video)
     from_record = encode(record, load_media(record, processor, settings), processor, settings)
     from_chat = Chat(tiny_model, settings=settings).prepare(QUESTION, video=sample_video).sample
+    assert loads == ["video", "video"]
     root = sample_video.parent
     from_file = _served_sample(tiny_model, root, sample_video.name, settings)
     upload = "data:video/mp4;base64," + base64.b64encode(sample_video.read_bytes()).decode()
     from_upload = _served_sample(tiny_model, root, upload, settings)
+    assert loads == ["video"] * 4
     # Decoded straight to the processor's size: frames smaller than the video's 64x64, as every road decodes them.
     assert load_media(record, processor, settings)[0].frames.shape[1:3] != (64, 64)
     for sample in (from_chat, from_file, from_upload):

@@ -8,7 +8,7 @@ import pytest
 from serve_support import make_adapter, running
 from web_support import write_clip
 
-from vidlab.errors import MediaError
+from vidlab.errors import MediaError, VidlabError
 from vidlab.media import load_video
 from vidlab.media.writer import write_video
 from vidlab.settings import GenerationOptions, MediaSettings
@@ -120,6 +120,8 @@ def test_one_question_is_decoded_once_and_encoded_once_and_checked_on_those_tens
     assert checked[-1].prompt_tokens == talk.last.prompt_tokens
     _consume(backend.compare(["base", "b"], QUESTION, MediaChoice(video=fresh), None, SETTINGS, GENERATION))
     assert calls == {"decoded": 1, "encoded": 3}  # the clip came from the page's cache
+    with pytest.raises(VidlabError, match="model 'nope': not loaded. Pick one of base, a, b"):
+        backend.conversation("nope", None, SETTINGS, GENERATION)
 
 
 def test_bad_input_is_one_line(backend, clip, tmp_path):

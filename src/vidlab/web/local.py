@@ -92,8 +92,9 @@ class LocalBackend:
 
     def chat(self, name: str, system: str | None, settings: MediaSettings, generation: GenerationOptions) -> Chat:
         """A `vidlab.Chat` on the shared model, caches and media cache, answering as page model `name`."""
+        adapter = self.adapter_of(name)  # an unknown name is refused here
         return Chat((self.model, self.processor), system=system, settings=settings, generation=generation,
-                    cache=self.cache, vision_cache=self.vision_caches[name], answer_as=self.adapter_of(name))
+                    cache=self.cache, vision_cache=self.vision_caches[name], answer_as=adapter)
 
     def prepare(self, chat: Chat, question: str, media: MediaChoice | None) -> PreparedQuestion:
         """The question decoded and encoded by `chat` (a video over the page's length limit refused first)."""

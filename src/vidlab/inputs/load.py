@@ -1,14 +1,16 @@
 """A conversation's media parts -> decoded clips and images: the one road every command takes into media.
 
 Records (evaluation, training, validation), chat, the web page and the server all decode through
-`load_media` (or, where a part is looked up before its bytes are fetched, the `MediaLoad` it uses),
-so the same media with the same settings become the same frames, at the size the processor uses,
-wherever they come from.
+`load_media` or the `MediaLoad` it is made of (chat mixes parts it must decode with clips and images
+given decoded; the server looks a part up by name before fetching its bytes), so the same media with
+the same settings become the same frames, at the size the processor uses, wherever they come from.
+Whether a cut file is used is the caller's `allow_partial`: chat decides it for interactive use
+(`vidlab.chat.INTERACTIVE_ALLOW_PARTIAL`), the rest follow the settings.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from PIL import Image
@@ -82,15 +84,13 @@ def load_media(
     data_root: str | Path | None = None,
     cache: MediaCache | None = None,
     allow_partial: bool | None = None,
-    names: Sequence[Hashable | None] | None = None,
 ) -> list[LoadedMedia]:
     """Decode every video and image part (of a conversation, or as listed), in order.
 
     Args:
         parts: a conversation (its media parts) or media parts.
         processor, settings, data_root, cache, allow_partial: as in `MediaLoad`.
-        names: per part, what names its content when its file does not (None: the file).
     """
     parts = parts.media if isinstance(parts, Conversation) else list(parts)
     load = MediaLoad(processor, settings, data_root=data_root, cache=cache, allow_partial=allow_partial)
-    return [load(part, name) for part, name in zip(parts, names or [None] * len(parts), strict=True)]
+    return [load(part) for part in parts]

@@ -36,7 +36,7 @@ from vidlab.models.load import context_length
 from vidlab.serve.batching import Job, Scheduler
 from vidlab.serve.errors import ServeError, from_user_error
 from vidlab.serve.loading import check_adapter_names, load_served_model
-from vidlab.serve.media import MediaLoader
+from vidlab.serve.media import MediaResolver
 from vidlab.serve.messages import read_messages
 from vidlab.serve.metrics import CacheCollector, EngineMetrics
 from vidlab.serve.options import MIB, ServeOptions
@@ -101,7 +101,7 @@ class Engine:
         share = vision_bytes // (1 + len(adapters))
         self.vision_caches = {key: VisionCache(share) for key in [None, *adapters]}
         self._temp = Path(tempfile.mkdtemp(prefix="vidlab-serve-"))
-        self.loader = MediaLoader(options, self._temp)
+        self.resolver = MediaResolver(options, self._temp)
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = EngineMetrics(self.registry)
         self.registry.register(CacheCollector(self._caches))
@@ -261,7 +261,7 @@ class Engine:
         except VidlabError as err:
             raise from_user_error(err, "messages", "messages") from None
         load = MediaLoad(self.processor, settings, cache=self.media_cache)
-        loaded = [self.loader.load(ref, load) for ref in refs]
+        loaded = [self.resolver.load(ref, load) for ref in refs]
         try:
             with self._encode_lock:
                 sample = encode(conversation, [item.media for item in loaded], self.processor, settings,

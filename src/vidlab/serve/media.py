@@ -11,12 +11,11 @@ resends a video by id without uploading it again. Videos longer than the server 
 from __future__ import annotations
 
 import hashlib
-import threading
 import uuid as uuid_module
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vidlab.bounded_cache import BoundedCache
 from vidlab.conversation import MediaPart
 from vidlab.errors import MediaError, VidlabError
 from vidlab.inputs import LoadedMedia, MediaLoad
@@ -47,15 +46,14 @@ class Loaded:
         return {"source": self.source, "cached": self.cached}
 
 
-class MediaLoader:
+class MediaResolver:
     """Resolves request media to files and decodes them through `MediaLoad` (with the server's shared
     `MediaCache`); one per server, used from worker threads."""
 
     def __init__(self, options: ServeOptions, temp_dir: Path):
         self.options = options
         self.temp_dir = temp_dir
-        self._uuid_files: OrderedDict[str, Path] = OrderedDict()
-        self._lock = threading.Lock()
+        self._uuid_files: BoundedCache[Path] = BoundedCache(_UUID_FILES, lambda path: 1)
 
     def load(self, ref: MediaRef, load: MediaLoad) -> Loaded:
         """The part's image or clip, decoded by `load` (the request's settings, processor and cache).
@@ -81,11 +79,7 @@ class MediaLoader:
                 return self._from_bytes(ref, data, media_type, source, load)
             path = sources.local_path(ref.url, self.options, ref.param)
             if ref.uuid is not None:
-                with self._lock:
-                    self._uuid_files[ref.uuid] = path
-                    self._uuid_files.move_to_end(ref.uuid)
-                    while len(self._uuid_files) > _UUID_FILES:
-                        self._uuid_files.popitem(last=False)
+                self._uuid_files.put(ref.uuid, path)
             return self._from_file(ref, path, load)
         except ServeError:
             raise
@@ -117,8 +111,7 @@ class MediaLoader:
         found = self._cached(ref, self._name(ref, None), "cache", load)
         if found is not None:
             return found
-        with self._lock:
-            path = self._uuid_files.get(ref.uuid)
+        path = self._uuid_files.get(ref.uuid)
         if path is not None and path.exists():
             loaded = self._from_file(ref, path, load)
             loaded.source = "cache"

@@ -190,7 +190,7 @@ def test_a_follow_up_runs_neither_the_decoder_nor_the_vision_encoder(tiny_model,
     assert calls == {"encoder": 1, "decoder": 1}  # both follow-ups: from the kept clip and key/value cache
     chat.reset()
     again = chat.ask("What happens?", video=sample_video)  # a new conversation about the same video
-    assert calls == {"encoder": 1, "decoder": 1} and chat.clip_cache.hits >= 1 and chat.vision_cache.hits >= 1
+    assert calls == {"encoder": 1, "decoder": 1} and chat.cache.clips.hits >= 1 and chat.vision_cache.hits >= 1
     assert again.answer == first.answer
 
     # The same answers as the whole conversation encoded and generated from scratch, without any cache.

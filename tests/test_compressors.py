@@ -55,7 +55,7 @@ def _conversation(clip: Path, question: str = QUESTION, answer: str | None = Non
 
 def _sample(processor, clip, settings=MediaSettings(), question=QUESTION, answer=None, **kwargs):
     conversation = _conversation(clip, question, answer)
-    media = load_media(conversation, sampling=settings.sampling())
+    media = load_media(conversation, settings=settings)
     return encode(conversation, media, processor, settings, labels=answer is not None, **kwargs)
 
 

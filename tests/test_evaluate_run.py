@@ -22,9 +22,8 @@ from vidlab.evaluation.cli import eval_app
 from vidlab.evaluation.metrics import score_file
 from vidlab.evaluation.run import RunOptions, run_predictions
 from vidlab.generate import GenerationOptions, generate, generate_batch
-from vidlab.inputs import build_inputs, collate, encode, load_media, video_frame_size
+from vidlab.inputs import build_inputs, collate, encode, load_media
 from vidlab.media.writer import write_video
-from vidlab.settings import MediaSettings
 
 SHORT = GenerationOptions(max_new_tokens=6)
 
@@ -319,9 +318,8 @@ def test_questions_about_one_video_decode_and_encode_it_once(tiny_model, data_di
     rows = [json.loads(line) for line in (tmp_path / "cached" / "predictions.jsonl").read_text().splitlines()]
     for record, row in zip(records, rows):
         conversation = parse_record({**record, "conversations": record["conversations"][:1]})
-        frame_size = video_frame_size(tiny_model[1], MediaSettings())  # decoded as the run decodes them
-        alone = build_inputs(conversation, load_media(conversation, data_root=data_dir, frame_size=frame_size),
-                             tiny_model[1])
+        alone = build_inputs(conversation, load_media(conversation, tiny_model[1], data_root=data_dir),
+                             tiny_model[1])  # decoded as the run decodes them
         assert generate(model, tiny_model[1], alone, SHORT).text == row["prediction"]
 
 

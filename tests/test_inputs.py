@@ -12,7 +12,7 @@ from transformers import AutoProcessor
 from vidlab.conversation import parse_record
 from vidlab.inputs import build_inputs, load_media
 from vidlab.media.writer import write_video
-from vidlab.settings import MediaSettings, Sampling
+from vidlab.settings import MediaSettings
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,7 @@ def prompt_of(inputs, processor) -> str:
 
 def test_one_time_stamp_per_frame_in_order_and_token_counts_agree(processor, sample_video):
     conv = video_record(sample_video)
-    media = load_media(conv, sampling=Sampling(fps=1))
+    media = load_media(conv, settings=MediaSettings(fps=1))
     inputs = build_inputs(conv, media, processor)
     prompt = prompt_of(inputs, processor)
     stamps = re.findall(r"Time (\d+\.\d)s:", prompt)
@@ -49,12 +49,12 @@ def test_variable_rate_times_reach_the_prompt(processor, tmp_path):
     times = [0.0, 0.3, 1.3, 2.4, 2.6]
     path = write_video(tmp_path / "vfr.mp4", gradient_frames(len(times)), fps=10, times=times)
     conv = video_record(path)
-    media = load_media(conv, sampling=Sampling(fps=1, frame_rule="on_screen"))
+    media = load_media(conv, settings=MediaSettings(fps=1, frame_rule="on_screen"))
     inputs = build_inputs(conv, media, processor)
     # On screen at 0, 1, 2 s: the frames shown at 0.0, 0.3 and 1.3 s, announced at their true times.
     assert re.findall(r"Time (\d+\.\d)s:", prompt_of(inputs, processor)) == ["0.0", "0.3", "1.3"]
     # VideoLLaMA3's rule: the video ends at 2.7 s, so 2 ticks (0, 1 s): the last frames before 1 and 2 s.
-    media = load_media(conv, sampling=Sampling(fps=1))
+    media = load_media(conv, settings=MediaSettings(fps=1))
     assert [int(round(t * 10)) for t in media[0].timestamps] == [3, 13]
     assert re.findall(r"Time (\d+\.\d)s:", prompt_of(build_inputs(conv, media, processor), processor)) == [
         "0.0", "1.0"]
@@ -68,7 +68,7 @@ def test_clip_stamps(processor, sample_video):
     # VideoLLaMA3 announces times in the video; the on_screen rule counts from the clip start.
     inputs = build_inputs(conv, load_media(conv), processor)
     assert re.findall(r"Time (\d+\.\d)s:", prompt_of(inputs, processor)) == ["1.0", "2.0"]
-    inputs = build_inputs(conv, load_media(conv, sampling=Sampling(frame_rule="on_screen")), processor)
+    inputs = build_inputs(conv, load_media(conv, settings=MediaSettings(frame_rule="on_screen")), processor)
     assert re.findall(r"Time (\d+\.\d)s:", prompt_of(inputs, processor)) == ["0.0", "1.0"]
 
 
@@ -84,14 +84,14 @@ def test_difffp_prunes_a_static_video_and_can_be_switched_off(processor, tmp_pat
     stats = {}
     for name, path in folders.items():
         conv = video_record(path)
-        stats[name] = build_inputs(conv, load_media(conv, sampling=Sampling(folder_fps=2)), processor).stats[0]
+        stats[name] = build_inputs(conv, load_media(conv, settings=MediaSettings(folder_fps=2)), processor).stats[0]
     assert stats["static"].visual_tokens_before_pruning == stats["moving"].visual_tokens_before_pruning
     per_frame = stats["static"].visual_tokens_before_pruning // 4
     # A static video keeps its first frame whole and one token for each later frame.
     assert stats["static"].visual_tokens == per_frame + 3
     assert stats["moving"].visual_tokens == stats["moving"].visual_tokens_before_pruning
     conv = video_record(static)
-    unpruned = build_inputs(conv, load_media(conv, sampling=Sampling(folder_fps=2)), processor,
+    unpruned = build_inputs(conv, load_media(conv, settings=MediaSettings(folder_fps=2)), processor,
                             MediaSettings(compression=False))
     assert unpruned.stats[0].visual_tokens == unpruned.stats[0].visual_tokens_before_pruning
     assert int((unpruned.tensors["input_ids"] == processor.video_token_id).sum()) == unpruned.stats[0].visual_tokens
@@ -148,17 +148,15 @@ def test_a_video_three_pixels_high_changes_no_other_video(processor, tmp_path, s
 
 @pytest.mark.parametrize("decoder", DECODERS)
 def test_frames_scaled_while_decoding_give_the_same_tokens_and_nearly_the_same_pixels(processor, tmp_path, decoder):
-    from vidlab.inputs import video_frame_size
-
-    sampling = Sampling(decoder=decoder)
+    settings = MediaSettings(decoder=decoder)
 
     rows, columns = np.mgrid[0:360, 0:640]
     frames = [np.stack([(columns + 7 * i) % 256, rows % 256, (columns + rows) // 4 % 256], -1).astype(np.uint8)
               for i in range(12)]
     path = write_video(tmp_path / "wide.mp4", frames, fps=4, encoder_options={"preset": "ultrafast"})
     conv = video_record(path)
-    full = build_inputs(conv, load_media(conv, sampling=sampling), processor)
-    media = load_media(conv, sampling=sampling, frame_size=video_frame_size(processor, MediaSettings()))
+    full = build_inputs(conv, load_media(conv, settings=settings), processor)
+    media = load_media(conv, processor, settings)  # decoded straight to the processor's size
     assert media[0].frames.shape[1:3] == (168, 336)  # the tiny processor: 3 frames share 256 tokens of 28x28
     assert media[0].decoder == decoder
     small = build_inputs(conv, media, processor)

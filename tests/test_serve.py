@@ -25,7 +25,7 @@ from serve_support import make_adapter, metric, one_thread_torch, post, running,
 
 from vidlab.conversation import parse_messages
 from vidlab.generate import generate_batch
-from vidlab.inputs import collate, encode, load_media, video_frame_size
+from vidlab.inputs import collate, encode, load_media
 from vidlab.media.writer import write_video
 from vidlab.serve import ServeOptions, create_app
 from vidlab.settings import GenerationOptions, MediaSettings
@@ -112,7 +112,7 @@ def direct(tiny_model, messages: list[dict], root: Path, settings: MediaSettings
     """The answer of the library itself (parse_messages, load_media, encode, collate, generate_batch), greedy."""
     model, processor = tiny_model
     conversation = parse_messages(messages)
-    loaded = load_media(conversation, root, settings.sampling(), video_frame_size(processor, settings))
+    loaded = load_media(conversation, processor, settings, data_root=root)
     batch = collate([encode(conversation, loaded, processor, settings)], processor.tokenizer.pad_token_id, "left")
     return generate_batch(model, processor, batch, GenerationOptions(max_new_tokens=ANSWER_TOKENS))[0].text
 

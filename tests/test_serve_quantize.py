@@ -14,7 +14,7 @@ from serve_support import one_thread_torch, post, running
 from vidlab.conversation import parse_messages
 from vidlab.errors import ModelLoadError
 from vidlab.generate import generate_batch
-from vidlab.inputs import collate, encode, load_media, video_frame_size
+from vidlab.inputs import collate, encode, load_media
 from vidlab.models import load_model
 from vidlab.models.quantize import check_quantize
 from vidlab.serve import ServeOptions, create_app
@@ -29,7 +29,7 @@ def batch_of(processor, sample_video):
     conversations.append(parse_messages([{"role": "user", "content": [
         {"type": "video", "video": str(sample_video)}, {"type": "text", "text": "What happens?"}]}]))
     settings = MediaSettings()
-    samples = [encode(c, load_media(c, None, settings.sampling(), video_frame_size(processor, settings)), processor,
+    samples = [encode(c, load_media(c, processor, settings), processor,
                       settings) for c in conversations]
     return collate(samples, processor.tokenizer.pad_token_id, "left")
 

@@ -66,10 +66,10 @@ def write_config(config, path: Path) -> Path:
 def model_logits(model, processor, video: Path) -> torch.Tensor:
     from vidlab.conversation import parse_record
     from vidlab.inputs import build_inputs, load_media
-    from vidlab.settings import Sampling
+    from vidlab.settings import MediaSettings
 
     conv = parse_record({"video": [str(video)], "conversations": [{"from": "human", "value": "<video>\nDescribe."}]})
-    inputs = build_inputs(conv, load_media(conv, sampling=Sampling(max_frames=4)), processor)
+    inputs = build_inputs(conv, load_media(conv, settings=MediaSettings(max_frames=4)), processor)
     with torch.no_grad():
         return model(**inputs.tensors).logits
 

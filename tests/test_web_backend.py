@@ -8,7 +8,7 @@ import pytest
 from serve_support import make_adapter, running
 from web_support import write_clip
 
-from vidlab.errors import MediaError
+from vidlab.errors import MediaError, VidlabError
 from vidlab.media import load_video
 from vidlab.media.writer import write_video
 from vidlab.settings import GenerationOptions, MediaSettings
@@ -81,12 +81,47 @@ def test_preview_is_what_the_answer_used_and_follow_ups_do_not_decode(backend, c
     assert first and talk.last.frames == preview.stamps
     assert (talk.last.visual_tokens, talk.last.visual_tokens_before_pruning) == \
         (preview.visual_tokens, preview.visual_tokens_before_pruning)
-    misses = backend.clip_cache.misses
+    misses = backend.cache.clips.misses
     vision_hits = backend.vision_caches["a"].hits
     second = "".join(talk.stream("And the colour?", None))
-    assert second and backend.clip_cache.misses == misses
+    assert second and backend.cache.clips.misses == misses
     assert backend.vision_caches["a"].hits == vision_hits  # the conversation's key/value cache covered the video
     assert talk.last.prompt_tokens > first.count(" ") + talk.last.visual_tokens
+
+
+def test_one_question_is_decoded_once_and_encoded_once_and_checked_on_those_tensors(backend, tmp_path, monkeypatch):
+    import vidlab.media as media
+    from vidlab.inputs.processing import ProcessorCall
+
+    calls = {"decoded": 0, "encoded": 0}
+    decode, processor_call = media.load_video, ProcessorCall.__call__
+
+    def counting_decode(*args, **kwargs):
+        calls["decoded"] += 1
+        return decode(*args, **kwargs)
+
+    def counting_call(self, *args, **kwargs):
+        calls["encoded"] += 1
+        return processor_call(self, *args, **kwargs)
+
+    monkeypatch.setattr(media, "load_video", counting_decode)
+    monkeypatch.setattr(ProcessorCall, "__call__", counting_call)
+    fresh = write_clip(tmp_path / "fresh.mp4")  # not in the page's clip cache yet
+    talk = backend.conversation("b", None, SETTINGS, GENERATION)
+    checked = []
+    check = backend.check_context
+    monkeypatch.setattr(backend, "check_context", lambda prepared, *rest: checked.append(prepared) or check(
+        prepared, *rest))
+    assert "".join(talk.stream(QUESTION, MediaChoice(video=fresh)))
+    assert calls == {"decoded": 1, "encoded": 1}
+    assert checked[-1].prompt_tokens == talk.last.prompt_tokens  # the context was checked on what was answered
+    assert "".join(talk.stream("And the colour?", None))
+    assert calls == {"decoded": 1, "encoded": 2}  # a follow-up: encoded (and checked) once, nothing decoded
+    assert checked[-1].prompt_tokens == talk.last.prompt_tokens
+    _consume(backend.compare(["base", "b"], QUESTION, MediaChoice(video=fresh), None, SETTINGS, GENERATION))
+    assert calls == {"decoded": 1, "encoded": 3}  # the clip came from the page's cache
+    with pytest.raises(VidlabError, match="model 'nope': not loaded. Pick one of base, a, b"):
+        backend.conversation("nope", None, SETTINGS, GENERATION)
 
 
 def test_bad_input_is_one_line(backend, clip, tmp_path):

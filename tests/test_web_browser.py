@@ -96,12 +96,12 @@ def test_chat_shows_frames_tokens_and_streams_answers(site, page):
     assert f"{preview.visual_tokens} after DiffFP, {preview.visual_tokens_before_pruning} before" in tokens
     assert preview.visual_tokens < preview.visual_tokens_before_pruning
 
-    misses = site["server"].backend.clip_cache.misses
+    misses = site["server"].backend.cache.clips.misses
     assert "follow-up" in browser.ask(page, QUESTION)
     assert "follow-up" in browser.ask(page, "And the colour?")
     expected = _alone(site, "tuned", [QUESTION, "And the colour?"])
     assert browser.chat_messages(page) == [QUESTION, expected[0], "And the colour?", expected[1]]
-    assert site["server"].backend.clip_cache.misses == misses, "follow-ups do not decode the video again"
+    assert site["server"].backend.cache.clips.misses == misses, "follow-ups do not decode the video again"
     assert "prompt" in page.locator("#chat-tokens").inner_text()
 
     browser.pick_option(page, "#chat-model", "base")  # another model: a new conversation

@@ -55,6 +55,7 @@ _EXPORTS = {
     "ServeOptions": "vidlab.serve.options",
     "WebOptions": "vidlab.web.options",
     "Reply": "vidlab.chat",
+    "PreparedQuestion": "vidlab.chat",
     # the pieces underneath
     "Conversation": "vidlab.conversation",
     "parse_messages": "vidlab.conversation",
@@ -63,6 +64,7 @@ _EXPORTS = {
     "encode": "vidlab.inputs",
     "build_inputs": "vidlab.inputs",
     "load_media": "vidlab.inputs",
+    "MediaCache": "vidlab.media.cache",
     "VideoClip": "vidlab.media",
     "load_image": "vidlab.media",
     "load_images": "vidlab.media",

@@ -8,9 +8,13 @@
     chat.reset()                            # a new conversation about the same video
 
 A follow-up question runs neither the video decoder nor the vision encoder again: the decoded clip
-and its vision-encoder outputs are kept (`ClipCache`, `VisionCache`, which a caller may share
+and its vision-encoder outputs are kept (`MediaCache`, `VisionCache`, which a caller may share
 between chats), and so is the conversation's key/value cache, so only the new question's tokens go
 through the model.
+
+`prepare` decodes and encodes a question without answering it, so a caller can look at what the model
+will get (its frames, its tokens: the web page checks them against the context) and then answer
+exactly that with `ask` or `stream`.
 """
 
 from __future__ import annotations
@@ -24,14 +28,39 @@ from PIL import Image
 
 from vidlab.conversation import Conversation, MediaPart, TextPart, Turn, validate_turns
 from vidlab.generate import Generated, GenerationOptions, PromptCache, generate, stream
-from vidlab.inputs import Batch, LoadedMedia, build_inputs, video_frame_size
-from vidlab.media import VideoClip, load_image
-from vidlab.media.cache import ClipCache
+from vidlab.inputs import Batch, LoadedMedia, MediaLoad, Sample, collate, encode
+from vidlab.media import VideoClip
+from vidlab.media.cache import MediaCache
 from vidlab.models import load_model
+from vidlab.models.adapters import active_adapter
 from vidlab.settings import MediaSettings
 from vidlab.vision_cache import VisionCache
 
 ImageInput = str | Path | Image.Image
+# A person waiting on an answer (chat, the web page) gets one from a cut file, with a warning in the reply;
+# evaluation, training and the server refuse a cut file unless asked (--allow-partial). Decided here only.
+INTERACTIVE_ALLOW_PARTIAL = True
+
+
+@dataclass
+class PreparedQuestion:
+    """A question with its media decoded and the whole conversation encoded: what the model will get.
+
+    Attributes:
+        question: the question's text.
+        conversation: the conversation so far with the question.
+        media: every media part of the conversation with its decoded clip or image, in order.
+        sample: the tensors the answer is generated from (`sample.stats`: frames and token counts).
+    """
+
+    question: str
+    conversation: Conversation
+    media: list[tuple[MediaPart, LoadedMedia]]
+    sample: Sample
+
+    @property
+    def prompt_tokens(self) -> int:
+        return self.sample.stats.total_tokens
 
 
 @dataclass
@@ -73,8 +102,10 @@ class Chat:
         settings: frame sampling, visual-token budget, image merge size and DiffFP.
         generation: decoding settings (greedy by default).
         dtype, device, quantize: as in `vidlab.load_model`.
-        clip_cache, vision_cache: where decoded clips and vision-encoder outputs are kept (default:
-            this chat's own); pass shared ones to reuse work across chats.
+        cache, vision_cache: where decoded media and vision-encoder outputs are kept (default: this
+            chat's own); pass shared ones to reuse work across chats.
+        answer_as: on a model loaded with several adapters, the one that answers (`BASE`: none of them);
+            None: the model as it is.
     """
 
     def __init__(
@@ -88,8 +119,9 @@ class Chat:
         dtype: str = "auto",
         device: str = "auto",
         quantize: str | None = None,
-        clip_cache: ClipCache | None = None,
+        cache: MediaCache | None = None,
         vision_cache: VisionCache | None = None,
+        answer_as: str | None = None,
     ):
         if isinstance(model, (str, Path)):
             self.model, self.processor = load_model(model, adapter=adapter, dtype=dtype, device=device,
@@ -99,7 +131,8 @@ class Chat:
         self.system = system
         self.settings = settings
         self.generation = generation
-        self.clip_cache = clip_cache if clip_cache is not None else ClipCache()
+        self.answer_as = answer_as
+        self.cache = cache if cache is not None else MediaCache()
         self.vision_cache = vision_cache if vision_cache is not None else VisionCache()
         self._prompt_cache: PromptCache | None = None
         self.last_reply: Reply | None = None
@@ -123,40 +156,51 @@ class Chat:
     def _load(
         self, video: str | Path | VideoClip | None, images, start: float | None, end: float | None
     ) -> list[tuple[MediaPart, LoadedMedia]]:
-        loaded: list[tuple[MediaPart, LoadedMedia]] = []
-        if video is not None:
-            # A cut file is used with a warning in the reply (evaluation and training refuse it).
-            sampling = self.settings.sampling().model_copy(update={"allow_partial": True})
-            frame_size = video_frame_size(self.processor, self.settings)
-            clip = video if isinstance(video, VideoClip) else self.clip_cache.load(video, sampling, start, end,
-                                                                                    frame_size)
-            loaded.append((MediaPart(type="video", path=clip.path, start=clip.start, end=clip.end), clip))
+        """The new media parts, decoded by the one loader (clips and images given decoded are used as they are)."""
+        given: list[tuple[MediaPart, LoadedMedia | None]] = []
+        if isinstance(video, VideoClip):
+            given.append((MediaPart(type="video", path=video.path, start=video.start, end=video.end), video))
+        elif video is not None:
+            given.append((MediaPart(type="video", path=str(video), start=start, end=end), None))
         if isinstance(images, (str, Path, Image.Image)):
             images = [images]
         for image in images or []:
             if isinstance(image, Image.Image):
-                loaded.append((MediaPart(type="image", path=getattr(image, "filename", "") or "<image>"), image))
+                given.append((MediaPart(type="image", path=getattr(image, "filename", "") or "<image>"), image))
             else:
-                loaded.append((MediaPart(type="image", path=str(image)), load_image(image)))
-        return loaded
+                given.append((MediaPart(type="image", path=str(image)), None))
+        if any(loaded is None for _, loaded in given):
+            load = MediaLoad(self.processor, self.settings, cache=self.cache, allow_partial=INTERACTIVE_ALLOW_PARTIAL)
+            given = [(part, load(part) if loaded is None else loaded) for part, loaded in given]
+        return given
 
-    def _prepare(self, question: str, video, image, start, end) -> tuple[Conversation, list, Batch]:
+    def prepare(
+        self,
+        question: str,
+        video: str | Path | VideoClip | None = None,
+        image: ImageInput | Sequence[ImageInput] | None = None,
+        *,
+        start: float | None = None,
+        end: float | None = None,
+    ) -> PreparedQuestion:
+        """The question (about `video` / `image` if given, else about what came before) decoded and encoded,
+        not yet answered: pass it to `ask` or `stream`. The chat is unchanged until it is answered."""
         new = self._load(video, image, start, end) or self._carried
         user = Turn(role="user", parts=[*(part for part, _ in new), TextPart(text=question)])
         turns = [*self._turns, user]
         validate_turns(turns, "chat")
         media = [*self._media, *new]
         conversation = Conversation(turns=turns, source="chat")
-        inputs = build_inputs(conversation, [m for _, m in media], self.processor, self.settings)
-        return conversation, media, inputs
+        sample = encode(conversation, [m for _, m in media], self.processor, self.settings)
+        return PreparedQuestion(question, conversation, media, sample)
 
-    def _finish(self, conversation: Conversation, media, inputs: Batch, generated: Generated, started: float) -> Reply:
-        new_media = media[len(self._media):]  # what this question brought
+    def _finish(self, prepared: PreparedQuestion, generated: Generated, started: float) -> Reply:
+        new_media = prepared.media[len(self._media):]  # what this question brought
         warnings = [w for _, m in new_media for w in getattr(m, "warnings", [])]
-        self._turns = [*conversation.turns, Turn(role="assistant", parts=[TextPart(text=generated.text)])]
-        self._media, self._carried = media, []
+        self._turns = [*prepared.conversation.turns, Turn(role="assistant", parts=[TextPart(text=generated.text)])]
+        self._media, self._carried = prepared.media, []
         self._prompt_cache = generated.prompt_cache
-        stats = inputs.stats[0]
+        stats = prepared.sample.stats
         self.last_reply = Reply(
             answer=generated.text,
             frames=[t for times in stats.frames for t in times],
@@ -169,9 +213,19 @@ class Chat:
         )
         return self.last_reply
 
+    def _prepared(self, question: str | PreparedQuestion, video, image, start, end) -> PreparedQuestion:
+        if not isinstance(question, PreparedQuestion):
+            return self.prepare(question, video, image, start=start, end=end)
+        if video is not None or image is not None or start is not None or end is not None:
+            raise ValueError("a prepared question brings its media: pass video, image, start and end to `prepare`")
+        return question
+
+    def _batch(self, prepared: PreparedQuestion) -> Batch:
+        return collate([prepared.sample], self.processor.tokenizer.pad_token_id, "left")
+
     def ask(
         self,
-        question: str,
+        question: str | PreparedQuestion,
         video: str | Path | VideoClip | None = None,
         image: ImageInput | Sequence[ImageInput] | None = None,
         *,
@@ -180,16 +234,18 @@ class Chat:
     ) -> Reply:
         """Answer `question`, about `video` / `image` if given, else about what came before.
 
-        `start` / `end` (seconds) use only that part of `video`.
+        `start` / `end` (seconds) use only that part of `video`. `question` may be what `prepare` returned.
         """
         started = time.perf_counter()
-        conversation, media, inputs = self._prepare(question, video, image, start, end)
-        generated = generate(self.model, self.processor, inputs, self.generation, **self._caches())
-        return self._finish(conversation, media, inputs, generated, started)
+        prepared = self._prepared(question, video, image, start, end)
+        with active_adapter(self.model, self.answer_as):
+            generated = generate(self.model, self.processor, self._batch(prepared), self.generation,
+                                 **self._caches())
+        return self._finish(prepared, generated, started)
 
     def stream(
         self,
-        question: str,
+        question: str | PreparedQuestion,
         video: str | Path | VideoClip | None = None,
         image: ImageInput | Sequence[ImageInput] | None = None,
         *,
@@ -198,9 +254,11 @@ class Chat:
     ) -> Iterator[str]:
         """Like `ask`, but yields the answer in pieces; `last_reply` holds the whole reply after."""
         started = time.perf_counter()
-        conversation, media, inputs = self._prepare(question, video, image, start, end)
-        generated = yield from stream(self.model, self.processor, inputs, self.generation, **self._caches())
-        self._finish(conversation, media, inputs, generated, started)
+        prepared = self._prepared(question, video, image, start, end)
+        with active_adapter(self.model, self.answer_as):
+            generated = yield from stream(self.model, self.processor, self._batch(prepared), self.generation,
+                                          **self._caches())
+        self._finish(prepared, generated, started)
 
     def _caches(self) -> dict:
         """The caches for the next generation; the conversation's cache is handed over (generation

@@ -4,18 +4,18 @@ The model turns a video's pixels into one embedding per merged patch (vision enc
 projector); DiffFP's mask and a video compressor (whose llamavid tokens depend on the question)
 are applied after, so the embeddings depend only on the pixels, the model and its adapter. They
 are kept under the video's key (`Sample.video_keys`: the clip's identity, the frames kept, the
-grid and the processor) with the model's identity and active adapter, bounded by bytes, least
-recently used forgotten first. `generate` hands cached embeddings to the model as
+grid and the processor) with the model's identity and active adapter, in a `BoundedCache` (bytes,
+least recently used forgotten first). `generate` hands cached embeddings to the model as
 `mm_encoder_outputs` instead of pixels. Thread-safe.
 """
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Hashable
 
 import torch
+
+from vidlab.bounded_cache import BoundedCache
 
 DEFAULT_MAX_BYTES = 512 << 20
 
@@ -30,40 +30,15 @@ def model_identity(model) -> tuple:
     return id(model), str(getattr(model, "active_adapter", None))
 
 
-class VisionCache:
+def _tensor_bytes(embeddings: torch.Tensor) -> int:
+    return embeddings.numel() * embeddings.element_size()
+
+
+class VisionCache(BoundedCache[torch.Tensor]):
     """Projected vision embeddings per video key; at most `max_bytes` in all."""
 
     def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES):
-        self.max_bytes = max_bytes
-        self._embeddings: OrderedDict[Hashable, torch.Tensor] = OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
-
-    def __len__(self) -> int:
-        return len(self._embeddings)
-
-    def _get(self, key: Hashable) -> torch.Tensor | None:
-        with self._lock:
-            found = self._embeddings.get(key)
-            if found is not None:
-                self._embeddings.move_to_end(key)
-            return found
-
-    def _put(self, key: Hashable, embeddings: torch.Tensor) -> None:
-        size = embeddings.numel() * embeddings.element_size()
-        if size > self.max_bytes:
-            return
-        with self._lock:
-            if key in self._embeddings:
-                old = self._embeddings.pop(key)
-                self._bytes -= old.numel() * old.element_size()
-            self._embeddings[key] = embeddings
-            self._bytes += size
-            while self._bytes > self.max_bytes:
-                _, dropped = self._embeddings.popitem(last=False)
-                self._bytes -= dropped.numel() * dropped.element_size()
+        super().__init__(max_bytes, _tensor_bytes)
 
     @torch.inference_mode()
     def swap_in(self, model, tensors: dict[str, torch.Tensor], video_keys: list[Hashable | None]) -> dict:
@@ -76,10 +51,9 @@ class VisionCache:
         pixels = tensors["pixel_values_videos"].split(grids.prod(-1).tolist())
         owner = model_identity(model)
         keys = [None if key is None else (owner, key) for key in video_keys]
-        found = [None if key is None else self._get(key) for key in keys]
+        found = [None if key is None else self.get(key) for key in keys]
         missing = [i for i, embeddings in enumerate(found) if embeddings is None]
-        self.hits += len(found) - len(missing)
-        self.misses += len(missing)
+        self.misses += keys.count(None)  # a video without a key is never found
         if missing:
             outputs = _base(model).get_video_features(
                 pixel_values_videos=torch.cat([pixels[i] for i in missing]),
@@ -90,7 +64,7 @@ class VisionCache:
             for i, embeddings in zip(missing, outputs.pooler_output):
                 found[i] = embeddings
                 if keys[i] is not None:
-                    self._put(keys[i], embeddings)
+                    self.put(keys[i], embeddings)
         from vidlab.models.compressors import VideoFeatures
 
         swapped = {k: v for k, v in tensors.items() if k != "pixel_values_videos"}

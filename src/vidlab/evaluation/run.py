@@ -24,8 +24,8 @@ from vidlab.evaluation.records import EvalRecord, EvalSet, Skipped
 from vidlab.evaluation.sets import load_eval_set
 from vidlab.files import LineAppender, read_jsonl, reason_of, write_json, write_jsonl
 from vidlab.generate import generate_batch
-from vidlab.inputs import collate, encode, load_media, video_frame_size
-from vidlab.media.cache import ClipCache
+from vidlab.inputs import collate, encode, load_media
+from vidlab.media.cache import MediaCache
 from vidlab.settings import DECODE_WORKERS, GenerationOptions, MediaSettings
 from vidlab.vision_cache import VisionCache
 
@@ -208,18 +208,15 @@ def _merge_skipped(out_dir: Path, at_load: list[Skipped]) -> list[Skipped]:
 
 
 def _with_media(
-    records: list[EvalRecord], data_root: Path, options: RunOptions, processor=None, clip_cache: ClipCache | None = None
+    records: list[EvalRecord], data_root: Path, options: RunOptions, processor=None, cache: MediaCache | None = None
 ) -> Iterator[tuple[EvalRecord, list | Skipped]]:
     """Each record with its decoded media (or why not), decoding ahead in threads while the model works.
 
     With the processor, video frames are decoded straight to the size it will use; with a clip cache,
     a video several records ask about is decoded once.
     """
-    sampling = options.settings.sampling()
-    frame_size = video_frame_size(processor, options.settings) if processor is not None else None
-
     def load(record: EvalRecord):
-        return load_media(record.conversation, data_root, sampling, frame_size, clip_cache)
+        return load_media(record.conversation, processor, options.settings, data_root=data_root, cache=cache)
 
     def outcome(record: EvalRecord, get) -> list | Skipped:
         try:
@@ -389,7 +386,7 @@ def _run(processes, model, data, out_dir, adapter, data_root, format, subtitles,
         bar = _progress(len(mine), options.progress and processes.is_main)
         # Records asking about the same video (several questions each, in most benchmarks) decode it
         # and run the vision encoder once.
-        clip_cache, vision_cache = ClipCache(), VisionCache()
+        media_cache, vision_cache = MediaCache(), VisionCache()
         batch: list = []
         with LineAppender(target) as out:
 
@@ -405,7 +402,7 @@ def _run(processes, model, data, out_dir, adapter, data_root, format, subtitles,
                 bar.set_postfix(skipped=len(skipped), refresh=False)
                 batch.clear()
 
-            for record, media in _with_media(mine, data.data_root, options, processor, clip_cache):
+            for record, media in _with_media(mine, data.data_root, options, processor, media_cache):
                 if isinstance(media, Skipped):
                     skipped.append(media)
                     bar.update(1)

@@ -9,8 +9,9 @@ from typing import Literal
 import torch
 
 from vidlab.conversation import Conversation
-from vidlab.inputs.encode import TEXT_KEYS, InputStats, LoadedMedia, Sample, encode
+from vidlab.inputs.encode import TEXT_KEYS, InputStats, Sample, encode
 from vidlab.inputs.labels import IGNORE_INDEX
+from vidlab.inputs.load import LoadedMedia
 from vidlab.settings import MediaSettings
 
 # The processor's vision tensors, concatenated over a batch in sample order: the model matches

@@ -22,19 +22,6 @@ from transformers import VideoLlama3Processor
 from vidlab.conversation import Conversation
 from vidlab.settings import VideoCompressor
 
-_ATTRIBUTE = "video_compressor"
-
-
-def attach_video_compressor(processor, spec: VideoCompressor | None):
-    """Tell a processor (in place) which compressor its model has; returns it. vidlab's loaders call this."""
-    setattr(processor, _ATTRIBUTE, spec if spec is not None and spec.active else None)
-    return processor
-
-
-def video_compressor_of(processor) -> VideoCompressor | None:
-    """The compressor a processor's model has (None: none, every merged patch as released)."""
-    return getattr(processor, _ATTRIBUTE, None)
-
 
 def stamp(seconds: float) -> str:
     return f"Time {seconds:.1f}s:"

@@ -8,23 +8,19 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
-from PIL import Image
 
 from vidlab.conversation import Conversation
 from vidlab.errors import ConversationError, MediaError, SampleError
 from vidlab.inputs.budget import fit
 from vidlab.inputs.compressed import question_ids, question_tensors
 from vidlab.inputs.labels import label_assistant_turns
+from vidlab.inputs.load import LoadedMedia
 from vidlab.inputs.processing import ProcessorCall, with_image_merge
-from vidlab.media import VideoClip, load_image, load_video
-from vidlab.media.cache import ClipCache
-from vidlab.media.video import FrameSize
-from vidlab.settings import MediaSettings, Sampling
+from vidlab.media import VideoClip
+from vidlab.settings import MediaSettings
 
-LoadedMedia = VideoClip | Image.Image
 TEXT_KEYS = ("input_ids", "attention_mask", "labels")  # per-token tensors: (length,) in a Sample
 
 
@@ -66,33 +62,6 @@ class Sample:
 
     def __len__(self) -> int:
         return int(self.tensors["input_ids"].shape[0])
-
-
-def load_media(
-    conversation: Conversation,
-    data_root: str | Path | None = None,
-    sampling: Sampling = Sampling(),
-    frame_size: FrameSize | None = None,
-    clip_cache: ClipCache | None = None,
-) -> list[LoadedMedia]:
-    """Decode every video and image of the conversation, in order. Relative paths use data_root.
-
-    `frame_size` (`video_frame_size(processor, settings)`) scales video frames to their final size
-    while decoding; None keeps them at full size. With a `clip_cache`, a video already decoded with
-    these settings is taken from it.
-    """
-    loaded: list[LoadedMedia] = []
-    for part in conversation.media:
-        path = Path(part.path).expanduser()
-        if data_root is not None and not path.is_absolute():
-            path = Path(data_root) / path
-        if part.type == "image":
-            loaded.append(load_image(path))
-        elif clip_cache is not None:
-            loaded.append(clip_cache.load(path, sampling, part.start, part.end, frame_size))
-        else:
-            loaded.append(load_video(path, sampling, part.start, part.end, frame_size))
-    return loaded
 
 
 def _stats(tensors: dict[str, torch.Tensor], clips: list[VideoClip], call: ProcessorCall) -> InputStats:

@@ -16,8 +16,9 @@ from transformers.image_utils import SizeDict
 from transformers.video_utils import VideoMetadata
 
 from vidlab.errors import MediaError
-from vidlab.inputs.compressed import layout_processor, video_compressor_of
+from vidlab.inputs.compressed import layout_processor
 from vidlab.media import VideoClip
+from vidlab.models.template import video_compressor_of
 from vidlab.settings import MediaSettings
 
 

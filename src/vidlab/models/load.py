@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -14,12 +12,21 @@ from transformers import AutoProcessor, VideoLlama3ForConditionalGeneration
 import vidlab.models.compressors  # noqa: F401  (registers the compressed model type with transformers' Auto classes)
 from vidlab.errors import ModelLoadError
 from vidlab.folders import describe_contents
+from vidlab.models.adapters import (  # noqa: F401  (ADAPTER_COMPRESSOR_FILE, peft_wrapping: their old address)
+    ADAPTER_COMPRESSOR_FILE,
+    DEFAULT,
+    adapter_compressor,
+    adapter_folder,
+    adapters_compressor,
+    load_adapters,
+    peft_wrapping,
+)
+from vidlab.models.template import attach_video_compressor
 from vidlab.settings import VideoCompressor
 
 NATIVE_MODEL_TYPE = "video_llama_3"
 COMPRESSED_MODEL_TYPE = "vidlab_video_llama_3"  # a native VideoLLaMA3 with a vidlab video compressor
 NATIVE_MODEL_TYPES = (NATIVE_MODEL_TYPE, COMPRESSED_MODEL_TYPE)
-ADAPTER_COMPRESSOR_FILE = "vidlab_video_compressor.json"  # beside an adapter trained with a new compressor
 ORIGINAL_MODEL_TYPES = {"videollama3_qwen2", "videollama3"}
 DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
           "fp32": torch.float32, "float32": torch.float32}
@@ -78,42 +85,12 @@ def check_model_folder(folder: Path) -> None:
         )
 
 
-@contextmanager
-def peft_wrapping() -> Iterator[None]:
-    """Around peft calls that wrap a model: peft (0.21) reads transformers' deprecated
-    `is_gradient_checkpointing` alias, a FutureWarning the user can do nothing about."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
-        yield
-
-
-def _load_adapter(model: torch.nn.Module, adapter: str | Path) -> torch.nn.Module:
-    from peft import PeftModel
-
-    adapter = Path(adapter)
-    if not (adapter / "adapter_config.json").is_file():
-        raise ModelLoadError(
-            f"{adapter}: not a PEFT adapter folder (no adapter_config.json). "
-            "Pass the output folder of `vidlab train` (or any peft save_pretrained folder)."
-        )
-    with peft_wrapping():
-        return PeftModel.from_pretrained(model, str(adapter))
-
-
 def checkpoint_compressor(source: str) -> VideoCompressor | None:
     """The video compressor a checkpoint's config.json names (None: none, VideoLLaMA3 as released)."""
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(source)
     return config.compressor if getattr(config, "model_type", None) == COMPRESSED_MODEL_TYPE else None
-
-
-def adapter_compressor(adapter: str | Path | None) -> VideoCompressor | None:
-    """The compressor a LoRA run added to its base (kept beside the adapter), or None."""
-    path = Path(adapter) / ADAPTER_COMPRESSOR_FILE if adapter is not None else None
-    if path is None or not path.is_file():
-        return None
-    return VideoCompressor.model_validate_json(path.read_text(encoding="utf-8"))
 
 
 def load_weights(source: str, compressor: VideoCompressor | None = None, **kwargs):
@@ -150,10 +127,16 @@ def model_compressor(model) -> VideoCompressor | None:
     return compressor if isinstance(compressor, VideoCompressor) and compressor.active else None
 
 
+def context_length(model) -> int:
+    """The most tokens (prompt and answer) the model holds: its LLM's max_position_embeddings (under a peft
+    wrapper too; 32768, Qwen2.5's, when the config does not say)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    text = getattr(base.config, "text_config", base.config)
+    return int(getattr(text, "max_position_embeddings", None) or 32768)
+
+
 def load_processor(source: str, compressor: VideoCompressor | None = None):
     """The checkpoint's processor, told the video compressor's prompt layout (its own, or `compressor`)."""
-    from vidlab.inputs.compressed import attach_video_compressor
-
     processor = AutoProcessor.from_pretrained(source)
     return attach_video_compressor(processor, compressor or checkpoint_compressor(source))
 
@@ -161,6 +144,8 @@ def load_processor(source: str, compressor: VideoCompressor | None = None):
 def load_model(
     path_or_id: str | Path,
     adapter: str | Path | None = None,
+    *,
+    adapters: Mapping[str, str | Path] | None = None,
     dtype: str | torch.dtype = "auto",
     device: str | torch.device = "auto",
     attn_implementation: str | None = None,
@@ -174,7 +159,9 @@ def load_model(
 
     Args:
         path_or_id: a local checkpoint folder or a hub id (downloaded when the machine can).
-        adapter: a PEFT adapter folder to put on top (LoRA from `vidlab train`).
+        adapter: a PEFT adapter folder to put on top (LoRA from `vidlab train`): `adapters={"default": adapter}`.
+        adapters: name -> PEFT adapter folder, loaded side by side (the first active); answer as one
+            of them, or as the base model, with `vidlab.models.adapters.active_adapter`.
         dtype: auto (bf16 on a GPU that has it, else fp32), bf16, fp16 or fp32.
         device: auto (CUDA if present, else CPU), cpu, cuda, cuda:1, ...
         attn_implementation: passed to transformers (eager, sdpa, flash_attention_2); None picks.
@@ -185,10 +172,16 @@ def load_model(
         (model, processor), the model in eval mode on `device`.
 
     Raises:
-        ModelLoadError: what is wrong with the folder, or what `quantize` needs that is missing.
+        ModelLoadError: what is wrong with the folder or an adapter's, or what `quantize` needs that is missing.
     """
-    from vidlab.inputs.compressed import attach_video_compressor
+    if adapter is not None:
+        if adapters:
+            raise ValueError("pass `adapter` or `adapters`, not both")
+        adapters = {DEFAULT: adapter}
     from vidlab.models.quantize import bitsandbytes_config, check_quantize, quantize_weights
+
+    adapters = {name: adapter_folder(name, folder) for name, folder in (adapters or {}).items()}
+    compressor = adapters_compressor(adapters)
 
     source = str(path_or_id)
     if looks_local(source):
@@ -203,7 +196,7 @@ def load_model(
         placement = {"device_map": {"": device.index or 0},
                      "quantization_config": bitsandbytes_config(quantize, torch_dtype)}
     try:
-        model = load_weights(source, adapter_compressor(adapter), dtype=torch_dtype,
+        model = load_weights(source, compressor, dtype=torch_dtype,
                              attn_implementation=attn_implementation, **placement)
         processor = AutoProcessor.from_pretrained(source)
     except OSError as err:
@@ -212,8 +205,7 @@ def load_model(
             "machine that can reach the hub."
         ) from err
     attach_video_compressor(processor, model_compressor(model))
-    if adapter is not None:
-        model = _load_adapter(model, adapter)
+    model = load_adapters(model, adapters)
     if quantize is not None and device.type != "cuda":  # the base layers; a LoRA adapter on them stays full
         quantize_weights(model, quantize)
     model.eval()

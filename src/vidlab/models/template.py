@@ -7,6 +7,10 @@ The native processor writes the `Time X.Xs:` prefixes and the commas itself when
 newline; the rendered text is then the same as the original's. There is no default system prompt.
 """
 
+from __future__ import annotations
+
+from vidlab.settings import VideoCompressor
+
 IMAGE_TOKEN = "<|image_pad|>"
 VIDEO_TOKEN = "<|video_pad|>"
 PAD_TOKEN = "<|endoftext|>"
@@ -47,3 +51,19 @@ CHAT_TEMPLATE = (
     "{%- endfor -%}"
     "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\n' -}}{%- endif -%}"
 )
+
+
+# The video compressor a processor's model has, kept on the processor: vidlab's model loaders attach it, and the
+# prompt layout (`vidlab.inputs.compressed`) follows it.
+_ATTRIBUTE = "video_compressor"
+
+
+def attach_video_compressor(processor, spec: VideoCompressor | None):
+    """Tell a processor (in place) which compressor its model has; returns it. vidlab's loaders call this."""
+    setattr(processor, _ATTRIBUTE, spec if spec is not None and spec.active else None)
+    return processor
+
+
+def video_compressor_of(processor) -> VideoCompressor | None:
+    """The compressor a processor's model has (None: none, every merged patch as released)."""
+    return getattr(processor, _ATTRIBUTE, None)

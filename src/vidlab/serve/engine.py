@@ -2,7 +2,7 @@
 OpenAI response bodies out. HTTP knows nothing of it but `complete`, `stream`, `models` and `health`.
 
 A request takes the one road every vidlab workload takes: its messages become a `Conversation`
-(`parse_messages`), its media are decoded through the shared clip cache, `encode` turns both into a
+(`parse_messages`), its media are decoded by `MediaLoad` through the shared cache, `encode` turns both into a
 `Sample` with the request's settings, `collate` left-pads the batch and `generate_batch` (or
 `stream_batch`) answers it, reusing vision-encoder outputs from the `VisionCache`.
 """
@@ -28,13 +28,15 @@ from prometheus_client import CollectorRegistry
 from vidlab.conversation import parse_messages
 from vidlab.errors import VidlabError
 from vidlab.generate import Generated, generate_batch, stream_batch
-from vidlab.inputs import Sample, collate, encode, video_frame_size
+from vidlab.inputs import MediaLoad, Sample, collate, encode
 from vidlab.media.cache import DEFAULT_MAX_BYTES as CLIP_CACHE_BYTES
-from vidlab.media.cache import ClipCache
+from vidlab.media.cache import MediaCache
+from vidlab.models.adapters import BASE, active_adapter
+from vidlab.models.load import context_length
 from vidlab.serve.batching import Job, Scheduler
 from vidlab.serve.errors import ServeError, from_user_error
-from vidlab.serve.loading import active_adapter, check_adapter_names, load_served_model
-from vidlab.serve.media import MediaLoader
+from vidlab.serve.loading import check_adapter_names, load_served_model
+from vidlab.serve.media import MediaResolver
 from vidlab.serve.messages import read_messages
 from vidlab.serve.metrics import CacheCollector, EngineMetrics
 from vidlab.serve.options import MIB, ServeOptions
@@ -91,15 +93,15 @@ class Engine:
         self.options = options
         self.model, self.processor = load_served_model(model, adapters, dtype=dtype, device=device,
                                                        quantize=quantize)
-        self.max_model_len = options.max_model_len or _context_length(self.model)
+        self.max_model_len = options.max_model_len or context_length(self.model)
         self.fingerprint = _fingerprint()
         clip_bytes = CLIP_CACHE_BYTES if options.clip_cache_mb is None else int(options.clip_cache_mb * MIB)
         vision_bytes = VISION_CACHE_BYTES if options.vision_cache_mb is None else int(options.vision_cache_mb * MIB)
-        self.clip_cache = ClipCache(clip_bytes)
+        self.media_cache = MediaCache(clip_bytes)
         share = vision_bytes // (1 + len(adapters))
         self.vision_caches = {key: VisionCache(share) for key in [None, *adapters]}
         self._temp = Path(tempfile.mkdtemp(prefix="vidlab-serve-"))
-        self.loader = MediaLoader(options, self.clip_cache, self._temp)
+        self.resolver = MediaResolver(options, self._temp)
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = EngineMetrics(self.registry)
         self.registry.register(CacheCollector(self._caches))
@@ -119,7 +121,7 @@ class Engine:
         return self._temp
 
     def _caches(self) -> dict[str, object]:
-        caches: dict[str, object] = {"clip": self.clip_cache, "image": self.loader.images}
+        caches: dict[str, object] = {"clip": self.media_cache.clips, "image": self.media_cache.images}
         for adapter, cache in self.vision_caches.items():
             caches["vision" if adapter is None else f"vision:{adapter}"] = cache
         return caches
@@ -258,8 +260,8 @@ class Engine:
             conversation = parse_messages(messages, where="messages")
         except VidlabError as err:
             raise from_user_error(err, "messages", "messages") from None
-        frame_size = video_frame_size(self.processor, settings)
-        loaded = [self.loader.load(ref, settings, frame_size) for ref in refs]
+        load = MediaLoad(self.processor, settings, cache=self.media_cache)
+        loaded = [self.resolver.load(ref, load) for ref in refs]
         try:
             with self._encode_lock:
                 sample = encode(conversation, [item.media for item in loaded], self.processor, settings,
@@ -318,7 +320,7 @@ class Engine:
         None for each job when a disconnect stopped it."""
         first: Prepared = jobs[0].payload
         started = time.perf_counter()
-        with active_adapter(self.model, first.adapter):
+        with active_adapter(self.model, first.adapter or BASE):
             self._running = jobs
             try:
                 if first.seed is not None:
@@ -333,8 +335,3 @@ class Engine:
         self._record(jobs, results, time.perf_counter() - started)
         return results
 
-
-def _context_length(model) -> int:
-    config = model.config
-    text = getattr(config, "text_config", config)
-    return int(getattr(text, "max_position_embeddings", 32768))

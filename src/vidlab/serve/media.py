@@ -1,40 +1,35 @@
-"""A request's image and video parts (`MediaRef`s) -> decoded images and clips, through the shared caches.
+"""A request's image and video parts (`MediaRef`s) -> files, within the server's limits; decoding is
+`vidlab.inputs.MediaLoad`'s, as for every command.
 
-Decoded clips are kept in the shared `ClipCache` under what identifies them and every setting that
-changes the frames: a file's identity, an upload's content hash, or the client's `uuid`. A part
-that gives only its `uuid` (no url) is answered from that cache, so a client resends a video by
-id without uploading it again. Uploads and downloads are written to the server's temporary folder
-only while they are decoded.
+What the server adds: a URL, a data: URL (upload) or a path under the media root becomes a file;
+uploads and downloads are written to the server's temporary folder only while they are decoded,
+and are named in the shared `MediaCache` by the client's `uuid` or their content hash (a file by
+its identity). A part that gives only its `uuid` (no url) is answered from that cache, so a client
+resends a video by id without uploading it again. Videos longer than the server allows are refused.
 """
 
 from __future__ import annotations
 
 import hashlib
-import threading
 import uuid as uuid_module
-from collections import OrderedDict
-from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image
-
+from vidlab.bounded_cache import BoundedCache
+from vidlab.conversation import MediaPart
 from vidlab.errors import MediaError, VidlabError
-from vidlab.inputs import FrameSizer, LoadedMedia
-from vidlab.media import VideoClip, load_image, load_video
-from vidlab.media.cache import ClipCache
+from vidlab.inputs import LoadedMedia, MediaLoad
+from vidlab.media import VideoClip
 from vidlab.serve import sources
 from vidlab.serve.errors import ServeError, from_user_error
 from vidlab.serve.messages import MediaRef
 from vidlab.serve.options import ServeOptions
-from vidlab.settings import MediaSettings
 
 _SUFFIXES = {
     "video/mp4": ".mp4", "video/webm": ".webm", "video/x-matroska": ".mkv", "video/quicktime": ".mov",
     "video/x-msvideo": ".avi", "video/avi": ".avi", "image/gif": ".gif", "image/png": ".png", "image/jpeg": ".jpg",
     "image/jpg": ".jpg", "image/webp": ".webp", "image/bmp": ".bmp",
 }
-_IMAGE_CACHE_BYTES = 256 << 20  # decoded images kept for uuid / content-hash reuse
 _UUID_FILES = 4096  # uuid -> media-root file, remembered so that a uuid alone finds the file again
 
 
@@ -51,57 +46,17 @@ class Loaded:
         return {"source": self.source, "cached": self.cached}
 
 
-class _ImageCache:
-    """Least-recently-used decoded images by key (uuid or content hash), at most `max_bytes` of pixels."""
+class MediaResolver:
+    """Resolves request media to files and decodes them through `MediaLoad` (with the server's shared
+    `MediaCache`); one per server, used from worker threads."""
 
-    def __init__(self, max_bytes: int = _IMAGE_CACHE_BYTES):
-        self.max_bytes = max_bytes
-        self._images: OrderedDict[Hashable, Image.Image] = OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()
-        self.hits = self.misses = 0
-
-    @staticmethod
-    def _size(image: Image.Image) -> int:
-        return image.width * image.height * len(image.getbands())
-
-    def get(self, key: Hashable) -> Image.Image | None:
-        with self._lock:
-            image = self._images.get(key)
-            if image is None:
-                self.misses += 1
-                return None
-            self._images.move_to_end(key)
-            self.hits += 1
-            return image
-
-    def put(self, key: Hashable, image: Image.Image) -> Image.Image:
-        if self._size(image) > self.max_bytes:
-            return image
-        with self._lock:
-            if key in self._images:
-                self._bytes -= self._size(self._images.pop(key))
-            self._images[key] = image
-            self._bytes += self._size(image)
-            while self._bytes > self.max_bytes:
-                _, dropped = self._images.popitem(last=False)
-                self._bytes -= self._size(dropped)
-        return image
-
-
-class MediaLoader:
-    """Decodes request media through the shared caches; one per server, used from worker threads."""
-
-    def __init__(self, options: ServeOptions, clip_cache: ClipCache, temp_dir: Path):
+    def __init__(self, options: ServeOptions, temp_dir: Path):
         self.options = options
-        self.clip_cache = clip_cache
-        self.images = _ImageCache()
         self.temp_dir = temp_dir
-        self._uuid_files: OrderedDict[str, Path] = OrderedDict()
-        self._lock = threading.Lock()
+        self._uuid_files: BoundedCache[Path] = BoundedCache(_UUID_FILES, lambda path: 1)
 
-    def load(self, ref: MediaRef, settings: MediaSettings, frame_size: FrameSizer | None) -> Loaded:
-        """The part's image or clip.
+    def load(self, ref: MediaRef, load: MediaLoad) -> Loaded:
+        """The part's image or clip, decoded by `load` (the request's settings, processor and cache).
 
         Raises:
             ServeError: naming the part (bad URL, outside the media root, too large or long, not decodable,
@@ -109,11 +64,11 @@ class MediaLoader:
         """
         try:
             if ref.url is None:
-                return self._by_uuid(ref, settings, frame_size)
+                return self._by_uuid(ref, load)
             if sources.is_data_url(ref.url) or sources.is_remote(ref.url):
                 source = "upload" if sources.is_data_url(ref.url) else "remote"
                 # The client's uuid names the content: a hit needs neither decoding the upload nor a download.
-                found = self._cached(ref, self._key(ref, None, settings, frame_size), source)
+                found = self._cached(ref, self._name(ref, None), source, load)
                 if found is not None:
                     return found
                 if source == "upload":
@@ -121,46 +76,44 @@ class MediaLoader:
                 else:
                     data, media_type = sources.download(ref.url, self.options, ref.param)
                     media_type = media_type or _type_of(ref.url)
-                return self._from_bytes(ref, data, media_type, source, settings, frame_size)
+                return self._from_bytes(ref, data, media_type, source, load)
             path = sources.local_path(ref.url, self.options, ref.param)
             if ref.uuid is not None:
-                with self._lock:
-                    self._uuid_files[ref.uuid] = path
-                    self._uuid_files.move_to_end(ref.uuid)
-                    while len(self._uuid_files) > _UUID_FILES:
-                        self._uuid_files.popitem(last=False)
-            return self._from_file(ref, path, settings, frame_size)
+                self._uuid_files.put(ref.uuid, path)
+            return self._from_file(ref, path, load)
         except ServeError:
             raise
         except VidlabError as err:
             raise from_user_error(err, ref.param, ref.param) from None
 
-    def _key(self, ref: MediaRef, digest: str | None, settings: MediaSettings, frame_size) -> tuple | None:
-        """The cache key of an upload or download: its uuid if given, else its content hash."""
+    @staticmethod
+    def _name(ref: MediaRef, digest: str | None) -> tuple | None:
+        """What names an upload's or a download's content in the cache: its uuid if given, else its hash."""
         if ref.uuid is not None:
-            name = ("uuid", ref.uuid)
-        elif digest is not None:
-            name = ("sha256", digest)
-        else:
-            return None
-        if ref.kind == "image":
-            return name
-        return (*name, settings.sampling(), ref.start, ref.end, frame_size)
+            return ("uuid", ref.uuid)
+        return None if digest is None else ("sha256", digest)
 
-    def _cached(self, ref: MediaRef, key: tuple | None, source: str) -> Loaded | None:
-        if key is None:
-            return None
-        found = self.images.get(key) if ref.kind == "image" else self.clip_cache.get(key)
-        return None if found is None else Loaded(found, source, True)
+    @staticmethod
+    def _part(ref: MediaRef, path: Path | str) -> MediaPart:
+        return MediaPart(type=ref.kind, path=str(path), start=ref.start, end=ref.end)
 
-    def _by_uuid(self, ref: MediaRef, settings: MediaSettings, frame_size) -> Loaded:
-        found = self._cached(ref, self._key(ref, None, settings, frame_size), "cache")
+    def _cached(self, ref: MediaRef, name: tuple | None, source: str, load: MediaLoad) -> Loaded | None:
+        if name is None:
+            return None
+        found = load.find(self._part(ref, ref.label), name)
+        if found is None:
+            return None
+        if isinstance(found, VideoClip):
+            self._check_clip(ref, found)  # kept even if it was refused: a limit holds for the cached copy too
+        return Loaded(found, source, True)
+
+    def _by_uuid(self, ref: MediaRef, load: MediaLoad) -> Loaded:
+        found = self._cached(ref, self._name(ref, None), "cache", load)
         if found is not None:
             return found
-        with self._lock:
-            path = self._uuid_files.get(ref.uuid)
+        path = self._uuid_files.get(ref.uuid)
         if path is not None and path.exists():
-            loaded = self._from_file(ref, path, settings, frame_size)
+            loaded = self._from_file(ref, path, load)
             loaded.source = "cache"
             return loaded
         raise ServeError(
@@ -169,19 +122,18 @@ class MediaLoader:
             param=f"{ref.where}.uuid",
         )
 
-    def _from_file(self, ref: MediaRef, path: Path, settings: MediaSettings, frame_size) -> Loaded:
+    def _from_file(self, ref: MediaRef, path: Path, load: MediaLoad) -> Loaded:
         if ref.kind == "image":
-            return Loaded(load_image(path), "file", False)
+            return Loaded(load(self._part(ref, path)), "file", False)
         self._check_duration(ref, path)
-        clip = self.clip_cache.load(path, settings.sampling(), ref.start, ref.end, frame_size)
+        clip = load(self._part(ref, path))
         self._check_clip(ref, clip)
         return Loaded(clip, "file", False, list(clip.warnings))
 
-    def _from_bytes(self, ref: MediaRef, data: bytes, media_type: str, source: str, settings: MediaSettings,
-                    frame_size) -> Loaded:
+    def _from_bytes(self, ref: MediaRef, data: bytes, media_type: str, source: str, load: MediaLoad) -> Loaded:
         digest = hashlib.sha256(data).hexdigest()
-        key = self._key(ref, digest, settings, frame_size)
-        found = self._cached(ref, key, source)
+        name = self._name(ref, digest)
+        found = self._cached(ref, name, source, load)
         if found is not None:
             return found
         suffix = ".gif" if data[:4] == b"GIF8" else _SUFFIXES.get(media_type, ".bin")
@@ -190,13 +142,14 @@ class MediaLoader:
             path.write_bytes(data)
             del data
             if ref.kind == "image":
-                return Loaded(self.images.put(key, load_image(path)), source, False)
+                return Loaded(load(self._part(ref, path), name), source, False)
             self._check_duration(ref, path)
-            clip = load_video(path, settings.sampling(), ref.start, ref.end, frame_size)
+            clip = load(self._part(ref, path), name)
             self._check_clip(ref, clip)
+            # The temporary file's name means nothing to the client (the clip is kept under the upload's name).
             clip.path = ref.label
             clip.warnings = [w.replace(str(path), ref.label) for w in clip.warnings]
-            return Loaded(self.clip_cache.put(key, clip), source, False, list(clip.warnings))
+            return Loaded(clip, source, False, list(clip.warnings))
         except MediaError as err:
             # The temporary file's name means nothing to the client: name the part instead.
             raise from_user_error(type(err)(str(err).replace(str(path), "the media")), ref.param, ref.param) from None

@@ -23,7 +23,7 @@ from vidlab.annotations import Position, read_records, reason_of
 from vidlab.conversation import Conversation, parse_record
 from vidlab.errors import ConversationError, DataFileError, MediaError, MediaNotFoundError, SampleError, VidlabError
 from vidlab.files import read_jsonl
-from vidlab.inputs import IGNORE_INDEX, Sample, collate, encode, load_media, video_frame_size
+from vidlab.inputs import IGNORE_INDEX, Sample, collate, encode, load_media
 from vidlab.record_kinds import kind_of
 from vidlab.settings import MediaSettings
 
@@ -228,8 +228,7 @@ def encode_record(record: TrainRecord, processor, settings: MediaSettings, max_l
             frame per video at the smallest size. The message starts with the record's file:line.
     """
     try:
-        media = load_media(record.conversation, record.data_root, settings.sampling(),
-                           video_frame_size(processor, settings))
+        media = load_media(record.conversation, processor, settings, data_root=record.data_root)
     except _decoder_errors() as err:
         reason = str(err) if isinstance(err, MediaError) else (
             f"the media could not be decoded ({type(err).__name__}: {err}). Check the file or re-encode it"

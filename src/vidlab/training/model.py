@@ -112,7 +112,6 @@ def load_for_training(config: TrainConfig, device: torch.device, mixed_precision
     """(model, processor) ready for the optimiser: adapted, frozen per part, trainable weights in fp32."""
     from transformers import AutoProcessor
 
-    from vidlab.inputs.compressed import attach_video_compressor
     from vidlab.models.load import (
         adapter_compressor,
         check_model_folder,
@@ -121,6 +120,7 @@ def load_for_training(config: TrainConfig, device: torch.device, mixed_precision
         looks_local,
         model_compressor,
     )
+    from vidlab.models.template import attach_video_compressor
 
     source = config.model.path
     if looks_local(source):

@@ -82,7 +82,9 @@ def _thumb_size(height: int, width: int, frames: int) -> tuple[int, int]:
 
 def strip_frames(path: Path, settings: MediaSettings, start: float | None, end: float | None):
     """The frames `settings` sample from a video, small (for showing only): (frames, stamps, duration, warnings)."""
-    sampling = settings.sampling().model_copy(update={"allow_partial": True})
+    from vidlab.chat import INTERACTIVE_ALLOW_PARTIAL
+
+    sampling = settings.sampling().model_copy(update={"allow_partial": INTERACTIVE_ALLOW_PARTIAL})
     clip = load_video(path, sampling, start, end, _thumb_size)
     return list(clip.frames), list(clip.stamps), clip.duration, list(clip.warnings)
 

@@ -45,8 +45,9 @@ TEMPCOMPASS_CHOICE_ANSWERS = LETTER_ANSWERS
 INTERVAL_ANSWERS = [
     "0.0 - 5.2", "from 1 to 3 seconds", "The event happens between 2.5s and 7s.", "10-20", "1.5 to 3.5 and 6 to 8",
     "12.", ".5 - 1", "", "no idea", "3", "1 2 3", "1, 2, 3, 4", "00:01 - 00:05", "1e3 - 2", "-1 - 5", "5 - 1",
-    "\u0663 - \u0665", "2.5 -7.25", "2.5- 7.25", "start: 2.0, end: 6.0", "[2.0, 6.0]", "(2, 6)", "2 seconds to 6 seconds",
-    "2s-6s", "2.0s - 6.0s.", "The person opens the door from 4.3 to 9.8 seconds.", "4.3to9.8", "4.3 TO 9.8",
+    "\u0663 - \u0665", "2.5 -7.25", "2.5- 7.25", "start: 2.0, end: 6.0", "[2.0, 6.0]", "(2, 6)",
+    "2 seconds to 6 seconds", "2s-6s", "2.0s - 6.0s.", "The person opens the door from 4.3 to 9.8 seconds.",
+    "4.3to9.8", "4.3 TO 9.8",
     "from 0 to 0", "1.2.3 - 4", "1..2", "100 - 200", "0.1 - 0.2 - 0.3", "It starts at 3 and ends at 8.",
     "3 \u2013 8", "3 \u2014 8", "\uff13 - \uff18", "\u00bd - 2", "3 -\n8", "3\n-\n8", "07.50 - 12.00",
 ]
@@ -81,7 +82,8 @@ MVBENCH_ROWS = {
 
 MLVU_ROWS = {
     "1_plotQA.json": [
-        {"video": "movie101_66.mp4", "duration": 246, "question": "What color is the main male character in the video? ",
+        {"video": "movie101_66.mp4", "duration": 246,
+         "question": "What color is the main male character in the video? ",
          "candidates": ["Yellow", "Red", "Green", "Blue"], "answer": "Yellow", "question_type": "plotQA"},
         {"video": "movie101_67.mp4", "duration": 300, "question": "Why does the girl cry?",
          "candidates": ["She lost her dog. ", "She is happy.", "She fell."], "answer": "She is happy.",
@@ -93,7 +95,8 @@ MLVU_ROWS = {
     ],
     "7_topic_reasoning.json": [
         {"video": "AWA-6.mp4", "duration": 496, "question": "What is the main background of the video?",
-         "candidates": ["Grassland", "Desert", "Ocean", "Forest "], "answer": "Forest ", "question_type": "topic_reasoning"},
+         "candidates": ["Grassland", "Desert", "Ocean", "Forest "], "answer": "Forest ",
+         "question_type": "topic_reasoning"},
     ],
 }
 
@@ -144,7 +147,8 @@ EGOSCHEMA_ROWS = [
 
 PERCEPTION_ROWS = {
     "video_10909": {"mc_question": [
-        {"id": 0, "question": "Is the camera moving or static?", "options": ["I don't know", "moving", "static or shaking"],
+        {"id": 0, "question": "Is the camera moving or static?",
+         "options": ["I don't know", "moving", "static or shaking"],
          "answer_id": 2, "area": "physics", "reasoning": "descriptive", "tag": ["motion"]},
         {"id": 1, "question": "What is the person doing? ", "options": ["cooking ", "cleaning", "3"],
          "answer_id": 0, "area": "semantics", "reasoning": "descriptive", "tag": ["action"]},
@@ -202,7 +206,8 @@ TEMPCOMPASS_ROWS = {
          "answer": "Sentence A: up", "dim": "direction"},
     ],
     "captioning": [
-        {"video_id": "1004227801", "question": "Generate a caption.\nGenerated Caption:", "answer": "A. the car goes left",
+        {"video_id": "1004227801", "question": "Generate a caption.\nGenerated Caption:",
+         "answer": "A. the car goes left",
          "dim": "direction"},
     ],
 }

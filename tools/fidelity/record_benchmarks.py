@@ -259,7 +259,8 @@ def inside(work: Path, out: Path) -> None:
     rows = {"mvbench": corpus.MVBENCH_ROWS, "mlvu": corpus.MLVU_ROWS, "nextqa": corpus.NEXTQA_ROWS,
             "videomme": corpus.VIDEOMME_ROWS, "egoschema": corpus.EGOSCHEMA_ROWS,
             "perception_test": corpus.PERCEPTION_ROWS, "longvideobench": corpus.LONGVIDEOBENCH_ROWS,
-            "lvbench": corpus.LVBENCH_ROWS, "activitynet_qa": (corpus.ACTIVITYNET_QUESTIONS, corpus.ACTIVITYNET_ANSWERS),
+            "lvbench": corpus.LVBENCH_ROWS,
+            "activitynet_qa": (corpus.ACTIVITYNET_QUESTIONS, corpus.ACTIVITYNET_ANSWERS),
             "tempcompass": corpus.TEMPCOMPASS_ROWS, "charades_sta": corpus.CHARADES_ROWS}
     # (benchmark, the question the answers are read for, its answer type, the answers)
     readers = [
@@ -287,7 +288,8 @@ def inside(work: Path, out: Path) -> None:
     recording: dict = {
         "source": {"repository": REPO, "commit": COMMIT, "python": sys.version.split()[0],
                    "packages": {p: metadata.version(p) for p in ("numpy", "pandas", "pyarrow", "pysubs2", "openai")},
-                   "stand_ins": ["torch.utils.data.Dataset", "videollama3.constants", "videollama3.mm_utils.load_video"]},
+                   "stand_ins": ["torch.utils.data.Dataset", "videollama3.constants",
+                                 "videollama3.mm_utils.load_video"]},
         "timestamps": corpus.TIMESTAMPS,
         "benchmarks": {},
         "readers": [],
@@ -335,7 +337,8 @@ def main() -> None:
     parser.add_argument("--source", help=f"VideoLLaMA3 git URL or local clone (default {REPO})")
     parser.add_argument("--workdir", default="/tmp/vl3-eval-src", help="where the checkout goes")
     parser.add_argument("--env", default="/tmp/vl3-eval-env", help="the scratch virtual environment")
-    parser.add_argument("--python", default="python3.11", help="Python for the environment (numpy 1.24.4 needs <= 3.11)")
+    parser.add_argument("--python", default="python3.11", 
+                        help="Python for the environment (numpy 1.24.4 needs <= 3.11)")
     parser.add_argument("--out", default=str(DEFAULT_OUT))
     parser.add_argument("--inside", help=argparse.SUPPRESS)
     args = parser.parse_args()

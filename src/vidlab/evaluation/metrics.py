@@ -147,8 +147,17 @@ def _quiet_stderr() -> Iterator[None]:
         os.close(saved)
 
 
+def one_line(text: str) -> str:
+    """The text with every Unicode line break (\\n, \\r, \\x0b, \\x0c, \\x1c-\\x1e, \\x85, U+2028, U+2029) made a
+    space. pycocoevalcap's PTB tokenizer writes all texts into one file, a line each, and reads the tokens
+    back by line: one break inside a text would move every later text's tokens onto the wrong record."""
+    return " ".join(text.splitlines())
+
+
 def tokenize(texts: dict[int, list[str]], use_java: bool | None = None) -> tuple[dict[int, list[str]], str]:
-    """COCO tokenisation of {key: [sentences]}: PTB through Java, or the Treebank fallback without it."""
+    """COCO tokenisation of {key: [sentences]}: PTB through Java, or the Treebank fallback without it; each
+    sentence kept on its line (see one_line)."""
+    texts = {k: [one_line(t) for t in v] for k, v in texts.items()}
     if use_java is None:
         use_java = java_available()
     if use_java:
@@ -338,8 +347,16 @@ def _open_scores(rows: list[dict], wanted: list[str], scores: Scores) -> None:
         hits = [p.strip() in refs for p, refs in zip(predictions, references)]
         scores.values["strict_match"] = 100.0 * sum(hits) / len(hits)
     for i, row in enumerate(rows):
+        if not predictions[i].strip():  # nothing said: 0 whatever the metric would make of an empty line, and listed
+            scores.per_sample[str(row["id"])] = {"sentence_bleu4": 0.0, "sentence_rouge_l": 0.0}
+            scores.unreadable.append(str(row["id"]))
+            continue
         sentence = sacrebleu.sentence_bleu(predictions[i], references[i]).score
         scores.per_sample[str(row["id"])] = {"sentence_bleu4": float(sentence), "sentence_rouge_l": 100.0 * rouge[i]}
+    empty = sum(1 for p in predictions if not p.strip())
+    if empty:
+        scores.notes["empty predictions"] = (f"{empty} open-ended predictions are empty: they score 0 and are listed "
+                                             "in unreadable.")
 
 
 _NEEDS = {"choice": ("options", "answer"), "match": ("scoring",), "judged": ("scoring",), "grounding": ("scoring",)}

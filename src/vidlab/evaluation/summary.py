@@ -59,7 +59,7 @@ def benchmark_section(rows: list[dict], scores: Scores, out_dir: Path) -> dict[s
         tables.update({k: v for k, v in table.items() if k != "overall"})
         if "task" in table:
             extra["task_mean"] = mean_of_groups(table["task"])
-    if name == "activitynet_qa":
+    if benchmark.task == "open-ended QA":  # match and judge figures per question type
         tables.update({f"by {key}": _per_type(rows, scores, key) for key in benchmark.groups})
     values = {**scores.values, **extra}
     section: dict[str, Any] = {

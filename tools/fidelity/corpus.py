@@ -67,6 +67,8 @@ MVBENCH_ROWS = {
          "start": 0, "end": 12.25, "accurate_start": 0, "accurate_end": 12},
     ],
     "object_existence.json": [
+        {"video": "video_09999.mp4", "question": "Which object enters last?", "candidates": ["the cube", "the sphere",
+         "the cube"], "answer": "the cube"},  # the same candidate twice: the original takes the last
         {"video": "video_10000.mp4", "question": "Are there any moving cylinders when the video ends?",
          "candidates": ["yes", "no", "not sure"], "answer": "no"},
     ],

@@ -221,7 +221,7 @@ def prompts(name: str, dataset, timestamps: list[float], module) -> list[dict]:
 
     found = []
     for data_id, meta in dataset.data_dict.items():
-        entry = {"key": key_of(name, data_id, meta)}
+        entry = {"key": key_of(name, data_id, meta), "ground_truth": plain(meta.get("ground_truth"))}
         try:
             if name == "longvideobench":
                 frames = [np.zeros((1, 1, 3), dtype=np.uint8) for _ in timestamps]
@@ -239,12 +239,21 @@ def prompts(name: str, dataset, timestamps: list[float], module) -> list[dict]:
     return found
 
 
+def plain(value):
+    """JSON-ready: numpy scalars and arrays as Python numbers and lists."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value
+
+
 def read_answers(dataset, data_id, answers: list[str]) -> list[dict]:
     results = []
     for response in answers:
         try:
             value = dataset.process_response(data_id, response)
-            results.append({"response": response, "result": value if not hasattr(value, "item") else value.item()})
+            results.append({"response": response, "result": plain(value)})
         except Exception as err:  # noqa: BLE001 - recorded, not handled
             results.append({"response": response, "crash": crash(err)})
     return results
@@ -312,7 +321,7 @@ def inside(work: Path, out: Path) -> None:
             meta = dataset.data_dict[data_id]
             recording["readers"].append({
                 "benchmark": name, "key": key, "answer_type": answer_type,
-                "options": [str(o) for o in meta.get("options", [])], "ground_truth": meta.get("ground_truth"),
+                "options": [str(o) for o in meta.get("options", [])], "ground_truth": plain(meta.get("ground_truth")),
                 "results": read_answers(dataset, data_id, answers)})
         for number, (name, what, case_rows) in enumerate(corpus.LOAD_CASES):
             files = layout(name, case_rows)

@@ -171,10 +171,11 @@ def answer_letter(answer: Any, options: Sequence[str], where: str) -> str:
 
 
 def candidate_letter(answer: Any, candidates: Sequence[str], where: str) -> str:
-    """MVBench / MLVU: the answer is the text of one candidate, compared as is (as VideoLLaMA3 does);
-    other forms (a letter, a text differing in case or punctuation) as `answer_letter` reads them."""
+    """MVBench / MLVU: the answer is the text of one candidate, compared as is (as VideoLLaMA3 does, which
+    takes the last candidate equal to it when one is listed twice); other forms (a letter, a text differing
+    in case or punctuation) as `answer_letter` reads them."""
     if isinstance(answer, str) and answer in candidates:
-        return LETTERS[list(candidates).index(answer)]
+        return LETTERS[max(i for i, candidate in enumerate(candidates) if candidate == answer)]
     return answer_letter(answer, candidates, where)
 
 

@@ -3,7 +3,8 @@
 import pytest
 
 from vidlab.evaluation.accuracy import accuracy_table, mean_of_groups
-from vidlab.evaluation.answers import read_intervals, read_letter, read_tempcompass, tempcompass_target
+from vidlab.evaluation.answers import read_intervals, read_tempcompass, tempcompass_target
+from vidlab.evaluation.benchmarks import read_letter
 from vidlab.evaluation.grounding import grounding_scores, interval_iou
 
 FOUR = ["a red circle", "a blue square", "a green triangle", "4"]

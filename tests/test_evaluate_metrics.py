@@ -162,3 +162,36 @@ def test_score_file_names_what_is_missing(tmp_path):
         score_file(path)
     with pytest.raises(EvaluationError, match="no such predictions file"):
         score_file(tmp_path / "nope.jsonl")
+
+
+# Every character str.splitlines() breaks on (Unicode line boundaries).
+LINE_BREAKS = ["\n", "\r", "\r\n", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029"]
+
+
+@needs_java
+def test_a_line_break_inside_a_caption_moves_no_tokens_onto_another_record():
+    # Each record: a caption with one kind of line break in its prediction and in a reference, against
+    # the same record with a space there. Records differ, so tokens landing on a neighbour would show.
+    words = ["a red circle moves", "two dogs play", "the cat sleeps", "a man walks home", "birds fly south",
+             "a blue square stops", "the car turns left", "rain falls down", "a girl reads", "the sun sets",
+             "a boat sails"]
+    broken = [{"id": str(i), "prediction": f"{w}{br}slowly", "references": [f"{w}{br}slowly", f"{w} fast"]}
+              for i, (w, br) in enumerate(zip(words, LINE_BREAKS))]
+    spaced = [{**r, "prediction": f"{w} slowly", "references": [f"{w} slowly", f"{w} fast"]}
+              for r, w in zip(broken, words)]
+    with_breaks = compute_scores(broken, NO_METEOR)
+    with_spaces = compute_scores(spaced, NO_METEOR)
+    for name in ("bleu4", "rouge_l", "cider"):
+        assert with_breaks.values[name] == pytest.approx(with_spaces.values[name]), name
+    assert with_breaks.values["bleu4"] == pytest.approx(100.0)
+    assert [s["sentence_rouge_l"] for s in with_breaks.per_sample.values()] == [100.0] * len(words)
+
+
+@needs_java
+def test_an_empty_prediction_scores_0_and_is_listed():
+    scores = compute_scores([{"id": "said", "prediction": "a dog runs", "references": ["a dog runs"]},
+                             {"id": "empty", "prediction": "", "references": ["a cat sleeps"]},
+                             {"id": "blank", "prediction": " \u2028", "references": ["a cat sleeps"]}], NO_METEOR)
+    assert scores.per_sample["empty"] == scores.per_sample["blank"] == {"sentence_bleu4": 0.0, "sentence_rouge_l": 0.0}
+    assert scores.per_sample["said"]["sentence_rouge_l"] == 100.0
+    assert scores.unreadable == ["empty", "blank"] and "empty predictions" in scores.notes

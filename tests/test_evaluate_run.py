@@ -151,6 +151,16 @@ def test_multiple_choice_run_is_scored_by_accuracy_per_task(tiny_model, data_dir
     assert metrics["counts"] == {"evaluated": 3, "open": 0, "choice": 3, "skipped": 0}
 
 
+def test_the_prompt_recorded_is_the_prompt_sent_subtitles_included(tiny_model, data_dir, tmp_path):
+    item = {"id": "q1", "video": str(data_dir / "red.mp4"), "question": "Where does it go? ",
+            "options": ["left", "right"], "answer": "A", "subtitles": "It goes left."}
+    (tmp_path / "mc.jsonl").write_text(json.dumps(item) + "\n")
+    run_predictions(tiny_model, tmp_path / "mc.jsonl", tmp_path / "out",
+                    options=RunOptions(generation=SHORT, progress=False))
+    row = json.loads((tmp_path / "out" / "predictions.jsonl").read_text())
+    assert row["prompt"].startswith("<video>\nThis video's subtitles are listed below:\nIt goes left.\nQuestion: ")
+
+
 def many_records(data_dir: Path, count: int) -> Path:
     lines = []
     for i in range(count):

@@ -1,16 +1,17 @@
-"""Reading an answer out of a model's free text: option letters, yes/no, and the rules each benchmark uses.
+"""Reading an answer out of a model's free text: option letters, yes/no, intervals.
 
-`extract_letter` is vidlab's own reader (used for data sets in vidlab's formats). The other readers
-follow VideoLLaMA3's evaluation code benchmark by benchmark, so that accuracies compare with its
-paper, with one change: where that code stops the whole run on an answer it cannot read, these
-return None, and the answer counts as wrong and is listed.
+`extract_letter` is vidlab's own reader (used for data sets in vidlab's formats). Each benchmark's
+reader, which follows VideoLLaMA3's evaluation code, is in that benchmark's module (its spec's
+`read_answer`), built from the pieces here; where that code stops the whole run on an answer it
+cannot read, the readers return None, and the answer counts as wrong and is listed
+(docs/fidelity.md, "Answer reading").
 """
 
 from __future__ import annotations
 
 import re
 import string
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 LETTERS = string.ascii_uppercase
 # Video-MME's and LongVideoBench's readers also try an option that is a digit as its English word.
@@ -20,6 +21,14 @@ _DIGIT_WORDS = dict(zip("0123456789", ("zero", "one", "two", "three", "four", "f
 def normalise(text: str) -> str:
     """Lower case, punctuation as spaces, single spaces."""
     text = text.lower().translate(str.maketrans(string.punctuation, " " * len(string.punctuation)))
+    return " ".join(text.split())
+
+
+def normalize_answer(text: str) -> str:
+    """SQuAD's answer normalisation: lower-case, no punctuation, no articles, single spaces."""
+    text = text.lower()
+    text = "".join(ch for ch in text if ch not in set(string.punctuation))
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
     return " ".join(text.split())
 
 
@@ -68,103 +77,41 @@ def extract_letter(response: str, options: Sequence[str]) -> str | None:
     return None
 
 
-# ---- VideoLLaMA3's readers --------------------------------------------------------------------------
+# ---- what VideoLLaMA3's readers share (each benchmark module holds its own reader) ------------------------
 
 
-def _without_answer_word(response: str) -> str:
-    # Every VideoLLaMA3 reader first deletes the words "answer" / "Answer", so "Answer: B" is read as ": B".
+def without_answer_word(response: str) -> str:
+    """Every VideoLLaMA3 reader first deletes the words "answer" / "Answer", so "Answer: B" is read as ": B"."""
     return response.replace("answer", "").replace("Answer", "")
 
 
-def _option_text_in(response: str, options: Sequence[str], digits_as_words: bool = False) -> int | None:
-    """The first option whose text (spaces and "." stripped) occurs in the lower-cased response."""
+def option_text_in(response: str, options: Sequence[str], digits_as_words: bool = False) -> int | None:
+    """The first option whose text (spaces and "." stripped) occurs in the lower-cased response; an option
+    with no text left occurs in every response, as in VideoLLaMA3's readers."""
     lowered = response.lower()
     for index, option in enumerate(options):
         text = option.strip().strip(".")
-        if not text:
-            continue
         spelled = _DIGIT_WORDS.get(text, text) if digits_as_words else text
         if text.lower() in lowered or spelled.lower() in lowered:
             return index
     return None
 
 
-def _first_capital(pattern: str, response: str) -> str | None:
-    found = re.findall(pattern, response)
-    return found[0].strip().strip("()").strip() or None if found else None
+def first_letter_match(pattern: str, response: str, valid: str) -> str | None:
+    """The option letter inside the first match of `pattern`. VideoLLaMA3 strips the match of spaces and
+    brackets and looks it up among the letters; where punctuation it did not strip stays ("(B)," -> "B),")
+    its lookup fails and the run stops. vidlab reads the one letter of the match instead."""
+    found = re.search(pattern, response)
+    if found is None:
+        return None
+    letters = [c for c in found.group(0) if c in valid]
+    return letters[0] if len(letters) == 1 else None
 
 
-def read_mvbench(response: str, options: Sequence[str]) -> str | None:
-    """MVBench, MLVU, NExT-QA: the first capital in the option range, with or without "(", ")", "," or
-    spaces around it (so the "B" of "Based" counts too); else the first option whose text the answer holds.
-
-    (VideoLLaMA3's MLVU and NExT-QA code reaches an undefined name on that second step; MVBench's does
-    it as written here.)
-    """
+def letter_range(options: Sequence[str]) -> str:
+    """The letters of the options, as the "[A-D]" class of a reader's pattern."""
     valid = LETTERS[: len(options)]
-    text = _without_answer_word(response)
-    letter = _first_capital(rf"[\(, ]*[{valid[0]}-{valid[-1]}][\), ]*", text)
-    if letter:
-        return letter
-    index = _option_text_in(text, options)
-    return None if index is None else valid[index]
-
-
-def read_videomme(response: str, options: Sequence[str]) -> str | None:
-    """Video-MME and LongVideoBench: the first capital in the option range (optionally in (), [] or
-    followed by "." or a space); else the first option whose text, or digit as a word, the answer holds."""
-    valid = LETTERS[: len(options)]
-    text = _without_answer_word(response)
-    found = re.findall(rf"[\(\ \[]*([{valid[0]}-{valid[-1]}])[\)\.\ \]]*", text)
-    if found:
-        return found[0]
-    index = _option_text_in(text, options, digits_as_words=True)
-    return None if index is None else valid[index]
-
-
-def read_egoschema(response: str, options: Sequence[str]) -> str | None:
-    """EgoSchema: the first capital A-E (optionally in "(" ")" or spaces); else an option's text."""
-    valid = LETTERS[: len(options)]
-    text = _without_answer_word(response)
-    letter = _first_capital(rf"[\(\ ]*[{valid[0]}-{valid[-1]}][\)\ ]*", text)
-    if letter:
-        return letter
-    index = _option_text_in(text, options)
-    return None if index is None else valid[index]
-
-
-def read_perception_test(response: str, options: Sequence[str]) -> str | None:
-    """PerceptionTest: the first capital A-C (optionally in brackets); else the answer being exactly one
-    option's text, ignoring case (VideoLLaMA3's code means this but refers to an undefined name)."""
-    valid = LETTERS[: len(options)]
-    text = _without_answer_word(response)
-    letter = _first_capital(rf"\(*[{valid[0]}-{valid[-1]}]\)*", text)
-    if letter:
-        return letter
-    lowered = [option.lower() for option in options]
-    return valid[lowered.index(text.lower())] if text.lower() in lowered else None
-
-
-def read_lvbench(response: str, options: Sequence[str]) -> str | None:
-    """LVBench: the first A-D standing as a word in the upper-cased answer ("a man" reads as A)."""
-    valid = LETTERS[: len(options)]
-    found = re.findall(rf"\b[{valid[0]}-{valid[-1]}]\b", response.upper())
-    return found[0] if found else None
-
-
-LETTER_READERS: dict[str, Callable[[str, Sequence[str]], str | None]] = {
-    "vidlab": extract_letter,
-    "mvbench": read_mvbench,
-    "videomme": read_videomme,
-    "egoschema": read_egoschema,
-    "perception_test": read_perception_test,
-    "lvbench": read_lvbench,
-}
-
-
-def read_letter(response: str, options: Sequence[str], reader: str = "vidlab") -> str | None:
-    """The option letter `response` picks under the named reader (see LETTER_READERS)."""
-    return LETTER_READERS[reader](response, options)
+    return f"[{valid[0]}-{valid[-1]}]" if valid else "[]"
 
 
 # ---- TempCompass's rules ----------------------------------------------------------------------------

@@ -95,7 +95,7 @@ def run_command(
         Path | None, typer.Option(help="Folder media paths are relative to (default: the data file's folder; "
                                   "for MVBench the folder above json/).")
     ] = None,
-    format: Annotated[str, typer.Option(help="auto, records, choice, videomme or mvbench.")] = "auto",
+    format: Annotated[str, typer.Option(help="auto, records, choice, videomme, mvbench, mlvu.")] = "auto",
     subtitles: Annotated[bool, typer.Option(help="Video-MME, LongVideoBench: put the subtitles shown at the sampled "
                                             "frames before the question.")] = False,
     batch_size: Annotated[int, typer.Option(help="Records generated together (left-padded).")] = 1,

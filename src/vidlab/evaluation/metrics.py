@@ -10,24 +10,27 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import string
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from vidlab.errors import EvaluationError
 from vidlab.evaluation.accuracy import accuracy_table
-from vidlab.evaluation.answers import read_intervals, read_letter, read_tempcompass
+from vidlab.evaluation.answers import normalize_answer, read_intervals, read_tempcompass
+from vidlab.evaluation.benchmarks import letter_reader
 from vidlab.evaluation.grounding import grounding_scores, interval_iou
+from vidlab.evaluation.scores import Scores
+from vidlab.evaluation.summary import benchmark_section
 from vidlab.files import read_jsonl, write_json, write_jsonl
 
 METRICS = ("bleu1", "bleu2", "bleu3", "bleu4", "sacrebleu", "meteor", "rouge_l", "cider", "exact_match", "strict_match",
            "accuracy", "miou", "r1@0.3", "r1@0.5", "r1@0.7", "judge_accuracy", "judge_score")
 CAPTION_METRICS = ("bleu1", "bleu2", "bleu3", "bleu4", "meteor", "rouge_l", "cider")  # need tokenised text
 METRICS_FILE = "metrics.json"
+__all__ = ["CAPTION_METRICS", "DEFINITIONS", "METRICS", "METRICS_FILE", "Scores", "compute_scores", "java_available",
+           "normalize_answer", "parse_metric_names", "score_file", "tokenize"]
 
 _PTB = "Stanford PTBTokenizer (CoreNLP 3.4.1, run through Java by pycocoevalcap), lower-cased, punctuation removed"
 _FALLBACK = ("nltk's Treebank word tokenizer (Java not found), lower-cased, punctuation removed as in the COCO "
@@ -94,18 +97,6 @@ DEFINITIONS = {
 }
 
 
-@dataclass
-class Scores:
-    values: dict[str, float]  # metric -> 0-100 (CIDEr may pass 100)
-    per_sample: dict[str, dict[str, Any]]  # id -> {"sentence_bleu4", "sentence_rouge_l"} or {"choice", "correct"}
-    notes: dict[str, str] = field(default_factory=dict)  # metric -> why it is missing
-    sacrebleu_signature: str | None = None
-    tokenization: str | None = None
-    accuracy: dict[str, Any] | None = None
-    counts: dict[str, int] = field(default_factory=dict)
-    unreadable: list[str] = field(default_factory=list)  # ids whose answer could not be read (counted wrong)
-
-
 def parse_metric_names(names: Sequence[str] | None) -> list[str]:
     """["bleu4,cider", "meteor"] -> ["bleu4", "cider", "meteor"], checked; None means all."""
     if not names:
@@ -156,8 +147,17 @@ def _quiet_stderr() -> Iterator[None]:
         os.close(saved)
 
 
+def one_line(text: str) -> str:
+    """The text with every Unicode line break (\\n, \\r, \\x0b, \\x0c, \\x1c-\\x1e, \\x85, U+2028, U+2029) made a
+    space. pycocoevalcap's PTB tokenizer writes all texts into one file, a line each, and reads the tokens
+    back by line: one break inside a text would move every later text's tokens onto the wrong record."""
+    return " ".join(text.splitlines())
+
+
 def tokenize(texts: dict[int, list[str]], use_java: bool | None = None) -> tuple[dict[int, list[str]], str]:
-    """COCO tokenisation of {key: [sentences]}: PTB through Java, or the Treebank fallback without it."""
+    """COCO tokenisation of {key: [sentences]}: PTB through Java, or the Treebank fallback without it; each
+    sentence kept on its line (see one_line)."""
+    texts = {k: [one_line(t) for t in v] for k, v in texts.items()}
     if use_java is None:
         use_java = java_available()
     if use_java:
@@ -169,14 +169,6 @@ def tokenize(texts: dict[int, list[str]], use_java: bool | None = None) -> tuple
         except (OSError, KeyError, ValueError):
             pass
     return {k: [_fallback_tokenize(t) for t in v] for k, v in texts.items()}, _FALLBACK
-
-
-def normalize_answer(text: str) -> str:
-    """SQuAD's answer normalisation: lower-case, no punctuation, no articles, single spaces."""
-    text = text.lower()
-    text = "".join(ch for ch in text if ch not in set(string.punctuation))
-    text = re.sub(r"\b(a|an|the)\b", " ", text)
-    return " ".join(text.split())
 
 
 def _coco_scores(
@@ -252,7 +244,7 @@ def compute_scores(
     elif any(m in wanted for m in (*CAPTION_METRICS, "sacrebleu", "exact_match")) and metrics:
         scores.notes["captions"] = "no open-ended records: BLEU, METEOR, ROUGE-L, CIDEr and exact match not computed."
     for row in kinds.get("choice", []):
-        letter = read_letter(str(row["prediction"]), row["options"], (row.get("scoring") or {}).get("reader", "vidlab"))
+        letter = letter_reader(row.get("scoring") or {})(str(row["prediction"]), row["options"])
         _right_or_wrong(scores, row, {"choice": letter}, None if row.get("answer") is None else letter == row["answer"],
                         letter is not None)
     for row in kinds.get("match", []):
@@ -355,8 +347,16 @@ def _open_scores(rows: list[dict], wanted: list[str], scores: Scores) -> None:
         hits = [p.strip() in refs for p, refs in zip(predictions, references)]
         scores.values["strict_match"] = 100.0 * sum(hits) / len(hits)
     for i, row in enumerate(rows):
+        if not predictions[i].strip():  # nothing said: 0 whatever the metric would make of an empty line, and listed
+            scores.per_sample[str(row["id"])] = {"sentence_bleu4": 0.0, "sentence_rouge_l": 0.0}
+            scores.unreadable.append(str(row["id"]))
+            continue
         sentence = sacrebleu.sentence_bleu(predictions[i], references[i]).score
         scores.per_sample[str(row["id"])] = {"sentence_bleu4": float(sentence), "sentence_rouge_l": 100.0 * rouge[i]}
+    empty = sum(1 for p in predictions if not p.strip())
+    if empty:
+        scores.notes["empty predictions"] = (f"{empty} open-ended predictions are empty: they score 0 and are listed "
+                                             "in unreadable.")
 
 
 _NEEDS = {"choice": ("options", "answer"), "match": ("scoring",), "judged": ("scoring",), "grounding": ("scoring",)}
@@ -397,7 +397,6 @@ def score_file(
         What metrics.json holds.
     """
     from vidlab.evaluation.judge import cached_verdicts, judge_rows
-    from vidlab.evaluation.summary import benchmark_section
 
     path = Path(predictions).expanduser()
     if not path.is_file():

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 
+from vidlab.conversation import Conversation, TextPart
 from vidlab.errors import EvaluationError, VidlabError
 from vidlab.evaluation.records import EvalRecord, EvalSet, Skipped
 from vidlab.evaluation.sets import load_eval_set
@@ -240,12 +241,18 @@ def _with_media(
             yield record, outcome(record, future.result)
 
 
-def _row(record: EvalRecord, answer, stats, seconds: float) -> dict:
+def _prompt_text(conversation: Conversation) -> str:
+    """The last user turn as sent (subtitles put in), media shown as <video> / <image>."""
+    turn = conversation.turns[-1]
+    return "".join(p.text if isinstance(p, TextPart) else f"<{p.type}>\n" for p in turn.parts)
+
+
+def _row(record: EvalRecord, sent: Conversation, answer, stats, seconds: float) -> dict:
     row = {
         "id": record.id,
         "source": record.source,
         "kind": record.kind,
-        "prompt": record.question,
+        "prompt": _prompt_text(sent),  # what the model was asked, subtitles included
         "media": [part.path for part in record.conversation.media],
         "prediction": answer.text,
         "references": record.references,
@@ -280,25 +287,26 @@ def _answer(model, processor, batch, options: RunOptions, vision_cache: VisionCa
     encoded = []
     for record, media in batch:
         try:
-            encoded.append((record, encode(record.conversation_for(media), media, processor, options.settings)))
+            sent = record.conversation_for(media)
+            encoded.append((record, sent, encode(sent, media, processor, options.settings)))
         except RECORD_ERRORS as err:
             results.append(_skipped(record, err))
     if not encoded:
         return results
     started = time.perf_counter()
     try:
-        inputs = collate([sample for _, sample in encoded], processor.tokenizer.pad_token_id, "left")
+        inputs = collate([sample for _, _, sample in encoded], processor.tokenizer.pad_token_id, "left")
         answers = generate_batch(model, processor, inputs, options.generation, vision_cache=vision_cache)
     except RECORD_ERRORS as err:
         if len(encoded) > 1:
-            alone = [item for item in batch if any(item[0] is record for record, _ in encoded)]
+            alone = [item for item in batch if any(item[0] is record for record, _, _ in encoded)]
             return results + [result for item in alone
                               for result in _answer(model, processor, [item], options, vision_cache)]
         _free_accelerator_memory()
         return results + [_skipped(encoded[0][0], err)]
     seconds = (time.perf_counter() - started) / len(encoded)
-    results += [_row(record, answer, stats, seconds)
-                for (record, _), answer, stats in zip(encoded, answers, inputs.stats)]
+    results += [_row(record, sent, answer, stats, seconds)
+                for (record, sent, _), answer, stats in zip(encoded, answers, inputs.stats)]
     return results
 
 

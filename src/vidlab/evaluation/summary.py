@@ -6,7 +6,9 @@ from pathlib import Path
 from typing import Any
 
 from vidlab.evaluation.accuracy import accuracy_table, mean_of_groups
-from vidlab.evaluation.metrics import Scores, normalize_answer
+from vidlab.evaluation.answers import normalize_answer
+from vidlab.evaluation.benchmarks import BENCHMARKS
+from vidlab.evaluation.scores import Scores
 
 
 def _benchmark_of(rows: list[dict]) -> str | None:
@@ -44,8 +46,6 @@ def benchmark_section(rows: list[dict], scores: Scores, out_dir: Path) -> dict[s
     """The "benchmark" part of metrics.json for rows that all come from one benchmark (None otherwise):
     its name, the numbers it reports first, its tables, the unreadable answers, and the submission
     file it takes (written into out_dir) where its answers are private."""
-    from vidlab.evaluation.benchmarks import BENCHMARKS
-
     name = _benchmark_of(rows)
     if name not in BENCHMARKS:
         return None
@@ -59,7 +59,7 @@ def benchmark_section(rows: list[dict], scores: Scores, out_dir: Path) -> dict[s
         tables.update({k: v for k, v in table.items() if k != "overall"})
         if "task" in table:
             extra["task_mean"] = mean_of_groups(table["task"])
-    if name == "activitynet_qa":
+    if benchmark.task == "open-ended QA":  # match and judge figures per question type
         tables.update({f"by {key}": _per_type(rows, scores, key) for key in benchmark.groups})
     values = {**scores.values, **extra}
     section: dict[str, Any] = {

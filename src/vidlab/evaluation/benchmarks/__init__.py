@@ -4,50 +4,80 @@
     data = load_benchmark("mvbench", "benchmarks/video/mvbench")
 
 The eleven video benchmarks VideoLLaMA3 reports are asked with its prompts and read with its answer
-rules (vidlab.evaluation.answers); four caption sets (MSR-VTT, MSVD, VATEX, YouCook2) are scored with
+rules (each module's reader); four caption sets (MSR-VTT, MSVD, VATEX, YouCook2) are scored with
 the COCO caption metrics.
+
+Adding a benchmark is adding a module here that defines a `Benchmark` (spec.py): it is found by
+looking through this package, its answer reader and its `--format` come with it.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+from collections.abc import Sequence
 from pathlib import Path
 
 from vidlab.errors import EvaluationError
 from vidlab.evaluation.accuracy import accuracy_table
 from vidlab.evaluation.answers import LETTERS, extract_letter
-from vidlab.evaluation.benchmarks import (
-    activitynet_qa,
-    captions,
-    charades_sta,
-    egoschema,
-    longvideobench,
-    lvbench,
-    mvbench,
-    nextqa,
-    perception_test,
-    tempcompass,
-    videomme,
-)
 from vidlab.evaluation.benchmarks.choice import choice_prompt, load_choices
-from vidlab.evaluation.benchmarks.common import BenchmarkLayoutError
+from vidlab.evaluation.benchmarks.common import BenchmarkLayoutError, drop_duplicate_ids
 from vidlab.evaluation.benchmarks.mvbench import MLVU_TASKS, MVBENCH_TASKS, load_mlvu, load_mvbench, mvbench_prompt
-from vidlab.evaluation.benchmarks.spec import Benchmark
+from vidlab.evaluation.benchmarks.spec import Benchmark, DataFormat, LetterReader
 from vidlab.evaluation.benchmarks.videomme import load_videomme, videomme_prompt
 from vidlab.evaluation.records import EvalSet
 
-VIDEO_BENCHMARKS: tuple[Benchmark, ...] = (
-    activitynet_qa.BENCHMARK, charades_sta.BENCHMARK, egoschema.BENCHMARK, longvideobench.BENCHMARK,
-    lvbench.BENCHMARK, mvbench.MLVU, mvbench.MVBENCH, nextqa.BENCHMARK, perception_test.BENCHMARK,
-    tempcompass.BENCHMARK, videomme.BENCHMARK,
-)
-CAPTION_BENCHMARKS: tuple[Benchmark, ...] = (captions.MSRVTT, captions.MSVD, captions.VATEX, captions.YOUCOOK2)
+_SHARED = {"common", "spec", "choice"}  # modules of helpers, not of a benchmark
+
+
+def _discover() -> list[Benchmark]:
+    found: dict[str, Benchmark] = {}
+    for module in pkgutil.iter_modules(__path__):
+        if module.name in _SHARED:
+            continue
+        for value in vars(importlib.import_module(f"{__name__}.{module.name}")).values():
+            if isinstance(value, Benchmark):
+                found.setdefault(value.name, value)
+    return sorted(found.values(), key=lambda b: b.name)
+
+
+VIDEO_BENCHMARKS: tuple[Benchmark, ...] = tuple(b for b in _discover() if b.task != "captioning")
+CAPTION_BENCHMARKS: tuple[Benchmark, ...] = tuple(b for b in _discover() if b.task == "captioning")
 BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (*VIDEO_BENCHMARKS, *CAPTION_BENCHMARKS)}
+# The answer readers by name: vidlab's own, and each benchmark's (rows of predictions.jsonl name theirs).
+LETTER_READERS: dict[str, LetterReader] = {
+    "vidlab": extract_letter, **{b.name: b.read_answer for b in BENCHMARKS.values() if b.read_answer}
+}
 
 __all__ = [
-    "BENCHMARKS", "CAPTION_BENCHMARKS", "LETTERS", "MLVU_TASKS", "MVBENCH_TASKS", "VIDEO_BENCHMARKS", "Benchmark",
-    "BenchmarkLayoutError", "accuracy_table", "choice_prompt", "extract_letter", "get_benchmark", "load_benchmark",
-    "load_choices", "load_mlvu", "load_mvbench", "load_videomme", "mvbench_prompt", "videomme_prompt",
+    "BENCHMARKS", "CAPTION_BENCHMARKS", "LETTERS", "LETTER_READERS", "MLVU_TASKS", "MVBENCH_TASKS", "VIDEO_BENCHMARKS",
+    "Benchmark", "BenchmarkLayoutError", "DataFormat", "accuracy_table", "choice_prompt", "data_formats",
+    "extract_letter", "get_benchmark", "letter_reader", "load_benchmark", "load_choices", "load_mlvu", "load_mvbench",
+    "load_videomme", "mvbench_prompt", "read_letter", "videomme_prompt",
 ]
+
+
+def data_formats() -> list[tuple[Benchmark, DataFormat]]:
+    """The benchmarks whose annotation files `--data --format` reads, with their format (in the order `--format`
+    has always listed them: videomme, mvbench, mlvu)."""
+    found = [(b, b.data_format) for b in BENCHMARKS.values() if b.data_format is not None]
+    return sorted(found, key=lambda pair: pair[1].name, reverse=True)
+
+
+def letter_reader(scoring: dict) -> LetterReader:
+    """The reader for a prediction row's `scoring`: its benchmark's, else the one it names, else vidlab's."""
+    benchmark = BENCHMARKS.get(str(scoring.get("benchmark")))
+    if benchmark is not None and benchmark.read_answer is not None:
+        return benchmark.read_answer
+    return LETTER_READERS.get(str(scoring.get("reader")), extract_letter)
+
+
+def read_letter(response: str, options: Sequence[str], reader: str = "vidlab") -> str | None:
+    """The option letter `response` picks under the named reader ("vidlab" or a benchmark's name)."""
+    if reader not in LETTER_READERS:
+        raise EvaluationError(f"unknown answer reader {reader!r}. Use one of: {', '.join(LETTER_READERS)}.")
+    return LETTER_READERS[reader](response, options)
 
 
 def get_benchmark(name: str) -> Benchmark:
@@ -73,8 +103,6 @@ def load_benchmark(name: str, root: str | Path, split: str | None = None, subtit
         BenchmarkLayoutError: the folder does not hold the files the benchmark ships, in their places;
             the message names what was expected where.
     """
-    from vidlab.evaluation.sets import drop_duplicate_ids
-
     benchmark = get_benchmark(name)
     root = Path(root).expanduser()
     if not root.is_dir():

@@ -71,7 +71,7 @@ def load_choices(path: Path, data_root: Path | None = None) -> EvalSet:
             return choice_record(
                 record_id=record_id, where=where, index=index,
                 media=_media_parts(item, where, *clip_window(item, where)),
-                prompt=choice_prompt(question_text(item, where), options), options=options,
+                prompt=choice_prompt(question_text(item, where).strip(), options), options=options,
                 answer=answer_letter(item.get("answer"), options, where),
                 meta=labels(item, {k: k for k in BREAKDOWN_KEYS}), subtitles=_subtitles(item, root, where),
             )

@@ -133,7 +133,9 @@ def strip_letters(options: Sequence[str]) -> list[str]:
     return [o.strip() for o in options]
 
 
-def options_list(value: Any, where: str, name: str = "options") -> list[str]:
+def options_list(value: Any, where: str, name: str = "options", as_given: bool = False) -> list[str]:
+    """The option texts of a record; `as_given` keeps them exactly as the file has them (the benchmarks
+    whose original prompt sends them so), otherwise letters like "A. " and surrounding spaces go."""
     if isinstance(value, dict):
         keys = sorted(value)
         if keys != list(LETTERS[: len(keys)]):
@@ -145,7 +147,7 @@ def options_list(value: Any, where: str, name: str = "options") -> list[str]:
         raise EvaluationError(f'{where}: "{name}" must be a list (or A/B/... object) of at least two answers.')
     if len(value) > len(LETTERS):
         raise EvaluationError(f"{where}: more than {len(LETTERS)} options; split the question.")
-    return strip_letters([str(o) for o in value])
+    return [str(o) for o in value] if as_given else strip_letters([str(o) for o in value])
 
 
 def answer_letter(answer: Any, options: Sequence[str], where: str) -> str:
@@ -169,10 +171,11 @@ def answer_letter(answer: Any, options: Sequence[str], where: str) -> str:
 
 
 def candidate_letter(answer: Any, candidates: Sequence[str], where: str) -> str:
-    """MVBench / MLVU: the answer is the text of one candidate, compared as is (as VideoLLaMA3 does);
-    other forms (a letter, a text differing in case or punctuation) as `answer_letter` reads them."""
+    """MVBench / MLVU: the answer is the text of one candidate, compared as is (as VideoLLaMA3 does, which
+    takes the last candidate equal to it when one is listed twice); other forms (a letter, a text differing
+    in case or punctuation) as `answer_letter` reads them."""
     if isinstance(answer, str) and answer in candidates:
-        return LETTERS[list(candidates).index(answer)]
+        return LETTERS[max(i for i, candidate in enumerate(candidates) if candidate == answer)]
     return answer_letter(answer, candidates, where)
 
 
@@ -181,10 +184,11 @@ def clip_window(item: dict, where: str) -> tuple[float | None, float | None]:
 
 
 def question_text(item: dict, where: str, name: str = "question") -> str:
+    """The question exactly as the file has it: VideoLLaMA3 sends it unstripped (trailing spaces and all)."""
     question = item.get(name)
     if not isinstance(question, str) or not question.strip():
         raise EvaluationError(f'{where}: the record has no "{name}" text. Add one.')
-    return question.strip()
+    return question
 
 
 def labels(item: dict, names: dict[str, str]) -> dict[str, Any]:
@@ -264,3 +268,21 @@ class Collector:
 
     def result(self, path: Path, name: str, root: Path, split: str | None = None) -> EvalSet:
         return EvalSet(path, name, root, self.records, self.skipped, split)
+
+
+def drop_duplicate_ids(data: EvalSet) -> EvalSet:
+    """Predictions are keyed on the id: a second record with the same id is skipped, not merged."""
+    first: dict[str, str] = {}
+    records = []
+    for record in data.records:
+        if record.id in first:
+            data.skipped.append(
+                Skipped(record.source, record.id, f"duplicate id {record.id!r} (first at {first[record.id]}). "
+                        "Give each record a unique id.", record.index)
+            )
+            continue
+        first[record.id] = record.source
+        records.append(record)
+    data.records = records
+    data.skipped.sort(key=lambda s: s.index)
+    return data

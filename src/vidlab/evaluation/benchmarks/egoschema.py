@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Sequence
 from pathlib import Path
 
 from vidlab.conversation import MediaPart
 from vidlab.errors import EvaluationError
-from vidlab.evaluation.answers import LETTERS
+from vidlab.evaluation.answers import LETTERS, first_letter_match, option_text_in, without_answer_word
 from vidlab.evaluation.benchmarks.common import (
     Collector,
     choice_record,
@@ -35,6 +36,17 @@ def egoschema_prompt(question: str, options: list[str]) -> str:
     """VideoLLaMA3's EgoSchema prompt (it ends with a space)."""
     return (f"Select the best answer to the following multiple-choice question based on the video.\n{question}\n"
             f"Options:\n{lettered(options)}{INSTRUCTION}")
+
+
+def read_egoschema(response: str, options: Sequence[str]) -> str | None:
+    """VideoLLaMA3's EgoSchema reader: the first A-E, optionally in "(" ")" or spaces; else the first option
+    whose text the answer holds."""
+    said = without_answer_word(response)
+    letter = first_letter_match(r"[\(\ ]*[A-E][\)\ ]*", said, LETTERS[:5])
+    if letter:
+        return letter
+    index = option_text_in(said, options)
+    return None if index is None else LETTERS[index]
 
 
 def load(root: Path, split: str, subtitles: bool) -> EvalSet:
@@ -104,6 +116,7 @@ BENCHMARK = Benchmark(
     splits=("full", "subset"),
     load=load,
     submission=write_submission,
+    read_answer=read_egoschema,
     notes=("The answers to 4,531 of the 5,031 questions are private: vidlab scores the public 500 and writes "
            "submission.json / submission.csv for the full set. Send it with "
            "`curl -X POST -H 'Content-Type: application/json' -d @submission.json "

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from pathlib import Path
 
 from vidlab.conversation import MediaPart
 from vidlab.errors import DataFileError, EvaluationError
-from vidlab.evaluation.answers import LETTERS
+from vidlab.evaluation.answers import LETTERS, letter_range, option_text_in, without_answer_word
 from vidlab.evaluation.benchmarks.common import (
     Collector,
     choice_record,
@@ -27,6 +29,17 @@ def longvideobench_prompt(question: str, options: list[str]) -> str:
     """LongVideoBench's own prompt, as VideoLLaMA3 sends it: "Question: ...", "A. ..." lines, instruction."""
     lines = [f"Question: {question}", *(f"{LETTERS[i]}. {o}" for i, o in enumerate(options)), INSTRUCTION]
     return "\n".join(lines)
+
+
+def read_longvideobench(response: str, options: Sequence[str]) -> str | None:
+    """VideoLLaMA3's LongVideoBench reader: Video-MME's rule over the record's letter range (4 or 5 options),
+    on the option texts as they are."""
+    said = without_answer_word(response)
+    found = re.findall(rf"[\(\ \[]*({letter_range(options)})[\)\.\ \]]*", said)
+    if found:
+        return found[0]
+    index = option_text_in(said, options, digits_as_words=True)
+    return None if index is None else LETTERS[index]
 
 
 def _clock(value: str) -> float:
@@ -96,7 +109,7 @@ def load(root: Path, split: str, subtitles: bool) -> EvalSet:
                 options=[str(o) for o in options], answer=answer,
                 meta=labels(item, {"level": "level", "question_category": "question_category",
                                    "duration_group": "duration_group", "topic_category": "topic_category"}),
-                subtitles=timed, scoring={"benchmark": "longvideobench", "reader": "videomme"},
+                subtitles=timed, scoring={"benchmark": "longvideobench", "reader": "longvideobench"},
             )
 
         found.add(where, record_id, build)
@@ -118,6 +131,7 @@ BENCHMARK = Benchmark(
     load=load,
     groups=("level", "question_category", "duration_group"),
     subtitles=True,
+    read_answer=read_longvideobench,
     notes=("VideoLLaMA3 always adds the subtitles, placed between the frames by time. vidlab's prompt is one "
            "video then text, so with --subtitles the same cues (each one a sampled frame falls inside) come "
            "in time order just before the question; without --subtitles there are none.",),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 from vidlab.conversation import MediaPart
@@ -23,6 +24,13 @@ from vidlab.files import iter_json_items
 
 INSTRUCTION = "\nAnswer with the option's letter from the given choices directly."
 _OPTION_LINE_RE = re.compile(r"^\s*\(?([A-D])[\).]\s*(.*)$")
+
+
+def read_lvbench(response: str, options: Sequence[str]) -> str | None:
+    """VideoLLaMA3's LVBench reader: the first A-D standing as a word in the upper-cased answer ("a man" reads
+    as A); none stops VideoLLaMA3's run, here it is unreadable."""
+    found = re.findall(r"\b[A-D]\b", response.upper())
+    return found[0] if found else None
 
 
 def options_in(question: str, where: str) -> list[str]:
@@ -92,6 +100,7 @@ BENCHMARK = Benchmark(
     splits=("test",),
     load=load,
     groups=("question_type",),
+    read_answer=read_lvbench,
     notes=("A question with several types counts in each of them; the overall accuracy counts it once, as "
            "LVBench's compute_accuracy does.",),
 )

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from vidlab.conversation import MediaPart
 from vidlab.errors import EvaluationError
+from vidlab.evaluation.answers import LETTERS, first_letter_match, letter_range, option_text_in, without_answer_word
 from vidlab.evaluation.benchmarks.common import (
     MVBENCH_INSTRUCTION,
     Collector,
@@ -17,7 +20,7 @@ from vidlab.evaluation.benchmarks.common import (
     options_list,
     question_text,
 )
-from vidlab.evaluation.benchmarks.spec import Benchmark
+from vidlab.evaluation.benchmarks.spec import Benchmark, DataFormat
 from vidlab.evaluation.records import EvalSet
 from vidlab.files import iter_json_items
 
@@ -64,6 +67,24 @@ def mvbench_prompt(question: str, options: list[str]) -> str:
     return f"Question: {question}\nOptions:\n{lettered(options)}{MVBENCH_INSTRUCTION}"
 
 
+def read_mvbench(response: str, options: Sequence[str]) -> str | None:
+    """VideoLLaMA3's MVBench reader (also MLVU's and NExT-QA's): the first capital in the option range, with
+    or without "(", ")", "," or spaces around it (so the "B" of "Based" counts too); else the first option
+    whose text the answer holds.
+
+    Where VideoLLaMA3 keeps a comma with the letter ("(B), because" -> "B),") and stops the run, and where
+    its MLVU and NExT-QA copies reach an undefined name on the text step, this reads the letter and the
+    text as MVBench's does (docs/fidelity.md).
+    """
+    valid = LETTERS[: len(options)]
+    text = without_answer_word(response)
+    letter = first_letter_match(rf"[\(,\ ]*{letter_range(options)}[\),\ ]*", text, valid)
+    if letter:
+        return letter
+    index = option_text_in(text, options)
+    return None if index is None else valid[index]
+
+
 def _load_task_files(path: Path, data_root: Path | None, tasks: dict, name: str) -> EvalSet:
     files = sorted(path.glob("*.json")) if path.is_dir() else [path]
     if not files:
@@ -85,8 +106,12 @@ def _load_task_files(path: Path, data_root: Path | None, tasks: dict, name: str)
                 if not isinstance(item, dict) or not isinstance(item.get("video"), str):
                     raise EvaluationError(f'{where}: a {name} record needs "video", "question", "candidates" '
                                           'and "answer".')
-                options = options_list(item.get("candidates"), where, "candidates")
+                options = options_list(item.get("candidates"), where, "candidates", as_given=True)
                 start, end = clip_window(item, where) if cut else (None, None)
+                if cut and file.name in tasks and (start is None or end is None):
+                    # The task's clips are cut from longer videos: the whole video would ask about other frames.
+                    raise EvaluationError(f'{where}: a {task} record needs "start" and "end" (seconds): the task '
+                                          "asks about a clip of the video. Add them (re-download the task file).")
                 video = f"video/{folder}{item['video']}" if folder else item["video"]
                 return choice_record(
                     record_id=f"{file.stem}-{number}", where=where, index=index,
@@ -114,6 +139,20 @@ def load_mlvu(path: Path, data_root: Path | None = None) -> EvalSet:
     return _load_task_files(path, data_root, MLVU_TASKS, "mlvu")
 
 
+def _task_format(name: str, tasks: dict, loader, marker: bool) -> DataFormat:
+    """A json/ folder of task files, one task file, or a file whose records have "candidates" (MLVU's also
+    carry "question_type", a field only MLVU has)."""
+
+    def detect(path: Path, first: dict[str, Any] | None) -> bool:
+        if path.is_dir():
+            return first is None and bool({p.name for p in path.glob("*.json")} & set(tasks))
+        if first is None:
+            return path.name in tasks
+        return "candidates" in first and ("question_type" in first) == marker
+
+    return DataFormat(name=name, read=lambda path, root, subtitles: loader(path, root), detect=detect, folders=True)
+
+
 def _root_loader(tasks: dict, title: str, name: str, loader):
     def load(root: Path, split: str, subtitles: bool) -> EvalSet:
         json_dir, video_dir = root / "json", root / "video"
@@ -139,6 +178,8 @@ MVBENCH = Benchmark(
     splits=("test",),
     load=_root_loader(MVBENCH_TASKS, "MVBench", "mvbench", load_mvbench),
     groups=("task",),
+    read_answer=read_mvbench,
+    data_format=_task_format("mvbench", MVBENCH_TASKS, load_mvbench, marker=False),
     notes=("Episodic Reasoning's clips are frame folders at 3 fps: give --folder-fps 3 so their times are right.",),
 )
 
@@ -155,6 +196,8 @@ MLVU = Benchmark(
     load=_root_loader(MLVU_TASKS, "MLVU", "mlvu", load_mlvu),
     groups=("task",),
     headline=("accuracy", "task_mean"),
+    read_answer=read_mvbench,
+    data_format=_task_format("mlvu", MLVU_TASKS, load_mlvu, marker=True),
     notes=("MLVU's paper reports M-Avg, the mean of the task accuracies (task_mean); VideoLLaMA3 reports the "
            "accuracy over all questions (accuracy). Both are given.",),
 )

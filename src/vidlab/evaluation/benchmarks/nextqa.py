@@ -15,7 +15,7 @@ from vidlab.evaluation.benchmarks.common import (
     require_file,
     require_folder,
 )
-from vidlab.evaluation.benchmarks.mvbench import mvbench_prompt
+from vidlab.evaluation.benchmarks.mvbench import mvbench_prompt, read_mvbench
 from vidlab.evaluation.benchmarks.spec import Benchmark
 from vidlab.evaluation.records import EvalSet
 from vidlab.files import TEXT_ENCODING
@@ -77,4 +77,5 @@ BENCHMARK = Benchmark(
     splits=("test", "val"),
     load=load,
     groups=("group", "type"),
+    read_answer=read_mvbench,
 )

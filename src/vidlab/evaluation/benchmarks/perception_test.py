@@ -3,11 +3,12 @@ by its eval.ai server."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from vidlab.conversation import MediaPart
 from vidlab.errors import EvaluationError
-from vidlab.evaluation.answers import LETTERS
+from vidlab.evaluation.answers import LETTERS, first_letter_match, letter_range, without_answer_word
 from vidlab.evaluation.benchmarks.common import (
     MVBENCH_INSTRUCTION,
     Collector,
@@ -30,6 +31,17 @@ FILES = {"test": "mc_question_test.json", "valid": "mc_question_valid.json"}
 def perception_prompt(question: str, options: list[str]) -> str:
     """VideoLLaMA3's PerceptionTest prompt."""
     return f"Question: {question}\nOptions:\n{lettered(options)}{MVBENCH_INSTRUCTION}"
+
+
+def read_perception_test(response: str, options: Sequence[str]) -> str | None:
+    """VideoLLaMA3's PerceptionTest reader: the first A-C, optionally in brackets; else the answer being exactly
+    one option's text, ignoring case (VideoLLaMA3's code means this but refers to an undefined name)."""
+    said = without_answer_word(response)
+    letter = first_letter_match(rf"\(*{letter_range(options)}\)*", said, LETTERS[: len(options)])
+    if letter:
+        return letter
+    lowered = [option.lower() for option in options]
+    return LETTERS[lowered.index(said.lower())] if said.lower() in lowered else None
 
 
 def load(root: Path, split: str, subtitles: bool) -> EvalSet:
@@ -96,6 +108,7 @@ BENCHMARK = Benchmark(
     load=load,
     groups=("area", "reasoning", "tag"),
     submission=write_submission,
+    read_answer=read_perception_test,
     notes=("The test split's answers are private: its accuracy comes from the eval.ai challenge (upload "
            "submission.json); the valid split is scored here, per area, reasoning type and tag.",),
 )

@@ -2,11 +2,35 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from vidlab.evaluation.records import EvalSet
+
+# (response, option texts) -> the option letter it picks, or None when it names none.
+LetterReader = Callable[[str, Sequence[str]], "str | None"]
+
+
+@dataclass(frozen=True)
+class DataFormat:
+    """A benchmark's annotation file read on its own (`--data PATH --format NAME`, or found by `auto`).
+
+    Attributes:
+        name: what `--format` takes.
+        read: (path, data_root or None, subtitles) -> EvalSet.
+        detect: (path, first record or None) -> whether the file or folder is in this format: called with
+            None for the path alone (a folder, a task file's name), then with the file's first record.
+        columns: the parquet columns that make a parquet file this format (empty: it reads no parquet).
+        folders: whether a folder (of task files) is read too.
+    """
+
+    name: str
+    read: Callable[[Path, Path | None, bool], EvalSet]
+    detect: Callable[[Path, dict[str, Any] | None], bool]
+    columns: tuple[str, ...] = ()
+    folders: bool = False
 
 
 @dataclass(frozen=True)
@@ -28,6 +52,8 @@ class Benchmark:
         submission: writes the file the benchmark's server takes from the scored rows, into a folder;
             returns the paths written.
         notes: what differs from VideoLLaMA3's evaluation or the official scorer, and why.
+        read_answer: multiple choice: the option letter an answer picks, by VideoLLaMA3's rule for the benchmark.
+        data_format: its annotation file as a `--format` of `vidlab eval run --data` (None: only --benchmark).
     """
 
     name: str
@@ -43,6 +69,8 @@ class Benchmark:
     subtitles: bool = False
     submission: Callable[[list[dict], Path], list[Path]] | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
+    read_answer: LetterReader | None = None
+    data_format: DataFormat | None = None
 
     @property
     def default_split(self) -> str:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from vidlab.conversation import MediaPart
 from vidlab.errors import EvaluationError
+from vidlab.evaluation.answers import LETTERS, option_text_in, without_answer_word
 from vidlab.evaluation.benchmarks.common import (
     Collector,
     answer_letter,
@@ -15,13 +18,12 @@ from vidlab.evaluation.benchmarks.common import (
     first_existing,
     json_items,
     layout_error,
-    lettered,
     options_list,
     parquet_rows,
     question_text,
     require_folder,
 )
-from vidlab.evaluation.benchmarks.spec import Benchmark
+from vidlab.evaluation.benchmarks.spec import Benchmark, DataFormat
 from vidlab.evaluation.records import EvalSet
 from vidlab.evaluation.subtitles import TimedSubtitles, read_subtitles
 
@@ -41,9 +43,47 @@ _OLD_KEYS = {"duration_category": "duration", "video_category": "domain", "video
              "choices": "options"}
 
 
+VIDEOMME_COLUMNS = ("videoID", "question_id", "options", "answer")
+
+
 def videomme_prompt(question: str, options: list[str]) -> str:
-    """VideoLLaMA3's Video-MME prompt (the options as released, "A. ...")."""
-    return f"{HEAD}{question}\n{lettered(options, '{letter}. {option}' + chr(10))}{TAIL}"
+    """VideoLLaMA3's Video-MME prompt: the question and the options as released ("A. ..."), as they are."""
+    return f"{HEAD}{question}\n" + "".join(f"{option}\n" for option in options) + TAIL
+
+
+def released_options(value: Any, where: str) -> tuple[list[str], list[str]]:
+    """(the options as the prompt shows them, "A. Apples."; their texts, "Apples."). Rows of older forms
+    without the "A. " are shown with it, as the release writes it."""
+    given = options_list(value, where, as_given=True)
+    prefixes = [f"{LETTERS[i]}. " for i in range(len(given))]
+    if all(option.startswith(prefix) for option, prefix in zip(given, prefixes)):
+        return given, [option[len(prefix):] for option, prefix in zip(given, prefixes)]
+    texts = options_list(value, where)
+    return [f"{prefix}{text}" for prefix, text in zip(prefixes, texts)], texts
+
+
+def read_videomme(response: str, options: Sequence[str]) -> str | None:
+    """VideoLLaMA3's Video-MME reader: the first A-D (optionally in (), [] or followed by "." or a space)
+    anywhere; else the first option whose text, or digit as a word, the answer holds. It takes an option's
+    text from the released "A. Apples." with `[A-D]\\. (.*).`, which drops the last character ("Apples"),
+    and would leave nothing of a one-character option ("A. 3"), which would then occur in every answer: there,
+    and where the pattern finds nothing (the original stops), the whole text is used (docs/fidelity.md)."""
+    texts = []
+    for letter, text in zip(LETTERS, options):
+        found = re.findall(r"[A-D]\. (.*).", f"{letter}. {text}")
+        texts.append(found[0] if found and found[0] else text)
+    said = without_answer_word(response)
+    found = re.findall(r"[\(\ \[]*([A-D])[\)\.\ \]]*", said)
+    if found:
+        return found[0]
+    index = option_text_in(said, texts, digits_as_words=True)
+    return None if index is None else LETTERS[index]
+
+
+def _detect(path: Path, first: dict[str, Any] | None) -> bool:
+    if first is None or path.is_dir():
+        return False
+    return "questions" in first or ("question_id" in first and ("videoID" in first or "duration" in first))
 
 
 def _rows(path: Path) -> list[tuple[str, Any]]:
@@ -86,14 +126,14 @@ def load_videomme(path: Path, data_root: Path | None = None, subtitles: bool = F
             item = {_OLD_KEYS.get(k, k): v for k, v in item.items()}
             if not video_key:
                 raise EvaluationError(f'{where}: the record has no "videoID". Video-MME rows name their video.')
-            options = options_list(item.get("options"), where)
+            shown, options = released_options(item.get("options"), where)
             meta = {key: str(item[name]) for key, name in (("task", "task_type"), ("category", "domain"),
                                                            ("sub_category", "sub_category"), ("duration", "duration"))
                     if item.get(name) not in (None, "")}
             return choice_record(
                 record_id=record_id, where=where, index=index,
                 media=[MediaPart(type="video", path=find_video(root, VIDEO_FOLDERS, str(video_key)))],
-                prompt=videomme_prompt(question_text(item, where), options), options=options,
+                prompt=videomme_prompt(question_text(item, where), shown), options=options,
                 answer=answer_letter(item.get("answer"), options, where), meta=meta,
                 subtitles=_subtitles(root, str(video_key)) if subtitles else None,
                 scoring={"benchmark": "videomme", "reader": "videomme"},
@@ -130,6 +170,9 @@ BENCHMARK = Benchmark(
     load=load,
     groups=("duration", "category", "sub_category", "task"),
     subtitles=True,
+    read_answer=read_videomme,
+    data_format=DataFormat(name="videomme", read=lambda path, root, subtitles: load_videomme(path, root, subtitles),
+                           detect=_detect, columns=VIDEOMME_COLUMNS),
     notes=(
         "Asked once per run: without subtitles, or with --subtitles (VideoLLaMA3 asks both and reports two "
         "tables; run twice, or --benchmark all, which does both).",

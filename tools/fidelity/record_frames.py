@@ -77,6 +77,9 @@ def cases() -> list[dict]:
     for precise in (False, True):
         add("start2.5.mkv", "window", start=3.0, end=5.0, precise=precise)
         add("start2.5.mkv", "window", start=1.0, end=4.2, precise=precise)
+    for precise in (False, True):  # stamps at x.x5 s: the template rounds them as numpy does (2.15 -> 2.2)
+        add("cfr25.mp4", "window", start=2.15, end=4.4, precise=precise)
+        add("ntsc2997.mp4", "window", fps=2.0, start=0.35, end=3.9, precise=precise)
     for file in BY_INDEX:
         add(file, "window", start=0.5, end=4.0)
         add(file, "window", start=1.0, end=1.5)

@@ -5,7 +5,8 @@ The original's `load_video` runs `ffmpeg [-ss S -t D] -i FILE -filter_complex fp
 precise_time=True; no fps filter when it is given a frame count). FFmpeg's command line (5.1, as
 recorded in tests/data/fidelity) then works in four steps, each simulated here:
 
-1. Input: timestamps are counted from the file's start (the earliest stream); an input cut seeks to
+1. Input: timestamps are counted from the file's start (the earliest stream; in MPEG program and
+   transport streams, when not seeking, the video's start); an input cut seeks to
    S and drops every frame that starts before it (a frame still on screen at S is dropped too),
    then keeps frames while they start less than D after the first kept one.
 2. The fps filter (round=down): frame t goes to tick floor(t x F); ticks run from the first frame's
@@ -121,7 +122,7 @@ def _cfr(positions: Sequence[float], durations: Sequence[float], frames: Sequenc
 
 def ffmpeg_frames(times: Sequence[float], end: float, first_offset: float, nominal_rate: float, cmd: Command,
                   fps: float | None, single_stream: bool = False,
-                  durations: Sequence[float] | None = None) -> list[int]:
+                  durations: Sequence[float] | None = None, ts_discont: bool = False) -> list[int]:
     """The indices of the frames the original's FFmpeg command outputs, in order (a frame may repeat).
 
     Args:
@@ -132,10 +133,14 @@ def ffmpeg_frames(times: Sequence[float], end: float, first_offset: float, nomin
         single_stream: the file holds only the video stream (then, without the fps filter, FFmpeg
             does not repeat a late first frame: vsync vscfr).
         durations: each frame's packet duration (seconds; 0: none); None: the gap to the next frame.
+        ts_discont: a format whose timestamps may jump (MPEG program / transport streams): there, when
+            not seeking, FFmpeg's time 0 is the start of the streams it uses (the video), not the file's.
     """
+    seek = option_seconds(cmd.clip_start) if cmd.cut else 0.0
+    if ts_discont and not (cmd.cut and not cmd.precise):
+        first_offset = 0.0  # FFmpeg's "correcting start time based on the enabled streams"
     rel = np.asarray(times, dtype=np.float64) + first_offset  # FFmpeg's timeline: the file's start is 0
     stop = end + first_offset
-    seek = option_seconds(cmd.clip_start) if cmd.cut else 0.0
     length = option_seconds(cmd.length) if cmd.cut else math.inf
     if cmd.cut and not cmd.precise:
         first, last, eof = _input_cut(rel, cmd, seek, length)

@@ -54,6 +54,7 @@ class Timeline:
         nominal_rate: the stream's r_frame_rate (FFmpeg's output rate without an fps filter); None: rate.
         single_stream: the file holds no stream but the video (FFmpeg's output timing depends on it).
         durations: each frame's packet duration, seconds (0: none given); None: unknown.
+        ts_discont: the container's timestamps may jump (MPEG program and transport streams).
     """
 
     times: Sequence[float]
@@ -67,6 +68,7 @@ class Timeline:
     nominal_rate: float | None = None
     single_stream: bool = False
     durations: Sequence[float] | None = None
+    ts_discont: bool = False
 
 
 @dataclass(frozen=True)
@@ -176,7 +178,7 @@ def _fps_filter(timeline: Timeline, sampling: Sampling, start: float | None, end
     fps = None if sampling.num_frames is not None else float(_rate_fraction(sampling.fps))
     nominal = timeline.nominal_rate or timeline.rate
     frames = ffmpeg_frames(timeline.times, timeline.end, timeline.first_offset, nominal, cmd, fps,
-                           timeline.single_stream, timeline.durations)
+                           timeline.single_stream, timeline.durations, timeline.ts_discont)
     stamps = ffmpeg_stamps(cmd, len(frames), None if fps is None else sampling.fps)
     most = sampling.num_frames if sampling.num_frames is not None else sampling.max_frames
     if len(frames) > most:

@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 
 # AVIndexEntry flags (libavformat).
 _INDEX_KEYFRAME, _INDEX_DISCARD = 1, 2
+# AVInputFormat flag: the format's timestamps may jump (libavformat's AVFMT_TS_DISCONT).
+_TS_DISCONT = 0x0200
 # A stream whose readable frames end this much before the length its header declares is a cut file.
 TRUNCATED_SHORTFALL = (1.0, 0.1)  # seconds, and share of the declared length: both must be exceeded
 
@@ -54,6 +56,7 @@ class FrameTable:
             writes at when no filter sets one); None: unknown.
         single_stream: the file holds no other stream (audio, subtitles) than this one.
         durations: each frame's packet duration in seconds (0 where the container gives none; None: unknown).
+        ts_discont: the container's timestamps may jump (AVFMT_TS_DISCONT: MPEG program and transport streams).
     """
 
     pts: np.ndarray  # int64
@@ -76,6 +79,7 @@ class FrameTable:
     nominal_rate: float | None = None
     single_stream: bool = False
     durations: np.ndarray | None = None  # float64
+    ts_discont: bool = False
 
     def __len__(self) -> int:
         return len(self.pts)
@@ -148,6 +152,7 @@ class _Header:
     reorders: bool
     pixel_format: str
     nominal_rate: float | None
+    ts_discont: bool
 
 
 def _header(container: av.container.InputContainer, stream) -> _Header:
@@ -168,6 +173,7 @@ def _header(container: av.container.InputContainer, stream) -> _Header:
         reorders=bool(stream.codec_context.has_b_frames),
         pixel_format=stream.codec_context.pix_fmt or "",
         nominal_rate=float(stream.guessed_rate) if stream.guessed_rate else None,
+        ts_discont=bool(container.format.flags & _TS_DISCONT),
     )
 
 
@@ -178,7 +184,10 @@ def _declared_end(header: _Header, first: float) -> float | None:
         start = header.stream_start if header.stream_start is not None else first
         return header.stream_duration + start - first
     if header.file_duration is not None and header.only_stream:
-        return header.file_duration + header.file_start - first
+        # Matroska states its length from time 0, not from its first timestamp (a file starting at
+        # 2.5 s "lasts" 6.5 s for 4 s of video): of the two readings the shorter one, so as never to
+        # call a whole file cut
+        return min(header.file_duration + header.file_start, header.file_duration) - first
     return None
 
 
@@ -208,7 +217,7 @@ def _table(
         file_duration=header.file_duration, declared_end=_declared_end(header, first), rate=header.rate,
         rotation=rotation, width=header.width, height=header.height, source=source,
         stream_index=header.stream_index, reorders=header.reorders, pixel_format=header.pixel_format,
-        nominal_rate=header.nominal_rate, single_stream=header.only_stream,
+        nominal_rate=header.nominal_rate, single_stream=header.only_stream, ts_discont=header.ts_discont,
         durations=None if durations is None else np.asarray(durations, dtype=np.float64) * float(tb),
     )
 

@@ -28,6 +28,7 @@ def timeline(table: FrameTable, index_rate: float | None = None) -> Timeline:
         times=table.times, end=table.end, first_offset=table.first_offset, stream_start=table.stream_start,
         file_duration=table.file_duration, rate=table.rate, index_rate=index_rate, keyframe=table.keyframe,
         nominal_rate=table.nominal_rate, single_stream=table.single_stream, durations=table.durations,
+        ts_discont=table.ts_discont,
     )
 
 

@@ -28,8 +28,14 @@ RECORDED = json.loads((DATA / "frames.json").read_text())
 CASES = {case["id"]: case for case in RECORDED["cases"]}
 BITS = 10
 
-# Cases where the original is broken and vidlab does otherwise on purpose (docs/fidelity.md, "Frame choice").
+# Cases where the original is broken and vidlab does otherwise on purpose (docs/fidelity.md).
+NO_FRAMES = "the original outputs no frame for a video shorter than one tick; vidlab shows its first frame"
+INDEX_READER = "the original's index reader (decord) shows another frame than its stamp says; vidlab the stamp's"
 BROKEN = {
+    **{f"{name}|whole|fps={fps}|max={most}|num=None|None-None|precise=False": NO_FRAMES
+       for name in ("short.mp4", "one_frame.mp4") for fps, most in ((1.0, 180), (2.0, 180), (1.0, 4))},
+    "editlist.mp4|window|fps=1.0|max=180|num=None|1.2-1.9|precise=False": INDEX_READER + " (it ignores edit lists)",
+    "mpeg2.mpg|window|fps=1.0|max=180|num=None|1.2-1.9|precise=False": INDEX_READER + " (its MPEG-PS seek misses)",
     "rotated.mp4|window|fps=1.0|max=180|num=None|1.2-1.9|precise=False":
         "the original's index reader (decord) fails on a rotated file; vidlab reads it as an unrotated one",
 }
@@ -86,12 +92,46 @@ def test_frames_stamps_and_prompt_are_the_originals(case_id):
     assert differences(case, mine) == []
 
 
+def test_every_case_is_recorded_and_compared():
+    assert len(CASES) == len(RECORDED["cases"]) >= 200  # ids are unique
+    assert set(BROKEN) <= set(CASES)
+    assert sum("crash" in c for c in CASES.values()) == 1  # only the rotated index read: listed in BROKEN
+
+
 @pytest.mark.parametrize("case_id", list(BROKEN))
 def test_where_the_original_is_broken_vidlab_does_what_docs_say(case_id):
     case = CASES[case_id]
-    assert "crash" in case
-    twin = CASES[case_id.replace("rotated.mp4", "cfr25.mp4")]
-    assert vidlab_of(case)["codes"] == twin["codes"]  # the same frames as the file stored upright
+    mine = vidlab_of(case)
+    if BROKEN[case_id] == NO_FRAMES:
+        assert case["codes"] == [] and case["stamps"] == []
+        assert mine["codes"] == [0] and mine["stamps"] == [0.0]
+    elif "crash" in case:
+        twin = CASES[case_id.replace("rotated.mp4", "cfr25.mp4")]
+        assert mine["codes"] == twin["codes"] and mine["stamps"] == pytest.approx(twin["stamps"])
+    else:  # the same stamps, and the frame each stamp names (index = stamp x 25 fps)
+        assert mine["stamps"] == pytest.approx(case["stamps"])
+        assert mine["texts"] == prompt_stamps(case["prompt"])
+        assert mine["clip"].frame_indices == [round(t * 25) for t in case["stamps"]]
+        assert mine["codes"] != case["codes"]
+
+
+def test_numpy_rounding_reaches_the_native_processors_prompt(tiny_model_dir):
+    """2.15 -> "2.2" and 0.85 -> "0.8" in the text the model reads, as the original's template writes them."""
+    from transformers import AutoProcessor
+
+    from vidlab.conversation import parse_record
+    from vidlab.inputs import build_inputs, load_media
+
+    processor = AutoProcessor.from_pretrained(tiny_model_dir)
+    for case_id in ["cfr25.mp4|window|fps=1.0|max=180|num=None|2.15-4.4|precise=True",
+                    "ntsc2997.mp4|window|fps=2.0|max=180|num=None|0.35-3.9|precise=False"]:
+        case = CASES[case_id]
+        record = parse_record({"video": str(MEDIA / case["file"]), "start": case["start"], "end": case["end"],
+                               "conversations": [{"from": "human", "value": "<video>\nQ"}]})
+        inputs = build_inputs(record, load_media(record, sampling=sampling_of(case)), processor)
+        text = processor.tokenizer.decode(inputs.tensors["input_ids"][0])
+        assert prompt_stamps(text) == prompt_stamps(case["prompt"])
+        assert any(t.endswith("5") for t in np.round(np.asarray(case["stamps"]) * 100).astype(int).astype(str))
 
 
 def test_rotated_frames_are_upright_where_the_original_scrambles_them():

@@ -216,6 +216,8 @@ def _with_media(
     a video several records ask about is decoded once.
     """
     sampling = options.settings.sampling()
+    if sampling.precise_time is None:  # clip windows as VideoLLaMA3's evaluation reads them (precise_time=True)
+        sampling = sampling.model_copy(update={"precise_time": True})
     frame_size = video_frame_size(processor, options.settings) if processor is not None else None
 
     def load(record: EvalRecord):

@@ -77,6 +77,7 @@ class Picks:
 
     frames: list[int]
     stamps: list[float]
+    numpy_stamps: bool = False  # the original's stamps are numpy floats here: its prompt rounds them numpy-style
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -107,7 +108,7 @@ def pick_frames(timeline: Timeline, sampling: Sampling, start: float | None = No
         picks = _fps_filter(timeline, sampling, start, end)
     if not picks.frames:  # a window that holds no frame start: the frame on screen when it opens
         first = frame_on_screen(timeline.times, start or 0.0)
-        picks = Picks([first], [0.0 if sampling.frame_rule == "on_screen" else float(start or 0.0)])
+        picks = Picks([first], [0.0 if sampling.frame_rule == "on_screen" else float(start or 0.0)], picks.numpy_stamps)
     picks = _top_up(timeline, picks, sampling, start, end)
     return _nearest_keyframes(timeline, picks, start) if sampling.keyframes else picks
 
@@ -184,7 +185,7 @@ def _fps_filter(timeline: Timeline, sampling: Sampling, start: float | None, end
     if len(frames) > most:
         chosen = evenly_spaced(len(frames), most)
         frames, stamps = [frames[i] for i in chosen], [stamps[i] for i in chosen]
-    return Picks(frames, stamps)
+    return Picks(frames, stamps, numpy_stamps=True)
 
 
 def _rate_fraction(fps: float) -> Fraction:

@@ -102,5 +102,6 @@ def load_video_file(
         end=min(end, table.end) if end is not None else table.end,
         warnings=warnings,
         decoder=decoded.decoder,
+        numpy_stamps=picks.numpy_stamps,
     )
 

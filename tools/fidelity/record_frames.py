@@ -80,6 +80,18 @@ def cases() -> list[dict]:
     for precise in (False, True):  # stamps at x.x5 s: the template rounds them as numpy does (2.15 -> 2.2)
         add("cfr25.mp4", "window", start=2.15, end=4.4, precise=precise)
         add("ntsc2997.mp4", "window", fps=2.0, start=0.35, end=3.9, precise=precise)
+    for file in LONG:  # other rates, and windows on whole seconds (ticks and frames tie there)
+        add(file, "whole", fps=0.5)
+        for precise in (False, True):
+            add(file, "window", fps=3.0, start=0.7, end=3.9, precise=precise)
+            add(file, "window", start=2.0, end=4.0, precise=precise)
+            add(file, "window", max_frames=3, fps=2.0, start=0.4, end=4.6, precise=precise)
+    for precise in (False, True):
+        add("start2.5.mkv", "window", fps=2.0, start=2.6, end=4.0, precise=precise)
+        add("start2.5.mkv", "window", num_frames=8, start=2.6, end=5.0, precise=precise)
+        add("late_start.mp4", "window", fps=2.0, start=0.6, end=2.0, precise=precise)
+        add("audio_first.mkv", "window", num_frames=8, start=1.0, end=4.5, precise=precise)
+        add("mpeg2.mpg", "window", num_frames=8, start=0.2, end=6.0, precise=precise)
     for file in BY_INDEX:
         add(file, "window", start=0.5, end=4.0)
         add(file, "window", start=1.0, end=1.5)
@@ -111,7 +123,8 @@ def import_original(repo: Path):
 
 
 def chat_template(repo: Path, image_token: str) -> str:
-    """DEFAULT_CHAT_TEMPLATE of videollama3/model/processor.py, evaluated from its source (its imports need the model)."""
+    """DEFAULT_CHAT_TEMPLATE of videollama3/model/processor.py, evaluated from its source (its imports
+    need the model)."""
     tree = ast.parse((repo / "videollama3" / "model" / "processor.py").read_text())
     template = ""
     for node in tree.body:

@@ -143,3 +143,24 @@ def test_rotated_frames_are_upright_where_the_original_scrambles_them():
     clip = vidlab_of(case)["clip"]
     assert clip.frames.shape[1:3] == (80, 48)  # upright: height 80, width 48
     assert [index_of(f) for f in clip.frames] == case["codes"]
+
+
+@pytest.mark.parametrize("precise", [None, False])
+def test_eval_reads_windows_as_the_originals_evaluation_and_chat_as_its_default(precise):
+    """vidlab eval: precise_time=True unless set (the original's evaluation); load_video elsewhere: False."""
+    from vidlab.conversation import parse_record
+    from vidlab.evaluation.records import EvalRecord
+    from vidlab.evaluation.run import RunOptions, _with_media
+    from vidlab.settings import MediaSettings
+
+    window = "cfr25.mp4|window|fps=1.0|max=180|num=None|1.3-3.4|precise="
+    record = EvalRecord("a", "test:1", 0, parse_record(
+        {"video": "cfr25.mp4", "start": 1.3, "end": 3.4, "conversations": [{"from": "human", "value": "<video>\nQ"}]}
+    ), ["x"])
+    options = RunOptions(settings=MediaSettings(precise_time=precise), workers=0, progress=False)
+    [(_, media)] = list(_with_media([record], MEDIA, options))
+    expected = CASES[window + ("True" if precise is None else "False")]
+    assert [index_of(f) for f in media[0].frames] == expected["codes"]
+    chat_default = load_video(MEDIA / "cfr25.mp4", Sampling(), 1.3, 3.4)
+    assert [index_of(f) for f in chat_default.frames] == CASES[window + "False"]["codes"]
+    assert CASES[window + "True"]["codes"] != CASES[window + "False"]["codes"]

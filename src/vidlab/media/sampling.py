@@ -4,18 +4,19 @@ Two rules (`Sampling.frame_rule`):
 
 - "videollama3" (the default): the frames and stamps VideoLLaMA3's own loader gives
   (`load_video` in its mm_utils.py), which the released checkpoints were trained and evaluated
-  with. FFmpeg's `fps` filter with round=down makes one tick per 1/fps seconds from the start of
-  the file (or of the clip), floor(length x fps) ticks in all; tick n shows the last frame that
-  started before (n+1)/fps, so a frame held across a freeze is shown at each of its ticks. The
-  stamps are start + n/fps, where start is the stream's start time, or the clip's start (a time in
-  the video, not 0). More than max_frames are thinned by taking linspace(0, n-1, max_frames) of
-  them. Frame folders, GIFs and clips shorter than a second go, as in the original, by frame
+  with: its FFmpeg command line (the fps filter with round=down, constant-rate output, a clip
+  window cut before decoding or, with `precise_time`, after the filter) simulated step by step in
+  ffmpeg_rule.py, stamped start + n/fps as the original stamps them (start: the stream's start
+  time, or the clip's start: a time in the video, not 0), more than max_frames thinned by
+  linspace. Frame folders, GIFs and clips shorter than a second go, as in the original, by frame
   index at a fixed rate (3 frames a second for folders, 25 for GIFs): the middle frame of each
-  1/fps-long run, stamped index / rate.
+  1/fps-long run, stamped index / rate. tests/test_fidelity_frames.py holds it to recordings of
+  the original itself.
 - "on_screen": the frame on screen at each tick n/fps, each frame at most once, stamped with its
   true time from the clip start; more than max_frames thinned evenly (vidlab 0.1's rule).
 
-`num_frames` takes that many evenly spaced frames instead (VideoLLaMA3: all frames, linspace);
+`num_frames` takes that many evenly spaced frames instead (VideoLLaMA3: FFmpeg's frames at the
+stream's nominal rate, linspace);
 `min_frames` tops up a short video evenly. With `keyframes` each frame is replaced by the nearest
 keyframe (no decoding between keyframes: for very long videos), stamped with its true time.
 """

@@ -21,6 +21,7 @@ from vidlab.cli_common import (
     MaxVisualTokensOption,
     NoCompressionOption,
     NumFramesOption,
+    PreciseTimeOption,
     QuantizeOption,
     TemperatureOption,
     TopPOption,
@@ -236,6 +237,7 @@ def chat_command(
     frame_rule: FrameRuleOption = None,
     keyframes: KeyframesOption = False,
     decoder: DecoderOption = None,
+    precise_time: PreciseTimeOption = None,
     max_new_tokens: MaxNewTokensOption = None,
     temperature: TemperatureOption = None,
     top_p: TopPOption = None,
@@ -255,7 +257,7 @@ def chat_command(
     settings = media_settings(
         fps=fps, max_frames=max_frames, num_frames=num_frames, folder_fps=folder_fps,
         max_visual_tokens=max_visual_tokens, image_merge_size=image_merge_size, no_compression=no_compression,
-        frame_rule=frame_rule, keyframes=keyframes, decoder=decoder,
+        frame_rule=frame_rule, keyframes=keyframes, decoder=decoder, precise_time=precise_time,
     )
     generation = generation_options(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
     media = {"video": video, "image": image or None, "start": start, "end": end}

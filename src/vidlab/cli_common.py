@@ -50,6 +50,9 @@ MaxVisualTokensOption = Annotated[
 ImageMergeSizeOption = Annotated[int | None, typer.Option(help=_media_help("image_merge_size"), show_default=False)]
 FrameRuleOption = Annotated[str | None, typer.Option(help=_media_help("frame_rule"), show_default=False)]
 KeyframesOption = Annotated[bool, typer.Option("--keyframes", help=_media_help("keyframes"))]
+PreciseTimeOption = Annotated[
+    bool | None, typer.Option("--precise-time/--seek-time", help=_media_help("precise_time"), show_default=False)
+]
 AllowPartialOption = Annotated[bool, typer.Option("--allow-partial", help=_media_help("allow_partial"))]
 DecoderOption = Annotated[str | None, typer.Option(help=_media_help("decoder"), show_default=False)]
 QuantizeOption = Annotated[
@@ -76,6 +79,7 @@ def media_settings(
     keyframes: bool = False,
     allow_partial: bool = False,
     decoder: str | None = None,
+    precise_time: bool | None = None,
 ) -> MediaSettings:
     """MediaSettings from CLI options (None: not given). A bad value is one `error:` line naming its flag."""
     if max_frames is not None and num_frames is not None:
@@ -85,7 +89,7 @@ def media_settings(
         "folder_fps": folder_fps, "max_visual_tokens": max_visual_tokens, "image_merge_size": image_merge_size,
         "compression": False if no_compression else None,
         "frame_rule": frame_rule, "keyframes": keyframes or None, "allow_partial": allow_partial or None,
-        "decoder": decoder,
+        "decoder": decoder, "precise_time": precise_time,
     }
     return build(MediaSettings, values, name=lambda field: "--" + field.replace("_", "-"))
 

@@ -24,6 +24,7 @@ from vidlab.cli_common import (
     MaxVisualTokensOption,
     NoCompressionOption,
     NumFramesOption,
+    PreciseTimeOption,
     QuantizeOption,
     generation_options,
     media_settings,
@@ -153,6 +154,7 @@ def run_command(
     keyframes: KeyframesOption = False,
     allow_partial: AllowPartialOption = False,
     decoder: DecoderOption = None,
+    precise_time: PreciseTimeOption = None,
     max_new_tokens: MaxNewTokensOption = None,
     workers: Annotated[
         int, typer.Option(help="Threads decoding the next records' media ahead (0: none; default: one per core, "
@@ -178,6 +180,7 @@ def run_command(
         fps=fps, max_frames=max_frames, num_frames=num_frames, folder_fps=folder_fps,
         max_visual_tokens=max_visual_tokens, image_merge_size=image_merge_size, no_compression=no_compression,
         frame_rule=frame_rule, keyframes=keyframes, allow_partial=allow_partial, decoder=decoder,
+        precise_time=precise_time,
     )
     generation = generation_options(max_new_tokens=max_new_tokens)
     from vidlab.evaluation.run import PREDICTIONS, SKIPPED, RunOptions

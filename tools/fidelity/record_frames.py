@@ -103,8 +103,9 @@ def checkout(path: str | None) -> Path:
     if path:
         return Path(path)
     where = Path(tempfile.mkdtemp(prefix="vl3-")) / "VideoLLaMA3"
-    subprocess.run(["git", "clone", "--quiet", REPO_URL, str(where)], check=True)
-    subprocess.run(["git", "-C", str(where), "checkout", "--quiet", PINNED], check=True)
+    # only the code: the repository's videos and report are large and not needed
+    subprocess.run(["git", "clone", "--quiet", "--filter=blob:none", "--no-checkout", REPO_URL, str(where)], check=True)
+    subprocess.run(["git", "-C", str(where), "checkout", "--quiet", PINNED, "--", "videollama3"], check=True)
     return where
 
 

@@ -105,7 +105,10 @@ def test_run_skips_bad_records_resumes_and_does_not_depend_on_batch_size(tiny_mo
     assert 0 < red["visual_tokens"] <= red["visual_tokens_before_pruning"] < red["prompt_tokens"]
     assert 1 <= red["generated_tokens"] <= 6 and red["seconds"] > 0
     assert pic["references"] == ["Noise.", "Dots."] and pic["frames"] == []
-    assert rows[3]["frames"] == [[0.5]]  # the blue clip from 0.5 s, 1.5 s long: one tick, stamped in the video
+    # the blue clip from 0.5 s, 1.5 s long, read as the original's evaluation reads windows (precise_time:
+    # ticks from the file's start, kept from round(0.5) = 1, the first repeated as it comes half a tick
+    # late), stamped in the video
+    assert rows[3]["frames"] == [[0.5, 1.5]]
 
     skipped = [json.loads(line) for line in (tmp_path / "b3" / "skipped.jsonl").read_text().splitlines()]
     source = str(data_dir / "eval.jsonl")

@@ -170,3 +170,28 @@ def test_peak_memory_stays_far_below_the_frames_at_full_size(tmp_path, decoder):
     # Frames scaled while decoding: what remains is the decoder's own buffers (about 40 MB measured with PyAV,
     # 70 with torchcodec; loading torchcodec itself, before the baseline, costs 40-190 MB once per process).
     assert float(peak_mb) < 200, f"{peak_mb} MB above the baseline for {full_size_mb:.0f} MB of full-size frames"
+
+
+def test_seeks_that_overshoot_twice_lose_no_frame(tmp_path, monkeypatch):
+    """A container whose seeks land past the keyframe asked for (as MPEG program streams' byte seeks
+    do), twice in a row: the decoder looks again from keyframes further back and finds every frame."""
+    from vidlab.media import decode
+
+    path, _ = write_file(tmp_path, "short-gop.mp4")
+    table = read_frame_table(path)
+    keys = [int(p) for p in table.pts[table.keyframe]]
+    asked: list[int | None] = []
+    real_seek = decode._Reader.seek
+
+    def overshooting(self, pts):
+        asked.append(pts)
+        later = [k for k in keys if pts is not None and k > pts]
+        # each of the first two seeks to a keyframe lands one keyframe later
+        return real_seek(self, later[0] if later and len(asked) <= 2 else pts)
+
+    monkeypatch.setattr(decode._Reader, "seek", overshooting)
+    wanted = [100, 130, 200]
+    decoded = decode_frames(path, table, wanted)
+    assert sorted(decoded.rows) == wanted
+    assert [index_of(decoded.frames[i]) for i in wanted] == wanted
+    assert len(asked) >= 4  # two overshoots, then a seek that lands

@@ -89,9 +89,17 @@ def test_frame_folders_and_short_clips_go_by_frame_index_as_the_original_does():
 
 def test_num_frames_takes_linspace_of_all_frames_stamped_over_the_length():
     times, end = constant_rate(4, 10)
-    picks = pick_frames(Timeline(times, end, file_duration=4.0), Sampling(num_frames=4))
+    picks = pick_frames(Timeline(times, end, file_duration=4.0, rate=10.0), Sampling(num_frames=4))
     assert picks.frames == [0, 13, 26, 39]
     assert picks.stamps == pytest.approx([0.0, 4 * 13 / 39, 4 * 26 / 39, 4.0])  # linspace(0, 4, 40) at those
+
+
+def test_num_frames_on_a_variable_rate_video_resamples_it_at_its_nominal_rate_first():
+    # FFmpeg's constant-rate output: a frame held 2 s at a nominal 10 fps is shown 20 times
+    times = [0.0, 0.1, 0.2, 2.2, 2.3]
+    picks = pick_frames(Timeline(times, 2.4, file_duration=2.4, rate=10.0, nominal_rate=10.0,
+                                 durations=[0.1, 0.1, 2.0, 0.1, 0.1], single_stream=True), Sampling(num_frames=5))
+    assert picks.frames == [0, 2, 2, 2, 4]
 
 
 def test_keyframes_replace_each_pick_by_the_nearest_keyframe():

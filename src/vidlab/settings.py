@@ -52,6 +52,11 @@ class Sampling(BaseModel):
         "videollama3", description="videollama3: the frames and stamps of VideoLLaMA3's own loader, which the released "
         "models were trained with; on_screen: the frame on screen at each tick, stamped with its true time.",
     )
+    precise_time: bool | None = Field(
+        None, description="Clip windows as VideoLLaMA3's precise_time: true cuts after the fps filter (ticks from the "
+        "file's start, as its evaluation), false seeks first (ticks from the window's start, as its training and "
+        "chat); null: the command's own (vidlab eval true, the others false).",
+    )
     keyframes: bool = Field(
         False, description="Take the keyframe nearest each sampled frame (no decoding between keyframes: much faster "
         "on long videos; stamped with its true time).",

@@ -9,7 +9,7 @@ Three steps, each skipped when already done:
    `evaluation/benchmarks/*.py` import (numpy==1.24.4 and the unpinned pyarrow, pysubs2, pandas,
    openai, requests, tqdm as its requirements.txt lists them);
 3. this script again, inside that environment (`--inside`): it writes the rows of tools/fidelity/
-   corpus.py in each benchmark's published layout, builds the original's dataset classes on them,
+   benchmarks_corpus.py in each benchmark's published layout, builds the original's dataset classes on them,
    and records every prompt they make, every answer string of the corpus through every reader
    (the result, or the exception), and the row sets the loaders refuse.
 
@@ -133,7 +133,7 @@ def layout(name: str, rows) -> dict:
     import csv
     import io
 
-    import corpus
+    import benchmarks_corpus as corpus
 
     files: dict = {}
     if name in ("mvbench", "mlvu"):
@@ -261,7 +261,7 @@ def read_answers(dataset, data_id, answers: list[str]) -> list[dict]:
 
 def inside(work: Path, out: Path) -> None:
     sys.path.insert(0, str(HERE))
-    import corpus
+    import benchmarks_corpus as corpus
 
     stand_ins()
     classes = import_benchmarks(work)

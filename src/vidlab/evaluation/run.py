@@ -216,8 +216,12 @@ def _with_media(
     With the processor, video frames are decoded straight to the size it will use; with a clip cache,
     a video several records ask about is decoded once.
     """
+    settings = options.settings
+    if settings.precise_time is None:  # clip windows as VideoLLaMA3's evaluation reads them (precise_time=True)
+        settings = settings.model_copy(update={"precise_time": True})
+
     def load(record: EvalRecord):
-        return load_media(record.conversation, processor, options.settings, data_root=data_root, cache=cache)
+        return load_media(record.conversation, processor, settings, data_root=data_root, cache=cache)
 
     def outcome(record: EvalRecord, get) -> list | Skipped:
         try:

@@ -1,7 +1,8 @@
 """One call of the native VideoLLaMA3 processor: frames with their true times, a token budget, merge sizes.
 
 The processor writes `Time X.Xs:` before each frame from the video metadata; vidlab hands it the
-frames' true times (variable frame rate included) instead of letting it assume frame_index / fps.
+frame rule's stamps (variable frame rate included), rounded as VideoLLaMA3's template rounds them,
+instead of letting it assume frame_index / fps.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from transformers.video_utils import VideoMetadata
 from vidlab.errors import MediaError
 from vidlab.inputs.compressed import layout_processor
 from vidlab.media import VideoClip
+from vidlab.media.clip import announced_stamps
 from vidlab.models.template import video_compressor_of
 from vidlab.settings import MediaSettings
 
@@ -42,7 +44,7 @@ def video_metadata(clip: VideoClip) -> TimedVideoMetadata:
         height=height,
         duration=clip.duration,
         frames_indices=clip.frame_indices,
-        frame_times=clip.stamps,
+        frame_times=announced_stamps(clip),  # rounded as VideoLLaMA3's template rounds them
     )
 
 

@@ -32,6 +32,8 @@ class VideoClip:
         warnings: what the user should know about this video (frames lost to damaged packets, a
             cut file used as it is).
         decoder: the library that decoded them ("pyav" or "torchcodec"; Sampling.decoder chooses).
+        numpy_stamps: the original's stamps for these frames are numpy floats (its FFmpeg path), which
+            its chat template rounds numpy-style (`announced_stamps`).
         key: what identifies these frames (set by `ClipCache`: the file and the settings that made
             them); None when unknown. Vision features computed from them are cached under it.
     """
@@ -48,9 +50,22 @@ class VideoClip:
     warnings: list[str] = field(default_factory=list)
     decoder: str = "pyav"
     key: Hashable | None = None
+    numpy_stamps: bool = False
 
     def __len__(self) -> int:
         return len(self.timestamps)
+
+
+def announced_stamps(clip: VideoClip) -> list[float]:
+    """The stamps as the prompt announces them, for `f"Time {t:.1f}s:"`.
+
+    VideoLLaMA3's template writes `round(1)` of each stamp: numpy's rounding for the numpy floats of
+    its FFmpeg path (x10, halves to even: 2.15 -> 2.2, 0.85 -> 0.8), Python's (the nearest of the
+    exact binary value: 2.15 -> 2.1) for its frame-index path. One decimal rounded here prints the same.
+    """
+    if not clip.numpy_stamps:
+        return list(clip.stamps)
+    return np.round(np.asarray(clip.stamps, dtype=np.float64), 1).tolist()
 
 
 def require_exists(path: str | Path) -> Path:

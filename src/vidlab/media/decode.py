@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 # Frames before a pick from which non-reference frames are decoded again (more than frame
 # reordering ever keeps in flight).
 _NEAR = 24
+_UNSEEKABLE_FORMATS = {"mpeg", "mpegts", "mpegvideo"}
+# Times a missed frame is looked for again, each from one keyframe further back.
+_RETRIES = 4
 
 
 @dataclass
@@ -70,8 +73,12 @@ class _Reader:
         self.pending: deque = deque()  # decoded, not yet handed out (one packet can give several frames)
         self.last_pts: int | None = None  # of the last frame handed out; None: nothing since the last seek
 
-    def seek(self, pts: int) -> None:
-        self.container.seek(pts, stream=self.stream, backward=True, any_frame=False)
+    def seek(self, pts: int | None) -> None:
+        """To the keyframe at or before `pts`; None: to the start of the file."""
+        if pts is None:
+            self.container.seek(0, backward=True, any_frame=False)
+        else:
+            self.container.seek(pts, stream=self.stream, backward=True, any_frame=False)
         self.packets = self.container.demux(self.stream)
         self.pending.clear()
         self.last_pts = None
@@ -121,17 +128,22 @@ def decode_frames(
         # np.empty touches no memory: rows of frames that cannot be decoded cost nothing.
         result = Decoded(np.empty((len(order), *upright, 3), np.uint8))
         reader = _Reader(container, stream, result)
-        retried: set[int] = set()
+        # MPEG program and transport streams seek by byte position: the frames after such a seek can
+        # carry the wrong timestamps, so these are decoded straight through (they are rarely long).
+        seekable = container.format.name not in _UNSEEKABLE_FORMATS
+        retries: dict[int, int] = {}  # target -> times it was missed and looked for again
         k = 0
         while k < len(order):
             target = order[k]
             target_pts = int(table.pts[target])
             start = table.keyframe_at_or_before(target)
+            for _ in range(retries.get(target, 0) - 1):  # a second miss: one keyframe further back each time
+                start = table.keyframe_at_or_before(max(start - 1, 0))
             position = table.index_of(reader.last_pts) if reader.last_pts is not None else -1
-            if position > target or start > position:
-                reader.seek(int(table.pts[start]))
+            if position > target or (seekable and start > position):
+                reader.seek(int(table.pts[start]) if seekable else None)
             near_pts = int(table.pts[max(target - _NEAR, 0)])
-            far = (reader.last_pts is None or reader.last_pts < near_pts) and target not in retried
+            far = (reader.last_pts is None or reader.last_pts < near_pts) and target not in retries
             context.skip_frame = "NONKEY" if keyframes_only else "NONREF" if far else "DEFAULT"
             passed = True  # until the target shows up
             for frame in reader.frames():
@@ -145,9 +157,11 @@ def decode_frames(
                     result.rows[target] = k
                     passed = False
                 break
-            if passed and target not in retried and reader.last_pts is not None and reader.last_pts > target_pts:
-                # A skipped non-reference frame, or a seek that overshot: once more, from its keyframe.
-                retried.add(target)
+            tries = retries.get(target, 0)
+            if passed and tries < _RETRIES and reader.last_pts is not None and reader.last_pts > target_pts:
+                # A skipped non-reference frame, or a seek that overshot: again, from its keyframe, then from
+                # earlier ones (an MPEG program stream seeks by byte position and can overshoot again).
+                retries[target] = tries + 1
                 reader.last_pts = int(table.pts[-1]) + 1  # forces a seek back
                 continue
             k += 1

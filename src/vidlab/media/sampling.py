@@ -4,18 +4,19 @@ Two rules (`Sampling.frame_rule`):
 
 - "videollama3" (the default): the frames and stamps VideoLLaMA3's own loader gives
   (`load_video` in its mm_utils.py), which the released checkpoints were trained and evaluated
-  with. FFmpeg's `fps` filter with round=down makes one tick per 1/fps seconds from the start of
-  the file (or of the clip), floor(length x fps) ticks in all; tick n shows the last frame that
-  started before (n+1)/fps, so a frame held across a freeze is shown at each of its ticks. The
-  stamps are start + n/fps, where start is the stream's start time, or the clip's start (a time in
-  the video, not 0). More than max_frames are thinned by taking linspace(0, n-1, max_frames) of
-  them. Frame folders, GIFs and clips shorter than a second go, as in the original, by frame
+  with: its FFmpeg command line (the fps filter with round=down, constant-rate output, a clip
+  window cut before decoding or, with `precise_time`, after the filter) simulated step by step in
+  ffmpeg_rule.py, stamped start + n/fps as the original stamps them (start: the stream's start
+  time, or the clip's start: a time in the video, not 0), more than max_frames thinned by
+  linspace. Frame folders, GIFs and clips shorter than a second go, as in the original, by frame
   index at a fixed rate (3 frames a second for folders, 25 for GIFs): the middle frame of each
-  1/fps-long run, stamped index / rate.
+  1/fps-long run, stamped index / rate. tests/test_fidelity_frames.py holds it to recordings of
+  the original itself.
 - "on_screen": the frame on screen at each tick n/fps, each frame at most once, stamped with its
   true time from the clip start; more than max_frames thinned evenly (vidlab 0.1's rule).
 
-`num_frames` takes that many evenly spaced frames instead (VideoLLaMA3: all frames, linspace);
+`num_frames` takes that many evenly spaced frames instead (VideoLLaMA3: FFmpeg's frames at the
+stream's nominal rate, linspace);
 `min_frames` tops up a short video evenly. With `keyframes` each frame is replaced by the nearest
 keyframe (no decoding between keyframes: for very long videos), stamped with its true time.
 """
@@ -23,13 +24,13 @@ keyframe (no decoding between keyframes: for very long videos), stamped with its
 from __future__ import annotations
 
 import bisect
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
 
+from vidlab.media.ffmpeg_rule import command, ffmpeg_frames, ffmpeg_stamps
 from vidlab.settings import Sampling
 
 # The original loader reads GIFs by index, assuming this rate (imageio gives no timing).
@@ -51,6 +52,10 @@ class Timeline:
         rate: the average frame rate.
         index_rate: the original reads this video by frame index at this rate (frame folders, GIFs).
         keyframe: whether each frame is a keyframe (for `Sampling.keyframes`); None: all are.
+        nominal_rate: the stream's r_frame_rate (FFmpeg's output rate without an fps filter); None: rate.
+        single_stream: the file holds no stream but the video (FFmpeg's output timing depends on it).
+        durations: each frame's packet duration, seconds (0: none given); None: unknown.
+        ts_discont: the container's timestamps may jump (MPEG program and transport streams).
     """
 
     times: Sequence[float]
@@ -61,6 +66,10 @@ class Timeline:
     rate: float = 25.0
     index_rate: float | None = None
     keyframe: Sequence[bool] | None = None
+    nominal_rate: float | None = None
+    single_stream: bool = False
+    durations: Sequence[float] | None = None
+    ts_discont: bool = False
 
 
 @dataclass(frozen=True)
@@ -69,6 +78,7 @@ class Picks:
 
     frames: list[int]
     stamps: list[float]
+    numpy_stamps: bool = False  # the original's stamps are numpy floats here: its prompt rounds them numpy-style
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -99,7 +109,7 @@ def pick_frames(timeline: Timeline, sampling: Sampling, start: float | None = No
         picks = _fps_filter(timeline, sampling, start, end)
     if not picks.frames:  # a window that holds no frame start: the frame on screen when it opens
         first = frame_on_screen(timeline.times, start or 0.0)
-        picks = Picks([first], [0.0 if sampling.frame_rule == "on_screen" else float(start or 0.0)])
+        picks = Picks([first], [0.0 if sampling.frame_rule == "on_screen" else float(start or 0.0)], picks.numpy_stamps)
     picks = _top_up(timeline, picks, sampling, start, end)
     return _nearest_keyframes(timeline, picks, start) if sampling.keyframes else picks
 
@@ -163,57 +173,24 @@ def _by_index(timeline: Timeline, sampling: Sampling, start: float | None, end: 
     return Picks(frames, [frame / rate for frame in frames])
 
 
+def _fps_filter(timeline: Timeline, sampling: Sampling, start: float | None, end: float | None) -> Picks:
+    """The original's FFmpeg path (simulated in ffmpeg_rule.py), its stamps and its linspace thinning."""
+    length = timeline.file_duration if timeline.file_duration is not None else timeline.first_offset + timeline.end
+    cmd = command(timeline.stream_start, length, start, end, bool(sampling.precise_time))
+    fps = None if sampling.num_frames is not None else float(_rate_fraction(sampling.fps))
+    nominal = timeline.nominal_rate or timeline.rate
+    frames = ffmpeg_frames(timeline.times, timeline.end, timeline.first_offset, nominal, cmd, fps,
+                           timeline.single_stream, timeline.durations, timeline.ts_discont)
+    stamps = ffmpeg_stamps(cmd, len(frames), None if fps is None else sampling.fps)
+    most = sampling.num_frames if sampling.num_frames is not None else sampling.max_frames
+    if len(frames) > most:
+        chosen = evenly_spaced(len(frames), most)
+        frames, stamps = [frames[i] for i in chosen], [stamps[i] for i in chosen]
+    return Picks(frames, stamps, numpy_stamps=True)
+
+
 def _rate_fraction(fps: float) -> Fraction:
     return Fraction(fps).limit_denominator(_RATE_DENOMINATOR)
-
-
-_NUDGE = 1e-9
-
-
-def _fps_filter(timeline: Timeline, sampling: Sampling, start: float | None, end: float | None) -> Picks:
-    """The original's FFmpeg path: input seeking to the clip, the fps filter with round=down, linspace thinning."""
-    length = timeline.file_duration if timeline.file_duration is not None else timeline.first_offset + timeline.end
-    trimmed = start is not None or end is not None
-    if start is not None:
-        clip_start = max(timeline.stream_start, start)
-        length -= clip_start - start
-    else:
-        clip_start = timeline.stream_start
-    if end is not None:
-        length = min(length, end - clip_start)
-    # Frame times on FFmpeg's output timeline: the file's time 0, or the clip start when trimmed.
-    origin = clip_start if trimmed else 0.0
-    times = np.asarray(timeline.times) + (timeline.first_offset - origin)
-    first = int(np.searchsorted(times, -1e-9, side="left"))
-    last = int(np.searchsorted(times, length - 1e-9, side="left")) if trimmed else len(times)
-    if last <= first:
-        return Picks([], [])
-    # The filter stops at the end of the last frame, or (trimmed) where the next frame would start.
-    stop = float(times[last]) if trimmed and last < len(times) else timeline.first_offset + timeline.end - origin
-
-    if sampling.num_frames is not None:  # no fps filter: every frame, stamps spread over the length
-        stamps = np.linspace(clip_start, clip_start + length, last - first).tolist()
-        chosen = evenly_spaced(last - first, sampling.num_frames)
-        return Picks([first + i for i in chosen], [stamps[i] for i in chosen])
-
-    fps = float(_rate_fraction(sampling.fps))
-    # FFmpeg rescales each frame's timestamp to the 1/fps time base rounding down: tick = floor(t * fps).
-    # Times are pts x time base (denominators below a million, so two different exact values of t * fps
-    # differ by far more than 1e-9): the nudge puts a frame at exactly 2 s at tick 2, not 1.
-    tick_of = np.floor(times[first:last] * fps + _NUDGE).astype(np.int64)
-    last_tick = math.floor(stop * fps + _NUDGE)
-    ticks = np.arange(int(tick_of[0]), last_tick)
-    # tick n shows the last frame whose tick is n or before (a frame is held until the next one starts)
-    frames = (first + np.searchsorted(tick_of, ticks, side="right") - 1).tolist()
-    step = 1 / sampling.fps
-    stamps = np.arange(clip_start, clip_start + length + step, step)[: len(frames)].tolist()
-    # The original's stamps stop at the clip length, but a frame held past it can still be shown;
-    # its stamps go on at the same step (the original would announce fewer times than frames).
-    stamps += [clip_start + k * step for k in range(len(stamps), len(frames))]
-    if len(frames) > sampling.max_frames:
-        chosen = evenly_spaced(len(frames), sampling.max_frames)
-        frames, stamps = [frames[i] for i in chosen], [stamps[i] for i in chosen]
-    return Picks(frames, stamps)
 
 
 def _top_up(timeline: Timeline, picks: Picks, sampling: Sampling, start: float | None, end: float | None) -> Picks:

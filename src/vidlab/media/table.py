@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 
 # AVIndexEntry flags (libavformat).
 _INDEX_KEYFRAME, _INDEX_DISCARD = 1, 2
+# AVInputFormat flag: the format's timestamps may jump (libavformat's AVFMT_TS_DISCONT).
+_TS_DISCONT = 0x0200
 # A stream whose readable frames end this much before the length its header declares is a cut file.
 TRUNCATED_SHORTFALL = (1.0, 0.1)  # seconds, and share of the declared length: both must be exceeded
 
@@ -50,6 +52,11 @@ class FrameTable:
         stream_index: the video stream's index among all the file's streams.
         reorders: frames are decoded in another order than they are shown (B-frames).
         pixel_format: how the frames are stored (FFmpeg's name, e.g. yuv420p; "" when unknown).
+        nominal_rate: FFmpeg's guess of the stream's frame rate (r_frame_rate; the rate its command line
+            writes at when no filter sets one); None: unknown.
+        single_stream: the file holds no other stream (audio, subtitles) than this one.
+        durations: each frame's packet duration in seconds (0 where the container gives none; None: unknown).
+        ts_discont: the container's timestamps may jump (AVFMT_TS_DISCONT: MPEG program and transport streams).
     """
 
     pts: np.ndarray  # int64
@@ -69,6 +76,10 @@ class FrameTable:
     stream_index: int = 0
     reorders: bool = False
     pixel_format: str = ""
+    nominal_rate: float | None = None
+    single_stream: bool = False
+    durations: np.ndarray | None = None  # float64
+    ts_discont: bool = False
 
     def __len__(self) -> int:
         return len(self.pts)
@@ -140,6 +151,8 @@ class _Header:
     stream_index: int
     reorders: bool
     pixel_format: str
+    nominal_rate: float | None
+    ts_discont: bool
 
 
 def _header(container: av.container.InputContainer, stream) -> _Header:
@@ -159,6 +172,8 @@ def _header(container: av.container.InputContainer, stream) -> _Header:
         stream_index=stream.index,
         reorders=bool(stream.codec_context.has_b_frames),
         pixel_format=stream.codec_context.pix_fmt or "",
+        nominal_rate=float(stream.guessed_rate) if stream.guessed_rate else None,
+        ts_discont=bool(container.format.flags & _TS_DISCONT),
     )
 
 
@@ -169,7 +184,10 @@ def _declared_end(header: _Header, first: float) -> float | None:
         start = header.stream_start if header.stream_start is not None else first
         return header.stream_duration + start - first
     if header.file_duration is not None and header.only_stream:
-        return header.file_duration + header.file_start - first
+        # Matroska states its length from time 0, not from its first timestamp (a file starting at
+        # 2.5 s "lasts" 6.5 s for 4 s of video): of the two readings the shorter one, so as never to
+        # call a whole file cut
+        return min(header.file_duration + header.file_start, header.file_duration) - first
     return None
 
 
@@ -183,7 +201,7 @@ def _frame_length(times: np.ndarray, last_duration: float, rate: float) -> float
 
 
 def _table(
-    pts, keyframe, last_duration: int, header: _Header, rotation: int, source: str
+    pts, keyframe, last_duration: int, header: _Header, rotation: int, source: str, durations=None
 ) -> FrameTable:
     tb = header.time_base
     pts = np.asarray(pts, dtype=np.int64)
@@ -199,6 +217,8 @@ def _table(
         file_duration=header.file_duration, declared_end=_declared_end(header, first), rate=header.rate,
         rotation=rotation, width=header.width, height=header.height, source=source,
         stream_index=header.stream_index, reorders=header.reorders, pixel_format=header.pixel_format,
+        nominal_rate=header.nominal_rate, single_stream=header.only_stream, ts_discont=header.ts_discont,
+        durations=None if durations is None else np.asarray(durations, dtype=np.float64) * float(tb),
     )
 
 
@@ -235,14 +255,15 @@ def _from_index(path: Path, stream, header: _Header, rotation: int) -> FrameTabl
         last_duration = int(gaps[-1]) if len(gaps) else 0
     keyframe = (flags[:count] & _INDEX_KEYFRAME).astype(bool)
     keyframe[0] = True
-    return _table(dts[:count] + shift, keyframe, max(last_duration, 0), header, rotation, "index")
+    sample_durations = np.append(gaps[: count - 1], max(last_duration, 0)) if count else None
+    return _table(dts[:count] + shift, keyframe, max(last_duration, 0), header, rotation, "index", sample_durations)
 
 
 def _from_packets(path: Path, header: _Header, rotation: int) -> FrameTable | None:
     """The table from one pass over the packets (no decoding); None when packets carry no timestamps."""
     with open_video(path) as container:
         stream = video_stream(container, path)
-        frames: list[tuple[int, bool]] = []
+        frames: list[tuple[int, bool, int]] = []
         last_duration = 0
         try:
             for packet in container.demux(stream):
@@ -250,17 +271,17 @@ def _from_packets(path: Path, header: _Header, rotation: int) -> FrameTable | No
                     continue  # flush or discarded packets carry no frame
                 if packet.pts is None:
                     return None
-                frames.append((packet.pts, packet.is_keyframe))
+                frames.append((packet.pts, packet.is_keyframe, packet.duration or 0))
                 last_duration = packet.duration or last_duration
         except av.error.FFmpegError as err:
             log.warning("%s: reading packets stopped early (%s); using the frames before it", path, err)
         if not frames:
             return None
         frames.sort()
-        pts = [p for p, _ in frames]
-        keyframe = [k for _, k in frames]
+        pts = [p for p, _, _ in frames]
+        keyframe = [k for _, k, _ in frames]
         keyframe[0] = True
-        return _table(pts, keyframe, last_duration, header, rotation, "packets")
+        return _table(pts, keyframe, last_duration, header, rotation, "packets", [d for _, _, d in frames])
 
 
 def _from_decoding(path: Path, header: _Header, rotation: int) -> FrameTable:

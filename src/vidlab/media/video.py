@@ -27,6 +27,8 @@ def timeline(table: FrameTable, index_rate: float | None = None) -> Timeline:
     return Timeline(
         times=table.times, end=table.end, first_offset=table.first_offset, stream_start=table.stream_start,
         file_duration=table.file_duration, rate=table.rate, index_rate=index_rate, keyframe=table.keyframe,
+        nominal_rate=table.nominal_rate, single_stream=table.single_stream, durations=table.durations,
+        ts_discont=table.ts_discont,
     )
 
 
@@ -100,5 +102,6 @@ def load_video_file(
         end=min(end, table.end) if end is not None else table.end,
         warnings=warnings,
         decoder=decoded.decoder,
+        numpy_stamps=picks.numpy_stamps,
     )
 

@@ -45,7 +45,7 @@ TEMPLATE_FAILS = "the original's template fails (fewer stamps than frames); vidl
 
 
 def index_of(frame: np.ndarray) -> int:
-    """The index a corpus frame shows (tools/fidelity/frames_corpus.py draws it); a frame shown upright is turned back."""
+    """The index a corpus frame shows (drawn by tools/fidelity/frames_corpus.py); an upright frame is turned back."""
     if frame.shape[0] > frame.shape[1]:
         frame = np.rot90(frame, -1)
     bar = frame.shape[1] // BITS

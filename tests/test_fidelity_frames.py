@@ -124,6 +124,7 @@ def test_numpy_rounding_reaches_the_native_processors_prompt(tiny_model_dir):
 
     from vidlab.conversation import parse_record
     from vidlab.inputs import build_inputs, load_media
+    from vidlab.settings import MediaSettings
 
     processor = AutoProcessor.from_pretrained(tiny_model_dir)
     for case_id in ["cfr25.mp4|window|fps=1.0|max=180|num=None|2.15-4.4|precise=True",
@@ -131,7 +132,8 @@ def test_numpy_rounding_reaches_the_native_processors_prompt(tiny_model_dir):
         case = CASES[case_id]
         record = parse_record({"video": str(MEDIA / case["file"]), "start": case["start"], "end": case["end"],
                                "conversations": [{"from": "human", "value": "<video>\nQ"}]})
-        inputs = build_inputs(record, load_media(record, sampling=sampling_of(case)), processor)
+        settings = MediaSettings(**sampling_of(case).model_dump())
+        inputs = build_inputs(record, load_media(record, processor, settings), processor)
         text = processor.tokenizer.decode(inputs.tensors["input_ids"][0])
         assert prompt_stamps(text) == prompt_stamps(case["prompt"])
         assert any(t.endswith("5") for t in np.round(np.asarray(case["stamps"]) * 100).astype(int).astype(str))

@@ -121,7 +121,7 @@ class Scheduler:
                              "request again.", code="not_ready", retry_after=1)
         if self._waiting >= self.max_queue:
             raise ServeError(429, f"the server's queue is full ({self.max_queue} requests waiting). Retry after the "
-                             "Retry-After seconds, or start the server with a larger --max-queue.",
+                             "Retry-After seconds (the server's max_queue).",
                              code="queue_full", retry_after=self.retry_after())
         loop = asyncio.get_running_loop()
         job = Job(stream=stream, future=loop.create_future(), pieces=asyncio.Queue() if stream else None)

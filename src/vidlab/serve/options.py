@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from vidlab.settings import GenerationOptions, MediaSettings
 
@@ -59,6 +59,46 @@ class ServeOptions(BaseModel):
         None, ge=0, allow_inf_nan=False, description="Vision-encoder outputs kept across requests, in MiB, shared by "
         "the base model and its adapters (none: VisionCache's own bound).",
     )
+    max_fps: float = Field(
+        60.0, gt=0, allow_inf_nan=False, description="Most frames decoded per second of video; a request's fps above "
+        "the file's own rate is taken as that rate first (it costs nothing), above this it is a 400.",
+    )
+    max_video_frames: int = Field(
+        256, ge=1, description="Most frames one video may be sampled to (a request's num_frames, max_frames, "
+        "min_frames above it are a 400).",
+    )
+    max_request_frames: int = Field(
+        512, ge=1, description="Most video frames one request may hold, all its videos together (counted from each "
+        "file's header before decoding).",
+    )
+    max_request_video_seconds: float = Field(
+        3600.0, gt=0, allow_inf_nan=False, description="Most seconds of video one request may send, all its videos "
+        "(or their clip windows) together.",
+    )
+    max_request_visual_tokens: int = Field(
+        32768, ge=1, description="Most visual tokens (before DiffFP pruning) one request may hold, all its media "
+        "together.",
+    )
+    max_request_text_chars: int = Field(
+        262144, ge=1, description="Most characters of text one request may hold, all its messages together (checked "
+        "before tokenizing).",
+    )
+    shrink_to_fit: bool = Field(
+        False, description="Give a prompt that does not fit the context with its max_tokens fewer, smaller video "
+        "frames instead of refusing it with a 400 (vLLM refuses).",
+    )
+    allowed_media_domains: tuple[str, ...] | None = Field(
+        None, description="Host names remote media URLs may name (exactly, or a subdomain of one); none: any "
+        "public host.",
+    )
+    allow_private_media_addresses: bool = Field(
+        False, description="Fetch remote media from private, loopback and link-local addresses too (after DNS "
+        "resolution these are refused by default).",
+    )
+    trust_media_uuids: bool = Field(
+        False, description="A part with a url and a uuid the server has seen is answered from the cache without "
+        "reading the url (faster, but a client can then see another's media by reusing its uuid).",
+    )
     media: MediaSettings = Field(
         default_factory=MediaSettings,
         description="Frame sampling and visual-token settings of a request that sets none.",
@@ -66,6 +106,16 @@ class ServeOptions(BaseModel):
     generation: GenerationOptions = Field(
         default_factory=GenerationOptions, description="Decoding settings of a request that sets none."
     )
+
+    @model_validator(mode="after")
+    def _defaults_within_ceilings(self) -> ServeOptions:
+        frames = max(self.media.max_frames, self.media.min_frames, self.media.num_frames or 0)
+        if frames > self.max_video_frames:
+            raise ValueError(f"the default frames per video ({frames}) are above max_video_frames "
+                             f"({self.max_video_frames})")
+        if self.media.fps > self.max_fps:
+            raise ValueError(f"the default fps ({self.media.fps:g}) is above max_fps ({self.max_fps:g})")
+        return self
 
     @property
     def max_media_bytes(self) -> int:

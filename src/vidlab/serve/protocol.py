@@ -34,6 +34,7 @@ _UNSUPPORTED = {
     "chat_template_kwargs": None, "documents": None, "logits_processors": None, "vllm_xargs": None,
 }
 MAX_STOP_STRINGS = 16
+_UNION_TAGS = {"str", "int", "float", "bool", "list", "dict", "none"}
 SEED_RANGE = (-(1 << 63), (1 << 64) - 1)  # what torch.manual_seed takes
 
 
@@ -44,7 +45,7 @@ class StreamOptions(BaseModel):
 
 
 # JSON's types as they are: `true` is not 1, "yes" is not true, "2" is not 2 (a number may be written 2 or 2.0).
-Number = StrictFloat | StrictInt
+Number = StrictFloat
 
 
 class ChatRequest(BaseModel):
@@ -96,7 +97,9 @@ def parse_request(body: Any) -> ChatRequest:
         request = ChatRequest.model_validate(body)
     except ValidationError as err:
         first = err.errors()[0]
-        param = ".".join(str(part) for part in first["loc"]) or None
+        # the field's path, without the names pydantic gives the members of a union (`stop.list[str].1` -> `stop.1`)
+        param = ".".join(str(part) for part in first["loc"] if part not in _UNION_TAGS and "[" not in str(part)) \
+            or None
         raise ServeError(400, "; ".join(describe_errors(err)) + ". Fix the request.", code="invalid_value",
                          param=param) from None
     fmt = (request.response_format or {}).get("type", "text")

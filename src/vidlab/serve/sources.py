@@ -148,7 +148,8 @@ async def _public_address(host: str, port: int, options: ServeOptions) -> str | 
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError):
         return None
-    addresses = [info[4][0] for info in infos]
+    # IPv4 first: a host often listens on one family only, and most on IPv4
+    addresses = sorted((info[4][0] for info in infos), key=lambda address: ":" in address)
     if not addresses:
         return None
     if options.allow_private_media_addresses:

@@ -61,7 +61,7 @@ class _ClientGone(Exception):
 async def _read_json(request: Request, limit: int) -> Any:
     declared = request.headers.get("content-length", "")
     too_large = ServeError(413, f"the request body is over the server's limit of {limit / (1 << 20):.1f} MiB "
-                           "(max_media_mb x max_media_parts). Send smaller media or fewer parts.",
+                           "(max_body_mb, max_media_mb x max_media_parts). Send smaller media or fewer parts.",
                            code="request_too_large")
     if declared.isdigit() and int(declared) > limit:
         raise too_large

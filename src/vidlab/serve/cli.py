@@ -69,6 +69,7 @@ def serve_command(
         float | None, typer.Option(help=_serve("max_video_seconds"), show_default=False)
     ] = None,
     max_media_parts: Annotated[int | None, typer.Option(help=_serve("max_media_parts"), show_default=False)] = None,
+    max_body_mb: Annotated[float | None, typer.Option(help=_serve("max_body_mb"), show_default=False)] = None,
     remote_timeout: Annotated[float | None, typer.Option(help=_serve("remote_timeout"), show_default=False)] = None,
     api_key: Annotated[
         str | None, typer.Option(envvar="VIDLAB_API_KEY", help=_serve("api_key") + " Or set VIDLAB_API_KEY.",
@@ -127,7 +128,8 @@ def serve_command(
     generation = generation_options(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
     options = build(ServeOptions, {
         "media_root": media_root, "allow_remote_media": allow_remote_media or None, "max_media_mb": max_media_mb,
-        "max_video_seconds": max_video_seconds, "max_media_parts": max_media_parts, "remote_timeout": remote_timeout,
+        "max_video_seconds": max_video_seconds, "max_media_parts": max_media_parts, "max_body_mb": max_body_mb,
+        "remote_timeout": remote_timeout,
         "api_key": api_key, "max_batch": max_batch, "max_queue": max_queue, "batch_wait_ms": batch_wait_ms,
         "max_model_len": max_model_len, "decode_workers": decode_workers, "media": media, "generation": generation,
         "max_fps": max_fps, "max_video_frames": max_video_frames, "max_request_frames": max_request_frames,

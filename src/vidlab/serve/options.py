@@ -33,6 +33,10 @@ class ServeOptions(BaseModel):
         None, gt=0, allow_inf_nan=False, description="Longest video a request may send, in seconds (none: no limit)."
     )
     max_media_parts: int = Field(8, ge=1, description="Most images and videos one request may hold.")
+    max_body_mb: float = Field(
+        256.0, gt=0, allow_inf_nan=False, description="Largest request body in MiB, base64 media included (the "
+        "body is also never larger than max_media_parts uploads of max_media_mb).",
+    )
     remote_timeout: float = Field(
         30.0, gt=0, allow_inf_nan=False, description="Seconds a remote media download may take in all."
     )
@@ -123,5 +127,6 @@ class ServeOptions(BaseModel):
 
     @property
     def max_body_bytes(self) -> int:
-        """Largest request body: every media part at its limit, base64-encoded, plus 1 MiB of text."""
-        return self.max_media_parts * self.max_media_bytes * 4 // 3 + MIB
+        """Largest request body: every media part at its limit, base64-encoded, plus 1 MiB of text; at most
+        `max_body_mb`."""
+        return min(self.max_media_parts * self.max_media_bytes * 4 // 3 + MIB, int(self.max_body_mb * MIB))

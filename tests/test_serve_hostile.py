@@ -34,7 +34,7 @@ def options(**changes) -> ServeOptions:
     values = {"allow_remote_media": True, "allow_private_media_addresses": True, "max_media_mb": 0.5,
               "remote_timeout": 1.5, "max_fps": 30, "max_video_frames": 16, "max_request_frames": 24,
               "max_request_video_seconds": 100, "max_request_text_chars": 20_000, "max_media_parts": 3,
-              "max_model_len": 2048, "media": MediaSettings(max_frames=16),
+              "max_model_len": 2048, "media": MediaSettings(max_frames=16), "batch_wait_ms": 50,
               "generation": GenerationOptions(max_new_tokens=TOKENS)}
     return ServeOptions(**{**values, **changes})
 
@@ -384,6 +384,41 @@ def test_a_500_is_counted_and_shows_no_internals(server):
     assert wait_for(lambda: metric(url, "vidlab_serve_requests_total", key=None, route="/v1/chat/completions",
                                    model="", status="500") == before + 1)
     assert answer(url, chat("Say something.")) is not None
+
+
+def test_a_request_that_breaks_its_batch_fails_alone(server):
+    url, app = server
+    scheduler = app.state.engine.scheduler
+    original = scheduler.run_batch
+    shared = []
+
+    def poisoned(jobs):
+        if any("poison" in job.payload.sample.text for job in jobs):
+            shared.append(len(jobs))
+            raise RuntimeError("this request breaks generation")
+        return original(jobs)
+
+    good = [chat(f"Question {i}?") for i in range(4)]
+    alone = [answer(url, body) for body in good]
+    start = threading.Barrier(5)
+
+    def send(body):
+        start.wait(timeout=30)
+        return post(url, body, key=None)
+
+    scheduler.run_batch = poisoned
+    try:
+        for _ in range(3):  # until the poisoned request shares a batch (bounded)
+            with ThreadPoolExecutor(5) as pool:
+                bad = pool.submit(send, chat("poison"))
+                others = [pool.submit(send, body) for body in good]
+                assert bad.result(timeout=60).status_code == 500
+                assert [f.result(timeout=60).json()["choices"][0]["message"]["content"] for f in others] == alone
+            if max(shared) > 1:
+                break
+    finally:
+        scheduler.run_batch = original
+    assert max(shared) > 1  # it did share a batch, and its neighbours were answered as alone
 
 
 def test_a_ray_task_error_is_not_shown_raw():

@@ -269,7 +269,13 @@ class Engine:
         wanted = {i: ref for i, ref in enumerate(refs) if self.resolver.needs_download(ref)}
         if not wanted:
             return {}
-        got = await asyncio.gather(*(sources.download(ref.url, self.options, ref.param) for ref in wanted.values()))
+        tasks = [asyncio.ensure_future(sources.download(ref.url, self.options, ref.param)) for ref in wanted.values()]
+        try:
+            got = await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:  # one failed (or the client left): the others stop now, not at their deadline
+                task.cancel()
+            raise
         return dict(zip(wanted, got))
 
     def _processor(self):

@@ -455,3 +455,11 @@ def test_memory_settles_after_a_round_of_every_hostile_request(server, media):
     with Memory():
         statuses = [post(url, body, key=None).status_code for body in bodies for _ in range(3)]
     assert statuses == [200] * 3 + [400] * 6 + [413] * 3
+
+
+def test_library_wording_for_the_command_line_is_left_out_of_api_errors():
+    from vidlab.serve.errors import client_text
+
+    assert client_text("a.mp4: cut short (allow_partial: --allow-partial). Get it again. Or pass --decoder pyav.") == \
+        "a.mp4: cut short. Get it again."
+    assert client_text("a.mp4: too long. Shorten it.") == "a.mp4: too long. Shorten it."

@@ -8,6 +8,7 @@ what to change. Anything else is a bug in vidlab: that request gets a 500, the s
 from __future__ import annotations
 
 import math
+import re
 
 from vidlab.errors import (
     ClipWindowError,
@@ -45,11 +46,22 @@ _CLIENT_WORDING = {
 }
 
 
+_FLAG = re.compile(r"(^|[\s(/])--[a-z][a-z-]+")
+_FLAG_ASIDE = re.compile(r" ?\([^()]*--[a-z][^()]*\)")
+
+
 def client_text(message: str) -> str:
     """A library error's message as an API client reads it (no command-line options, no record files)."""
     for said, meant in _CLIENT_WORDING.items():
         message = message.replace(said, meant)
-    return message
+    if not _FLAG.search(message):
+        return message
+    # Wording not known above: asides naming options go, and so do later sentences (the fix for a command-line
+    # user) that name one; the first sentence says what is wrong and stays.
+    message = _FLAG_ASIDE.sub("", message)
+    first, *rest = message.split(". ")
+    kept = ". ".join([first, *(sentence for sentence in rest if not _FLAG.search(sentence))])
+    return kept if kept.endswith(".") else kept + "."
 
 
 class ServeError(VidlabError):

@@ -463,3 +463,19 @@ def test_library_wording_for_the_command_line_is_left_out_of_api_errors():
     assert client_text("a.mp4: cut short (allow_partial: --allow-partial). Get it again. Or pass --decoder pyav.") == \
         "a.mp4: cut short. Get it again."
     assert client_text("a.mp4: too long. Shorten it.") == "a.mp4: too long. Shorten it."
+
+
+def test_trusted_uuids_skip_reading_the_url(tiny_model, media):
+    with _Host((media / "moving.mp4").read_bytes()) as host:
+        app = create_app(tiny_model, name="tiny", options=options(trust_media_uuids=True))
+        with running(app) as url:
+            first = post(url, chat([video(f"{host.url}/v.mp4", uuid="t"), text("?")]), key=None)
+            assert first.status_code == 200 and first.json()["vidlab"]["media"][0]["cached"] is False
+            # The operator trusts uuids: a known one is answered from the cache, the url is not fetched at all.
+            again = post(url, chat([video(f"{host.url}/missing.mp4", uuid="t"), text("?")]), key=None)
+            assert again.status_code == 200, again.text
+            assert again.json()["vidlab"]["media"] == [{"source": "remote", "cached": True}]
+            assert again.json()["vidlab"]["frames"] == first.json()["vidlab"]["frames"]
+            # Other frame settings are not cached: the url is read, and this one does not exist.
+            error_of(post(url, chat([video(f"{host.url}/missing.mp4", uuid="t")],
+                                    mm_processor_kwargs={"num_frames": 2}), key=None), 400, "remote_media_failed")

@@ -250,7 +250,7 @@ class Engine:
         job = self.scheduler.admit(stream)
         loop = asyncio.get_running_loop()
         try:
-            fetched = await self._download(refs)
+            fetched = await self._download(refs, settings)
             pool = self._decode_pool if refs else self._text_pool
             job.payload = await loop.run_in_executor(
                 pool, self._prepare, messages, refs, settings, budget, adapter, options, request, fetched
@@ -263,10 +263,10 @@ class Engine:
         self.scheduler.submit(job)
         return job
 
-    async def _download(self, refs) -> dict[int, tuple[bytes, str]]:
+    async def _download(self, refs, settings) -> dict[int, tuple[bytes, str]]:
         """The remote parts' bytes, by part index: downloaded together on the event loop (no thread waits on a slow
         host), each within the server's time and size limits."""
-        wanted = {i: ref for i, ref in enumerate(refs) if self.resolver.needs_download(ref)}
+        wanted = {i: ref for i, ref in enumerate(refs) if self.resolver.needs_download(ref, settings)}
         if not wanted:
             return {}
         tasks = [asyncio.ensure_future(sources.download(ref.url, self.options, ref.param)) for ref in wanted.values()]

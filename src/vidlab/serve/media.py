@@ -157,11 +157,20 @@ class MediaResolver:
         self._uuids: BoundedCache[Known] = BoundedCache(_UUIDS, lambda known: 1)
         self._probes: BoundedCache[Probe] = BoundedCache(_PROBES, lambda probe: 1)
 
-    def needs_download(self, ref: MediaRef) -> bool:
+    def needs_download(self, ref: MediaRef, settings: MediaSettings) -> bool:
         """Whether the part's bytes must be downloaded (a remote url not answered from the cache by its uuid)."""
         if ref.url is None or not sources.is_remote(ref.url):
             return False
-        return not (self.options.trust_media_uuids and ref.uuid is not None and self._uuids.get(ref.uuid))
+        known = self._uuids.get(ref.uuid) if self.options.trust_media_uuids and ref.uuid is not None else None
+        if known is None or known.name[0] != "sha256":
+            return True
+        if ref.kind == "image":
+            return self.cache is None or self.cache.images.get(known.name) is None
+        try:
+            admitted = RequestTally(self.options).admit(ref, settings, known.probe or Probe(None, None))
+        except ServeError:  # over a limit: the request is refused when it is prepared
+            return True
+        return self._settings_load(admitted).find(self._part(ref, ref.label), known.name) is None
 
     def load(self, ref: MediaRef, settings: MediaSettings, tally: RequestTally,
              fetched: tuple[bytes, str] | None = None) -> Loaded:

@@ -65,14 +65,13 @@ async def _read_json(request: Request, limit: int) -> Any:
                            code="request_too_large")
     if declared.isdigit() and int(declared) > limit:
         raise too_large
-    parts, size = [], 0
+    body = bytearray()  # one copy of the body, grown in place
     async for part in request.stream():
-        size += len(part)
-        if size > limit:
+        if len(body) + len(part) > limit:
             raise too_large
-        parts.append(part)
+        body += part
     try:
-        return json.loads(b"".join(parts))
+        return json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ServeError(400, f"the request body is not valid JSON ({err}). Send a JSON object.",
                          code="invalid_json") from None

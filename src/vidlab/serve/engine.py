@@ -288,13 +288,14 @@ class Engine:
         return own
 
     def _prepare(self, messages, refs, settings, budget, adapter, options, request: ChatRequest,
-                 fetched: dict[int, tuple[bytes, str]]) -> Prepared:
+                 fetched: dict[int, tuple[bytes, str]] | None = None) -> Prepared:
         """On a worker thread: conversation, media and tensors of one request."""
         try:
             conversation = parse_messages(messages, where="messages")
         except VidlabError as err:
             raise from_user_error(err, "messages", "messages") from None
         tally = RequestTally(self.options)
+        fetched = fetched or {}
         loaded = [self.resolver.load(ref, settings, tally, fetched.get(i)) for i, ref in enumerate(refs)]
         shrink = self.options.shrink_to_fit
         try:

@@ -236,15 +236,27 @@ class GenerationOptions(BaseModel):
     max_new_tokens: int = Field(512, ge=1, description="Longest answer, in tokens.")
     temperature: float = Field(0.0, ge=0, allow_inf_nan=False, description="0 is greedy; above 0 samples.")
     top_p: float = Field(0.9, gt=0, le=1, description="Nucleus sampling mass when sampling.")
-    top_k: int = Field(20, ge=1, description="Sample among this many most likely tokens when sampling.")
+    top_k: int = Field(20, ge=0, description="Sample among this many most likely tokens when sampling (0: all).")
+    min_new_tokens: int = Field(0, ge=0, description="Shortest answer, in tokens (the end token is held back).")
+    repetition_penalty: float = Field(
+        1.0, gt=0, allow_inf_nan=False, description="Above 1 makes tokens already in the text less likely (1: off)."
+    )
+    ignore_eos: bool = Field(False, description="Go on past the end token, up to max_new_tokens.")
 
     def to_kwargs(self) -> dict:
         """Keyword arguments of `model.generate`."""
+        extra = {}
+        if self.min_new_tokens:
+            extra["min_new_tokens"] = min(self.min_new_tokens, self.max_new_tokens)
+        if self.repetition_penalty != 1.0:
+            extra["repetition_penalty"] = self.repetition_penalty
+        if self.ignore_eos:
+            extra["min_new_tokens"] = self.max_new_tokens  # the end token is held back until the last step
         if self.temperature == 0:
             return {"max_new_tokens": self.max_new_tokens, "do_sample": False, "temperature": None,
-                    "top_p": None, "top_k": None}
+                    "top_p": None, "top_k": None, **extra}
         return {"max_new_tokens": self.max_new_tokens, "do_sample": True, "temperature": self.temperature,
-                "top_p": self.top_p, "top_k": self.top_k}
+                "top_p": self.top_p, "top_k": self.top_k, **extra}
 
 
 Model = TypeVar("Model", bound=BaseModel)

@@ -60,20 +60,23 @@ class _ClientGone(Exception):
 
 async def _read_json(request: Request, limit: int) -> Any:
     declared = request.headers.get("content-length", "")
-    too_large = ServeError(413, f"the request body is over the server's limit of {limit / (1 << 20):.1f} MiB. Send "
-                           "smaller media, fewer parts, or raise --max-media-mb.", code="request_too_large")
+    too_large = ServeError(413, f"the request body is over the server's limit of {limit / (1 << 20):.1f} MiB "
+                           "(max_body_mb, max_media_mb x max_media_parts). Send smaller media or fewer parts.",
+                           code="request_too_large")
     if declared.isdigit() and int(declared) > limit:
         raise too_large
-    parts, size = [], 0
+    body = bytearray()  # one copy of the body, grown in place
     async for part in request.stream():
-        size += len(part)
-        if size > limit:
+        if len(body) + len(part) > limit:
             raise too_large
-        parts.append(part)
+        body += part
     try:
-        return json.loads(b"".join(parts))
+        return json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ServeError(400, f"the request body is not valid JSON ({err}). Send a JSON object.",
+                         code="invalid_json") from None
+    except RecursionError:  # `[[[[...` nested deeper than Python's parser goes
+        raise ServeError(400, "the request body nests arrays or objects too deeply. Send a flatter JSON object.",
                          code="invalid_json") from None
 
 
@@ -126,7 +129,7 @@ def build_app(backend: Backend, options: ServeOptions, registry: CollectorRegist
         scheme, _, given = header.partition(" ")
         if scheme.lower() != "bearer" or not secrets.compare_digest(given.strip().encode(), options.api_key.encode()):
             raise ServeError(401, "missing or wrong API key. Send the header `Authorization: Bearer KEY` with the "
-                             "key the server was started with (--api-key).", code="invalid_api_key")
+                             "server's key.", code="invalid_api_key")
 
     def error_response(err: ServeError) -> JSONResponse:
         metrics.errors.labels(err.kind).inc()
@@ -141,21 +144,22 @@ def build_app(backend: Backend, options: ServeOptions, registry: CollectorRegist
     async def on_http_error(request: Request, err: HTTPException) -> JSONResponse:
         routes = " Routes: POST /v1/chat/completions, GET /v1/models, /health, /metrics."
         hint = routes if err.status_code == 404 else ""
+        metrics.requests.labels(request.url.path if err.status_code != 404 else "other", "",
+                                str(err.status_code)).inc()
         body = error_body(err.status_code, f"{request.method} {request.url.path}: {err.detail}.{hint}")
         return JSONResponse(body, status_code=err.status_code)
 
     @app.exception_handler(RequestValidationError)
     async def on_validation_error(request: Request, err: RequestValidationError) -> JSONResponse:
+        metrics.requests.labels(request.url.path, "", "400").inc()
         return error_response(ServeError(400, f"invalid request: {err}"))
 
     @app.exception_handler(Exception)
     async def on_bug(request: Request, err: Exception) -> JSONResponse:
         log.exception("request %s %s failed", request.method, request.url.path)
+        metrics.requests.labels(request.url.path, "", "500").inc()
         metrics.errors.labels("server_error").inc()
-        body = error_body(500, f"internal error ({type(err).__name__}: {err}). This is a bug in vidlab; the server "
-                          "keeps running. Please report it.")
-        body["error"]["type"] = "server_error"
-        return JSONResponse(body, status_code=500)
+        return JSONResponse(_bug_body(err), status_code=500)
 
     @app.get("/health")
     async def health() -> dict:
@@ -195,6 +199,16 @@ def build_app(backend: Backend, options: ServeOptions, registry: CollectorRegist
     return app
 
 
+def _bug_body(err: BaseException) -> dict:
+    """A 500's body: the error's kind only (its text may hold paths, process ids, a remote traceback: those go to
+    the server log)."""
+    cause = err
+    while getattr(cause, "cause", None) is not None and cause.cause is not cause:  # Ray's RayTaskError wraps it
+        cause = cause.cause
+    return error_body(500, f"internal error ({type(cause).__name__}). This is a bug in vidlab; the server keeps "
+                      "running and its log has the details. Please report it.", code="internal_error")
+
+
 async def _events(chunks: AsyncIterator[dict], metrics: HttpMetrics, started: float) -> AsyncIterator[str]:
     """Server-sent events: one `data:` line per chunk, an error event if the answer fails midway, then [DONE]."""
     try:
@@ -206,7 +220,7 @@ async def _events(chunks: AsyncIterator[dict], metrics: HttpMetrics, started: fl
     except Exception as err:  # a bug while streaming: this answer ends with an error event, the server goes on
         log.exception("streamed answer failed")
         metrics.errors.labels("server_error").inc()
-        yield f"data: {json.dumps(error_body(500, f'internal error ({type(err).__name__}: {err}).'))}\n\n"
+        yield f"data: {json.dumps(_bug_body(err))}\n\n"
     finally:
         await chunks.aclose()
     metrics.latency.labels("true").observe(time.monotonic() - started)

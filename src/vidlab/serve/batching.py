@@ -121,7 +121,7 @@ class Scheduler:
                              "request again.", code="not_ready", retry_after=1)
         if self._waiting >= self.max_queue:
             raise ServeError(429, f"the server's queue is full ({self.max_queue} requests waiting). Retry after the "
-                             "Retry-After seconds, or start the server with a larger --max-queue.",
+                             "Retry-After seconds (the server's max_queue).",
                              code="queue_full", retry_after=self.retry_after())
         loop = asyncio.get_running_loop()
         job = Job(stream=stream, future=loop.create_future(), pieces=asyncio.Queue() if stream else None)
@@ -228,14 +228,29 @@ class Scheduler:
                 else:
                     results = await loop.run_in_executor(self._model_thread, self.run_batch, jobs)
             except Exception as err:  # a bug or an out-of-memory: these requests fail, the server goes on
+                if jobs[0].stream or len(jobs) == 1:  # a stream may have sent text already: it cannot start over
+                    for job in jobs:
+                        self._fail(job, err)
+                    continue
+                # One request's failure is its own: each request of the failed batch is generated again alone.
+                results = []
                 for job in jobs:
-                    self._fail(job, err)
-                continue
+                    job.batch_size = 1
+                    if job.cancelled:
+                        results.append(None)
+                        continue
+                    try:
+                        results.append((await loop.run_in_executor(self._model_thread, self.run_batch, [job]))[0])
+                    except Exception as alone:
+                        self._fail(job, alone)
+                        results.append(None)
             finally:
                 self._running = []
                 seconds = time.monotonic() - started
                 self._batch_seconds = 0.8 * self._batch_seconds + 0.2 * seconds
             for job, result in zip(jobs, results):
+                if job.state == "done":  # failed alone
+                    continue
                 job.state = "done"
                 if job.future is not None and not job.future.done():
                     job.future.set_result(result)

@@ -69,6 +69,7 @@ def serve_command(
         float | None, typer.Option(help=_serve("max_video_seconds"), show_default=False)
     ] = None,
     max_media_parts: Annotated[int | None, typer.Option(help=_serve("max_media_parts"), show_default=False)] = None,
+    max_body_mb: Annotated[float | None, typer.Option(help=_serve("max_body_mb"), show_default=False)] = None,
     remote_timeout: Annotated[float | None, typer.Option(help=_serve("remote_timeout"), show_default=False)] = None,
     api_key: Annotated[
         str | None, typer.Option(envvar="VIDLAB_API_KEY", help=_serve("api_key") + " Or set VIDLAB_API_KEY.",
@@ -79,6 +80,32 @@ def serve_command(
     batch_wait_ms: Annotated[float | None, typer.Option(help=_serve("batch_wait_ms"), show_default=False)] = None,
     max_model_len: Annotated[int | None, typer.Option(help=_serve("max_model_len"), show_default=False)] = None,
     decode_workers: Annotated[int | None, typer.Option(help=_serve("decode_workers"), show_default=False)] = None,
+    max_fps: Annotated[float | None, typer.Option(help=_serve("max_fps"), show_default=False)] = None,
+    max_video_frames: Annotated[int | None, typer.Option(help=_serve("max_video_frames"), show_default=False)] = None,
+    max_request_frames: Annotated[
+        int | None, typer.Option(help=_serve("max_request_frames"), show_default=False)
+    ] = None,
+    max_request_video_seconds: Annotated[
+        float | None, typer.Option(help=_serve("max_request_video_seconds"), show_default=False)
+    ] = None,
+    max_request_visual_tokens: Annotated[
+        int | None, typer.Option(help=_serve("max_request_visual_tokens"), show_default=False)
+    ] = None,
+    max_request_text_chars: Annotated[
+        int | None, typer.Option(help=_serve("max_request_text_chars"), show_default=False)
+    ] = None,
+    shrink_to_fit: Annotated[bool, typer.Option("--shrink-to-fit", help=_serve("shrink_to_fit"))] = False,
+    allowed_media_domains: Annotated[
+        list[str] | None,
+        typer.Option("--allowed-media-domains", help=_serve("allowed_media_domains") + " Repeat for several.",
+                     show_default=False),
+    ] = None,
+    allow_private_media_addresses: Annotated[
+        bool, typer.Option("--allow-private-media-addresses", help=_serve("allow_private_media_addresses"))
+    ] = False,
+    trust_media_uuids: Annotated[
+        bool, typer.Option("--trust-media-uuids", help=_serve("trust_media_uuids"))
+    ] = False,
     media_options: MediaOptions = MediaOptions(),
     max_new_tokens: MaxNewTokensOption = None,
     temperature: TemperatureOption = None,
@@ -101,9 +128,17 @@ def serve_command(
     generation = generation_options(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
     options = build(ServeOptions, {
         "media_root": media_root, "allow_remote_media": allow_remote_media or None, "max_media_mb": max_media_mb,
-        "max_video_seconds": max_video_seconds, "max_media_parts": max_media_parts, "remote_timeout": remote_timeout,
+        "max_video_seconds": max_video_seconds, "max_media_parts": max_media_parts, "max_body_mb": max_body_mb,
+        "remote_timeout": remote_timeout,
         "api_key": api_key, "max_batch": max_batch, "max_queue": max_queue, "batch_wait_ms": batch_wait_ms,
         "max_model_len": max_model_len, "decode_workers": decode_workers, "media": media, "generation": generation,
+        "max_fps": max_fps, "max_video_frames": max_video_frames, "max_request_frames": max_request_frames,
+        "max_request_video_seconds": max_request_video_seconds,
+        "max_request_visual_tokens": max_request_visual_tokens, "max_request_text_chars": max_request_text_chars,
+        "shrink_to_fit": shrink_to_fit or None,
+        "allowed_media_domains": tuple(allowed_media_domains) if allowed_media_domains else None,
+        "allow_private_media_addresses": allow_private_media_addresses or None,
+        "trust_media_uuids": trust_media_uuids or None,
     }, name=flag)
     if media_root is not None and not media_root.is_dir():
         raise typer.BadParameter(f"--media-root {media_root}: no such folder")

@@ -10,6 +10,7 @@ A request takes the one road every vidlab workload takes: its messages become a 
 from __future__ import annotations
 
 import asyncio
+import copy
 import hashlib
 import os
 import shutil
@@ -28,15 +29,16 @@ from prometheus_client import CollectorRegistry
 from vidlab.conversation import parse_messages
 from vidlab.errors import VidlabError
 from vidlab.generate import Generated, generate_batch, stream_batch
-from vidlab.inputs import MediaLoad, Sample, collate, encode
+from vidlab.inputs import Sample, collate, encode
 from vidlab.media.cache import DEFAULT_MAX_BYTES as CLIP_CACHE_BYTES
 from vidlab.media.cache import MediaCache
 from vidlab.models.adapters import BASE, active_adapter
 from vidlab.models.load import context_length
+from vidlab.serve import sources
 from vidlab.serve.batching import Job, Scheduler
 from vidlab.serve.errors import ServeError, from_user_error
 from vidlab.serve.loading import check_adapter_names, load_served_model
-from vidlab.serve.media import MediaResolver
+from vidlab.serve.media import MediaResolver, RequestTally
 from vidlab.serve.messages import read_messages
 from vidlab.serve.metrics import CacheCollector, EngineMetrics
 from vidlab.serve.options import MIB, ServeOptions
@@ -101,7 +103,7 @@ class Engine:
         share = vision_bytes // (1 + len(adapters))
         self.vision_caches = {key: VisionCache(share) for key in [None, *adapters]}
         self._temp = Path(tempfile.mkdtemp(prefix="vidlab-serve-"))
-        self.resolver = MediaResolver(options, self._temp)
+        self.resolver = MediaResolver(options, self._temp, self.processor, self.media_cache)
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = EngineMetrics(self.registry)
         self.registry.register(CacheCollector(self._caches))
@@ -109,8 +111,11 @@ class Engine:
                                    max_queue=options.max_queue, batch_wait=options.batch_wait_ms / 1000,
                                    metrics=self.metrics)
         self._decode_pool = ThreadPoolExecutor(options.decode_workers, thread_name_prefix="vidlab-decode")
-        # The tokenizer is not safe to call from several threads at once; decoding is, and takes longer.
-        self._encode_lock = threading.Lock()
+        # Requests without media never wait behind others' decoding: they are prepared on a thread of their own.
+        self._text_pool = ThreadPoolExecutor(1, thread_name_prefix="vidlab-text")
+        # A fast tokenizer is not safe to call from several threads at once: each thread tokenizes with its own copy
+        # (the rest of the processor is shared, so vision-cache keys stay the same), and none waits for another.
+        self._local = threading.local()
         self._running: list[Job] = []
         core = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
         self._hook = core.register_forward_pre_hook(self._each_step)
@@ -135,6 +140,7 @@ class Engine:
             await self.scheduler.close()
         finally:  # uploads never outlive the server, whatever happened to the queue
             self._decode_pool.shutdown(wait=False, cancel_futures=True)
+            self._text_pool.shutdown(wait=False, cancel_futures=True)
             self._hook.remove()
             shutil.rmtree(self._temp, ignore_errors=True)
 
@@ -226,15 +232,16 @@ class Engine:
         return extra
 
     async def _enter(self, request: ChatRequest, stream: bool) -> Job:
-        """Admit, prepare (off the event loop) and queue a request.
+        """Admit, fetch remote media (on the event loop), prepare (off it) and queue a request.
 
         Raises:
             ServeError: 404 unknown model, 429 queue full, 4xx for the request's own problems.
         """
         adapter = self.adapter_for(request.model)
-        settings = media_settings(request, self.options.media)
+        settings = media_settings(request, self.options.media, self.options)
         options = generation_options(request, self.options.generation)
-        messages, refs = read_messages(request.messages, self.options.max_media_parts)
+        messages, refs = read_messages(request.messages, self.options.max_media_parts,
+                                       self.options.max_request_text_chars)
         budget = self.max_model_len - options.max_new_tokens
         if budget < 1:
             raise ServeError(400, f"max_tokens: {options.max_new_tokens} leaves no room for the prompt in the "
@@ -243,8 +250,10 @@ class Engine:
         job = self.scheduler.admit(stream)
         loop = asyncio.get_running_loop()
         try:
+            fetched = await self._download(refs, settings)
+            pool = self._decode_pool if refs else self._text_pool
             job.payload = await loop.run_in_executor(
-                self._decode_pool, self._prepare, messages, refs, settings, budget, adapter, options, request
+                pool, self._prepare, messages, refs, settings, budget, adapter, options, request, fetched
             )
         except BaseException:
             self.scheduler.abandon(job)
@@ -254,18 +263,44 @@ class Engine:
         self.scheduler.submit(job)
         return job
 
-    def _prepare(self, messages, refs, settings, budget, adapter, options, request: ChatRequest) -> Prepared:
-        """On a decode thread: conversation, media and tensors of one request."""
+    async def _download(self, refs, settings) -> dict[int, tuple[bytes, str]]:
+        """The remote parts' bytes, by part index: downloaded together on the event loop (no thread waits on a slow
+        host), each within the server's time and size limits."""
+        wanted = {i: ref for i, ref in enumerate(refs) if self.resolver.needs_download(ref, settings)}
+        if not wanted:
+            return {}
+        tasks = [asyncio.ensure_future(sources.download(ref.url, self.options, ref.param)) for ref in wanted.values()]
+        try:
+            got = await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:  # one failed (or the client left): the others stop now, not at their deadline
+                task.cancel()
+            raise
+        return dict(zip(wanted, got))
+
+    def _processor(self):
+        """This thread's processor: the shared one with a tokenizer of its own."""
+        own = getattr(self._local, "processor", None)
+        if own is None:
+            own = copy.copy(self.processor)
+            own.tokenizer = copy.deepcopy(self.processor.tokenizer)
+            self._local.processor = own
+        return own
+
+    def _prepare(self, messages, refs, settings, budget, adapter, options, request: ChatRequest,
+                 fetched: dict[int, tuple[bytes, str]] | None = None) -> Prepared:
+        """On a worker thread: conversation, media and tensors of one request."""
         try:
             conversation = parse_messages(messages, where="messages")
         except VidlabError as err:
             raise from_user_error(err, "messages", "messages") from None
-        load = MediaLoad(self.processor, settings, cache=self.media_cache)
-        loaded = [self.resolver.load(ref, load) for ref in refs]
+        tally = RequestTally(self.options)
+        fetched = fetched or {}
+        loaded = [self.resolver.load(ref, settings, tally, fetched.get(i)) for i, ref in enumerate(refs)]
+        shrink = self.options.shrink_to_fit
         try:
-            with self._encode_lock:
-                sample = encode(conversation, [item.media for item in loaded], self.processor, settings,
-                                max_length=budget)
+            sample = encode(conversation, [item.media for item in loaded], self._processor(), settings,
+                            max_length=budget if shrink else None)
         except VidlabError as err:
             error = from_user_error(err, "messages", "messages")
             if error.code == "context_length_exceeded":
@@ -273,8 +308,23 @@ class Engine:
                     400, f"messages: the prompt does not fit the context even with fewer, smaller video frames "
                     f"({self.max_model_len} tokens, {options.max_new_tokens} of them kept for the answer by "
                     f"max_tokens). Shorten the messages, send fewer or shorter media, or ask for fewer tokens. "
-                    f"Detail: {err}", code="context_length_exceeded", param="messages")
+                    f"Detail: {error.message.removeprefix('messages: ')}", code="context_length_exceeded",
+                    param="messages")
             raise error from None
+        if not shrink and len(sample) > budget:  # as vLLM: the prompt keeps its media whole, or is refused
+            prompt = len(sample)
+            raise ServeError(
+                400, f"messages: this model's context is {self.max_model_len} tokens, but the request needs "
+                f"{prompt + options.max_new_tokens} ({prompt} in the messages, {sample.stats.visual_tokens} of them "
+                f"visual, and {options.max_new_tokens} for the answer by max_tokens). Ask "
+                "for fewer max_tokens, shorten the messages, or send fewer or shorter media (fewer frames).",
+                code="context_length_exceeded", param="max_tokens" if prompt < self.max_model_len else "messages")
+        visual = sample.stats.visual_tokens_before_pruning
+        if visual > self.options.max_request_visual_tokens:
+            raise ServeError(400, f"messages: the request's media make {visual} visual tokens, over the server's "
+                             f"limit of {self.options.max_request_visual_tokens} per request "
+                             "(max_request_visual_tokens). Send fewer or smaller media, or fewer frames.",
+                             code="too_many_visual_tokens", param="messages")
         warnings = [w for item in loaded for w in item.warnings]
         if sample.shrunk:
             warnings.append(f"the prompt was made to fit the context of {self.max_model_len} tokens "
@@ -323,7 +373,7 @@ class Engine:
         with active_adapter(self.model, first.adapter or BASE):
             self._running = jobs
             try:
-                if first.seed is not None:
+                if first.seed is not None and first.options.temperature > 0:  # a seeded sampled request runs alone
                     torch.manual_seed(first.seed)
                 batch = collate([job.payload.sample for job in jobs], self.processor.tokenizer.pad_token_id, "left")
                 results = run(batch, first.options, self.vision_caches[first.adapter])

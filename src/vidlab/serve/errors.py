@@ -8,6 +8,7 @@ what to change. Anything else is a bug in vidlab: that request gets a 500, the s
 from __future__ import annotations
 
 import math
+import re
 
 from vidlab.errors import (
     ClipWindowError,
@@ -29,6 +30,38 @@ _TYPES = {
     429: "rate_limit_error",
     503: "service_unavailable",
 }
+
+
+# A code for errors that name none of their own, by status (OpenAI fills `code` where it can).
+_CODES = {400: "invalid_request", 401: "invalid_api_key", 404: "not_found", 405: "method_not_allowed",
+          413: "request_too_large", 422: "unprocessable", 429: "rate_limited", 500: "internal_error",
+          503: "unavailable"}
+
+# Library wording meant for the command line or a records file, as an API client would say it.
+_CLIENT_WORDING = {
+    "Fix the start/end of the record or the --start/--end options.": "Fix the part's start and end.",
+    " Get the whole file again, or allow partial videos (allow_partial: --allow-partial, data.allow_partial: true).":
+        " Send the whole file.",
+    "shorten the conversation or raise model_max_length.": "shorten the messages.",
+}
+
+
+_FLAG = re.compile(r"(^|[\s(/])--[a-z][a-z-]+")
+_FLAG_ASIDE = re.compile(r" ?\([^()]*--[a-z][^()]*\)")
+
+
+def client_text(message: str) -> str:
+    """A library error's message as an API client reads it (no command-line options, no record files)."""
+    for said, meant in _CLIENT_WORDING.items():
+        message = message.replace(said, meant)
+    if not _FLAG.search(message):
+        return message
+    # Wording not known above: asides naming options go, and so do later sentences (the fix for a command-line
+    # user) that name one; the first sentence says what is wrong and stays.
+    message = _FLAG_ASIDE.sub("", message)
+    first, *rest = message.split(". ")
+    kept = ". ".join([first, *(sentence for sentence in rest if not _FLAG.search(sentence))])
+    return kept if kept.endswith(".") else kept + "."
 
 
 class ServeError(VidlabError):
@@ -78,15 +111,17 @@ def _rebuild(status: int, message: str, code: str | None, param: str | None, ret
 
 
 def error_body(status: int, message: str, *, code: str | None = None, param: str | None = None) -> dict:
-    """OpenAI's error object: `{"error": {"message", "type", "param", "code"}}`."""
-    return {"error": {"message": message, "type": _TYPES.get(status, "server_error"), "param": param, "code": code}}
+    """OpenAI's error object: `{"error": {"message", "type", "param", "code"}}` (a code always given)."""
+    code = code or _CODES.get(status, "invalid_request" if status < 500 else "internal_error")
+    return {"error": {"message": message, "type": _TYPES.get(status, "server_error" if status >= 500 else
+                                                               "invalid_request_error"), "param": param, "code": code}}
 
 
 def from_user_error(err: VidlabError, where: str, param: str | None = None) -> ServeError:
     """The ServeError for a vidlab user error raised while handling one request part (`where`)."""
     if isinstance(err, ServeError):
         return err
-    message = str(err)
+    message = client_text(str(err))
     text = message if message.startswith(where) else f"{where}: {message}"
     if kind_of(err) == "over budget":
         return ServeError(400, text, code="context_length_exceeded", param=param or "messages")

@@ -68,14 +68,29 @@ def _seconds(part: dict, name: str, where: str) -> float | None:
     return float(value)
 
 
-def read_messages(messages: list[dict[str, Any]], max_parts: int) -> tuple[list[dict], list[MediaRef]]:
+def _text_limit(chars: int, limit: int) -> ServeError:
+    return ServeError(400, f"messages: {chars:,} characters of text or more, over the server's limit of {limit:,} per "
+                      "request (max_request_text_chars). Send less text.", code="text_too_long", param="messages")
+
+
+def read_messages(
+    messages: list[dict[str, Any]], max_parts: int, max_chars: int | None = None
+) -> tuple[list[dict], list[MediaRef]]:
     """OpenAI messages -> vidlab chat messages (for `parse_messages`) and the media parts, in order.
 
     Raises:
         ServeError: 400 naming the message and part (unknown type or role, a part without a url or
-            uuid, too many media parts).
+            uuid, too many media parts, more than `max_chars` characters of text).
     """
     converted, refs = [], []
+    chars = 0
+
+    def count(text: str) -> None:  # before anything tokenizes it: a huge text never reaches the tokenizer
+        nonlocal chars
+        chars += len(text)
+        if max_chars is not None and chars > max_chars:
+            raise _text_limit(chars, max_chars)
+
     for i, message in enumerate(messages):
         where = f"messages[{i}]"
         if not isinstance(message, dict):
@@ -88,6 +103,7 @@ def read_messages(messages: list[dict[str, Any]], max_parts: int) -> tuple[list[
         if content is None:
             content = ""
         if isinstance(content, str):
+            count(content)
             converted.append({"role": role, "content": content})
             continue
         if not isinstance(content, list):
@@ -100,6 +116,7 @@ def read_messages(messages: list[dict[str, Any]], max_parts: int) -> tuple[list[
                 text = part.get("text")
                 if not isinstance(text, str):
                     raise ServeError(400, f"{at}.text must be a string.", param=f"{at}.text")
+                count(text)
                 items.append({"type": "text", "text": text})
             elif kind in ("image_url", "video_url"):
                 media = kind.removesuffix("_url")

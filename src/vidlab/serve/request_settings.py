@@ -15,6 +15,7 @@ from typing import Any
 
 from vidlab.errors import SettingsError
 from vidlab.serve.errors import ServeError
+from vidlab.serve.options import ServeOptions
 from vidlab.serve.protocol import ChatRequest
 from vidlab.settings import GenerationOptions, MediaSettings, Sampling, build, request_fields
 
@@ -57,11 +58,15 @@ def _overrides(request: ChatRequest) -> tuple[dict[str, Any], dict[str, str]]:
     return values, origin
 
 
-def media_settings(request: ChatRequest, defaults: MediaSettings) -> MediaSettings:
-    """The server's media settings with the request's changes.
+_FRAME_FIELDS = ("num_frames", "max_frames", "min_frames")
+
+
+def media_settings(request: ChatRequest, defaults: MediaSettings, options: ServeOptions | None = None) -> MediaSettings:
+    """The server's media settings with the request's changes, within the server's ceilings (`options`).
 
     Raises:
-        ServeError: 400 naming the request key (an unknown key, a value out of range, a key given twice).
+        ServeError: 400 naming the request key (an unknown key, a value out of range, a key given twice, a
+            frame count or visual-token budget over the server's limit).
     """
     values, origin = _overrides(request)
     merged = defaults.model_dump()
@@ -69,28 +74,53 @@ def media_settings(request: ChatRequest, defaults: MediaSettings) -> MediaSettin
         merged["num_frames"] = None  # the request asks for rate sampling: the server's fixed count does not apply
     merged.update(values)
     try:
-        return build(MediaSettings, merged, name=lambda field: origin.get(field, f"server setting {field}"))
+        settings = build(MediaSettings, merged, name=lambda field: origin.get(field, f"server setting {field}"))
     except SettingsError as err:
         param = next(iter(origin.values()), "mm_processor_kwargs")
         raise ServeError(400, f"{err}. Fix the request's settings.", code="invalid_settings", param=param) from None
+    if options is not None:
+        _within_ceilings(settings, origin, options)
+    return settings
 
 
-_GENERATION_NAMES = {"max_new_tokens": "max_tokens"}
+def _within_ceilings(settings: MediaSettings, origin: dict[str, str], options: ServeOptions) -> None:
+    for field in _FRAME_FIELDS:
+        value = getattr(settings, field)
+        if value is not None and value > options.max_video_frames:
+            where = origin.get(field, f"mm_processor_kwargs.{field}")
+            raise ServeError(400, f"{where}: {value} frames per video is over the server's limit of "
+                             f"{options.max_video_frames} (max_video_frames). Ask for fewer frames.",
+                             code="too_many_frames", param=where)
+    tokens = settings.max_visual_tokens
+    if tokens is not None and tokens > options.max_request_visual_tokens:
+        where = origin.get("max_visual_tokens", "mm_processor_kwargs.max_visual_tokens")
+        raise ServeError(400, f"{where}: {tokens} visual tokens is over the server's limit of "
+                         f"{options.max_request_visual_tokens} per request (max_request_visual_tokens). Ask for "
+                         "fewer.", code="too_many_visual_tokens", param=where)
+
+
+_GENERATION_NAMES = {"max_new_tokens": "max_tokens", "min_new_tokens": "min_tokens"}
 
 
 def generation_options(request: ChatRequest, defaults: GenerationOptions) -> GenerationOptions:
-    """The server's decoding settings with the request's max_tokens, temperature, top_p and top_k.
+    """The server's decoding settings with the request's max_tokens, temperature, top_p, top_k (-1: off, as
+    vLLM), min_tokens, repetition_penalty and ignore_eos.
 
     Raises:
         ServeError: 400 naming the field.
     """
     values = defaults.model_dump()
+    top_k = 0 if request.top_k == -1 else request.top_k
     given = {
         "max_new_tokens": request.max_completion_tokens or request.max_tokens,
-        "temperature": request.temperature, "top_p": request.top_p, "top_k": request.top_k,
+        "temperature": request.temperature, "top_p": request.top_p, "top_k": top_k,
+        "min_new_tokens": request.min_tokens, "repetition_penalty": request.repetition_penalty,
+        "ignore_eos": request.ignore_eos,
     }
     values.update({key: value for key, value in given.items() if value is not None})
     try:
         return build(GenerationOptions, values, name=lambda field: _GENERATION_NAMES.get(field, field))
     except SettingsError as err:
-        raise ServeError(400, f"{err}. Fix the request.", code="invalid_settings") from None
+        text = str(err)
+        param = next((name for name in (*_GENERATION_NAMES.values(), *given) if text.startswith(name)), None)
+        raise ServeError(400, f"{err}. Fix the request.", code="invalid_settings", param=param) from None

@@ -49,7 +49,7 @@ def load(root: Path, split: str, subtitles: bool) -> EvalSet:
                 record_id = f"{name}/{number}" + (f"/{member}" if name == "consistency" else "")
 
                 def build(index: int, item=item, where=where, record_id=record_id, name=name, field=field,
-                          member=member):
+                          member=member, number=number):
                     if isinstance(item, Exception):
                         raise item
                     if not isinstance(item, dict) or not isinstance(item.get("video_name"), str):

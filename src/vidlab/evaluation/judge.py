@@ -101,7 +101,7 @@ _VCG_ASK = (
     "with 5 indicating the highest level of {top}. Please generate the response in the form of a Python dictionary "
     "string with keys 'score', where its value is {value} in INTEGER, not STRING.DO NOT PROVIDE ANY OTHER OUTPUT TEXT "
     "OR EXPLANATION. Only provide the Python dictionary string. For example, your response should look like this: "
-    "{{''score': 4.8}}."
+    "{{{{''score': 4.8}}}}."  # formatted twice: here, then with the answers
 )
 _VCG_PAIR = ("Please evaluate the following video-based question-answer pair:\n\nQuestion: {question}\nCorrect Answer: "
              "{answer}\nPredicted Answer: {pred}\n\n")

@@ -16,6 +16,7 @@ from vidlab.evaluation.benchmarks.mmvu import read_match
 from vidlab.evaluation.cli import eval_app
 from vidlab.evaluation.judge import JUDGEMENTS, JudgeOptions
 from vidlab.evaluation.metrics import score_file
+from vidlab.evaluation.report import write_report
 from vidlab.media.writer import write_video
 
 ASPECTS = ["judge_correctness", "judge_detail", "judge_context", "judge_temporal", "judge_consistency"]
@@ -154,9 +155,14 @@ def test_mmvu_accuracy_per_question_type_and_mmvus_judge(mmvu_root, tmp_path):
     assert judged["judge_accuracy"] == 40.0 and judged["accuracy"] == 60.0
     assert judged["benchmark"]["headline"] == {"accuracy": 60.0, "judge_accuracy": 40.0}
     assert "validation_3" in judged["unreadable"]
+    assert judged["benchmark"]["tables"]["by question_type (judge)"] == {
+        "multiple-choice": {"judge_accuracy": pytest.approx(200 / 3), "total": 3},
+        "open-ended": {"judge_accuracy": 0.0, "total": 2}}
     rows = {json.loads(line)["id"]: json.loads(line)["scores"] for line in path.read_text().splitlines()}
     assert rows["validation_1"] == {"choice": "B", "correct": True, "judge": "yes"}
     assert rows["validation_0"] == {"correct": True, "judge": "no"}
+    report = write_report(tmp_path / "run").read_text()
+    assert "| Judge accuracy | 40.00 |" in report and "### By question_type (judge)" in report
 
 
 # ---- MSVD-QA and MSRVTT-QA -------------------------------------------------------------------------------
@@ -269,6 +275,8 @@ def test_video_chatgpt_five_aspects_judged_with_its_prompts(video_chatgpt_root, 
         "judge_correctness": 4.0, "judge_detail": 4.0, "judge_context": 3.0}
     assert scored["consistency/1/1"]["judge_consistency"] == 5.0
     assert "judge_consistency" not in scored["consistency/1/2"]
+    report = write_report(tmp_path / "run").read_text()
+    assert "## Video-ChatGPT" in report and "| Consistency | 2.50 |" in report
     # A pair cut in half (e.g. by --limit) is not judged, and the notes say so; cached verdicts serve without a judge.
     rows = [line for line in path.read_text().splitlines() if json.loads(line)["id"] != "consistency/2/2"]
     put(path, "\n".join(rows) + "\n")

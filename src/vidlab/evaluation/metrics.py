@@ -420,7 +420,8 @@ def score_file(
         metrics: names from METRICS (None: all that apply).
         out_dir: where metrics.json (and a benchmark's submission file) go (default: beside the predictions).
         judge: `vidlab.evaluation.judge.JudgeOptions` to have an LLM judge the rows whose benchmark is
-            judged (ActivityNet-QA, TempCompass captioning); judgements are cached in judgements.jsonl
+            judged (ActivityNet-QA, TempCompass captioning, MSVD-QA, MSRVTT-QA, MMVU, Video-ChatGPT);
+            judgements are cached in judgements.jsonl
             beside the predictions. None: use the cached judgements of a previous run, if any.
 
     Returns:

@@ -17,7 +17,9 @@ from vidlab.evaluation.cli import eval_app
 from vidlab.evaluation.judge import JUDGEMENTS, JudgeOptions
 from vidlab.evaluation.metrics import score_file
 from vidlab.evaluation.report import write_report
+from vidlab.evaluation.run import RunOptions
 from vidlab.media.writer import write_video
+from vidlab.settings import GenerationOptions
 
 ASPECTS = ["judge_correctness", "judge_detail", "judge_context", "judge_temporal", "judge_consistency"]
 
@@ -283,6 +285,23 @@ def test_video_chatgpt_five_aspects_judged_with_its_prompts(video_chatgpt_root, 
     cut = score_file(path, ASPECTS)
     assert cut["judge_consistency"] == 5.0 and cut["judge_correctness"] == 2.0
     assert "1 of 5 answers have no verdict" in cut["notes"]["judge"]
+
+
+def test_the_tiny_model_answers_video_chatgpt_and_the_judge_scores_it(tiny_model, video_chatgpt_root, tmp_path):
+    import vidlab
+
+    fast = RunOptions(generation=GenerationOptions(max_new_tokens=4), progress=False, workers=0)
+    with JudgeServer() as server:
+        result = vidlab.evaluate(tiny_model, video_chatgpt_root, tmp_path / "run", benchmark="video_chatgpt",
+                                 options=fast, judge=judge_of(server))
+        assert len(server.requests) == 9
+    rows = [json.loads(line) for line in (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 7 and rows[3]["scoring"]["pair"] == "consistency/1"
+    headline = result.metrics["benchmark"]["headline"]
+    # The tiny model's words match no answer: the test judge gives 1 on each aspect; consistency is 5 or 0 per
+    # pair, as the model answers a pair's two questions alike or not.
+    assert {k: headline[k] for k in ASPECTS[:4]} == dict.fromkeys(ASPECTS[:4], 1.0)
+    assert headline["judge_consistency"] in (0.0, 2.5, 5.0)
 
 
 def test_the_new_benchmarks_are_listed():

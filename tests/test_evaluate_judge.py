@@ -10,15 +10,27 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from vidlab.errors import EvaluationError
-from vidlab.evaluation.judge import ACTIVITYNET_SYSTEM, JUDGEMENTS, JudgeOptions
+from vidlab.evaluation.judge import (
+    ACTIVITYNET_SYSTEM,
+    JUDGEMENTS,
+    MMVU_CHOICE_SYSTEM,
+    MMVU_OPEN_SYSTEM,
+    VIDEO_CHATGPT_PROMPTS,
+    JudgeOptions,
+)
 from vidlab.evaluation.metrics import score_file
+
+# The Video-ChatGPT aspect the test server scores a matching answer with (the integer part is what counts).
+ASPECT_SCORES = {"correctness": "4.8", "detail": "4", "context": "3", "temporal": "2"}
 
 
 class JudgeServer:
     """/v1/chat/completions: ActivityNet-QA prompts get {'pred': 'yes', 'score': 5} when the predicted answer
     equals the correct one (ignoring case and a final "."), {'pred': 'no', 'score': 1} otherwise, and a
     reply without a verdict for the prediction "GARBLE"; TempCompass captioning prompts get "Answer: A" when
-    the description mentions dunking, else "Answer: None"."""
+    the description mentions dunking, else "Answer: None". Video-ChatGPT aspect prompts: {'score': ASPECT_SCORES
+    [aspect]} for a prediction equal to the answer, {'score': 1} otherwise, no score for "GARBLE"; consistency:
+    5 when the two predictions are equal, else 0. MMVU: correct when the ground truth is in the response."""
 
     def __init__(self):
         self.requests: list[dict] = []
@@ -58,6 +70,25 @@ class JudgeServer:
                 return "The prediction looks fine to me."
             same = pred.lower().rstrip(".") == answer.lower()
             return "{'pred': 'yes', 'score': 5}" if same else "{'pred': 'no', 'score': 1}"
+        aspect = next((a for a, (system, _) in VIDEO_CHATGPT_PROMPTS.items() if messages[0]["content"] == system), None)
+        if aspect == "consistency":
+            first = re.search(r"Predicted Answer to Question 1: (.*)\n", user).group(1)
+            second = re.search(r"Predicted Answer to Question 2: (.*)\n", user).group(1)
+            return "{'score': 5}" if first == second else "{'score': 0}"
+        if aspect is not None:
+            answer = re.search(r"Correct Answer: (.*)\n", user).group(1)
+            pred = re.search(r"Predicted Answer: (.*)\n", user).group(1)
+            if pred == "GARBLE":
+                return "I cannot rate this."
+            same = pred.lower().rstrip(".") == answer.lower().rstrip(".")
+            return f"{{'score': {ASPECT_SCORES[aspect]}}}" if same else "{'score': 1}"
+        if messages[0]["content"] in (MMVU_CHOICE_SYSTEM, MMVU_OPEN_SYSTEM):
+            truth = re.search(r"Ground Truth Answer: (.*)\n", user).group(1)
+            response = user.split("Model Response to the Question: ", 1)[1]
+            if response == "GARBLE":
+                return "Hard to say."
+            correct = truth.lower() in response.lower()
+            return json.dumps({"extracted_answer": response[:20], "correct": correct})
         description = re.findall(r"Video Description: (.*)\n", user)[-1]  # after the prompt's own examples
         return "Reasoning: it says so.\nAnswer: A" if "dunk" in description else "Reasoning: unclear.\nAnswer: None"
 

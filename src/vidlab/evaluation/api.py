@@ -65,7 +65,8 @@ def score(
         metrics: metric names (None: every metric that applies); see `vidlab.evaluation.metrics.METRICS`.
         report: also write report.md and report.png beside the predictions.
         judge: an OpenAI-compatible endpoint to judge open-ended benchmark answers (ActivityNet-QA,
-            TempCompass captioning); its verdicts are cached in judgements.jsonl and reused.
+            TempCompass captioning, MSVD-QA, MSRVTT-QA, MMVU, Video-ChatGPT); its verdicts are cached in
+            judgements.jsonl and reused.
     """
     from vidlab.evaluation.metrics import score_file
     from vidlab.evaluation.report import write_report

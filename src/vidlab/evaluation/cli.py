@@ -34,12 +34,14 @@ MetricsOption = Annotated[
         "--metrics",
         help="Metrics to compute, comma-separated or repeated: bleu1, bleu2, bleu3, bleu4, sacrebleu, meteor, "
         "rouge_l, cider, exact_match, strict_match, accuracy, miou, r1@0.3, r1@0.5, r1@0.7, judge_accuracy, "
-        "judge_score (default: all that apply).",
+        "judge_score, judge_correctness, judge_detail, judge_context, judge_temporal, judge_consistency "
+        "(default: all that apply).",
     ),
 ]
 JudgeUrlOption = Annotated[str | None, typer.Option(
     help="Base URL of an OpenAI-compatible endpoint (e.g. http://localhost:8000/v1, a `vidlab serve`) whose model "
-         "judges open-ended benchmark answers (ActivityNet-QA, TempCompass captioning). Judgements are cached in "
+         "judges open-ended benchmark answers (ActivityNet-QA, TempCompass captioning, MSVD-QA, MSRVTT-QA, "
+         "MMVU, Video-ChatGPT). Judgements are cached in "
          "judgements.jsonl and reused.")]
 JudgeModelOption = Annotated[str | None, typer.Option(help="The model the judge endpoint serves (with --judge-url).")]
 JudgeKeyOption = Annotated[str | None, typer.Option(help="API key of the judge endpoint (default: none).",

@@ -18,15 +18,18 @@ from typing import Any
 
 from vidlab.errors import EvaluationError
 from vidlab.evaluation.accuracy import accuracy_table
-from vidlab.evaluation.answers import normalize_answer, read_intervals, read_tempcompass
-from vidlab.evaluation.benchmarks import letter_reader
+from vidlab.evaluation.answers import normalize_answer, read_intervals
+from vidlab.evaluation.benchmarks import letter_reader, match_reader
 from vidlab.evaluation.grounding import grounding_scores, interval_iou
 from vidlab.evaluation.scores import Scores
 from vidlab.evaluation.summary import benchmark_section
 from vidlab.files import read_jsonl, write_json, write_jsonl
 
+# The Video-ChatGPT generative benchmark's aspects, each a mean 0-5 judge score (judge.VIDEO_CHATGPT_PROMPTS).
+ASPECTS = ("correctness", "detail", "context", "temporal", "consistency")
 METRICS = ("bleu1", "bleu2", "bleu3", "bleu4", "sacrebleu", "meteor", "rouge_l", "cider", "exact_match", "strict_match",
-           "accuracy", "miou", "r1@0.3", "r1@0.5", "r1@0.7", "judge_accuracy", "judge_score")
+           "accuracy", "miou", "r1@0.3", "r1@0.5", "r1@0.7", "judge_accuracy", "judge_score",
+           *(f"judge_{aspect}" for aspect in ASPECTS))
 CAPTION_METRICS = ("bleu1", "bleu2", "bleu3", "bleu4", "meteor", "rouge_l", "cider")  # need tokenised text
 METRICS_FILE = "metrics.json"
 __all__ = ["CAPTION_METRICS", "DEFINITIONS", "METRICS", "METRICS_FILE", "Scores", "compute_scores", "java_available",
@@ -88,6 +91,15 @@ DEFINITIONS = {
     },
     "judge_accuracy": "LLM judge: share of open-ended answers the judge calls right ('yes'); x100.",
     "judge_score": "LLM judge: mean of the judge's 0-5 score over the judged answers (not x100).",
+    **{
+        f"judge_{aspect}": (
+            f"Video-ChatGPT generative benchmark, {name}: mean over the judged answers of the integer part of the "
+            "LLM judge's 0-5 score under Video-ChatGPT's prompt for that aspect (not x100)."
+        )
+        for aspect, name in zip(ASPECTS, ("correctness of information", "detail orientation",
+                                          "contextual understanding", "temporal understanding",
+                                          "consistency (two phrasings of one question, judged together)"))
+    },
     "sentence_bleu4": (
         "Per sample (in predictions.jsonl): sacrebleu sentence BLEU-4 (13a, case-sensitive, exponential "
         "smoothing, effective order) against the sample's references, 0-100. For sorting samples; not an "
@@ -248,8 +260,7 @@ def compute_scores(
         _right_or_wrong(scores, row, {"choice": letter}, None if row.get("answer") is None else letter == row["answer"],
                         letter is not None)
     for row in kinds.get("match", []):
-        scoring = row.get("scoring") or {}
-        right, readable = read_tempcompass(str(row["prediction"]), scoring.get("format", ""), scoring["target"])
+        right, readable = match_reader(row.get("scoring") or {})(str(row["prediction"]), row)
         _right_or_wrong(scores, row, {}, right, readable)
     judged = kinds.get("judged", [])
     for row in judged:
@@ -265,7 +276,7 @@ def compute_scores(
                                   "and are left out of the accuracy: give --judge-url and --judge-model.")
     _accuracy(rows, wanted, metrics, scores)
     _grounding(kinds.get("grounding", []), wanted, scores)
-    _judge_scores(kinds.get("open", []), verdicts, wanted, scores)
+    _judge_scores([r for r in rows if r.get("kind") != "judged"], verdicts, wanted, scores)
     return scores
 
 
@@ -305,20 +316,39 @@ def _grounding(rows: list[dict], wanted: list[str], scores: Scores) -> None:
 
 
 def _judge_scores(rows: list[dict], verdicts: dict[str, dict], wanted: list[str], scores: Scores) -> None:
-    needing = [r for r in rows if (r.get("scoring") or {}).get("judge")]
+    """judge_accuracy / judge_score from yes-no verdicts (a verdict without a score, as MMVU's, counts in the
+    accuracy only), and judge_<aspect> from the Video-ChatGPT aspect scores. The second answer of a pair is
+    judged with the first, which carries the verdict."""
+    needing = [r for r in rows if (r.get("scoring") or {}).get("judge") and (r.get("scoring") or {}).get("member") != 2]
     judged = [(r, verdicts[str(r["id"])]) for r in needing if str(r["id"]) in verdicts]
     if needing and not judged:
         scores.notes["judge"] = (f"{len(needing)} answers are scored by an LLM judge as the benchmark reports them: "
                                  "give --judge-url and --judge-model (judge_accuracy, judge_score).")
         return
+    if len(judged) < len(needing):
+        scores.notes["judge"] = (f"{len(needing) - len(judged)} of {len(needing)} answers have no verdict (a pair "
+                                 "missing its second answer, or not judged yet) and are left out of the judge scores.")
+    yes_no = [(r, v) for r, v in judged if "pred" in v]
+    aspects: dict[str, list[float]] = {}
     for row, verdict in judged:
-        scores.per_sample[str(row["id"])].update(judge=verdict["pred"], judge_score=verdict["score"])
-        if not verdict.get("readable", True):
+        sample = scores.per_sample.setdefault(str(row["id"]), {})
+        if "pred" in verdict:
+            sample["judge"] = verdict["pred"]
+            if verdict.get("score") is not None:
+                sample["judge_score"] = verdict["score"]
+        for aspect, value in (verdict.get("aspects") or {}).items():
+            sample[f"judge_{aspect}"] = value
+            aspects.setdefault(aspect, []).append(value)
+        if not verdict.get("readable", True) and str(row["id"]) not in scores.unreadable:
             scores.unreadable.append(str(row["id"]))
-    if judged and "judge_accuracy" in wanted:
-        scores.values["judge_accuracy"] = 100.0 * sum(v["pred"] == "yes" for _, v in judged) / len(judged)
-    if judged and "judge_score" in wanted:
-        scores.values["judge_score"] = sum(v["score"] for _, v in judged) / len(judged)
+    if yes_no and "judge_accuracy" in wanted:
+        scores.values["judge_accuracy"] = 100.0 * sum(v["pred"] == "yes" for _, v in yes_no) / len(yes_no)
+    scored = [v["score"] for _, v in yes_no if v.get("score") is not None]
+    if scored and "judge_score" in wanted:
+        scores.values["judge_score"] = sum(scored) / len(scored)
+    for aspect, values in aspects.items():
+        if f"judge_{aspect}" in wanted:
+            scores.values[f"judge_{aspect}"] = sum(values) / len(values)
 
 
 def _open_scores(rows: list[dict], wanted: list[str], scores: Scores) -> None:
@@ -390,7 +420,8 @@ def score_file(
         metrics: names from METRICS (None: all that apply).
         out_dir: where metrics.json (and a benchmark's submission file) go (default: beside the predictions).
         judge: `vidlab.evaluation.judge.JudgeOptions` to have an LLM judge the rows whose benchmark is
-            judged (ActivityNet-QA, TempCompass captioning); judgements are cached in judgements.jsonl
+            judged (ActivityNet-QA, TempCompass captioning, MSVD-QA, MSRVTT-QA, MMVU, Video-ChatGPT);
+            judgements are cached in judgements.jsonl
             beside the predictions. None: use the cached judgements of a previous run, if any.
 
     Returns:

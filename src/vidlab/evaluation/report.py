@@ -18,6 +18,8 @@ LABELS = {"bleu1": "BLEU-1", "bleu2": "BLEU-2", "bleu3": "BLEU-3", "bleu4": "BLE
           "meteor": "METEOR", "rouge_l": "ROUGE-L", "cider": "CIDEr", "exact_match": "Exact match",
           "accuracy": "Accuracy", "strict_match": "Strict match", "miou": "mIoU", "r1@0.3": "R1@0.3",
           "r1@0.5": "R1@0.5", "r1@0.7": "R1@0.7", "judge_accuracy": "Judge accuracy", "judge_score": "Judge score",
+          "judge_correctness": "Correctness", "judge_detail": "Detail", "judge_context": "Context",
+          "judge_temporal": "Temporal", "judge_consistency": "Consistency",
           "task_mean": "Mean over tasks", "sentence_bleu4": "sentence BLEU-4 (per sample)",
           "sentence_rouge_l": "ROUGE-L (per sample)"}
 

@@ -42,6 +42,28 @@ def _per_type(rows: list[dict], scores: Scores, key: str) -> dict[str, dict[str,
     return result
 
 
+def _judged_per_group(rows: list[dict], scores: Scores, key: str) -> dict[str, dict[str, Any]]:
+    """The judge's yes share (and mean score, where it gives one) per group, for benchmarks scored by rule and
+    by a judge (MMVU)."""
+    table: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        sample = scores.per_sample.get(str(row["id"]), {})
+        group = (row.get("meta") or {}).get(key)
+        if group is None or "judge" not in sample:
+            continue
+        entry = table.setdefault(str(group), {"yes": 0, "scores": [], "total": 0})
+        entry["total"] += 1
+        entry["yes"] += sample["judge"] == "yes"
+        if sample.get("judge_score") is not None:
+            entry["scores"].append(sample["judge_score"])
+    result = {}
+    for group, e in sorted(table.items()):
+        result[group] = {"judge_accuracy": 100.0 * e["yes"] / e["total"], "total": e["total"]}
+        if e["scores"]:
+            result[group]["judge_score"] = sum(e["scores"]) / len(e["scores"])
+    return result
+
+
 def benchmark_section(rows: list[dict], scores: Scores, out_dir: Path) -> dict[str, Any] | None:
     """The "benchmark" part of metrics.json for rows that all come from one benchmark (None otherwise):
     its name, the numbers it reports first, its tables, the unreadable answers, and the submission
@@ -61,6 +83,8 @@ def benchmark_section(rows: list[dict], scores: Scores, out_dir: Path) -> dict[s
             extra["task_mean"] = mean_of_groups(table["task"])
     if benchmark.task == "open-ended QA":  # match and judge figures per question type
         tables.update({f"by {key}": _per_type(rows, scores, key) for key in benchmark.groups})
+    elif any("judge" in scores.per_sample.get(str(r["id"]), {}) for r in rows):
+        tables.update({f"by {key} (judge)": _judged_per_group(rows, scores, key) for key in benchmark.groups})
     values = {**scores.values, **extra}
     section: dict[str, Any] = {
         "name": benchmark.name,

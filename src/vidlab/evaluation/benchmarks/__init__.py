@@ -24,7 +24,7 @@ from vidlab.evaluation.answers import LETTERS, extract_letter
 from vidlab.evaluation.benchmarks.choice import choice_prompt, load_choices
 from vidlab.evaluation.benchmarks.common import BenchmarkLayoutError, drop_duplicate_ids
 from vidlab.evaluation.benchmarks.mvbench import MLVU_TASKS, MVBENCH_TASKS, load_mlvu, load_mvbench, mvbench_prompt
-from vidlab.evaluation.benchmarks.spec import Benchmark, DataFormat, LetterReader
+from vidlab.evaluation.benchmarks.spec import Benchmark, DataFormat, LetterReader, MatchReader
 from vidlab.evaluation.benchmarks.videomme import load_videomme, videomme_prompt
 from vidlab.evaluation.records import EvalSet
 
@@ -54,7 +54,7 @@ __all__ = [
     "BENCHMARKS", "CAPTION_BENCHMARKS", "LETTERS", "LETTER_READERS", "MLVU_TASKS", "MVBENCH_TASKS", "VIDEO_BENCHMARKS",
     "Benchmark", "BenchmarkLayoutError", "DataFormat", "accuracy_table", "choice_prompt", "data_formats",
     "extract_letter", "get_benchmark", "letter_reader", "load_benchmark", "load_choices", "load_mlvu", "load_mvbench",
-    "load_videomme", "mvbench_prompt", "read_letter", "videomme_prompt",
+    "load_videomme", "match_reader", "mvbench_prompt", "read_letter", "videomme_prompt",
 ]
 
 
@@ -71,6 +71,16 @@ def letter_reader(scoring: dict) -> LetterReader:
     if benchmark is not None and benchmark.read_answer is not None:
         return benchmark.read_answer
     return LETTER_READERS.get(str(scoring.get("reader")), extract_letter)
+
+
+def match_reader(scoring: dict) -> MatchReader:
+    """The right/wrong rule for a prediction row of kind "match": its benchmark's `read_match`."""
+    benchmark = BENCHMARKS.get(str(scoring.get("benchmark")))
+    if benchmark is None or benchmark.read_match is None:
+        raise EvaluationError(f"no right/wrong rule for benchmark {scoring.get('benchmark')!r} (a prediction of kind "
+                              '"match" names its benchmark in "scoring"). Score a predictions.jsonl written by '
+                              "`vidlab eval run --benchmark`.")
+    return benchmark.read_match
 
 
 def read_letter(response: str, options: Sequence[str], reader: str = "vidlab") -> str | None:

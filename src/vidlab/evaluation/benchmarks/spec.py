@@ -11,6 +11,8 @@ from vidlab.evaluation.records import EvalSet
 
 # (response, option texts) -> the option letter it picks, or None when it names none.
 LetterReader = Callable[[str, Sequence[str]], "str | None"]
+# (response, prediction row) -> (right, readable) for a benchmark's own right/wrong rule (kind "match").
+MatchReader = Callable[[str, dict], "tuple[bool, bool]"]
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,8 @@ class Benchmark:
         notes: what differs from VideoLLaMA3's evaluation or the official scorer, and why.
         read_answer: multiple choice: the option letter an answer picks, by VideoLLaMA3's rule for the benchmark.
         data_format: its annotation file as a `--format` of `vidlab eval run --data` (None: only --benchmark).
+        read_match: records of kind "match": whether an answer is right by the benchmark's own rule, and
+            whether it could be read at all.
     """
 
     name: str
@@ -71,6 +75,7 @@ class Benchmark:
     notes: tuple[str, ...] = field(default_factory=tuple)
     read_answer: LetterReader | None = None
     data_format: DataFormat | None = None
+    read_match: MatchReader | None = None
 
     @property
     def default_split(self) -> str:

@@ -7,7 +7,7 @@ from typing import Any
 
 from vidlab.conversation import MediaPart
 from vidlab.errors import EvaluationError
-from vidlab.evaluation.answers import tempcompass_target
+from vidlab.evaluation.answers import read_tempcompass, tempcompass_target
 from vidlab.evaluation.benchmarks.common import (
     Collector,
     find_video,
@@ -55,6 +55,11 @@ def _questions(root: Path, task_format: str) -> list[tuple[str, dict[str, Any]]]
             for number, item in enumerate(questions or [], start=1):
                 rows.append((f"{path}#{video_id}/{dim}/{number}", {**item, "video_id": video_id, "dim": dim}))
     return rows
+
+
+def read_match(response: str, row: dict) -> tuple[bool, bool]:
+    scoring = row.get("scoring") or {}
+    return read_tempcompass(response, scoring.get("format", ""), scoring["target"])
 
 
 def load(root: Path, split: str, subtitles: bool) -> EvalSet:
@@ -111,6 +116,7 @@ BENCHMARK = Benchmark(
     splits=("all", *FORMATS),
     load=load,
     groups=("format", "dim", "format_dim"),
+    read_match=read_match,
     notes=("Rules as VideoLLaMA3 scores them: an answer is right when it starts with the expected letter "
            "(multi-choice), yes/no word (yes_no, which must contain yes or no to be readable) or caption label "
            "(caption_matching). Captioning answers are read by an LLM judge (--judge-url) that picks the option "

@@ -210,7 +210,7 @@ def run_training(config: TrainConfig, resume: bool | str | None = None) -> Train
     dataset = TrainDataset(records, processor, settings, config.data.model_max_length, config.data.strict)
     val_records = []
     if config.output.eval_steps:  # read once; bad validation records are left out (they are not trained on)
-        val_records, _ = load_records([Path(f) for f in config.data.val], _data_root(config), strict=False)
+        val_records = list(load_records([Path(f) for f in config.data.val], _data_root(config), strict=False)[0])
     collate = Collator(processor.tokenizer.pad_token_id)
     world, rank = accelerator.num_processes, accelerator.process_index
     trainable = [p for p in model.parameters() if p.requires_grad]

@@ -83,8 +83,8 @@ def write_records(path: Path, count: int, videos: list[str], layout: str) -> Pat
 
 def parsed_copy_mb(path: Path, count: int) -> float:
     """Resident MB a list of `count` parsed records of `path` takes (in a fresh process)."""
-    code = ("import gc, json, sys, psutil; from vidlab.annotations import read_records; import vidlab.record_index; p = psutil.Process(); "
-            "gc.collect(); before = p.memory_info().rss; items = []\n"
+    code = ("import gc, psutil; import vidlab.record_index; from vidlab.annotations import read_records\n"
+            "p = psutil.Process(); gc.collect(); before = p.memory_info().rss; items = []\n"
             f"for r in read_records({str(path)!r}):\n    items.append(r.item)\n    if len(items) >= {count}: break\n"
             "gc.collect(); print((p.memory_info().rss - before) / 2**20)")
     return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)

@@ -134,3 +134,31 @@ def test_data_loader_workers_share_the_index_not_a_parsed_copy(tmp_path, monkeyp
         assert g["mapped"] and g["pickled"] == size
         # No parsed records: one index and one data root per file, and the (file, index) pairs as an array.
         assert g["holds"] == {"indexes": ["list", 1], "roots": ["list", 1], "picks": ["ndarray", 298]}
+
+
+def test_a_large_files_record_check_is_reused_until_a_media_file_changes(tmp_path, monkeypatch):
+    from vidlab.training import data
+
+    monkeypatch.setenv("VIDLAB_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(record_index, "CACHE_MIN_BYTES", 0)
+    rows = make_records(20)
+    rows[3]["video"] = ["later.mp4"]
+    for i in range(4):
+        (tmp_path / f"v{i}.mp4").write_bytes(b"")
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    first, notes = load_records([path])
+    assert len(first) == 19 and [(n.index, n.kind) for n in notes] == [(3, "missing")]
+
+    def no_parsing(*args, **kwargs):
+        raise AssertionError("the records were parsed again")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(data, "_usable_conversation", no_parsing)
+        again, notes_again = load_records([path])
+    assert [r.id for r in again] == [r.id for r in first] and notes_again == notes
+
+    (tmp_path / "later.mp4").write_bytes(b"")  # the record's video appeared: the saved check no longer holds
+    now, notes_now = load_records([path])
+    assert len(now) == 20 and notes_now == []
+    assert load_records([path], strict=True)[0] == now

@@ -204,32 +204,91 @@ def load_records(
             "; ".join(problems) + ". Check the paths: annotation files are JSON lists or JSONL of records, "
             "and media paths in them are relative to the data root (default: the annotation file's folder)."
         )
-    picks = array.array("q")
+    picks: list[np.ndarray] = [np.zeros((0, 2), dtype=np.int64)]
     indexes: list[RecordIndex] = []
     roots: list[Path] = []
     skipped: list[SkipNote] = []
-    found: dict[Path, bool] = {}
     for number, file in enumerate(files):
         root = Path(data_root) if data_root is not None else file.parent
-        reader = RecordReader(file)
-        for raw in reader:
-            where = str(raw.position)
-            try:
-                _usable_conversation(raw.item, where, root, found)
-            except VidlabError as err:
-                note = SkipNote.of(raw.position, raw.given_id, err)
-                if strict:
-                    place = where + (f" (id {raw.given_id})" if raw.given_id is not None else "")
-                    raise SampleError(
-                        f"{place}: {note.reason} (strict mode stops at the first bad record: "
-                        "fix or remove it, or turn strict off to skip bad records and list them in skipped.jsonl)"
-                    ) from err
-                skipped.append(note)
-                continue
-            picks.extend((number, raw.position.index))
-        indexes.append(reader.index)
+        checked = _checked_before(file, root)
+        if checked is not None and not (strict and checked[1]):  # (strict: the full pass words the error)
+            usable, notes = checked
+            index = RecordIndex.of(file)
+        else:
+            usable, notes, index = _check_file(file, root, strict)
+        skipped += notes
+        picks.append(np.stack([np.full(len(usable), number, dtype=np.int64), usable], axis=1))
+        indexes.append(index)
         roots.append(root)
-    return TrainRecords(indexes, roots, np.frombuffer(picks, dtype=np.int64).reshape(-1, 2).copy()), skipped
+    return TrainRecords(indexes, roots, np.concatenate(picks)), skipped
+
+
+def _check_file(file: Path, root: Path, strict: bool) -> tuple[np.ndarray, list[SkipNote], RecordIndex]:
+    """One pass over the file: the index of each usable record, a SkipNote per other one, the file's index."""
+    usable = array.array("q")
+    notes: list[SkipNote] = []
+    found: dict[Path, bool] = {}
+    reader = RecordReader(file)
+    for raw in reader:
+        where = str(raw.position)
+        try:
+            _usable_conversation(raw.item, where, root, found)
+        except VidlabError as err:
+            note = SkipNote.of(raw.position, raw.given_id, err)
+            if strict:
+                place = where + (f" (id {raw.given_id})" if raw.given_id is not None else "")
+                raise SampleError(
+                    f"{place}: {note.reason} (strict mode stops at the first bad record: "
+                    "fix or remove it, or turn strict off to skip bad records and list them in skipped.jsonl)"
+                ) from err
+            notes.append(note)
+            continue
+        usable.append(raw.position.index)
+    numbers = np.frombuffer(usable, dtype=np.int64).copy()
+    if reader.index.saved is not None:  # a large file: keep the result for the next run on it
+        _remember_check(reader.index, root, numbers, notes, found)
+    return numbers, notes, reader.index
+
+
+# What the check of a large file found, saved beside its index: which records are usable, the notes of the
+# others, and which media paths existed. Reused while the file and every one of those media paths are as they
+# were (a video added or deleted since changes the answer); a million records are then not parsed at start-up.
+_CHECK_VERSION = 1
+
+
+def _check_file_of(index_file: Path, root: Path) -> Path:
+    import hashlib
+
+    key = hashlib.sha256(f"{_CHECK_VERSION}\0{root.resolve()}".encode()).hexdigest()[:16]
+    return index_file.with_name(f"{index_file.stem}.train-{key}.json")
+
+
+def _remember_check(index: RecordIndex, root: Path, usable: np.ndarray, notes: list[SkipNote],
+                    found: dict[Path, bool]) -> None:
+    from vidlab.files import write_atomic
+
+    target = _check_file_of(index.saved, root)
+    try:
+        np.save(target.with_suffix(".npy"), usable)
+        write_atomic(target, json.dumps({"notes": [note.to_dict() for note in notes],
+                                         "media": [[str(path), exists] for path, exists in found.items()]}))
+    except OSError:  # a cache that cannot be written only costs the next run this pass again
+        pass
+
+
+def _checked_before(file: Path, root: Path) -> tuple[np.ndarray, list[SkipNote]] | None:
+    index = RecordIndex.cached(file)
+    if index is None:
+        return None
+    target = _check_file_of(index.saved, root)
+    try:
+        saved = json.loads(target.read_text(encoding="utf-8"))
+        usable = np.load(target.with_suffix(".npy"))
+    except (OSError, ValueError):
+        return None
+    if any(Path(path).exists() != exists for path, exists in saved["media"]):
+        return None
+    return usable, [SkipNote(**note) for note in saved["notes"]]
 
 
 def leave_out_checked(records: TrainRecords, check: Path, settings: MediaSettings,

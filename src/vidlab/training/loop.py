@@ -124,12 +124,30 @@ def _accelerator(config: TrainConfig, run_dir: Path):
         log_with="tensorboard" if tracker else None,
         project_config=ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir)),
     )
+    _refuse_unsharded(accelerator)
     if accelerator.gradient_accumulation_steps != 1 and not is_sharded(accelerator):
         raise VidlabError(
             f"the accelerate config sets gradient_accumulation_steps={accelerator.gradient_accumulation_steps}, which "
             "would rescale vidlab's loss. Remove it from the accelerate config and set train.grad_accum instead."
         )
     return accelerator, mixed_precision
+
+
+def _refuse_unsharded(accelerator) -> None:
+    """An FSDP or DeepSpeed launch that accelerate turned into plain data parallelism is an error, not a quiet DDP run.
+
+    accelerate (1.16) applies FSDP only to GPU-like devices and DeepSpeed only without `cpu=True`
+    (accelerate/state.py); on a CPU the same launch runs every process with a whole copy of the model.
+    """
+    asked = [name for name, variable in (("FSDP", "ACCELERATE_USE_FSDP"), ("DeepSpeed", "ACCELERATE_USE_DEEPSPEED"))
+             if os.environ.get(variable, "false").lower() == "true"]
+    if asked and not is_sharded(accelerator):
+        raise VidlabError(
+            f"the accelerate config asks for {asked[0]}, but accelerate runs {asked[0]} only on GPUs: on this "
+            f"{accelerator.device.type} it would train as plain {accelerator.distributed_type.value} with a whole copy "
+            "of the model in every process. Launch on GPUs, or use configs/accelerate/ddp.yaml "
+            "(see docs/train.md, 'Sharded training')."
+        )
 
 
 def _gather_skips(accelerator, notes: list[SkipNote]) -> list[SkipNote]:

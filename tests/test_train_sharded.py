@@ -100,3 +100,34 @@ def test_what_vidlab_hands_deepspeed(name):
         assert config["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] is True
     configure_deepspeed(accelerator, batch_size=2, grad_accum=1, max_grad_norm=None)
     assert plugin.deepspeed_config["gradient_clipping"] == 0.0  # no clipping asked: DeepSpeed's "off"
+
+
+def test_two_launches_as_two_machines_train_as_two_processes_on_one(tiny_model_dir, caption_data, tmp_path):
+    """`--num_machines 2 --machine_rank R` launched twice (here both on 127.0.0.1) is the run of
+    `--num_processes 2` on one machine: same losses, same adapter."""
+    settings = ("train.batch_size=1", "train.max_steps=4", "lora.dropout=0", "optim.name=sgd", "optim.momentum=0")
+    one = tmp_path / "one"
+    proc = test_train.launch_two(write_config(make_config(tiny_model_dir, caption_data, one, *settings),
+                                              tmp_path / "one.yaml"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    two = tmp_path / "two"
+    path = write_config(make_config(tiny_model_dir, caption_data, two, *settings), tmp_path / "two.yaml")
+    accelerate = Path(sys.executable).with_name("accelerate")
+    machines = [subprocess.Popen(
+        [str(accelerate), "launch", "--multi_gpu", "--num_machines", "2", "--num_processes", "2",
+         "--machine_rank", str(rank), "--main_process_ip", "127.0.0.1", "--main_process_port", "29571",
+         "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "vidlab.cli", "train", str(path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=CPU_ENV) for rank in (0, 1)]
+    outputs = [machine.communicate(timeout=400) for machine in machines]
+    assert [machine.returncode for machine in machines] == [0, 0], outputs[0][1][-2000:] + outputs[1][1][-2000:]
+
+    def losses(run: Path) -> list[float]:
+        return [json.loads(line)["loss"] for line in (run / "log.jsonl").read_text().splitlines()]
+
+    assert losses(two) == pytest.approx(losses(one), rel=1e-5)
+    a, b = load_file(str(one / "adapter_model.safetensors")), load_file(str(two / "adapter_model.safetensors"))
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-6), key
+    result = json.loads((two / "train_result.json").read_text())
+    assert len(result["process_checksums"]) == 2 and len(set(result["process_checksums"])) == 1

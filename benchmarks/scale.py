@@ -10,8 +10,9 @@ workers): the sum of RSS (shared pages counted in every process) and of PSS (sha
 between the processes that share them: the memory the run really holds).
 
 Compared:
-- index: vidlab's reader (the file's record index, records parsed when used), first run (builds and
-  caches the index) and second run (reads the cached index);
+- index: vidlab's reader (the file's record index, records parsed when used), first run (one pass
+  that checks every record and builds the index; both are saved) and second run (reads the saved
+  index and check: no record is parsed before training);
 - parsed list: what the reader before the index kept, a Python list of every parsed record, made by
   materialising the index (run at --list-records only, since at a million it needs several GB;
   its per-record cost is reported so it can be scaled).

@@ -15,14 +15,10 @@ several records start on that line.
 
 from __future__ import annotations
 
-import json
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from vidlab.errors import DataFileError, RecordError
 
 # UTF-8, with or without the byte-order mark some Windows editors put at the start.
 TEXT_ENCODING = "utf-8-sig"
@@ -84,7 +80,8 @@ def reason_of(err: Exception, where: object) -> str:
 
 
 def read_records(path: str | Path) -> Iterator[RawRecord]:
-    """Each record of a JSON list or JSONL file, with its position.
+    """Each record of a JSON list or JSONL file, with its position, read in one streaming pass
+    (`vidlab.record_index.RecordReader`, which also leaves the file's index behind).
 
     A JSONL line that is not valid JSON comes back as a record whose item is a RecordError (kind
     "not json"), so the caller can skip that record and go on.
@@ -93,77 +90,9 @@ def read_records(path: str | Path) -> Iterator[RawRecord]:
         DataFileError: the file is empty, not UTF-8, one JSON object, or a JSON list broken part way
             (nothing after the break can be read).
     """
-    path = Path(path)
-    try:
-        text = path.read_text(encoding=TEXT_ENCODING)
-    except UnicodeDecodeError as err:
-        hint = " A parquet file (LLaVA-OneVision-Data's) converts to records with `vidlab data convert llava FILE " \
-            "OUT.jsonl`." \
-            if path.suffix.lower() == ".parquet" else " Save the file as UTF-8."
-        raise DataFileError(f"{path}: not UTF-8 text ({err.reason}).{hint}") from err
-    stripped = text.lstrip()
-    if not stripped:
-        raise DataFileError(f"{path}: the file is empty. Give a JSON list or JSONL file of records.")
-    if stripped[0] == "[" and path.suffix.lower() != ".jsonl":
-        yield from _json_list(path, text)
-        return
-    if stripped[0] == "{" and path.suffix.lower() != ".jsonl":
-        try:
-            whole = json.loads(text)
-        except json.JSONDecodeError:
-            whole = None
-        if isinstance(whole, dict) and "\n" in text.strip():
-            raise DataFileError(
-                f"{path}: holds one JSON object, not a list of records. Put the records in a JSON list "
-                "([{...}, {...}]) or in JSONL (one record per line)."
-            )
-    index = 0
-    for number, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        position = Position(path, index, number)
-        index += 1
-        try:
-            yield RawRecord(position, json.loads(line))
-        except json.JSONDecodeError as err:
-            yield RawRecord(position, RecordError(
-                f"{position}: not valid JSON ({err.msg}: column {err.colno}). Fix the line or remove it.", "not json"))
+    from vidlab.record_index import RecordReader  # it builds on this module's Position and RawRecord
 
-
-def _json_list(path: Path, text: str) -> Iterator[RawRecord]:
-    # The json module gives no positions for list items, so walk the list item by item to know each one's line.
-    decoder = json.JSONDecoder()
-    pos, line, counted = text.index("[") + 1, 1, 0
-
-    def skip_space(at: int) -> int:
-        while at < len(text) and text[at] in " \t\r\n":
-            at += 1
-        return at
-
-    found: list[tuple[int, Any]] = []  # (line, item): read to the end first, to know which lines several share
-    while True:
-        pos = skip_space(pos)
-        if pos < len(text) and text[pos] == "]":
-            break
-        line += text.count("\n", counted, pos)
-        counted = pos
-        try:
-            item, pos = decoder.raw_decode(text, pos)
-        except json.JSONDecodeError as err:
-            raise DataFileError(
-                f"{path}:{err.lineno}: not valid JSON ({err.msg}). In a JSON list nothing after a break can be "
-                "read: fix it, or use JSONL (one record per line), where a bad line only skips that record."
-            ) from err
-        found.append((line, item))
-        pos = skip_space(pos)
-        if pos < len(text) and text[pos] == ",":
-            pos += 1
-        elif pos >= len(text) or text[pos] != "]":
-            line += text.count("\n", counted, pos)
-            raise DataFileError(f"{path}:{line}: expected ',' or ']' after a record. Fix the JSON list.")
-    per_line = Counter(line for line, _ in found)
-    for index, (line, item) in enumerate(found):
-        yield RawRecord(Position(path, index, line, per_line[line] > 1), item)
+    yield from RecordReader(path)
 
 
 __all__ = ["Position", "RawRecord", "TEXT_ENCODING", "given_id", "read_records", "reason_of", "record_id"]

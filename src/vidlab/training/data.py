@@ -1,7 +1,9 @@
 """Training data: annotation records -> labelled samples within the token budget -> padded batches.
 
 The steps, each usable on its own:
-    load_records   annotation files -> TrainRecord list + SkipNote list (bad records, with their position)
+    load_records   annotation files -> TrainRecords (the usable records, each parsed when used: a
+                   million-record file is held as its index, not as a million dicts) + SkipNote list
+                   (bad records, with their position)
     encode_record  one record -> its media decoded and `vidlab.inputs.encode`d with labels, within
                    model_max_length (the same encoding chat and evaluation use)
     TrainDataset   records -> samples; a record that fails is replaced by the next one, so every
@@ -11,19 +13,22 @@ The steps, each usable on its own:
 
 from __future__ import annotations
 
-import dataclasses
+import array
 import json
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
-from vidlab.annotations import Position, read_records, reason_of
+from vidlab.annotations import Position, reason_of
 from vidlab.conversation import Conversation, parse_record
 from vidlab.errors import ConversationError, DataFileError, MediaError, MediaNotFoundError, SampleError, VidlabError
 from vidlab.files import read_jsonl
 from vidlab.inputs import IGNORE_INDEX, Sample, collate, encode, load_media
+from vidlab.record_index import RecordIndex, RecordReader
 from vidlab.record_kinds import kind_of
 from vidlab.settings import MediaSettings
 
@@ -92,8 +97,11 @@ def _resolve(path: str, root: Path) -> Path:
     return resolved if resolved.is_absolute() else root / resolved
 
 
-def _usable_conversation(item: Any, where: str, root: Path) -> Conversation:
-    """The record as a Conversation training can learn from, or the VidlabError that says why not."""
+def _usable_conversation(item: Any, where: str, root: Path, found: dict[Path, bool] | None = None) -> Conversation:
+    """The record as a Conversation training can learn from, or the VidlabError that says why not.
+
+    `found` remembers which media paths exist (a million records often share a few thousand videos).
+    """
     if isinstance(item, Exception):
         raise item
     conversation = parse_record(item, where=where)
@@ -104,7 +112,12 @@ def _usable_conversation(item: Any, where: str, root: Path) -> Conversation:
         )
     for part in conversation.media:
         path = _resolve(part.path, root)
-        if not path.exists():
+        exists = found.get(path) if found is not None else None
+        if exists is None:
+            exists = path.exists()
+            if found is not None:
+                found[path] = exists
+        if not exists:
             raise MediaNotFoundError(
                 f"{where}: {part.type} not found: {path}. Relative paths are resolved against the data root "
                 f"({root}); fix the path or the data root."
@@ -112,10 +125,60 @@ def _usable_conversation(item: Any, where: str, root: Path) -> Conversation:
     return conversation
 
 
+class TrainRecords(Sequence[TrainRecord]):
+    """The usable records of some annotation files, each read and parsed from its file when asked for.
+
+    Holds each file's `RecordIndex` and, per usable record, its file and its index in the file
+    (16 bytes a record): a data-loader worker gets this, not a parsed copy of the records.
+    """
+
+    def __init__(self, indexes: list[RecordIndex], roots: list[Path], picks: np.ndarray):
+        self.indexes, self.roots = indexes, roots
+        self.picks = picks  # (n, 2) int64: file number, index of the record in its file
+
+    def __len__(self) -> int:
+        return len(self.picks)
+
+    def __getitem__(self, i: int) -> TrainRecord:  # type: ignore[override]
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"record {i} of {len(self)}")
+        i = i % len(self)
+        file_number, record_number = (int(v) for v in self.picks[i])
+        raw = self.indexes[file_number][record_number]
+        where = str(raw.position)
+        # Checked when the records were loaded; a media file deleted since fails as a sample and is skipped.
+        conversation = parse_record(raw.item, where=where)
+        return TrainRecord(raw.position, raw.id, i, conversation, self.roots[file_number])
+
+    def __iter__(self) -> Iterator[TrainRecord]:
+        for i in range(len(self)):
+            yield self[i]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (list, tuple, TrainRecords)):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def places(self) -> Iterator[tuple[Path, int]]:
+        """(file, index in the file) of each record, in order, without reading any."""
+        for file_number, record_number in self.picks.tolist():
+            yield self.indexes[file_number].path, record_number
+
+    def subset(self, keep: np.ndarray) -> TrainRecords:
+        """The records where `keep` (one bool per record) is set, renumbered from 0."""
+        return TrainRecords(self.indexes, self.roots, self.picks[np.asarray(keep, dtype=bool)])
+
+
 def load_records(
     files: list[Path], data_root: Path | None = None, strict: bool = False
-) -> tuple[list[TrainRecord], list[SkipNote]]:
+) -> tuple[TrainRecords, list[SkipNote]]:
     """Read annotation files (JSON list or JSONL) into training records.
+
+    One streaming pass per file checks every record and leaves the file's index; the records come
+    back as `TrainRecords`, each read again from its file when used (so memory does not grow with
+    the records' text, in this process or in data-loader workers).
 
     A record is skipped (a SkipNote with its position, id, reason and kind) when its line is not
     valid JSON, it is not an object, its conversation does not validate, it has no assistant turn,
@@ -141,30 +204,95 @@ def load_records(
             "; ".join(problems) + ". Check the paths: annotation files are JSON lists or JSONL of records, "
             "and media paths in them are relative to the data root (default: the annotation file's folder)."
         )
-    records: list[TrainRecord] = []
+    picks: list[np.ndarray] = [np.zeros((0, 2), dtype=np.int64)]
+    indexes: list[RecordIndex] = []
+    roots: list[Path] = []
     skipped: list[SkipNote] = []
-    for file in files:
+    for number, file in enumerate(files):
         root = Path(data_root) if data_root is not None else file.parent
-        for raw in read_records(file):
-            where = str(raw.position)
-            try:
-                conversation = _usable_conversation(raw.item, where, root)
-            except VidlabError as err:
-                note = SkipNote.of(raw.position, raw.given_id, err)
-                if strict:
-                    place = where + (f" (id {raw.given_id})" if raw.given_id is not None else "")
-                    raise SampleError(
-                        f"{place}: {note.reason} (strict mode stops at the first bad record: "
-                        "fix or remove it, or turn strict off to skip bad records and list them in skipped.jsonl)"
-                    ) from err
-                skipped.append(note)
-                continue
-            records.append(TrainRecord(raw.position, raw.id, len(records), conversation, root))
-    return records, skipped
+        checked = _checked_before(file, root)
+        if checked is not None and not (strict and checked[1]):  # (strict: the full pass words the error)
+            usable, notes = checked
+            index = RecordIndex.of(file)
+        else:
+            usable, notes, index = _check_file(file, root, strict)
+        skipped += notes
+        picks.append(np.stack([np.full(len(usable), number, dtype=np.int64), usable], axis=1))
+        indexes.append(index)
+        roots.append(root)
+    return TrainRecords(indexes, roots, np.concatenate(picks)), skipped
 
 
-def leave_out_checked(records: list[TrainRecord], check: Path, settings: MediaSettings,
-                      max_length: int) -> tuple[list[TrainRecord], list[SkipNote]]:
+def _check_file(file: Path, root: Path, strict: bool) -> tuple[np.ndarray, list[SkipNote], RecordIndex]:
+    """One pass over the file: the index of each usable record, a SkipNote per other one, the file's index."""
+    usable = array.array("q")
+    notes: list[SkipNote] = []
+    found: dict[Path, bool] = {}
+    reader = RecordReader(file)
+    for raw in reader:
+        where = str(raw.position)
+        try:
+            _usable_conversation(raw.item, where, root, found)
+        except VidlabError as err:
+            note = SkipNote.of(raw.position, raw.given_id, err)
+            if strict:
+                place = where + (f" (id {raw.given_id})" if raw.given_id is not None else "")
+                raise SampleError(
+                    f"{place}: {note.reason} (strict mode stops at the first bad record: "
+                    "fix or remove it, or turn strict off to skip bad records and list them in skipped.jsonl)"
+                ) from err
+            notes.append(note)
+            continue
+        usable.append(raw.position.index)
+    numbers = np.frombuffer(usable, dtype=np.int64).copy()
+    if reader.index.saved is not None:  # a large file: keep the result for the next run on it
+        _remember_check(reader.index, root, numbers, notes, found)
+    return numbers, notes, reader.index
+
+
+# What the check of a large file found, saved beside its index: which records are usable, the notes of the
+# others, and which media paths existed. Reused while the file and every one of those media paths are as they
+# were (a video added or deleted since changes the answer); a million records are then not parsed at start-up.
+_CHECK_VERSION = 1
+
+
+def _check_file_of(index_file: Path, root: Path) -> Path:
+    import hashlib
+
+    key = hashlib.sha256(f"{_CHECK_VERSION}\0{root.resolve()}".encode()).hexdigest()[:16]
+    return index_file.with_name(f"{index_file.stem}.train-{key}.json")
+
+
+def _remember_check(index: RecordIndex, root: Path, usable: np.ndarray, notes: list[SkipNote],
+                    found: dict[Path, bool]) -> None:
+    from vidlab.files import write_atomic
+
+    target = _check_file_of(index.saved, root)
+    try:
+        np.save(target.with_suffix(".npy"), usable)
+        write_atomic(target, json.dumps({"notes": [note.to_dict() for note in notes],
+                                         "media": [[str(path), exists] for path, exists in found.items()]}))
+    except OSError:  # a cache that cannot be written only costs the next run this pass again
+        pass
+
+
+def _checked_before(file: Path, root: Path) -> tuple[np.ndarray, list[SkipNote]] | None:
+    index = RecordIndex.cached(file)
+    if index is None:
+        return None
+    target = _check_file_of(index.saved, root)
+    try:
+        saved = json.loads(target.read_text(encoding="utf-8"))
+        usable = np.load(target.with_suffix(".npy"))
+    except (OSError, ValueError):
+        return None
+    if any(Path(path).exists() != exists for path, exists in saved["media"]):
+        return None
+    return usable, [SkipNote(**note) for note in saved["notes"]]
+
+
+def leave_out_checked(records: TrainRecords, check: Path, settings: MediaSettings,
+                      max_length: int) -> tuple[TrainRecords, list[SkipNote]]:
     """The records `vidlab data check` found usable (its check.json and the bad.jsonl beside it), and a
     SkipNote for each one left out, so that steps per epoch count usable records.
 
@@ -181,7 +309,7 @@ def leave_out_checked(records: list[TrainRecord], check: Path, settings: MediaSe
     def same(file) -> str:
         return str(Path(file).expanduser().resolve())
 
-    files = sorted({str(r.file) for r in records})
+    files = sorted({str(index.path) for index in records.indexes})
     stale = [f for f in files if Path(f).stat().st_mtime > check.stat().st_mtime]
     problems = []
     if not {same(f) for f in files} <= {same(f) for f in report.get("files", [])}:
@@ -194,15 +322,17 @@ def leave_out_checked(records: list[TrainRecord], check: Path, settings: MediaSe
         raise DataFileError(f"data.check: {check}: {'; '.join(problems)}. Run `vidlab data check --config CONFIG` "
                             "again, or leave data.check out.")
     left_out = {(same(row["file"]), row["index"]): row for row in bad}
-    kept, notes = [], []
-    for record in records:
-        row = left_out.get((same(record.file), record.position.index))
-        if row is None:
-            kept.append(dataclasses.replace(record, index=len(kept)))
-        else:
+    resolved = {index.path: same(index.path) for index in records.indexes}
+    keep = np.ones(len(records), dtype=bool)
+    notes = []
+    for i, (file, index) in enumerate(records.places()):
+        row = left_out.get((resolved[file], index))
+        if row is not None:
+            keep[i] = False
+            record = records[i]
             notes.append(SkipNote(str(record.file), record.line, record.id, f"data check: {row['reason']}",
                                   record.position.index, row["kind"]))
-    return kept, notes
+    return records.subset(keep), notes
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -258,7 +388,7 @@ class TrainDataset(torch.utils.data.Dataset):
 
     def __init__(
         self,
-        records: list[TrainRecord],
+        records: Sequence[TrainRecord],
         processor,
         settings: MediaSettings = MediaSettings(),
         max_length: int = 16384,
@@ -360,6 +490,7 @@ __all__ = [
     "SkipNote",
     "TrainDataset",
     "TrainRecord",
+    "TrainRecords",
     "encode_record",
     "leave_out_checked",
     "load_records",

@@ -124,12 +124,30 @@ def _accelerator(config: TrainConfig, run_dir: Path):
         log_with="tensorboard" if tracker else None,
         project_config=ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir)),
     )
+    _refuse_unsharded(accelerator)
     if accelerator.gradient_accumulation_steps != 1 and not is_sharded(accelerator):
         raise VidlabError(
             f"the accelerate config sets gradient_accumulation_steps={accelerator.gradient_accumulation_steps}, which "
             "would rescale vidlab's loss. Remove it from the accelerate config and set train.grad_accum instead."
         )
     return accelerator, mixed_precision
+
+
+def _refuse_unsharded(accelerator) -> None:
+    """An FSDP or DeepSpeed launch that accelerate turned into plain data parallelism is an error, not a quiet DDP run.
+
+    accelerate (1.16) applies FSDP only to GPU-like devices and DeepSpeed only without `cpu=True`
+    (accelerate/state.py); on a CPU the same launch runs every process with a whole copy of the model.
+    """
+    asked = [name for name, variable in (("FSDP", "ACCELERATE_USE_FSDP"), ("DeepSpeed", "ACCELERATE_USE_DEEPSPEED"))
+             if os.environ.get(variable, "false").lower() == "true"]
+    if asked and not is_sharded(accelerator):
+        raise VidlabError(
+            f"the accelerate config asks for {asked[0]}, but accelerate runs {asked[0]} only on GPUs: on this "
+            f"{accelerator.device.type} it would train as plain {accelerator.distributed_type.value} with a whole copy "
+            "of the model in every process. Launch on GPUs, or use configs/accelerate/ddp.yaml "
+            "(see docs/train.md, 'Sharded training')."
+        )
 
 
 def _gather_skips(accelerator, notes: list[SkipNote]) -> list[SkipNote]:
@@ -210,7 +228,7 @@ def run_training(config: TrainConfig, resume: bool | str | None = None) -> Train
     dataset = TrainDataset(records, processor, settings, config.data.model_max_length, config.data.strict)
     val_records = []
     if config.output.eval_steps:  # read once; bad validation records are left out (they are not trained on)
-        val_records, _ = load_records([Path(f) for f in config.data.val], _data_root(config), strict=False)
+        val_records = list(load_records([Path(f) for f in config.data.val], _data_root(config), strict=False)[0])
     collate = Collator(processor.tokenizer.pad_token_id)
     world, rank = accelerator.num_processes, accelerator.process_index
     trainable = [p for p in model.parameters() if p.requires_grad]

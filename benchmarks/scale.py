@@ -1,0 +1,242 @@
+"""A million annotation records: `vidlab train` start-up and memory, and `vidlab data check` throughput.
+
+    python benchmarks/scale.py [--records 1000000] [--list-records 100000] [--check-records 500]
+
+Writes, in a temporary folder (deleted at the end), a few hundred small videos and RECORDS
+LLaVA-Video-style caption records (~1 KB each: ~1 GB) as one JSON list and as JSONL. For each file it
+runs `vidlab train` on the tiny model with 4 data-loader workers up to its first optimiser step and
+reports the seconds to that step and the peak memory of the whole process tree (the trainer and its
+workers): the sum of RSS (shared pages counted in every process) and of PSS (shared pages split
+between the processes that share them: the memory the run really holds).
+
+Compared:
+- index: vidlab's reader (the file's record index, records parsed when used), first run (one pass
+  that checks every record and builds the index; both are saved) and second run (reads the saved
+  index and check: no record is parsed before training);
+- parsed list: what the reader before the index kept, a Python list of every parsed record, made by
+  materialising the index (run at --list-records only, since at a million it needs several GB;
+  its per-record cost is reported so it can be scaled).
+`one parsed copy` is the memory a list of all the records' parsed JSON takes (measured on
+--list-records records and scaled to RECORDS), the yardstick of the goal (<= 1.5x in all processes).
+
+`vidlab data check` is timed on the first --check-records records (each record is decoded and
+encoded, so its rate does not depend on the file's size); its reading of the whole file is the same
+load_records pass timed above.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+WORDS = ("the a person walks into the room and picks up a cup then puts it on the table while talking to "
+         "someone near the window before leaving through the door").split()
+
+
+def write_videos(folder: Path, count: int) -> list[str]:
+    from vidlab.data.synthetic import Scene, write_scene
+
+    names = []
+    shapes, colours, directions = ("circle", "square", "triangle"), ("red", "blue", "green"), ("left", "right")
+    for i in range(count):
+        name = f"v{i:03d}.mp4"
+        write_scene(folder / name, Scene(shape=shapes[i % 3], colour=colours[i // 3 % 3],
+                                         direction=directions[i // 9 % 2], size=32, seconds=1, fps=4))
+        names.append(name)
+    return names
+
+
+def record(i: int, videos: list[str], rng: random.Random) -> dict:
+    question = " ".join(rng.choices(WORDS, k=20))
+    answer = " ".join(rng.choices(WORDS, k=150))
+    return {"id": f"rec-{i:07d}", "video": [videos[i % len(videos)]], "data_source": "synthetic",
+            "conversations": [{"from": "human", "value": f"<video>\n{question}?"}, {"from": "gpt", "value": answer}]}
+
+
+def write_records(path: Path, count: int, videos: list[str], layout: str) -> Path:
+    """Streamed to disk, never held: `count` records as one JSON list on one line, or as JSONL."""
+    rng = random.Random(0)
+    with open(path, "w", encoding="utf-8") as out:
+        if layout == "json":
+            out.write("[")
+        for i in range(count):
+            text = json.dumps(record(i, videos, rng))
+            if layout == "json":
+                out.write(text if i == 0 else ", " + text)
+            else:
+                out.write(text + "\n")
+        if layout == "json":
+            out.write("]")
+    return path
+
+
+def parsed_copy_mb(path: Path, count: int) -> float:
+    """Resident MB a list of `count` parsed records of `path` takes (in a fresh process)."""
+    code = ("import gc, psutil; import vidlab.record_index; from vidlab.annotations import read_records\n"
+            "p = psutil.Process(); gc.collect(); before = p.memory_info().rss; items = []\n"
+            f"for r in read_records({str(path)!r}):\n    items.append(r.item)\n    if len(items) >= {count}: break\n"
+            "gc.collect(); print((p.memory_info().rss - before) / 2**20)")
+    return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+
+
+def tree_memory(pid: int) -> tuple[float, float, int]:
+    """(RSS MB summed, PSS MB summed, processes) of a process and all its descendants."""
+    try:
+        root = psutil.Process(pid)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0.0, 0.0, 0
+    rss = pss = 0.0
+    for process in processes:
+        try:
+            full = process.memory_full_info()
+        except psutil.Error:
+            continue
+        rss += full.rss / 2**20
+        pss += getattr(full, "pss", full.rss) / 2**20
+    return rss, pss, len(processes)
+
+
+_RUNNER = """
+import sys
+from pathlib import Path
+import vidlab.training.loop as loop
+from vidlab import train
+from vidlab.training.config import load_config
+
+reader = sys.argv[1]
+if reader == "list":  # the reader before the index: every parsed record held in a list
+    load = loop.load_records
+    def load_list(*args, **kwargs):
+        records, skipped = load(*args, **kwargs)
+        return list(records), skipped
+    loop.load_records = load_list
+train(load_config(Path(sys.argv[2])))
+"""
+
+
+def first_step(model: Path, data: Path, out: Path, reader: str, workers: int = 4, limit: float = 900) -> dict:
+    """`vidlab train` up to its first logged step: seconds, and the process tree's peak memory."""
+    from vidlab.training.config import load_config
+
+    config = load_config(None, [
+        f"model.path={model}", f"data.train=[{data}]", f"output.dir={out}", f"data.workers={workers}",
+        "data.max_frames=2", "train.batch_size=4", "train.max_steps=2", "output.log_steps=1",
+        "output.save_steps=1000", "output.tensorboard=false", "output.progress=false", "lora.r=4",
+        "learning_rates.llm=2e-4",
+    ])
+    path = out.with_suffix(".yaml")
+    path.write_text(config.to_yaml())
+    started = time.monotonic()
+    process = subprocess.Popen([sys.executable, "-c", _RUNNER, reader, str(path)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    peak_rss = peak_pss = 0.0
+    most = 0
+    log = out / "log.jsonl"
+    seconds = None
+    try:
+        while time.monotonic() - started < limit:
+            rss, pss, count = tree_memory(process.pid)
+            peak_rss, peak_pss, most = max(peak_rss, rss), max(peak_pss, pss), max(most, count)
+            if log.is_file() and log.read_text().strip():
+                seconds = time.monotonic() - started
+                break
+            if process.poll() is not None:
+                raise RuntimeError(f"vidlab train ended before its first step:\n{process.stderr.read()[-3000:]}")
+            time.sleep(0.25)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    return {"seconds": seconds, "peak_rss_mb": round(peak_rss), "peak_pss_mb": round(peak_pss), "processes": most}
+
+
+def check_rate(model: Path, data: Path, count: int, folder: Path) -> dict:
+    """`vidlab data check` on the first `count` records of `data`: records per second, and again from its cache."""
+    from vidlab.data.check import check_data
+
+    head = folder / "head.jsonl"
+    with open(data, encoding="utf-8") as source, open(head, "w", encoding="utf-8") as out:
+        for _, line in zip(range(count), source):
+            out.write(line)
+    rates = []
+    for _ in range(2):
+        started = time.monotonic()
+        result = check_data([head], model=model, out_dir=folder / "check", workers=2, progress=False,
+                            settings=None, max_length=2048)
+        rates.append(round(result.report["records"] / (time.monotonic() - started), 1))
+    return {"records": count, "records_per_s": rates[0], "records_per_s_cached": rates[1]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--list-records", type=int, default=100_000,
+                        help="records for the parsed-list run (its memory grows with them)")
+    parser.add_argument("--videos", type=int, default=300)
+    parser.add_argument("--check-records", type=int, default=500)
+    parser.add_argument("--workers", type=int, default=4)
+    args = parser.parse_args()
+
+    from vidlab.models.tiny import build_tiny_model
+
+    work = Path(tempfile.mkdtemp(prefix="vidlab-scale-"))
+    os.environ["VIDLAB_CACHE_DIR"] = str(work / "cache")  # the runs' index cache, deleted with the rest
+    rows = []
+    try:
+        model = build_tiny_model(work / "tiny", seed=0)
+        videos = write_videos(work, args.videos)
+        started = time.monotonic()
+        big = {layout: write_records(work / f"train.{layout}", args.records, videos, layout)
+               for layout in ("json", "jsonl")}
+        print(f"wrote {args.records:,} records ({big['json'].stat().st_size / 2**30:.2f} GiB as a JSON list, "
+              f"{big['jsonl'].stat().st_size / 2**30:.2f} GiB as JSONL) in {time.monotonic() - started:.0f} s",
+              flush=True)
+        small = write_records(work / "small.json", args.list_records, videos, "json")
+        per_record = parsed_copy_mb(small, args.list_records) / args.list_records
+        copy_mb = per_record * args.records
+        print(f"one parsed copy: {per_record * 1024:.2f} KB a record, {copy_mb:,.0f} MB for {args.records:,}",
+              flush=True)
+        for layout, path in big.items():
+            for run in ("first", "cached") if layout == "json" else ("first",):
+                found = first_step(model, path, work / f"run-{layout}-{run}", "index", args.workers)
+                rows.append({"reader": f"index ({run} run)", "file": f"{args.records:,} records, {layout}", **found,
+                             "pss_vs_parsed_copy": round(found["peak_pss_mb"] / copy_mb, 2)})
+                print(json.dumps(rows[-1]), flush=True)
+        found = first_step(model, small, work / "run-list", "list", args.workers)
+        small_copy = per_record * args.list_records
+        rows.append({"reader": "parsed list", "file": f"{args.list_records:,} records, json", **found,
+                     "pss_vs_parsed_copy": round(found["peak_pss_mb"] / small_copy, 2)})
+        print(json.dumps(rows[-1]), flush=True)
+        found = first_step(model, small, work / "run-small-index", "index", args.workers)
+        rows.append({"reader": "index (first run)", "file": f"{args.list_records:,} records, json", **found,
+                     "pss_vs_parsed_copy": round(found["peak_pss_mb"] / small_copy, 2)})
+        print(json.dumps(rows[-1]), flush=True)
+        for path in big.values():
+            path.unlink()
+        gc.collect()
+        check = check_rate(model, small, args.check_records, work)
+        print(f"vidlab data check: {check['records_per_s']} records/s on {check['records']} records (2 workers), "
+              f"{check['records_per_s_cached']} records/s from its cache", flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print("\n| reader | file | first step (s) | peak RSS, all processes (MB) | peak PSS (MB) | PSS / one parsed copy |")
+    print("| --- | --- | ---: | ---: | ---: | ---: |")
+    for row in rows:
+        print(f"| {row['reader']} | {row['file']} | {row['seconds']:.1f} | {row['peak_rss_mb']:,} | "
+              f"{row['peak_pss_mb']:,} | {row['pss_vs_parsed_copy']} |")
+
+
+if __name__ == "__main__":
+    main()

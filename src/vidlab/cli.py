@@ -82,15 +82,18 @@ def model_convert(
         bool, typer.Option(help="LoRA runs without non_lora_trainables.bin: the run trained only the LLM's adapters.")
     ] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar over the source shards.")] = True,
+    tokenizer: Annotated[
+        str | None, typer.Option(help="TinyLLaVA-Video checkpoints without a tokenizer: the LLM's tokenizer folder.")
+    ] = None,
 ) -> None:
-    """Convert an original VideoLLaMA3 checkpoint (or LoRA run, merged) to the native transformers format."""
+    """Convert an original VideoLLaMA3 checkpoint (or LoRA run, merged), or a TinyLLaVA-Video one, for vidlab."""
     quiet_transformers()
     from vidlab.models.convert.checkpoint import convert_checkpoint
     from vidlab.models.info import render_model_info
 
     result = convert_checkpoint(src, out_dir, dtype=dtype, base=base, max_shard_size=max_shard_size,
-                                llm_only=llm_only, progress=progress)
-    typer.echo(f"wrote native VideoLLaMA3 to {result.folder}")
+                                llm_only=llm_only, progress=progress, tokenizer=tokenizer)
+    typer.echo(f"wrote {result.info.get('family', 'native VideoLLaMA3')} to {result.folder}")
     typer.echo(render_model_info(result.info))
 
 

@@ -167,3 +167,21 @@ def test_convert_names_every_problem(tmp_path, converted):
 def test_load_model_points_at_convert_for_the_original_layout():
     with pytest.raises(ModelLoadError, match="vidlab model convert"):
         load_model(DATA / "groupresampler", device="cpu")
+
+
+def _index_of(frame: np.ndarray) -> int:
+    """The frame's own index, written in ten black / white bars (tools/fidelity/frames_corpus.py)."""
+    bar = frame.shape[1] // 10
+    return sum(1 << bit for bit in range(10) if frame[:, bit * bar:(bit + 1) * bar].mean() > 127)
+
+
+@pytest.mark.parametrize("case", sorted(RECORD["frame_choice"]))
+def test_uniform_frame_rule_picks_the_original_frames(case):
+    from vidlab.media import load_video
+    from vidlab.settings import Sampling
+
+    name, num_frames, max_frames = case.split("/")
+    sampling = Sampling(frame_rule="uniform", num_frames=int(num_frames) or None, max_frames=int(max_frames))
+    clip = load_video(Path(__file__).parent / "data" / "fidelity" / "media" / name, sampling)
+    assert [_index_of(frame) for frame in clip.frames] == RECORD["frame_choice"][case]
+    assert clip.frame_indices == RECORD["frame_choice"][case]

@@ -155,7 +155,7 @@ def test_convert_names_every_problem(tmp_path, converted):
     config = json.loads((broken / "config.json").read_text())
     config["num_queries"] = 12  # 3 latents a group instead of 2: every latents shape is wrong
     (broken / "config.json").write_text(json.dumps(config))
-    with pytest.raises(CheckpointConversionError, match="connector.latents: shape"):
+    with pytest.raises(CheckpointConversionError, match=r"latents: shape \[2, 32\], the config makes \[3, 32\]"):
         convert_tinyllava_video(broken, tmp_path / "out")
     assert not (tmp_path / "out").exists()
     config["connector_type"] = "mlp2x_gelu"

@@ -3,10 +3,10 @@
 The original's folder: config.json (`model_type: tinyllava`, the LLM and SigLIP configs as dicts,
 `connector_type` groupresampler / naiveresampler, num_queries, group, num_resampler_layers), weights
 named `language_model.*`, `vision_tower._vision_tower.*`, `connector._connector.*`, and the LLM's
-tokenizer. vidlab's: the same tensors renamed (`vision_tower.*`: SigLIP without its `vision_model.` level, as
-transformers 5 names it; `connector.*`, the resampler
-layers' `0` / `1` as `attention` / `feed_forward`), a `vidlab_tinyllava_video` config, the tokenizer
-with an `<image>` placeholder added, SigLIP's image processor, and vidlab_conversion.json.
+tokenizer. vidlab's: the same tensors renamed to the native VideoLLaMA3 layout (`model.vision_model.*`: SigLIP
+without its own `vision_model.` level, as transformers 5 names it; `model.projector.*`, the resampler layers'
+`0` / `1` as `attention` / `feed_forward`; `model.language_model.*`, `lm_head.*`), a `vidlab_tinyllava_video`
+config, the tokenizer with an `<image>` placeholder added, SigLIP's image processor, and vidlab_conversion.json.
 """
 
 from __future__ import annotations
@@ -32,10 +32,12 @@ ORIGINAL_MODEL_TYPE = "tinyllava"
 RECORD_FILE = "vidlab_conversion.json"
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 _RENAMES = [  # (original prefix pattern, vidlab's)
-    (re.compile(r"^vision_tower\._vision_tower\.vision_model\."), "vision_tower."),
-    (re.compile(r"^connector\._connector\.layers\.(\d+)\.0\."), r"connector.layers.\1.attention."),
-    (re.compile(r"^connector\._connector\.layers\.(\d+)\.1\."), r"connector.layers.\1.feed_forward."),
-    (re.compile(r"^connector\._connector\."), "connector."),
+    (re.compile(r"^vision_tower\._vision_tower\.vision_model\."), "model.vision_model."),
+    (re.compile(r"^connector\._connector\.layers\.(\d+)\.0\."), r"model.projector.layers.\1.attention."),
+    (re.compile(r"^connector\._connector\.layers\.(\d+)\.1\."), r"model.projector.layers.\1.feed_forward."),
+    (re.compile(r"^connector\._connector\."), "model.projector."),
+    (re.compile(r"^language_model\.model\."), "model.language_model."),
+    (re.compile(r"^language_model\.lm_head\."), "lm_head."),
 ]
 
 
@@ -155,13 +157,13 @@ def convert_tinyllava_video(src: str | Path, out_dir: str | Path, *, dtype: str 
     files = find_weight_files(folder)
     renamed = {native_key(key): (file, key, info.shape) for file in files for key, info in file.infos().items()}
     expected = _expected(config)
-    tied = "language_model.lm_head.weight" if config.tie_word_embeddings else None
+    tied = "lm_head.weight" if config.tie_word_embeddings else None
     problems = [f"unexpected tensor {key}" for key in renamed if key not in expected]
     problems += [f"missing tensor {key}" for key in expected if key not in renamed and key != tied]
     problems += [f"{key}: shape {list(renamed[key][2])}, the config makes {list(shape)}"
                  for key, shape in expected.items() if key in renamed and tuple(renamed[key][2]) != shape]
     if problems:
-        raise CheckpointConversionError(f"{folder}: {len(problems)} problems, nothing written: "
+        raise CheckpointConversionError(f"{folder}: {len(problems)} problem(s), nothing written: "
                                         + "; ".join(problems[:20]))
 
     wanted = DTYPES.get(dtype) if dtype else None

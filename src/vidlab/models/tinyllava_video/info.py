@@ -8,7 +8,7 @@ from pathlib import Path
 
 from vidlab.models.convert.weights import find_weight_files
 
-_PARTS = {"vision_tower.": "vision", "connector.": "projector", "language_model.": "llm"}
+_PARTS = {"model.vision_model.": "vision", "model.projector.": "projector", "model.language_model.": "llm"}
 
 
 def tinyllava_video_info(folder: Path) -> dict:

@@ -1,4 +1,7 @@
-"""TinyLLaVA-Video on transformers' own parts: SiglipVisionModel -> Resampler -> AutoModelForCausalLM (no remote code).
+"""TinyLLaVA-Video on transformers' own parts: SiglipVisionModel -> Resampler -> an LLM (AutoModel + lm_head).
+
+Laid out as transformers' native VideoLLaMA3 is (`model.vision_model`, `model.projector`,
+`model.language_model`, `lm_head`), so that vidlab's training, LoRA and merging find the same parts.
 
 Inputs: `input_ids` in which each picture (a video, or an image as a one-frame video) is
 `num_queries` copies of `config.image_token_id`, `pixel_values_frames` (all frames of all pictures,
@@ -11,9 +14,10 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from transformers import AutoModelForCausalLM, GenerationMixin, PreTrainedModel, SiglipVisionModel
+from transformers import AutoModel, GenerationMixin, PreTrainedModel, SiglipVisionModel
 from transformers import initialization as init
-from transformers.modeling_outputs import CausalLMOutputWithPast
+from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from transformers.modeling_utils import slice_logits_to_keep
 
 from vidlab.errors import SampleError
 from vidlab.models.tinyllava_video.config import TinyLlavaVideoConfig
@@ -24,7 +28,7 @@ PICTURE_INPUTS = ("pixel_values_frames", "frame_counts")  # dropped after the pr
 
 class TinyLlavaVideoPreTrainedModel(PreTrainedModel):
     config_class = TinyLlavaVideoConfig
-    base_model_prefix = ""
+    base_model_prefix = "model"
     supports_gradient_checkpointing = True
     _supports_sdpa = True
     _supports_flash_attn = True
@@ -36,15 +40,17 @@ class TinyLlavaVideoPreTrainedModel(PreTrainedModel):
             init.normal_(module.latents, std=1.0)  # the original draws its latents with torch.randn
 
 
-class TinyLlavaVideoForConditionalGeneration(TinyLlavaVideoPreTrainedModel, GenerationMixin):
+class TinyLlavaVideoModel(TinyLlavaVideoPreTrainedModel):
+    """The vision tower, the resampler and the LLM's decoder (no output head)."""
+
     def __init__(self, config: TinyLlavaVideoConfig):
         super().__init__(config)
-        self.vision_tower = SiglipVisionModel(config.vision_config)
-        self.connector = Resampler(
+        self.vision_model = SiglipVisionModel(config.vision_config)
+        self.projector = Resampler(
             config.resampler, config.vision_config.hidden_size, config.text_config.hidden_size, config.num_queries,
             config.group, config.num_resampler_layers, config.resampler_heads, config.resampler_head_dim,
         )
-        self.language_model = AutoModelForCausalLM.from_config(config.text_config)
+        self.language_model = AutoModel.from_config(config.text_config)
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Module:
@@ -53,29 +59,19 @@ class TinyLlavaVideoForConditionalGeneration(TinyLlavaVideoPreTrainedModel, Gene
     def set_input_embeddings(self, value: nn.Module) -> None:
         self.language_model.set_input_embeddings(value)
 
-    def get_output_embeddings(self) -> nn.Module:
-        return self.language_model.get_output_embeddings()
-
-    def set_output_embeddings(self, value: nn.Module) -> None:
-        self.language_model.set_output_embeddings(value)
-
-    def get_decoder(self):
-        return self.language_model.get_decoder()
-
     def picture_features(self, pixel_values_frames: torch.Tensor, frame_counts: torch.Tensor) -> list[torch.Tensor]:
         """Per picture, its (num_queries, hidden) tokens for the LLM."""
-        states = self.vision_tower(pixel_values_frames.to(self.vision_tower.dtype), output_hidden_states=True)
+        states = self.vision_model(pixel_values_frames.to(self.vision_model.dtype), output_hidden_states=True)
         patches = states.hidden_states[self.config.vision_feature_layer]
         if self.config.vision_feature_select_strategy == "patch":
             patches = patches[:, 1:]
         pictures = patches.split([int(n) for n in frame_counts.tolist()], dim=0)
-        return [self.connector(frames.reshape(1, -1, frames.shape[-1]))[0] for frames in pictures]
+        return [self.projector(frames.reshape(1, -1, frames.shape[-1]))[0] for frames in pictures]
 
     def embed(self, input_ids: torch.Tensor, pixel_values_frames: torch.Tensor | None = None,
               frame_counts: torch.Tensor | None = None) -> torch.Tensor:
         """The LLM's input embeddings, the pictures' tokens in their placeholders' places."""
-        token = self.config.image_token_id
-        slots = input_ids == token
+        slots = input_ids == self.config.image_token_id
         embeds = self.get_input_embeddings()(input_ids.masked_fill(slots, 0))  # the placeholder is never embedded
         if pixel_values_frames is None:
             if slots.any():
@@ -86,6 +82,36 @@ class TinyLlavaVideoForConditionalGeneration(TinyLlavaVideoPreTrainedModel, Gene
             raise SampleError(f"the prompt has {int(slots.sum())} picture placeholders but the pictures make "
                               f"{features.shape[0]} tokens ({self.config.num_queries} each)")
         return embeds.masked_scatter(slots.unsqueeze(-1), features.to(embeds.dtype))
+
+    def forward(self, input_ids=None, pixel_values_frames=None, frame_counts=None, inputs_embeds=None,
+                **kwargs) -> BaseModelOutputWithPast:
+        if inputs_embeds is None:
+            inputs_embeds = self.embed(input_ids, pixel_values_frames, frame_counts)
+        return self.language_model(inputs_embeds=inputs_embeds, **kwargs)
+
+
+class TinyLlavaVideoForConditionalGeneration(TinyLlavaVideoPreTrainedModel, GenerationMixin):
+    _tied_weights_keys = {"lm_head.weight": "model.language_model.embed_tokens.weight"}
+
+    def __init__(self, config: TinyLlavaVideoConfig):
+        super().__init__(config)
+        self.model = TinyLlavaVideoModel(config)
+        text = config.text_config
+        # Phi-2's output head has a bias, Qwen2.5's has none
+        self.lm_head = nn.Linear(text.hidden_size, text.vocab_size, bias=text.model_type == "phi")
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.model.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.lm_head
+
+    def set_output_embeddings(self, value: nn.Module) -> None:
+        self.lm_head = value
 
     def forward(
         self,
@@ -100,12 +126,16 @@ class TinyLlavaVideoForConditionalGeneration(TinyLlavaVideoPreTrainedModel, Gene
         logits_to_keep: int | torch.Tensor = 0,
         **kwargs,
     ) -> CausalLMOutputWithPast:
-        if inputs_embeds is None:
-            inputs_embeds = self.embed(input_ids, pixel_values_frames, frame_counts)
-        return self.language_model(
-            attention_mask=attention_mask, position_ids=position_ids, inputs_embeds=inputs_embeds, labels=labels,
-            use_cache=use_cache, logits_to_keep=logits_to_keep, **kwargs,
-        )
+        outputs = self.model(input_ids=input_ids, pixel_values_frames=pixel_values_frames, frame_counts=frame_counts,
+                             inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids,
+                             use_cache=use_cache, **kwargs)
+        logits = self.lm_head(slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep))
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size,
+                                      **kwargs)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, cache=outputs.cache,
+                                      hidden_states=outputs.hidden_states, attentions=outputs.attentions)
 
     def prepare_inputs_for_generation(self, input_ids, *args, is_first_iteration: bool | None = False, **kwargs):
         inputs = super().prepare_inputs_for_generation(input_ids, *args, is_first_iteration=is_first_iteration,

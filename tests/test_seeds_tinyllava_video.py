@@ -185,3 +185,32 @@ def test_uniform_frame_rule_picks_the_original_frames(case):
     clip = load_video(Path(__file__).parent / "data" / "fidelity" / "media" / name, sampling)
     assert [_index_of(frame) for frame in clip.frames] == RECORD["frame_choice"][case]
     assert clip.frame_indices == RECORD["frame_choice"][case]
+
+
+def test_lora_training_through_the_common_road(converted, tmp_path):
+    from vidlab import train
+    from vidlab.data.synthetic import Scene, write_scene
+    from vidlab.training.config import load_config
+
+    lines = []
+    for i, (colour, motion) in enumerate([("red", "left"), ("blue", "right"), ("green", "up"), ("white", "down")]):
+        write_scene(tmp_path / f"v{i}.mp4", Scene(shape="circle", colour=colour, direction=motion, seconds=2))
+        lines.append({"video": [f"v{i}.mp4"], "conversations": [
+            {"from": "human", "value": "<video>\nDescribe the video."},
+            {"from": "gpt", "value": f"A {colour} circle moves {motion}."}]})
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    out = tmp_path / "lora"
+    config = load_config(None, [
+        f"model.path={converted['groupresampler']}", f"data.train=[{tmp_path / 'train.jsonl'}]", f"output.dir={out}",
+        "data.workers=0", "data.frame_rule=uniform", "data.num_frames=4", "learning_rates.llm=0.01", "lora.r=8",
+        "lora.alpha=16", "train.batch_size=4", "train.max_steps=10", "optim.warmup_ratio=0", "optim.scheduler=constant",
+        "output.log_steps=1", "output.tensorboard=false", "output.progress=false", "output.save_steps=100",
+        "train.seed=3"])
+    losses = [row["loss"] for row in train(config).log if "loss" in row]
+    assert losses[-1] < losses[0] - 0.5
+    base, processor = load_model(converted["groupresampler"], dtype="fp32", device="cpu")
+    tuned, _ = load_model(converted["groupresampler"], adapter=out, dtype="fp32", device="cpu")
+    batch = build_inputs(parse_record(_record([("human", "<video>\nDescribe the video.")])),
+                         [_clip(TENSORS["frames"].numpy())], processor)
+    with torch.no_grad():
+        assert not torch.allclose(base(**batch.tensors).logits, tuned(**batch.tensors).logits)

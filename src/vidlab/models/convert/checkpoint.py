@@ -316,9 +316,9 @@ def convert_checkpoint(
         CheckpointConversionError: the source is not a convertible VideoLLaMA3 checkpoint, with every problem found.
     """
     from vidlab.models.info import model_info
-    from vidlab.models.tinyllava_video.convert import convert_tinyllava_video, is_original_tinyllava
+    from vidlab.models.tinyllava_video.convert import convert_tinyllava_video, is_original_tinyllava_source
 
-    if is_original_tinyllava(Path(str(src)).expanduser()):  # another family's layout: its own converter
+    if is_original_tinyllava_source(src):  # another family's layout: its own converter
         folder = convert_tinyllava_video(src, out_dir, dtype=dtype, tokenizer=tokenizer, max_shard_size=max_shard_size)
         return CheckpointConversion(folder, model_info(folder))
     folder = _write_native(src, out_dir, dtype=dtype, progress=progress, base=base, max_shard_size=max_shard_size,

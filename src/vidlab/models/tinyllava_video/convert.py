@@ -48,6 +48,17 @@ def is_original_tinyllava(folder: Path) -> bool:
         return False
 
 
+def is_original_tinyllava_source(src: str | Path) -> bool:
+    """Whether a folder, or a hub id (its config.json fetched), holds an original TinyLLaVA-Video checkpoint."""
+    path = Path(str(src)).expanduser()
+    if path.exists() or not is_hub_id(str(src)):
+        return is_original_tinyllava(path)
+    try:
+        return is_original_tinyllava(local_folder(src, "checkpoint", ["config.json"]))
+    except CheckpointConversionError:  # not reachable here: the VideoLLaMA3 converter says so in its own words
+        return False
+
+
 def native_key(key: str) -> str:
     for pattern, replacement in _RENAMES:
         if pattern.match(key):

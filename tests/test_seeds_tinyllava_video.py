@@ -214,3 +214,21 @@ def test_lora_training_through_the_common_road(converted, tmp_path):
                          [_clip(TENSORS["frames"].numpy())], processor)
     with torch.no_grad():
         assert not torch.allclose(base(**batch.tensors).logits, tuned(**batch.tensors).logits)
+
+
+def test_tiny_builder_and_chat_from_the_command_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from vidlab.cli import app
+    from vidlab.data.synthetic import Scene, write_scene
+
+    runner = CliRunner()
+    built = runner.invoke(app, ["model", "tiny", str(tmp_path / "tiny"), "--family", "tinyllava-video"])
+    assert built.exit_code == 0, built.output
+    write_scene(tmp_path / "clip.mp4", Scene(shape="square", colour="red", direction="left", seconds=3))
+    answer = runner.invoke(app, ["chat", "--model", str(tmp_path / "tiny"), "--video", str(tmp_path / "clip.mp4"),
+                                 "--frame-rule", "uniform", "--num-frames", "16", "--max-new-tokens", "4",
+                                 "--device", "cpu", "--json", "What happens?"])
+    assert answer.exit_code == 0, answer.output
+    result = json.loads(answer.output.strip().splitlines()[-1])
+    assert result["visual_tokens"] == 32 and len(result["frames"]) == 16 and result["generated_tokens"] >= 1

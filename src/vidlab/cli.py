@@ -51,9 +51,17 @@ def model_tiny(
     out_dir: Annotated[Path, typer.Argument(help="Folder to write the model to.")],
     seed: Annotated[int, typer.Option(help="Random seed of the weights; the same seed gives the same files.")] = 0,
     overwrite: Annotated[bool, typer.Option(help="Replace OUT_DIR if it already holds files.")] = False,
+    family: Annotated[str, typer.Option(help="videollama3, or tinyllava-video (docs/models.md).")] = "videollama3",
 ) -> None:
-    """Build a tiny random VideoLLaMA3 offline (tokenizer trained on the spot, real processor)."""
+    """Build a tiny random VideoLLaMA3 (or TinyLLaVA-Video) offline (tokenizer trained on the spot, real processor)."""
     quiet_transformers()
+    if family == "tinyllava-video":
+        from vidlab.models.tinyllava_video.tiny import build_tiny_tinyllava_video
+
+        typer.echo(f"wrote tiny TinyLLaVA-Video to {build_tiny_tinyllava_video(out_dir, seed, overwrite=overwrite)}")
+        return
+    if family != "videollama3":
+        raise typer.BadParameter(f"{family!r}: use videollama3 or tinyllava-video", param_hint="--family")
     from vidlab.models.tiny import build_tiny_model
 
     folder = build_tiny_model(out_dir, seed=seed, overwrite=overwrite)

@@ -232,3 +232,27 @@ def test_tiny_builder_and_chat_from_the_command_line(tmp_path):
     assert answer.exit_code == 0, answer.output
     result = json.loads(answer.output.strip().splitlines()[-1])
     assert result["visual_tokens"] == 32 and len(result["frames"]) == 16 and result["generated_tokens"] >= 1
+
+
+def test_evaluation_in_batches_from_the_command_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from vidlab.cli import app
+    from vidlab.data.synthetic import Scene, write_scene
+    from vidlab.models.tinyllava_video.tiny import build_tiny_tinyllava_video
+
+    build_tiny_tinyllava_video(tmp_path / "tiny")
+    rows = []
+    for i, (colour, direction) in enumerate([("red", "left"), ("blue", "right"), ("green", "up")]):
+        write_scene(tmp_path / f"v{i}.mp4", Scene(shape="circle", colour=colour, direction=direction, seconds=2))
+        rows.append({"id": f"q{i}", "video": [f"v{i}.mp4"], "conversations": [
+            {"from": "human", "value": "<video>\nWhat colour is the shape?"}, {"from": "gpt", "value": colour}]})
+    (tmp_path / "data.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    result = CliRunner().invoke(app, [
+        "eval", "run", "--model", str(tmp_path / "tiny"), "--out", str(tmp_path / "out"), "--data",
+        str(tmp_path / "data.jsonl"), "--device", "cpu", "--frame-rule", "uniform", "--num-frames", "4",
+        "--batch-size", "2", "--max-new-tokens", "4"])
+    assert result.exit_code == 0, result.output
+    predictions = [json.loads(line) for line in (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()]
+    assert sorted(p["id"] for p in predictions) == ["q0", "q1", "q2"]
+    assert (tmp_path / "out" / "metrics.json").is_file()

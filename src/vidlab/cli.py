@@ -51,9 +51,17 @@ def model_tiny(
     out_dir: Annotated[Path, typer.Argument(help="Folder to write the model to.")],
     seed: Annotated[int, typer.Option(help="Random seed of the weights; the same seed gives the same files.")] = 0,
     overwrite: Annotated[bool, typer.Option(help="Replace OUT_DIR if it already holds files.")] = False,
+    family: Annotated[str, typer.Option(help="videollama3, or tinyllava-video (docs/models.md).")] = "videollama3",
 ) -> None:
-    """Build a tiny random VideoLLaMA3 offline (tokenizer trained on the spot, real processor)."""
+    """Build a tiny random VideoLLaMA3 (or TinyLLaVA-Video) offline (tokenizer trained on the spot, real processor)."""
     quiet_transformers()
+    if family == "tinyllava-video":
+        from vidlab.models.tinyllava_video.tiny import build_tiny_tinyllava_video
+
+        typer.echo(f"wrote tiny TinyLLaVA-Video to {build_tiny_tinyllava_video(out_dir, seed, overwrite=overwrite)}")
+        return
+    if family != "videollama3":
+        raise typer.BadParameter(f"{family!r}: use videollama3 or tinyllava-video", param_hint="--family")
     from vidlab.models.tiny import build_tiny_model
 
     folder = build_tiny_model(out_dir, seed=seed, overwrite=overwrite)
@@ -82,15 +90,18 @@ def model_convert(
         bool, typer.Option(help="LoRA runs without non_lora_trainables.bin: the run trained only the LLM's adapters.")
     ] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar over the source shards.")] = True,
+    tokenizer: Annotated[
+        str | None, typer.Option(help="TinyLLaVA-Video checkpoints without a tokenizer: the LLM's tokenizer folder.")
+    ] = None,
 ) -> None:
-    """Convert an original VideoLLaMA3 checkpoint (or LoRA run, merged) to the native transformers format."""
+    """Convert an original VideoLLaMA3 checkpoint (or LoRA run, merged), or a TinyLLaVA-Video one, for vidlab."""
     quiet_transformers()
     from vidlab.models.convert.checkpoint import convert_checkpoint
     from vidlab.models.info import render_model_info
 
     result = convert_checkpoint(src, out_dir, dtype=dtype, base=base, max_shard_size=max_shard_size,
-                                llm_only=llm_only, progress=progress)
-    typer.echo(f"wrote native VideoLLaMA3 to {result.folder}")
+                                llm_only=llm_only, progress=progress, tokenizer=tokenizer)
+    typer.echo(f"wrote {result.info.get('family', 'native VideoLLaMA3')} to {result.folder}")
     typer.echo(render_model_info(result.info))
 
 

@@ -48,9 +48,11 @@ class Sampling(BaseModel):
         3.0, **_RATE, **_OPERATOR,
         description="Frame rate of videos stored as folders of frame images (VideoLLaMA3 extracts at 3).",
     )
-    frame_rule: Literal["videollama3", "on_screen"] = Field(
+    frame_rule: Literal["videollama3", "on_screen", "uniform"] = Field(
         "videollama3", description="videollama3: the frames and stamps of VideoLLaMA3's own loader, which the released "
-        "models were trained with; on_screen: the frame on screen at each tick, stamped with its true time.",
+        "models were trained with; on_screen: the frame on screen at each tick, stamped with its true time; uniform: "
+        "TinyLLaVA-Video's loader: num_frames (or one per whole second, at most max_frames) spread evenly over all "
+        "frames, repeated when the video has fewer.",
     )
     precise_time: bool | None = Field(
         None, description="Clip windows as VideoLLaMA3's precise_time: true cuts after the fps filter (ticks from the "

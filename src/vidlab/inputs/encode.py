@@ -108,6 +108,9 @@ def encode(
             smallest size, or the processor cannot use its media; the message starts with the
             conversation's source (file:line of a record).
     """
+    family_encode = getattr(processor, "encode_conversation", None)
+    if family_encode is not None:  # another model family (vidlab.models.tinyllava_video): its own tensors, same Sample
+        return family_encode(conversation, media, settings, labels=labels, max_length=max_length)
     where = conversation.source
     prompt = conversation.turns[-1].role != "assistant"
     if labels and not any(turn.role == "assistant" for turn in conversation.turns):

@@ -1,6 +1,6 @@
 """Which frames to take from a video, and the time the prompt announces for each: arithmetic on frame times.
 
-Two rules (`Sampling.frame_rule`):
+Three rules (`Sampling.frame_rule`):
 
 - "videollama3" (the default): the frames and stamps VideoLLaMA3's own loader gives
   (`load_video` in its mm_utils.py), which the released checkpoints were trained and evaluated
@@ -14,6 +14,10 @@ Two rules (`Sampling.frame_rule`):
   the original itself.
 - "on_screen": the frame on screen at each tick n/fps, each frame at most once, stamped with its
   true time from the clip start; more than max_frames thinned evenly (vidlab 0.1's rule).
+- "uniform": TinyLLaVA-Video's loader (pytorchvideo's decord reader, then linspace): num_frames, or
+  without it int(frames / average rate) frames (its "1 fps"), at most max_frames, at
+  linspace(0, frames - 1, n) floored over all the video's frames (a frame repeats when there are
+  fewer), stamped with their true times. tests/test_seeds_tinyllava_video.py holds it to the original.
 
 `num_frames` takes that many evenly spaced frames instead (VideoLLaMA3: FFmpeg's frames at the
 stream's nominal rate, linspace);
@@ -103,6 +107,8 @@ def pick_frames(timeline: Timeline, sampling: Sampling, start: float | None = No
     already checked against the video (`check_clip_window`)."""
     if sampling.frame_rule == "on_screen":
         picks = _on_screen(timeline, sampling, start, end)
+    elif sampling.frame_rule == "uniform":
+        picks = _uniform(timeline, sampling, start, end)
     elif timeline.index_rate is not None or (start is not None and end is not None and end - start < 1):
         picks = _by_index(timeline, sampling, start, end)
     else:
@@ -144,6 +150,14 @@ def _on_screen(timeline: Timeline, sampling: Sampling, start: float | None, end:
         if len(chosen) > sampling.max_frames:
             chosen = [chosen[i] for i in evenly_spaced(len(chosen), sampling.max_frames)]
     return Picks(chosen, [max(float(times[i]) - lo, 0.0) for i in chosen])
+
+
+def _uniform(timeline: Timeline, sampling: Sampling, start: float | None, end: float | None) -> Picks:
+    """TinyLLaVA-Video's rule: n frames at linspace over the window's frames, repeats allowed."""
+    window = _window(timeline, start, end) or [frame_on_screen(timeline.times, start or 0.0)]
+    wanted = sampling.num_frames or min(sampling.max_frames, max(1, int(len(window) / timeline.rate)))
+    chosen = [window[i] for i in np.linspace(0, len(window) - 1, wanted).astype(int)]
+    return Picks(chosen, [max(float(timeline.times[i]) - (start or 0.0), 0.0) for i in chosen])
 
 
 def _by_index(timeline: Timeline, sampling: Sampling, start: float | None, end: float | None) -> Picks:
@@ -201,7 +215,7 @@ def _top_up(timeline: Timeline, picks: Picks, sampling: Sampling, start: float |
     if len(window) <= len(picks):
         return picks
     chosen = [window[i] for i in evenly_spaced(len(window), sampling.min_frames)]
-    origin = (start or 0.0) if sampling.frame_rule == "on_screen" else 0.0
+    origin = 0.0 if sampling.frame_rule == "videollama3" else (start or 0.0)
     return Picks(chosen, [max(float(timeline.times[i]) - origin, 0.0) for i in chosen])
 
 

@@ -192,6 +192,10 @@ def model_info(path: str | Path) -> dict:
         ModelLoadError: the folder is not a VideoLLaMA3 checkpoint or cannot be read.
     """
     folder = Path(path).expanduser()
+    if _model_type(folder) == "vidlab_tinyllava_video":  # another family: its own description
+        from vidlab.models.tinyllava_video.info import tinyllava_video_info
+
+        return tinyllava_video_info(folder)
     try:
         kind = folder_kind(folder)
         if kind == "native":
@@ -201,6 +205,13 @@ def model_info(path: str | Path) -> dict:
         return _adapter_info(folder)
     except CheckpointConversionError as err:
         raise ModelLoadError(str(err)) from err
+
+
+def _model_type(folder: Path) -> str | None:
+    try:
+        return json.loads((folder / "config.json").read_text()).get("model_type")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return None
 
 
 def _millions(count: int) -> str:

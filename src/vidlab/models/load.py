@@ -28,6 +28,9 @@ NATIVE_MODEL_TYPE = "video_llama_3"
 COMPRESSED_MODEL_TYPE = "vidlab_video_llama_3"  # a native VideoLLaMA3 with a vidlab video compressor
 NATIVE_MODEL_TYPES = (NATIVE_MODEL_TYPE, COMPRESSED_MODEL_TYPE)
 ORIGINAL_MODEL_TYPES = {"videollama3_qwen2", "videollama3"}
+# Other model families: model_type -> their family (vidlab.models.<family>); the original layouts vidlab converts.
+FAMILY_MODEL_TYPES = {"vidlab_tinyllava_video": "tinyllava_video"}
+ORIGINAL_FAMILY_TYPES = {"tinyllava": "TinyLLaVA-Video"}
 DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
           "fp32": torch.float32, "float32": torch.float32}
 
@@ -74,6 +77,13 @@ def check_model_folder(folder: Path) -> None:
         model_type = json.loads(config_path.read_text()).get("model_type")
     except json.JSONDecodeError as err:
         raise ModelLoadError(f"{config_path}: not valid JSON ({err}). Restore the checkpoint's config.") from err
+    if model_type in FAMILY_MODEL_TYPES:
+        return
+    if model_type in ORIGINAL_FAMILY_TYPES:
+        raise ModelLoadError(
+            f"{folder}: is in the original {ORIGINAL_FAMILY_TYPES[model_type]} layout ({model_type}). "
+            f"Convert it first: vidlab model convert {folder} {folder}-vidlab"
+        )
     if model_type in ORIGINAL_MODEL_TYPES:
         raise ModelLoadError(
             f"{folder}: is in the original VideoLLaMA3 remote-code format ({model_type}). "
@@ -83,6 +93,14 @@ def check_model_folder(folder: Path) -> None:
         raise ModelLoadError(
             f"{folder}: model_type is {model_type!r}, not {NATIVE_MODEL_TYPE!r}. vidlab loads VideoLLaMA3 checkpoints."
         )
+
+
+def model_family(source: str) -> str | None:
+    """The family of a local model folder other than VideoLLaMA3 (FAMILY_MODEL_TYPES), or None."""
+    try:
+        return FAMILY_MODEL_TYPES.get(json.loads((Path(source) / "config.json").read_text()).get("model_type"))
+    except (OSError, json.JSONDecodeError):
+        return None
 
 
 def checkpoint_compressor(source: str) -> VideoCompressor | None:
@@ -190,6 +208,11 @@ def load_model(
     device = resolve_device(device)
     check_quantize(quantize, device)
     torch_dtype = resolve_dtype(dtype, device)
+    if model_family(source) == "tinyllava_video":
+        from vidlab.models.tinyllava_video.load import load_tinyllava_video
+
+        return load_tinyllava_video(source, adapters=adapters, dtype=torch_dtype, device=device,
+                                    attn_implementation=attn_implementation, quantize=quantize)
     placement: dict = {"device_map": str(device)}
     if quantize is not None and device.type == "cuda":
         torch_dtype = torch_dtype if torch_dtype != torch.float32 else torch.float16  # bitsandbytes computes in half

@@ -119,6 +119,7 @@ def load_for_training(config: TrainConfig, device: torch.device, mixed_precision
         load_weights,
         looks_local,
         model_compressor,
+        model_family,
     )
     from vidlab.models.template import attach_video_compressor
 
@@ -132,12 +133,21 @@ def load_for_training(config: TrainConfig, device: torch.device, mixed_precision
     if config.method == "qlora":
         kwargs["quantization_config"] = _quantization_config(config, compute_dtype, device)
         kwargs["device_map"] = {"": device.index or 0}
-    own = checkpoint_compressor(source) or adapter_compressor(config.model.adapter)
+    family = model_family(source) if looks_local(source) else None
+    own = None if family else checkpoint_compressor(source) or adapter_compressor(config.model.adapter)
     _check_compressor(config, own)
     wanted = config.model.video_compressor
-    model = load_weights(source, wanted if wanted is not None and wanted.active else own, dtype=load_dtype,
-                         attn_implementation=config.model.attn_implementation, **kwargs)
-    processor = attach_video_compressor(AutoProcessor.from_pretrained(source), model_compressor(model))
+    if family == "tinyllava_video":  # another model family: its own classes, the same parts
+        from vidlab.models.tinyllava_video.model import TinyLlavaVideoForConditionalGeneration
+        from vidlab.models.tinyllava_video.processor import TinyLlavaVideoProcessor
+
+        model = TinyLlavaVideoForConditionalGeneration.from_pretrained(
+            source, dtype=load_dtype, attn_implementation=config.model.attn_implementation, **kwargs)
+        processor = TinyLlavaVideoProcessor.from_pretrained(source)
+    else:
+        model = load_weights(source, wanted if wanted is not None and wanted.active else own, dtype=load_dtype,
+                             attn_implementation=config.model.attn_implementation, **kwargs)
+        processor = attach_video_compressor(AutoProcessor.from_pretrained(source), model_compressor(model))
     model.config.use_cache = False
     if config.train.gradient_checkpointing:
         # Also makes the input embeddings' output require grad, so that checkpointed layers above a

@@ -290,6 +290,7 @@ def convert_checkpoint(
     max_shard_size: int | str = "4GB",
     llm_only: bool = False,
     progress: bool = True,
+    tokenizer: str | Path | None = None,
 ) -> CheckpointConversion:
     """`vidlab model convert`: an original VideoLLaMA3 checkpoint (or LoRA run, merged) -> a native transformers folder.
 
@@ -304,6 +305,7 @@ def convert_checkpoint(
         llm_only: for a LoRA run without non_lora_trainables.bin: the run trained only the LLM's
             adapters, so the base's projector and vision encoder are the right ones.
         progress: show a progress bar over the source shards.
+        tokenizer: TinyLLaVA-Video checkpoints without their tokenizer: the LLM's tokenizer folder.
 
     Returns:
         The folder, complete (weights, config, tokenizer, chat template, image and video processor
@@ -314,7 +316,11 @@ def convert_checkpoint(
         CheckpointConversionError: the source is not a convertible VideoLLaMA3 checkpoint, with every problem found.
     """
     from vidlab.models.info import model_info
+    from vidlab.models.tinyllava_video.convert import convert_tinyllava_video, is_original_tinyllava_source
 
+    if is_original_tinyllava_source(src):  # another family's layout: its own converter
+        folder = convert_tinyllava_video(src, out_dir, dtype=dtype, tokenizer=tokenizer, max_shard_size=max_shard_size)
+        return CheckpointConversion(folder, model_info(folder))
     folder = _write_native(src, out_dir, dtype=dtype, progress=progress, base=base, max_shard_size=max_shard_size,
                            llm_only=llm_only)
     return CheckpointConversion(folder, model_info(folder))

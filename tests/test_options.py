@@ -33,9 +33,9 @@ NOT_OFFERED = {
     ("eval", "run"): set(),
     ("serve",): set(),
     ("data", "check"): set(),
-    # the token arithmetic: no decoding, no images, before DiffFP
+    # the token arithmetic: no decoding, no images, no clip windows, before DiffFP
     ("data", "tokens"): {"folder_fps", "frame_rule", "keyframes", "allow_partial", "decoder", "image_merge_size",
-                         "compression"},
+                         "compression", "precise_time"},
 }
 
 

@@ -1,8 +1,8 @@
 """The frame rules at any fps cost the frame table's size, not duration x fps, and give the same results.
 
-Until vidlab 0.x the rules listed every tick (np.arange of duration x fps values) and walked
-FFmpeg's constant-rate output one tick at a time in Python: `fps: 1e6` on a 40 s file held 3 GB,
-`1e8` failed. The code below is that implementation, kept here as the reference: the run-length
+The rules used to list every tick (np.arange of duration x fps values) and walk FFmpeg's
+constant-rate output one tick at a time in Python: `fps: 1e6` on a 40 s file held 3 GB, `1e8`
+failed (issue 23). The code below is that implementation, kept here as the reference: the run-length
 rules in vidlab/media must give bit-identical frames and stamps on random frame tables (constant
 and variable rate, late starts, freezes, windows in both precise_time modes, fps 0.1 to 1000,
 num_frames, max_frames), and pick frames at fps 1e6 / 1e8 with a small peak of memory.

@@ -253,7 +253,8 @@ def _fps_output(tick_of: np.ndarray, index: np.ndarray, first_tick: int, end_tic
     Tick n shows the last frame whose tick is n or before. Ticks are one apart, so once a tick is written
     once, every later tick is too while position - sync stays clear of FFmpeg's rounding thresholds: such
     stretches are written in bulk (_one_copy_each); the others (the first tick, a tick where the output
-    catches up, a stretch within float error of a threshold) are simulated tick by tick, exactly.
+    catches up, a stretch within float error of a threshold) are simulated tick by tick, exactly, in
+    blocks of at most 65536 ticks: memory stays bounded, though such a stretch costs its ticks' time.
     """
     last_of_tick = np.append(tick_of[1:] != tick_of[:-1], True)
     run_ticks, run_frames = tick_of[last_of_tick], index[last_of_tick]

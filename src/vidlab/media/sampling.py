@@ -34,7 +34,8 @@ from fractions import Fraction
 
 import numpy as np
 
-from vidlab.media.ffmpeg_rule import command, ffmpeg_frames, ffmpeg_stamps
+from vidlab.media.ffmpeg_rule import command, ffmpeg_runs, ffmpeg_stamps
+from vidlab.media.ranges import arange_at, arange_length
 from vidlab.settings import Sampling
 
 # The original loader reads GIFs by index, assuming this rate (imageio gives no timing).
@@ -143,10 +144,7 @@ def _on_screen(timeline: Timeline, sampling: Sampling, start: float | None, end:
         chosen = [window[i] for i in evenly_spaced(len(window), sampling.num_frames)]
     else:
         # Container time bases round frame times; a tick within a millisecond of the end is past it.
-        ticks = np.arange(lo, hi - 1e-3, 1.0 / sampling.fps)
-        # the frame on screen at each tick (with a little slack, as frame_on_screen), each frame once
-        on_screen = np.maximum(np.searchsorted(times, ticks + 1e-6, side="right") - 1, 0)
-        chosen = np.unique(on_screen).tolist()
+        chosen = _shown_at_ticks(times, lo, hi - 1e-3, 1.0 / sampling.fps)
         if len(chosen) > sampling.max_frames:
             chosen = [chosen[i] for i in evenly_spaced(len(chosen), sampling.max_frames)]
     return Picks(chosen, [max(float(times[i]) - lo, 0.0) for i in chosen])
@@ -158,6 +156,39 @@ def _uniform(timeline: Timeline, sampling: Sampling, start: float | None, end: f
     wanted = sampling.num_frames or min(sampling.max_frames, max(1, int(len(window) / timeline.rate)))
     chosen = [window[i] for i in np.linspace(0, len(window) - 1, wanted).astype(int)]
     return Picks(chosen, [max(float(timeline.times[i]) - (start or 0.0), 0.0) for i in chosen])
+
+
+def _shown_at_ticks(times: np.ndarray, start: float, stop: float, step: float) -> list[int]:
+    """Each frame on screen at some tick of np.arange(start, stop, step) (with a little slack, as
+    frame_on_screen), once, in order; without listing the ticks (there are duration x fps of them)."""
+    count = arange_length(start, stop, step)
+    if count == 0 or len(times) == 0:
+        return []
+    # Tick i shows frame f when times[f] <= tick_i + 1e-6 < times[f + 1]: the first tick that reaches each
+    # frame, found by bisection (ticks rise with i) from a bracket around its estimate.
+    reach = np.asarray(times, dtype=np.float64)
+
+    def reaches(i: np.ndarray, time: np.ndarray) -> np.ndarray:
+        return arange_at(start, step, i) + 1e-6 >= time
+
+    with np.errstate(all="ignore"):
+        guess = np.nan_to_num(np.ceil((reach - 1e-6 - start) / step), nan=0.0, posinf=count, neginf=0.0)
+    guess = np.clip(guess, 0, count).astype(np.int64)
+    lo, hi = np.maximum(guess - 2, 0), np.minimum(guess + 2, count)
+    # a bracket holds when the tick before it falls short and its last tick reaches (or it ends at count)
+    short = (lo == 0) | ~reaches(np.maximum(lo - 1, 0), reach)
+    held = short & ((hi == count) | reaches(np.minimum(hi, count - 1), reach))
+    lo[~held], hi[~held] = 0, count
+    while len(open_ := np.flatnonzero(lo < hi)):
+        mid = (lo[open_] + hi[open_]) // 2
+        reached = reaches(mid, reach[open_])
+        hi[open_[reached]] = mid[reached]
+        lo[open_[~reached]] = mid[~reached] + 1
+    shown_for = np.diff(np.append(lo, count))  # how many ticks show each frame
+    chosen = np.flatnonzero(shown_for > 0).tolist()
+    if lo[0] > 0 and (not chosen or chosen[0] != 0):  # ticks before the first frame show the first frame
+        chosen.insert(0, 0)
+    return chosen
 
 
 def _by_index(timeline: Timeline, sampling: Sampling, start: float | None, end: float | None) -> Picks:
@@ -193,13 +224,14 @@ def _fps_filter(timeline: Timeline, sampling: Sampling, start: float | None, end
     cmd = command(timeline.stream_start, length, start, end, bool(sampling.precise_time))
     fps = None if sampling.num_frames is not None else float(_rate_fraction(sampling.fps))
     nominal = timeline.nominal_rate or timeline.rate
-    frames = ffmpeg_frames(timeline.times, timeline.end, timeline.first_offset, nominal, cmd, fps,
-                           timeline.single_stream, timeline.durations, timeline.ts_discont)
-    stamps = ffmpeg_stamps(cmd, len(frames), None if fps is None else sampling.fps)
+    runs = ffmpeg_runs(timeline.times, timeline.end, timeline.first_offset, nominal, cmd, fps,
+                       timeline.single_stream, timeline.durations, timeline.ts_discont)
+    count = len(runs)
     most = sampling.num_frames if sampling.num_frames is not None else sampling.max_frames
-    if len(frames) > most:
-        chosen = evenly_spaced(len(frames), most)
-        frames, stamps = [frames[i] for i in chosen], [stamps[i] for i in chosen]
+    # the frames and stamps at the kept positions only: at a high fps there are duration x fps of them
+    kept = evenly_spaced(count, most)
+    frames = runs.at(kept).tolist()
+    stamps = ffmpeg_stamps(cmd, count, None if fps is None else sampling.fps, kept)
     return Picks(frames, stamps, numpy_stamps=True)
 
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,7 +53,7 @@ def build_app(backend: Backend | None, options: WebOptions = WebOptions(), *, te
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     import gradio as gr
 
-    from vidlab.web.chat_tab import chat_tab
+    from vidlab.web.chat_tab import chat_tab, header_text
     from vidlab.web.compare_tab import compare_tab
     from vidlab.web.controls import settings_controls
     from vidlab.web.results_tab import results_tab
@@ -59,23 +61,17 @@ def build_app(backend: Backend | None, options: WebOptions = WebOptions(), *, te
     sessions = Sessions()
     allowed = _allowed(options)
     with gr.Blocks(title="vidlab", analytics_enabled=False) as demo:
-        header = "## vidlab · VideoLLaMA3"
-        if backend is not None:
-            names = backend.model_names()
-            adapters = f" · adapters: {', '.join(names[1:])}" if len(names) > 1 else ""
-            header += f"\nmodel **{names[0]}**{adapters} ({backend.mode})"
-        else:
-            header += "\nno model loaded: Results only (start with --model or --api to chat)"
-        gr.Markdown(header, elem_id="web-header")
+        header = gr.Markdown(header_text(backend, backend.model_names()[-1] if backend is not None else None),
+                             elem_id="web-header")
         controls = None
         if backend is not None:
-            with gr.Sidebar(label="Settings", open=True, elem_id="web-settings"):
+            with gr.Sidebar(label="Settings", open=False, elem_id="web-settings"):  # folded: a phone sees the page
                 controls = settings_controls(options.media, options.generation)
         with gr.Tabs(elem_id="web-tabs"):
             if backend is not None:
                 concurrency = 1 if backend.mode == "in-process" else 8  # a server batches; one local model does not
                 with gr.Tab("Chat", id="chat", elem_id="tab-chat"):
-                    chat_tab(backend, options, sessions, controls)
+                    chat_tab(backend, options, sessions, controls, header)
                 with gr.Tab("Compare", id="compare", elem_id="tab-compare"):
                     compare_tab(backend, options, sessions, controls, concurrency)
             with gr.Tab("Results", id="results", elem_id="tab-results"):
@@ -105,6 +101,22 @@ class WebServer:
             self.backend.close()
         if self.owns_temp:
             shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+    def serve_forever(self) -> None:
+        """Serve until Ctrl-C or SIGTERM (a service manager's stop, `kill`), then close: either way the
+        temporary folder with the uploads is removed."""
+        def interrupt(signum, frame):
+            raise KeyboardInterrupt
+
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGTERM, interrupt)
+        try:
+            self.app.block_thread()
+        finally:
+            self.close()
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
 
     def __enter__(self) -> WebServer:
         return self
@@ -164,8 +176,5 @@ def launch(
             from None
     server = WebServer(url, app, backend, app.vidlab_temp_dir, owns_temp)
     if block:
-        try:
-            app.block_thread()
-        finally:
-            server.close()
+        server.serve_forever()
     return server

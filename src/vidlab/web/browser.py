@@ -79,9 +79,14 @@ def ask(page, question: str) -> str:
 
 
 def chat_messages(page) -> list[str]:
-    """The conversation's messages, the user's and the model's in turn."""
-    return [m.strip() for m in page.locator("#chat-answers [data-testid=user], "
+    """The conversation's text messages, the user's and the model's in turn (the media message left out)."""
+    return [m.strip() for m in page.locator("#chat-answers [data-testid=user]:not(:has(video, img)), "
                                             "#chat-answers [data-testid=bot]").all_inner_texts()]
+
+
+def chat_media(page) -> int:
+    """How many videos and images the conversation shows."""
+    return page.locator("#chat-answers [data-testid=user] video, #chat-answers [data-testid=user] img").count()
 
 
 def strip_captions(page, prefix: str = "chat") -> list[str]:

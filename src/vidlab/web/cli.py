@@ -1,4 +1,4 @@
-"""`vidlab web`: parse the options, start the page (`vidlab.web.launch`), serve until Ctrl-C."""
+"""`vidlab web`: parse the options, start the page (`vidlab.web.launch`), serve until Ctrl-C or SIGTERM."""
 
 from __future__ import annotations
 
@@ -86,7 +86,4 @@ def web_command(
     server = launch(model, adapters, api, api_key, options, dtype=dtype, device=device, block=False,
                     open_browser=open_browser)
     typer.echo(f"vidlab web: {server.url}")
-    try:
-        server.app.block_thread()
-    finally:
-        server.close()
+    server.serve_forever()

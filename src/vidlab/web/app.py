@@ -23,8 +23,16 @@ from vidlab.web.options import WebOptions
 from vidlab.web.results import find_results, read_run
 from vidlab.web.sessions import Sessions
 
+# The frame strips wrap onto as many rows as their frames need (gradio's gallery keeps one row and scrolls it
+# sideways without a hint, or clips the stamps under a fixed height); table headers break between words only.
 CSS = """
 #chat-strip .caption-label, #compare-strip .caption-label, #results-frames .caption-label {font-size: 12px}
+#chat-strip .grid-wrap, #compare-strip .grid-wrap {height: auto !important; max-height: none !important;
+  min-height: 0 !important; overflow: visible !important}
+#chat-strip .grid-container, #compare-strip .grid-container {
+  grid-template-columns: repeat(auto-fill, minmax(104px, 1fr)) !important; grid-auto-rows: auto !important}
+#results-metrics th, #results-samples th, #results-metrics th *, #results-samples th * {
+  word-break: normal !important; overflow-wrap: normal !important; hyphens: none !important}
 footer {display: none !important}
 """
 

@@ -60,13 +60,15 @@ def set_number(page, element: str, value: float) -> None:
 
 
 def upload(page, prefix: str, path: str | Path) -> None:
-    """Upload a file on the Chat ("chat") or Compare ("compare") tab and wait for its frame strip or an error."""
+    """Upload a file on the Chat ("chat") or Compare ("compare") tab and wait for its frame strip or an error
+    naming it."""
     page.locator(f"#{prefix}-upload input[type=file]").set_input_files(str(path))
     page.wait_for_function(
-        "([tokens, status]) => { const t = document.querySelector(tokens)?.innerText || '';"
+        "([tokens, status, name]) => { const t = document.querySelector(tokens)?.innerText || '';"
         " const s = document.querySelector(status)?.innerText || '';"
-        " return t.includes('visual tokens') && !t.includes('No video') || s.includes('⚠'); }",
-        arg=[f"#{prefix}-tokens", f"#{prefix}-status"], timeout=WAIT_MS)
+        " return t.includes('visual tokens') && !t.includes('No video') && !s.includes('⚠')"
+        " || s.includes('⚠') && s.includes(name); }",
+        arg=[f"#{prefix}-tokens", f"#{prefix}-status", Path(path).name], timeout=WAIT_MS)
 
 
 def ask(page, question: str) -> str:

@@ -262,3 +262,29 @@ def test_sigterm_removes_the_upload_folder(tmp_path):
     while folders[0].exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not folders[0].exists(), "the upload folder is removed"
+
+
+def test_stop_ends_generation_and_leaves_the_conversation_as_it_was(site):
+    """What the Stop button does to the model: gradio closes the answer's stream; generation ends at once (the
+    model is free), and the stopped question is not part of the conversation."""
+    import threading
+
+    from vidlab.settings import MediaSettings
+    from vidlab.web.backend import MediaChoice
+
+    backend = site["server"].backend
+    talk = backend.conversation("base", None, MediaSettings(), GenerationOptions(max_new_tokens=3500))
+    threads = threading.active_count()
+    pieces = talk.stream(QUESTION, MediaChoice(video=site["clip"]))
+    next(pieces), next(pieces)
+    assert backend.lock.locked()
+    pieces.close()
+    assert not backend.lock.locked() and threading.active_count() == threads, "generation stopped with the stream"
+    talk.set_generation(GenerationOptions(max_new_tokens=4))
+    fresh = backend.conversation("base", None, MediaSettings(), GenerationOptions(max_new_tokens=4))
+    "".join(fresh.stream(QUESTION, MediaChoice(video=site["clip"])))
+    "".join(talk.stream(QUESTION, MediaChoice(video=site["clip"])))
+    assert talk.last.prompt_tokens == fresh.last.prompt_tokens, "the stopped question left nothing behind"
+    talk.forget_last()
+    "".join(talk.stream(QUESTION, MediaChoice(video=site["clip"])))
+    assert talk.last.prompt_tokens == fresh.last.prompt_tokens, "forget_last (Regenerate) leaves nothing behind"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from contextlib import closing
 
 import gradio as gr
@@ -24,6 +25,8 @@ from vidlab.web.controls import (
 )
 from vidlab.web.options import WebOptions
 from vidlab.web.sessions import Sessions, TabState
+
+REDRAW_SECONDS = 0.05  # a streamed answer is redrawn at most this often: each redraw renders the whole message
 
 
 def preview_for(backend: Backend, state: TabState, media: MediaChoice, settings) -> None:
@@ -162,16 +165,20 @@ def chat_tab(backend: Backend, options: WebOptions, sessions: Sessions, controls
             if getattr(backend, "lock", None) is not None and backend.lock.locked() else "answering…"
         yield history, "", strip_value(state.preview), tokens_text(state.preview), note + waiting
         try:
+            shown = time.monotonic()
             with closing(state.talk.stream(question_text, media_now)) as pieces:
                 for piece in pieces:
                     history[-1]["content"] += piece
-                    yield history, "", gr.skip(), gr.skip(), note + "answering…"
+                    if time.monotonic() - shown >= REDRAW_SECONDS:
+                        shown = time.monotonic()
+                        yield history, "", gr.skip(), gr.skip(), note + "answering…"
         except GeneratorExit:  # Stop: the model keeps only finished answers, so a stopped first one starts over
             if media_now is not None:
                 state.talk, state.talk_key = None, None
             raise
         except Exception as err:  # shown on the page, never as a traceback
             history = history[:-2]
+            state.asked = None
             state.talk, state.talk_key = (None, None) if media_now is not None else (state.talk, state.talk_key)
             yield history, question_text, gr.skip(), gr.skip(), error_text(err, uploaded_paths(values))
             return
@@ -214,13 +221,12 @@ def chat_tab(backend: Backend, options: WebOptions, sessions: Sessions, controls
         finally:
             state.lock.release()
 
-    def stopped(request: gr.Request, history: list):
+    def stopped(request: gr.Request):
         state = sessions.get(request)
-        history = list(history or [])
-        if state.asked is not None and not state.asked[1] and history and history[-1].get("role") == "assistant":
-            return history, "Stopped. The unfinished answer stays on screen but is not part of the conversation: " \
-                "the next question follows the last finished answer (Regenerate asks this one again)."
-        return history, "Nothing to stop."
+        if state.asked is not None and not state.asked[1]:
+            return "Stopped. The unfinished answer stays on screen but is not part of the conversation: the next " \
+                "question follows the last finished answer (Regenerate asks this one again)."
+        return "Nothing to stop."
 
     def chose_model(model_name: str):
         return header_text(backend, model_name)
@@ -232,7 +238,7 @@ def chat_tab(backend: Backend, options: WebOptions, sessions: Sessions, controls
     inputs = [question, answers, model, *media.inputs, *controls.inputs]
     asked = [ask.click(answer, inputs, outputs), question.submit(answer, inputs, outputs),
              again.click(regenerate, [answers, model, *media.inputs, *controls.inputs], outputs)]
-    stop.click(stopped, [answers], [answers, status], cancels=asked)
+    stop.click(stopped, None, status, cancels=asked)
     new.click(start_over, None, [answers, status])
     answers.clear(cleared, None, status)
     if header is not None:

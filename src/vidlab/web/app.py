@@ -89,6 +89,18 @@ def build_app(backend: Backend | None, options: WebOptions = WebOptions(), *, te
     return demo
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def stop_on_sigterm():
+    """Make SIGTERM stop the page as Ctrl-C does (so its temporary folder is removed); returns the handler it
+    replaced (None off the main thread, where signals cannot be handled)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _interrupt)
+
+
 @dataclass
 class WebServer:
     """A running page: its URL, and `close()` to stop it (and remove the temporary folder it made)."""
@@ -113,12 +125,7 @@ class WebServer:
     def serve_forever(self) -> None:
         """Serve until Ctrl-C or SIGTERM (a service manager's stop, `kill`), then close: either way the
         temporary folder with the uploads is removed."""
-        def interrupt(signum, frame):
-            raise KeyboardInterrupt
-
-        previous = None
-        if threading.current_thread() is threading.main_thread():
-            previous = signal.signal(signal.SIGTERM, interrupt)
+        previous = stop_on_sigterm()
         try:
             self.app.block_thread()
         finally:
@@ -166,7 +173,22 @@ def launch(
     backend = backend or make_backend(model, adapters, api, api_key, dtype=dtype, device=device,
                                       max_video_seconds=options.max_video_seconds)
     owns_temp = options.temp_dir is None
-    app = build_app(backend, options)
+    temp = Path(options.temp_dir or tempfile.mkdtemp(prefix="vidlab-web-"))
+    try:
+        url, app = _start(backend, options, temp, open_browser)
+    except BaseException:  # a failed start (or Ctrl-C / SIGTERM during it) leaves no temporary folder behind
+        if owns_temp:
+            shutil.rmtree(temp, ignore_errors=True)
+        raise
+    server = WebServer(url, app, backend, temp, owns_temp)
+    if block:
+        server.serve_forever()
+    return server
+
+
+def _start(backend: Backend | None, options: WebOptions, temp: Path, open_browser: bool):
+    """Build the page and start serving it; returns (url, app)."""
+    app = build_app(backend, options, temp_dir=temp)
     import gradio as gr
 
     concurrency = 8 if backend is not None and backend.mode != "in-process" else 1
@@ -182,7 +204,4 @@ def launch(
     except OSError as err:
         raise VidlabError(f"cannot listen on {options.host}:{options.port or 7860} ({err}). Pick another --port.") \
             from None
-    server = WebServer(url, app, backend, app.vidlab_temp_dir, owns_temp)
-    if block:
-        server.serve_forever()
-    return server
+    return url, app

@@ -78,7 +78,9 @@ def web_command(
                                  "media": media_options.settings(base)}, name=flag)
     if model is not None:
         quiet_transformers()
-    from vidlab.web.app import launch
+    from vidlab.web.app import launch, stop_on_sigterm
+
+    stop_on_sigterm()  # from here on: a SIGTERM while the page starts stops it too
 
     if model is None and api is None:
         typer.echo("no --model or --api: the page shows evaluation results only.", err=True)

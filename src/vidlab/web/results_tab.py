@@ -107,7 +107,8 @@ def chart_file(results: Results, temp_dir: Path) -> str | None:
         axis.set_xticks(range(len(names)), [n if len(n) <= 14 else n[:13] + "…" for n in names], fontsize=7,
                        rotation=20)
         axis.tick_params(axis="y", labelsize=7)
-        axis.margins(y=0.2)
+        low, high = min(0.0, *values), max(0.0, *values)
+        axis.set_ylim(low * 1.2, high * 1.2 if high > 0 else 1.0)  # zero at the bottom, room for the labels
     for axis in list(axes.flat)[len(rows):]:
         axis.set_visible(False)
     figure.suptitle("each metric on its own scale", fontsize=9)

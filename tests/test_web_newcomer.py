@@ -261,7 +261,8 @@ def test_sigterm_removes_the_upload_folder(tmp_path):
     deadline = time.monotonic() + 5
     while folders[0].exists() and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not folders[0].exists(), "the upload folder is removed"
+    assert not folders[0].exists(), f"the upload folder is removed (exit {process.returncode}: " \
+        f"{process.stderr.read()[-2000:]})"
 
 
 def test_stop_ends_generation_and_leaves_the_conversation_as_it_was(site):

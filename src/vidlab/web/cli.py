@@ -87,5 +87,8 @@ def web_command(
     typer.echo("starting the page (Ctrl-C stops it)...", err=True)
     server = launch(model, adapters, api, api_key, options, dtype=dtype, device=device, block=False,
                     open_browser=open_browser)
-    typer.echo(f"vidlab web: {server.url}")
-    server.serve_forever()
+    try:  # a SIGTERM or Ctrl-C from here on, even before serving starts, closes the page
+        typer.echo(f"vidlab web: {server.url}")
+        server.serve_forever()
+    finally:
+        server.close()

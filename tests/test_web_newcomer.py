@@ -87,6 +87,7 @@ def chromium():
 @pytest.fixture
 def page(site, chromium):
     opened = chromium.new_page(viewport={"width": 1400, "height": 1000})
+    opened.set_default_timeout(browser.WAIT_MS)  # a shared, busy CPU: waits as long as an answer's
     opened.goto(site["server"].url)
     yield opened
     opened.close()
@@ -211,6 +212,7 @@ STRIP_CLIPPED = """() => [...document.querySelectorAll('#chat-strip .caption-lab
 @pytest.mark.parametrize("width,height", [(1280, 800), (1920, 1080)])
 def test_the_strip_shows_every_stamp(site, chromium, width, height):
     page = chromium.new_page(viewport={"width": width, "height": height})
+    page.set_default_timeout(browser.WAIT_MS)
     try:
         page.goto(site["server"].url)
         browser.upload(page, "chat", site["clip"])
@@ -222,6 +224,7 @@ def test_the_strip_shows_every_stamp(site, chromium, width, height):
 
 def test_a_phone_reaches_ask_without_closing_a_panel(site, chromium):
     page = chromium.new_page(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    page.set_default_timeout(browser.WAIT_MS)
     try:
         page.goto(site["server"].url)
         browser.upload(page, "chat", site["clip"])

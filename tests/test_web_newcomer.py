@@ -152,7 +152,8 @@ def test_a_bad_upload_then_a_good_one(site, page, tmp_path):
     page.locator("#chat-pick input").click()
     page.get_by_role("option", name="clips/red-left.mp4", exact=True).click()
     page.wait_for_function("!document.querySelector('#chat-upload').innerText.includes('red-left.mp4')")
-    browser.upload(page, "chat", site["clip"])
+    other = shutil.copyfile(site["clip"], tmp_path / "other.mp4")
+    browser.upload(page, "chat", other)
     page.wait_for_function("document.querySelector('#chat-pick input').value === ''")
 
 
@@ -176,6 +177,7 @@ def test_a_setting_of_zero_names_its_field_and_the_page_stays_usable(site, page,
     page.wait_for_function("(document.querySelector('#chat-status')?.innerText || '').includes('max tokens')")
     _no_error_badges(page)
     max_tokens.fill("8")
+    max_tokens.press("Tab")  # the box's value is the page's once it is left
     assert "follow-up" in browser.ask(page, QUESTION), "the page still answers"
     assert "Traceback" not in capfd.readouterr().err
 

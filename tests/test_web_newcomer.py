@@ -178,6 +178,10 @@ def test_a_setting_of_zero_names_its_field_and_the_page_stays_usable(site, page,
     _no_error_badges(page)
     max_tokens.fill("8")
     max_tokens.press("Tab")  # the box's value is the page's once it is left
+    frames.fill("5")  # a frame change redraws the strip and clears the message
+    page.locator("#set-fps input[type=number]").click()
+    page.wait_for_function("(document.querySelector('#chat-tokens')?.innerText || '').includes('5 frames')")
+    page.wait_for_function("!(document.querySelector('#chat-status')?.innerText || '').includes('⚠')")
     assert "follow-up" in browser.ask(page, QUESTION), "the page still answers"
     assert "Traceback" not in capfd.readouterr().err
 

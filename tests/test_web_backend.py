@@ -164,6 +164,10 @@ def test_client_of_vidlab_serve_answers_as_in_process(backend, tiny_model_dir, a
         assert talk.last.prompt_tokens == local.last.prompt_tokens
         # the follow-up sends the video by uuid only: the server answers from its cache
         assert "".join(talk.stream("And the colour?", None)) == "".join(local.stream("And the colour?", None))
+        prompt = talk.last.prompt_tokens
+        talk.forget_last(), local.forget_last()  # Regenerate: the last answer forgotten, asked again
+        assert "".join(talk.stream("And the colour?", None)) == "".join(local.stream("And the colour?", None))
+        assert talk.last.prompt_tokens == local.last.prompt_tokens == prompt
         items, infos = _consume(remote.compare(["tiny", "a"], QUESTION, media, None, SETTINGS, GENERATION))
         local_items, _ = _consume(backend.compare(["base", "a"], QUESTION, media, None, SETTINGS, GENERATION))
         assert ["".join(p for i, p in items if i == k) for k in (0, 1)] == \

@@ -161,3 +161,30 @@ def test_command_line_errors_are_one_line(tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1] == f"error: --runs {tmp_path / 'missing'}: no such folder. Give an " \
         "existing folder."
+
+
+def test_chart_gives_each_metric_its_axis_and_the_prediction_column_says_whose(runs, tmp_path):
+    from PIL import Image
+
+    from vidlab.web.results_tab import chart_file, sample_table
+
+    _, base, tuned, _ = runs
+    results = open_results([base, tuned])
+    chart = chart_file(results, tmp_path)
+    header, rows = results.metric_table()
+    assert Image.open(chart).format == "PNG" and chart.startswith(str(tmp_path))
+    assert chart_file(results, tmp_path) == chart, "drawn once per set of values"
+    table = sample_table(results, "all", "", "", "file")
+    assert table.columns[-1] == "prediction of tuned"
+    assert list(table["prediction of tuned"]) == [ANSWERS[i][2] for i in ANSWERS]
+
+
+def test_a_relative_data_root_of_an_older_run_is_found_from_the_run_folder(runs, tmp_path, monkeypatch):
+    root, base, _, _ = runs
+    old = shutil.copytree(base, tmp_path / "eval" / "old")
+    info = json.loads((old / "run.json").read_text())
+    (old / "run.json").write_text(json.dumps({**info, "data_root": "data"}))  # relative, as older vidlab wrote
+    shutil.copytree(root / "data", tmp_path / "data")
+    monkeypatch.chdir(root.parent)  # a folder with no data/ in it
+    sample = open_results([old]).sample("s1")
+    assert sample["media"] == [tmp_path / "data" / "clips" / "s1.mp4"] and sample["media"][0].is_file()

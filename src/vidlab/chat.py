@@ -139,6 +139,7 @@ class Chat:
         self._turns: list[Turn] = []
         self._media: list[tuple[MediaPart, LoadedMedia]] = []  # in the conversation so far, in order
         self._carried: list[tuple[MediaPart, LoadedMedia]] = []  # kept by reset for the next question
+        self._before_last: tuple | None = None  # (turns, media, carried) before the last answer, for forget_last
         self.reset(keep_media=False)
 
     def reset(self, keep_media: bool = True) -> None:
@@ -147,7 +148,15 @@ class Chat:
         self._carried = (self._media or self._carried) if keep_media else []
         self._media = []
         self._prompt_cache = None
+        self._before_last = None
         self._turns = [Turn(role="system", parts=[TextPart(text=self.system)])] if self.system else []
+
+    def forget_last(self) -> None:
+        """Forget the last question and its answer, as if they had not been asked (to ask again, e.g. to
+        regenerate the answer). The conversation's cache is kept: the next answer reuses its shared start."""
+        if self._before_last is not None:
+            self._turns, self._media, self._carried = self._before_last
+            self._before_last = None
 
     @property
     def history(self) -> list[Turn]:
@@ -196,6 +205,7 @@ class Chat:
 
     def _finish(self, prepared: PreparedQuestion, generated: Generated, started: float) -> Reply:
         new_media = prepared.media[len(self._media):]  # what this question brought
+        self._before_last = (self._turns, self._media, self._carried)
         warnings = [w for _, m in new_media for w in getattr(m, "warnings", [])]
         self._turns = [*prepared.conversation.turns, Turn(role="assistant", parts=[TextPart(text=generated.text)])]
         self._media, self._carried = prepared.media, []

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
-from transformers import TextIteratorStreamer
+from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 from transformers.generation.streamers import BaseStreamer
 
 from vidlab.inputs import Batch
@@ -164,6 +164,16 @@ class _RecordingStreamer(TextIteratorStreamer):
         super().put(value)
 
 
+class _WhenSet(StoppingCriteria):
+    """Stops generation once `event` is set (a stream whose reader went away)."""
+
+    def __init__(self, event: threading.Event):
+        self.event = event
+
+    def __call__(self, input_ids, scores, **kwargs) -> torch.BoolTensor:
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
 def stream(
     model, processor, inputs: Batch, options: GenerationOptions = GenerationOptions(), *,
     vision_cache: VisionCache | None = None, past: PromptCache | None = None, keep_cache: bool = False,
@@ -178,23 +188,31 @@ def stream(
     streamer = _RecordingStreamer(processor.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
     failure: list[BaseException] = []
     result: list = []
+    cancelled = threading.Event()  # the caller stopped reading (closed this generator): generation stops too
 
     def run() -> None:
         try:
             with torch.inference_mode():
                 result.append(model.generate(**tensors, **options.to_kwargs(), streamer=streamer,
                                              pad_token_id=processor.tokenizer.pad_token_id,
-                                             return_dict_in_generate=True))
+                                             return_dict_in_generate=True,
+                                             stopping_criteria=StoppingCriteriaList([_WhenSet(cancelled)])))
         except BaseException as err:  # surfaced in the caller's thread below
             failure.append(err)
             streamer.end()
 
     worker = threading.Thread(target=run, daemon=True)
     worker.start()
-    for piece in streamer:
-        if piece:
-            yield piece
-    worker.join()
+    read_all = False
+    try:
+        for piece in streamer:
+            if piece:
+                yield piece
+        read_all = True
+    finally:
+        if not read_all:
+            cancelled.set()
+        worker.join()  # the model is free again when this returns
     if failure:
         raise failure[0]
     ids = _until_stop(streamer.generated, _stop_ids(model, processor))

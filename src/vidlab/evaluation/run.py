@@ -147,7 +147,7 @@ def _run_info(model_name: str, adapter, data: EvalSet, options: RunOptions, subt
         "data": str(data.path.resolve()),
         "format": data.format,
         "split": data.split,
-        "data_root": str(data.data_root),
+        "data_root": str(data.data_root.resolve()),  # absolute: read from any folder (the web page's Results)
         "settings": options.settings.model_dump(),
         "max_new_tokens": options.generation.max_new_tokens,
         "temperature": options.generation.temperature,

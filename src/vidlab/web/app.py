@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,8 +23,16 @@ from vidlab.web.options import WebOptions
 from vidlab.web.results import find_results, read_run
 from vidlab.web.sessions import Sessions
 
+# The frame strips wrap onto as many rows as their frames need (gradio's gallery keeps one row and scrolls it
+# sideways without a hint, or clips the stamps under a fixed height); table headers break between words only.
 CSS = """
 #chat-strip .caption-label, #compare-strip .caption-label, #results-frames .caption-label {font-size: 12px}
+#chat-strip .grid-wrap, #compare-strip .grid-wrap {height: auto !important; max-height: none !important;
+  min-height: 0 !important; overflow: visible !important}
+#chat-strip .grid-container, #compare-strip .grid-container {
+  grid-template-columns: repeat(auto-fill, minmax(104px, 1fr)) !important; grid-auto-rows: auto !important}
+#results-metrics th, #results-samples th, #results-metrics th *, #results-samples th * {
+  word-break: normal !important; overflow-wrap: normal !important; hyphens: none !important}
 footer {display: none !important}
 """
 
@@ -51,7 +61,7 @@ def build_app(backend: Backend | None, options: WebOptions = WebOptions(), *, te
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     import gradio as gr
 
-    from vidlab.web.chat_tab import chat_tab
+    from vidlab.web.chat_tab import chat_tab, header_text
     from vidlab.web.compare_tab import compare_tab
     from vidlab.web.controls import settings_controls
     from vidlab.web.results_tab import results_tab
@@ -59,23 +69,17 @@ def build_app(backend: Backend | None, options: WebOptions = WebOptions(), *, te
     sessions = Sessions()
     allowed = _allowed(options)
     with gr.Blocks(title="vidlab", analytics_enabled=False) as demo:
-        header = "## vidlab · VideoLLaMA3"
-        if backend is not None:
-            names = backend.model_names()
-            adapters = f" · adapters: {', '.join(names[1:])}" if len(names) > 1 else ""
-            header += f"\nmodel **{names[0]}**{adapters} ({backend.mode})"
-        else:
-            header += "\nno model loaded: Results only (start with --model or --api to chat)"
-        gr.Markdown(header, elem_id="web-header")
+        header = gr.Markdown(header_text(backend, backend.model_names()[-1] if backend is not None else None),
+                             elem_id="web-header")
         controls = None
         if backend is not None:
-            with gr.Sidebar(label="Settings", open=True, elem_id="web-settings"):
+            with gr.Sidebar(label="Settings", open=False, elem_id="web-settings"):  # folded: a phone sees the page
                 controls = settings_controls(options.media, options.generation)
         with gr.Tabs(elem_id="web-tabs"):
             if backend is not None:
                 concurrency = 1 if backend.mode == "in-process" else 8  # a server batches; one local model does not
                 with gr.Tab("Chat", id="chat", elem_id="tab-chat"):
-                    chat_tab(backend, options, sessions, controls)
+                    chat_tab(backend, options, sessions, controls, header)
                 with gr.Tab("Compare", id="compare", elem_id="tab-compare"):
                     compare_tab(backend, options, sessions, controls, concurrency)
             with gr.Tab("Results", id="results", elem_id="tab-results"):
@@ -83,6 +87,18 @@ def build_app(backend: Backend | None, options: WebOptions = WebOptions(), *, te
     demo.vidlab_temp_dir = temp
     demo.vidlab_allowed = allowed
     return demo
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def stop_on_sigterm():
+    """Make SIGTERM stop the page as Ctrl-C does (so its temporary folder is removed); returns the handler it
+    replaced (None off the main thread, where signals cannot be handled)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _interrupt)
 
 
 @dataclass
@@ -105,6 +121,17 @@ class WebServer:
             self.backend.close()
         if self.owns_temp:
             shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+    def serve_forever(self) -> None:
+        """Serve until Ctrl-C or SIGTERM (a service manager's stop, `kill`), then close: either way the
+        temporary folder with the uploads is removed."""
+        previous = stop_on_sigterm()
+        try:
+            self.app.block_thread()
+        finally:
+            self.close()
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
 
     def __enter__(self) -> WebServer:
         return self
@@ -146,7 +173,22 @@ def launch(
     backend = backend or make_backend(model, adapters, api, api_key, dtype=dtype, device=device,
                                       max_video_seconds=options.max_video_seconds)
     owns_temp = options.temp_dir is None
-    app = build_app(backend, options)
+    temp = Path(options.temp_dir or tempfile.mkdtemp(prefix="vidlab-web-"))
+    try:
+        url, app = _start(backend, options, temp, open_browser)
+    except BaseException:  # a failed start (or Ctrl-C / SIGTERM during it) leaves no temporary folder behind
+        if owns_temp:
+            shutil.rmtree(temp, ignore_errors=True)
+        raise
+    server = WebServer(url, app, backend, temp, owns_temp)
+    if block:
+        server.serve_forever()
+    return server
+
+
+def _start(backend: Backend | None, options: WebOptions, temp: Path, open_browser: bool):
+    """Build the page and start serving it; returns (url, app)."""
+    app = build_app(backend, options, temp_dir=temp)
     import gradio as gr
 
     concurrency = 8 if backend is not None and backend.mode != "in-process" else 1
@@ -162,10 +204,4 @@ def launch(
     except OSError as err:
         raise VidlabError(f"cannot listen on {options.host}:{options.port or 7860} ({err}). Pick another --port.") \
             from None
-    server = WebServer(url, app, backend, app.vidlab_temp_dir, owns_temp)
-    if block:
-        try:
-            app.block_thread()
-        finally:
-            server.close()
-    return server
+    return url, app

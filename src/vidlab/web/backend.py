@@ -70,6 +70,10 @@ class Conversation(Protocol):
     def set_generation(self, generation: GenerationOptions) -> None:
         """Decoding settings for the next answers."""
 
+    def forget_last(self) -> None:
+        """Forget the last finished question and answer (to ask it again). An answer stopped before its end
+        is never part of the conversation."""
+
 
 class Backend(Protocol):
     mode: str  # "in-process" or "client of URL", for the page's header

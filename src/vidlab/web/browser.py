@@ -60,13 +60,15 @@ def set_number(page, element: str, value: float) -> None:
 
 
 def upload(page, prefix: str, path: str | Path) -> None:
-    """Upload a file on the Chat ("chat") or Compare ("compare") tab and wait for its frame strip or an error."""
+    """Upload a file on the Chat ("chat") or Compare ("compare") tab and wait for its frame strip or an error
+    naming it."""
     page.locator(f"#{prefix}-upload input[type=file]").set_input_files(str(path))
     page.wait_for_function(
-        "([tokens, status]) => { const t = document.querySelector(tokens)?.innerText || '';"
+        "([tokens, status, name]) => { const t = document.querySelector(tokens)?.innerText || '';"
         " const s = document.querySelector(status)?.innerText || '';"
-        " return t.includes('visual tokens') && !t.includes('No video') || s.includes('⚠'); }",
-        arg=[f"#{prefix}-tokens", f"#{prefix}-status"], timeout=WAIT_MS)
+        " return t.includes('visual tokens') && !t.includes('No video') && !s.includes('⚠')"
+        " || s.includes('⚠') && s.includes(name); }",
+        arg=[f"#{prefix}-tokens", f"#{prefix}-status", Path(path).name], timeout=WAIT_MS)
 
 
 def ask(page, question: str) -> str:
@@ -79,9 +81,14 @@ def ask(page, question: str) -> str:
 
 
 def chat_messages(page) -> list[str]:
-    """The conversation's messages, the user's and the model's in turn."""
-    return [m.strip() for m in page.locator("#chat-answers [data-testid=user], "
+    """The conversation's text messages, the user's and the model's in turn (the media message left out)."""
+    return [m.strip() for m in page.locator("#chat-answers [data-testid=user]:not(:has(video, img)), "
                                             "#chat-answers [data-testid=bot]").all_inner_texts()]
+
+
+def chat_media(page) -> int:
+    """How many videos and images the conversation shows."""
+    return page.locator("#chat-answers [data-testid=user] video, #chat-answers [data-testid=user] img").count()
 
 
 def strip_captions(page, prefix: str = "chat") -> list[str]:

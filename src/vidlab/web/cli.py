@@ -1,4 +1,4 @@
-"""`vidlab web`: parse the options, start the page (`vidlab.web.launch`), serve until Ctrl-C."""
+"""`vidlab web`: parse the options, start the page (`vidlab.web.launch`), serve until Ctrl-C or SIGTERM."""
 
 from __future__ import annotations
 
@@ -78,15 +78,17 @@ def web_command(
                                  "media": media_options.settings(base)}, name=flag)
     if model is not None:
         quiet_transformers()
-    from vidlab.web.app import launch
+    from vidlab.web.app import launch, stop_on_sigterm
+
+    stop_on_sigterm()  # from here on: a SIGTERM while the page starts stops it too
 
     if model is None and api is None:
         typer.echo("no --model or --api: the page shows evaluation results only.", err=True)
     typer.echo("starting the page (Ctrl-C stops it)...", err=True)
     server = launch(model, adapters, api, api_key, options, dtype=dtype, device=device, block=False,
                     open_browser=open_browser)
-    typer.echo(f"vidlab web: {server.url}")
-    try:
-        server.app.block_thread()
+    try:  # a SIGTERM or Ctrl-C from here on, even before serving starts, closes the page
+        typer.echo(f"vidlab web: {server.url}")
+        server.serve_forever()
     finally:
         server.close()

@@ -6,7 +6,7 @@ import gradio as gr
 
 from vidlab.errors import VidlabError
 from vidlab.web.backend import Backend
-from vidlab.web.chat_tab import preview_for
+from vidlab.web.chat_tab import preview_for, wire_media
 from vidlab.web.controls import (
     SettingsControls,
     chosen_media,
@@ -15,6 +15,7 @@ from vidlab.web.controls import (
     read_settings,
     strip_value,
     tokens_text,
+    uploaded_paths,
 )
 from vidlab.web.options import WebOptions
 from vidlab.web.sessions import Sessions
@@ -40,7 +41,7 @@ def compare_tab(backend: Backend, options: WebOptions, sessions: Sessions, contr
             media = media_controls(options, "compare")
             chosen = gr.CheckboxGroup(names, value=names, label="models", elem_id="compare-models")
         with gr.Column(scale=2):
-            strip = gr.Gallery(label="frames every model gets", columns=8, height=170, object_fit="contain",
+            strip = gr.Gallery(label="frames every model gets", columns=8, height="auto", object_fit="contain",
                                elem_id="compare-strip")
             tokens = gr.Markdown(tokens_text(None), elem_id="compare-tokens")
             with gr.Row():
@@ -53,7 +54,7 @@ def compare_tab(backend: Backend, options: WebOptions, sessions: Sessions, contr
         for i, name in enumerate(names):
             boxes.append(gr.Textbox("", label=name, lines=6, interactive=False, elem_id=f"compare-answer-{i}",
                                     buttons=["copy"]))
-    media_inputs = [media.upload, *([media.pick] if media.pick else [])]
+    media_inputs = media.inputs
 
     def run(request: gr.Request, question_text: str, selected: list[str], *values):
         state = sessions.get(request)
@@ -68,7 +69,7 @@ def compare_tab(backend: Backend, options: WebOptions, sessions: Sessions, contr
                 raise VidlabError("tick at least one model.")
             preview_for(backend, state, choice, settings)
         except Exception as err:  # shown on the page, never as a traceback
-            yield *texts, gr.skip(), gr.skip(), error_text(err)
+            yield *texts, gr.skip(), gr.skip(), error_text(err, uploaded_paths(list(values)))
             return
         order = [n for n in names if n in selected]
         yield *texts, strip_value(state.preview), tokens_text(state.preview), f"{', '.join(order)} answering…"
@@ -89,8 +90,7 @@ def compare_tab(backend: Backend, options: WebOptions, sessions: Sessions, contr
         costs = "; ".join(f"{name}: {_cost(info)}" for name, info in zip(order, infos or []))
         yield *texts, gr.skip(), tokens_text(state.preview, infos[0] if infos else None), f"Done. {costs}"
 
-    def show(request: gr.Request, *values):
-        state = sessions.get(request)
+    def show(state, values: list):
         try:
             settings = read_settings(*values[len(media_inputs):], base=options.media)
             choice = chosen_media(options, values[0], values[1] if media.pick else None, settings)
@@ -98,10 +98,10 @@ def compare_tab(backend: Backend, options: WebOptions, sessions: Sessions, contr
             return (str(choice.video) if choice.video else None, strip_value(state.preview),
                     tokens_text(state.preview), "")
         except Exception as err:  # shown on the page, never as a traceback
-            return None, [], tokens_text(None), error_text(err)
+            return None, [], tokens_text(None), error_text(err, uploaded_paths(values))
 
-    for trigger in [media.upload.change, *([media.pick.change] if media.pick else [])]:
-        trigger(show, [*media_inputs, *controls.inputs], [media.player, strip, tokens, status])
+    wire_media(media, controls, sessions, "compare", show, [media.player, strip, tokens, status],
+               settings_too=False)
     outputs = [*boxes, strip, tokens, status]
     inputs = [question, chosen, *media_inputs, *controls.inputs]
     ask.click(run, inputs, outputs, concurrency_limit=concurrency)

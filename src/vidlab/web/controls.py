@@ -10,15 +10,15 @@ from pathlib import Path
 
 import gradio as gr
 
-from vidlab.errors import VidlabError
+from vidlab.errors import MediaError, VidlabError
 from vidlab.settings import GenerationOptions, MediaSettings, build
 from vidlab.web.backend import AnswerInfo, MediaChoice, Preview
-from vidlab.web.media import check_size, inside, list_media, media_choice_parts
+from vidlab.web.media import VIDEO_SUFFIXES, check_size, inside, list_media, media_choice_parts
 from vidlab.web.options import WebOptions
 
 log = logging.getLogger("vidlab.web")
 FRAME_MODES = ["at most", "exactly"]
-_LABELS = {"fps": "fps", "max_frames": "frames", "num_frames": "frames", "max_new_tokens": "max tokens",
+_LABELS = {"fps": "fps", "max_frames": "N (frames)", "num_frames": "N (frames)", "max_new_tokens": "max tokens",
            "temperature": "temperature", "start": "clip start", "end": "clip end"}
 
 
@@ -34,7 +34,7 @@ class SettingsControls:
     start: gr.Number
     end: gr.Number
     compression: gr.Checkbox
-    temperature: gr.Slider
+    temperature: gr.Number
     max_tokens: gr.Number
     system: gr.Textbox
 
@@ -43,26 +43,37 @@ class SettingsControls:
         return [self.fps, self.frame_mode, self.frames, self.start, self.end, self.compression, self.temperature,
                 self.max_tokens, self.system]
 
+    @property
+    def frame_triggers(self) -> list:
+        """The events after which the frame strip is redrawn: a number box left (blur) or entered, a choice made."""
+        numbers = [self.fps, self.frames, self.start, self.end]
+        return [*(box.blur for box in numbers), *(box.submit for box in numbers), self.frame_mode.change,
+                self.compression.change]
+
 
 def settings_controls(media: MediaSettings = MediaSettings(),
                       generation: GenerationOptions = GenerationOptions()) -> SettingsControls:
     """The settings panel (inside the caller's layout), starting from `media` and `generation`."""
-    gr.Markdown("Frames and answers, for Chat and Compare. A change starts a new conversation.")
+    gr.Markdown("Frames and answers, for Chat and Compare. A change of the frames, the clip, DiffFP or the system "
+                "prompt starts a new conversation; temperature and max tokens apply from the next answer on.",
+                elem_id="set-note")
+    # No minimum / maximum on the number boxes: gradio would refuse an out-of-range value before vidlab sees it,
+    # turning every output red; vidlab's own check names the field and leaves the page as it was.
     fps = gr.Number(media.fps, label="fps", info=_help(MediaSettings, "fps"), elem_id="set-fps")
     with gr.Row():
         mode = gr.Radio(FRAME_MODES, value=FRAME_MODES[1 if media.num_frames else 0], label="frames",
                         elem_id="set-frame-mode", info="at most N spread over the video at fps, or exactly N evenly "
                         "spaced")
-        frames = gr.Number(media.num_frames or media.max_frames, label="N", precision=0, minimum=1,
+        frames = gr.Number(media.num_frames or media.max_frames, label="N", precision=0,
                            elem_id="set-frames")
     with gr.Row():
         start = gr.Number(0, label="clip start (s)", info="0: from the beginning", elem_id="set-start")
         end = gr.Number(0, label="clip end (s)", info="0: to the end", elem_id="set-end")
     compression = gr.Checkbox(media.compression, label="DiffFP",
                               info=_help(MediaSettings, "compression"), elem_id="set-difffp")
-    temperature = gr.Slider(0, 2, value=generation.temperature, step=0.05, label="temperature",
+    temperature = gr.Number(generation.temperature, step=0.1, label="temperature",
                             info=_help(GenerationOptions, "temperature"), elem_id="set-temperature")
-    max_tokens = gr.Number(generation.max_new_tokens, label="max tokens", precision=0, minimum=1,
+    max_tokens = gr.Number(generation.max_new_tokens, label="max tokens", precision=0,
                            info=_help(GenerationOptions, "max_new_tokens"), elem_id="set-max-tokens")
     system = gr.Textbox("", label="system prompt", lines=2, placeholder="none", elem_id="set-system")
     return SettingsControls(fps, mode, frames, start, end, compression, temperature, max_tokens, system)
@@ -107,12 +118,16 @@ class MediaControls:
     pick: gr.Dropdown | None
     player: gr.Video
 
+    @property
+    def inputs(self) -> list:
+        return [self.upload, *([self.pick] if self.pick else [])]
+
 
 def media_controls(options: WebOptions, prefix: str) -> MediaControls:
     """Upload, or pick from the media root, and a player for the chosen video."""
     mb = f"{options.max_upload_mb:g}"
-    upload = gr.File(file_count="multiple", label=f"upload a video or images (≤ {mb} MiB)",
-                     elem_id=f"{prefix}-upload", height=120)
+    upload = gr.File(file_count="multiple", label=f"upload a video or images (≤ {mb} MiB); a new upload replaces "
+                     "the last", elem_id=f"{prefix}-upload", height=120)
     pick = None
     if options.media_root is not None:
         pick = gr.Dropdown(list_media(options.media_root), value=None, label=f"or pick from {options.media_root}",
@@ -121,14 +136,52 @@ def media_controls(options: WebOptions, prefix: str) -> MediaControls:
     return MediaControls(upload, pick, player)
 
 
+def example_media(options: WebOptions, count: int = 4) -> list[str]:
+    """A few videos of the media root to offer as examples (the test split's first, if it has one)."""
+    videos = [v for v in list_media(options.media_root) if Path(v).suffix.lower() in VIDEO_SUFFIXES]
+    videos.sort(key=lambda v: (not Path(v).parts[0].startswith("test"), v))
+    return videos[:count]
+
+
+@dataclass
+class MediaPick:
+    """The media controls' values after one user action: the later of upload and pick wins, the other is cleared."""
+
+    uploaded: list[str]
+    picked: str | None
+    upload_update: object  # gr.skip() or the upload box's new value
+    pick_update: object
+
+
+def settle_media(source: str, uploaded, picked: str | None, previous: list[str]) -> MediaPick:
+    """What the upload box and the pick list hold after `source` ("upload", "pick" or "settings") changed.
+
+    gradio's multi-file box adds each upload to the files already there; a new upload replaces them instead
+    (several images chosen at once stay together). An upload clears the pick and a pick clears the upload,
+    so the page never holds two choices of which one silently wins."""
+    files = [str(getattr(f, "name", f)) for f in (uploaded if isinstance(uploaded, list) else
+                                                   [uploaded] if uploaded else [])]
+    upload_update, pick_update = gr.skip(), gr.skip()
+    if source == "upload" and files:
+        new = [f for f in files if f not in previous] or files
+        if new != files:
+            upload_update = new
+        files = new
+        if picked:
+            picked, pick_update = None, None
+    elif source == "pick" and picked and files:
+        files, upload_update = [], None
+    return MediaPick(files, picked, upload_update, pick_update)
+
+
 def chosen_media(options: WebOptions, uploaded, picked: str | None, settings: Settings) -> MediaChoice:
-    """What the controls point at (the upload wins over the pick); empty when nothing is chosen."""
+    """What the controls point at (the upload if any, else the pick); empty when nothing is chosen."""
     paths: list[Path] = []
     if uploaded:
         files = uploaded if isinstance(uploaded, list) else [uploaded]
         paths = [Path(getattr(f, "name", f)) for f in files]
         for path in paths:
-            check_size(path, int(options.max_upload_mb * 2**20))
+            check_upload(path, int(options.max_upload_mb * 2**20))
     elif picked and options.media_root is not None:
         paths = [inside(options.media_root, picked)]
     if not paths:
@@ -137,6 +190,22 @@ def chosen_media(options: WebOptions, uploaded, picked: str | None, settings: Se
     if video is None and (settings.start is not None or settings.end is not None):
         raise VidlabError("clip start / end cut a video, and images are chosen. Set them to 0.")
     return MediaChoice(video, images, settings.start if video else None, settings.end if video else None)
+
+
+def check_upload(path: Path, max_bytes: int) -> None:
+    """Refuse an empty file (a failed upload) and one over the page's limit, by the file's own name."""
+    if path.is_file() and path.stat().st_size == 0:
+        raise MediaError(f"{path.name}: the file is empty (0 bytes). Upload it again, or check that it was saved "
+                         "completely.")
+    check_size(path, max_bytes)
+
+
+def media_message(choice: MediaChoice) -> dict | None:
+    """The conversation's first message: the video or images the questions are about, shown in the chat."""
+    files = [choice.video] if choice.video is not None else list(choice.images)
+    if not files:
+        return None
+    return {"role": "user", "content": [{"path": str(f)} for f in files]}
 
 
 def strip_value(preview: Preview | None) -> list[tuple]:
@@ -170,8 +239,8 @@ def tokens_text(preview: Preview | None, answer: AnswerInfo | None = None) -> st
         if answer.prompt_tokens is not None:
             parts.append(f"prompt {answer.prompt_tokens} tokens")
         if answer.generated_tokens is not None:
-            parts.append(f"answer {answer.generated_tokens} tokens" +
-                         (f" in {answer.seconds:.1f} s" if answer.seconds is not None else ""))
+            parts.append(f"answer {_count(answer.generated_tokens, 'token')}" +
+                         (f" in {_duration(answer.seconds)}" if answer.seconds is not None else ""))
     elif preview is not None and preview.prompt_tokens is not None:
         parts.append(f"prompt about {preview.prompt_tokens} tokens with a short question")
     warnings = (answer.warnings if answer else []) or (preview.warnings if preview else [])
@@ -179,10 +248,32 @@ def tokens_text(preview: Preview | None, answer: AnswerInfo | None = None) -> st
     return text + "".join(f"\n\n⚠ {w}" for w in warnings)
 
 
-def error_text(err: BaseException) -> str:
-    """A message for the page: a user error as it is; anything else as one line, its traceback in the log."""
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _duration(seconds: float) -> str:
+    """0.04 -> "40 ms", 3.21 -> "3.2 s" (a short answer's time must not read 0.0 s)."""
+    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.1f} s"
+
+
+def uploaded_paths(values: list) -> list[Path]:
+    """The files in an upload box's value (for naming them in messages)."""
+    uploaded = values[0] if values else None
+    files = uploaded if isinstance(uploaded, list) else [uploaded] if uploaded else []
+    return [Path(str(getattr(f, "name", f))) for f in files]
+
+
+def error_text(err: BaseException, uploads: list[Path] = ()) -> str:
+    """A message for the page: a user error as it is; anything else as one line, its traceback in the log.
+
+    `uploads`: uploaded files, named in the message by their own names rather than the temporary paths gradio
+    keeps them at."""
     if isinstance(err, VidlabError):
-        return f"⚠ {err}"
+        text = str(err)
+        for path in sorted(uploads, key=lambda p: -len(str(p))):
+            text = text.replace(str(path), path.name).replace(str(path.resolve()), path.name)
+        return f"⚠ {text}"
     log.error("web page: unexpected error\n%s", "".join(traceback.format_exception(err)))
     return f"⚠ something went wrong on the page's side ({type(err).__name__}: {err}). The terminal that runs " \
            "`vidlab web` has the details."

@@ -181,6 +181,9 @@ class LocalConversation:
     def set_generation(self, generation: GenerationOptions) -> None:
         self.chat.generation = generation
 
+    def forget_last(self) -> None:
+        self.chat.forget_last()
+
     def stream(self, question: str, media: MediaChoice | None) -> Iterator[str]:
         backend = self.backend
         prepared = backend.prepare(self.chat, question, media)

@@ -223,6 +223,10 @@ class RemoteConversation:
     def set_generation(self, generation: GenerationOptions) -> None:
         self.generation = generation
 
+    def forget_last(self) -> None:
+        if len(self.messages) >= 2 and self.messages[-1]["role"] == "assistant":
+            self.messages = self.messages[:-2]
+
     def _messages(self, question: str, with_urls: bool) -> list[dict]:
         messages = [dict(m) for m in self.messages]
         first_user = next((i for i, m in enumerate(messages) if m["role"] == "user"), None)

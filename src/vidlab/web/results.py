@@ -73,8 +73,18 @@ class RunData:
 
     @property
     def data_root(self) -> Path | None:
+        """run.json's data root. Older runs wrote it relative to where the run was made: such a root is looked
+        for beside the run folder's ancestors, then in the current folder."""
         root = self.info.get("data_root")
-        return Path(root) if root else None
+        if not root:
+            return None
+        root = Path(root).expanduser()
+        if root.is_absolute():
+            return root
+        for base in (self.folder.resolve(), *self.folder.resolve().parents):
+            if (base / root).is_dir():
+                return base / root
+        return root.resolve()
 
 
 def _read_json(path: Path, problems: list[str], what: str) -> dict:
@@ -143,7 +153,7 @@ class SampleRow:
     scores: list[float | None]  # per run
     deltas: list[float | None]  # per run after the baseline
     outcomes: list[Outcome | None]  # per run after the baseline
-    prediction: str  # of the last run that has the sample
+    prediction: str  # of the last run ("" where it lacks the sample)
 
 
 @dataclass
@@ -263,7 +273,7 @@ class Results:
                 deltas.append(round(score - base, 2))
                 outcomes.append("win" if score > base else "loss" if score < base else "tie")
         first = next(row for row in rows if row is not None)
-        last = next(row for row in reversed(rows) if row is not None)
+        last = rows[-1] or {}
         return SampleRow(sample_id, ", ".join(_tasks(first)), scores, deltas, outcomes, str(last.get("prediction", "")))
 
     def _haystack(self, sample_id: str) -> str:

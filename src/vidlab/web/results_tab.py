@@ -56,7 +56,7 @@ def sample_table(results: Results, task: str, outcome: str, search: str, sort: s
                            search=search or None, sort=sort or None)
     names = results.names
     columns = ["id", "task", *[f"score {n}" for n in names], *[f"Δ {n}" for n in names[1:]],
-               *[f"{n} vs {names[0]}" for n in names[1:]], "prediction"]
+               *[f"{n} vs {names[0]}" for n in names[1:]], f"prediction of {names[-1]}"]
     data = [[r.id, r.task, *[None if v is None else round(v, 1) for v in r.scores],
              *[None if v is None else round(v, 1) for v in r.deltas], *[o or "" for o in r.outcomes],
              r.prediction if len(r.prediction) <= PREVIEW_CHARS else r.prediction[: PREVIEW_CHARS - 1] + "…"]
@@ -79,20 +79,46 @@ def summary_text(results: Results) -> str:
 
 
 def chart_file(results: Results, temp_dir: Path) -> str | None:
-    """The chart vidlab drew for these results (report.png, comparison.png), or one drawn now into the
-    temporary folder for several runs opened together."""
-    if len(results.runs) == 1:
-        chart = results.runs[0].folder / "report.png"
-        return str(chart) if chart.is_file() else None
-    from vidlab.evaluation.report import compare_runs
+    """A chart of the metrics drawn into the temporary folder: one panel per metric, each with its own axis,
+    so a metric on a larger scale (CIDEr runs to 10, others to 1 or 100) does not flatten the rest."""
+    header, rows = results.metric_table()
+    rows = [row for row in rows if any(v is not None for v in row[1:1 + len(results.runs)])]
+    if not rows:
+        return None
+    import matplotlib
 
-    digest = hashlib.sha256("\n".join(str(run.folder) for run in results.runs).encode()).hexdigest()[:16]
-    out = temp_dir / "comparisons" / digest
-    try:
-        compare_runs([run.folder for run in results.runs], out)
-    except VidlabError:
-        return None  # a run without metrics: the table says so
-    return str(out / "comparison.png")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = results.names
+    digest = hashlib.sha256(repr((names, rows)).encode()).hexdigest()[:16]
+    out = temp_dir / "charts" / f"{digest}.png"
+    if out.is_file():
+        return str(out)
+    columns = min(len(rows), 4)
+    lines = -(-len(rows) // columns)
+    figure, axes = plt.subplots(lines, columns, figsize=(2.6 * columns, 2.4 * lines), squeeze=False)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for axis, row in zip(axes.flat, rows):
+        values = [0.0 if v is None else v for v in row[1:1 + len(names)]]
+        bars = axis.bar(range(len(names)), values, color=[colours[k % len(colours)] for k in range(len(names))])
+        axis.bar_label(bars, labels=["-" if v is None else f"{v:g}" for v in row[1:1 + len(names)]], fontsize=8)
+        axis.set_title(str(row[0]), fontsize=9)
+        axis.set_xticks(range(len(names)), [n if len(n) <= 14 else n[:13] + "…" for n in names], fontsize=7,
+                       rotation=20)
+        axis.tick_params(axis="y", labelsize=7)
+        low, high = min(0.0, *values), max(0.0, *values)
+        axis.set_ylim(low * 1.2, high * 1.2 if high > 0 else 1.0)  # zero at the bottom, room for the labels
+    for axis in list(axes.flat)[len(rows):]:
+        axis.set_visible(False)
+    figure.suptitle("each metric on its own scale", fontsize=9)
+    figure.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_suffix(".part.png")
+    figure.savefig(partial, dpi=110)
+    plt.close(figure)
+    partial.replace(out)
+    return str(out)
 
 
 def detail_text(sample: dict) -> str:

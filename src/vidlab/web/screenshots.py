@@ -44,7 +44,9 @@ def take(quickstart: Path, out: Path, video: str = "test/00000.mp4") -> list[Pat
         chromium = browser.open_browser(playwright, executable)
         page = chromium.new_page(viewport=VIEWPORT)
         page.goto(server.url)
+        page.locator("#web-settings button").first.click()  # unfold the settings (folded at first)
         browser.set_number(page, "#set-max-tokens", 16)
+        page.locator("#web-settings button").first.click()
         browser.upload(page, "chat", paths["media_root"] / video)
         browser.ask(page, QUESTION)
         written.append(out / "web-chat.png")
@@ -55,7 +57,6 @@ def take(quickstart: Path, out: Path, video: str = "test/00000.mp4") -> list[Pat
         written.append(out / "web-compare.png")
         page.screenshot(path=written[-1])
         browser.tab(page, "Results")
-        page.locator("#web-settings button").first.click()  # fold the settings away: Results does not use them
         browser.open_results(page, ["base_direction (eval run)", "lora_direction (eval run)"])
         browser.pick_option(page, "#results-sort", "lora_direction vs base_direction: biggest gain first")
         page.wait_for_timeout(500)

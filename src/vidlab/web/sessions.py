@@ -21,6 +21,8 @@ class TabState:
     talk: Conversation | None = None
     talk_key: tuple | None = None  # (model, media, settings, system) the conversation was started with
     results: Any = None  # vidlab.web.results.Results
+    uploads: dict[str, list[str]] = field(default_factory=dict)  # per tab ("chat", "compare"): the files held
+    asked: tuple[str, bool] | None = None  # the last question, and whether its answer finished (Regenerate)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 

@@ -1,0 +1,300 @@
+"""The web page as a newcomer meets it, in a real browser (Playwright driving headless Chromium): the chat's
+trash icon resets the model's conversation too, a new upload replaces a bad one, a setting of 0 is a message
+naming its field with the page still usable, an evaluation made elsewhere plays its samples, the frame strip
+shows every stamp at common widths, a phone reaches Ask, SIGTERM cleans up. One page server for the module."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from web_support import write_clip
+
+from vidlab.evaluation.run import RunOptions, run_predictions
+from vidlab.settings import GenerationOptions
+from vidlab.web import browser
+
+playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the dev extra: "
+                                     "pip install -e '.[dev]'")
+CHROMIUM = browser.find_chromium()
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on this machine (apt-get install chromium, "
+                                "or set VIDLAB_CHROMIUM): the browser tests need one")
+
+QUESTION = "Which direction does the shape move?"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def site(tiny_model, tiny_model_dir, tmp_path_factory):
+    """A project folder where an evaluation was run with relative paths (as a user types them), and the page
+    started from another folder, on the tiny model, with the project's videos as the media root."""
+    from vidlab.web.app import launch
+    from vidlab.web.options import WebOptions
+
+    project = tmp_path_factory.mktemp("project")
+    clip = write_clip(project / "data" / "clips" / "red-left.mp4", seconds=8.0)  # 8 frames at 1 fps
+    record = {"id": "r1", "video": ["clips/red-left.mp4"],
+              "conversations": [{"from": "human", "value": f"<video>\n{QUESTION}"}, {"from": "gpt", "value": "left"}]}
+    (project / "data" / "eval.jsonl").write_text(json.dumps(record) + "\n")
+    here = Path.cwd()
+    os.chdir(project)
+    try:
+        run_predictions(tiny_model, "data/eval.jsonl", "runs/new",
+                        options=RunOptions(generation=GenerationOptions(max_new_tokens=4), progress=False))
+    finally:
+        os.chdir(here)
+    old = shutil.copytree(project / "runs" / "new", project / "runs" / "old")
+    info = json.loads((old / "run.json").read_text())
+    (old / "run.json").write_text(json.dumps({**info, "data_root": "data"}))  # as vidlab wrote it before
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    os.chdir(elsewhere)  # the page starts from another folder than the evaluation
+    try:
+        options = WebOptions(port=_free_port(), runs=project / "runs", media_root=project / "data", max_upload_mb=1,
+                             generation=GenerationOptions(max_new_tokens=8))
+        server = launch(tiny_model_dir, options=options, device="cpu", block=False)
+    finally:
+        os.chdir(here)
+    try:
+        yield {"server": server, "clip": clip, "project": project}
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    with playwright_api.sync_playwright() as playwright:
+        launched = browser.open_browser(playwright, CHROMIUM)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@pytest.fixture
+def page(site, chromium):
+    opened = chromium.new_page(viewport={"width": 1400, "height": 1000})
+    opened.set_default_timeout(browser.WAIT_MS)  # a shared, busy CPU: waits as long as an answer's
+    opened.goto(site["server"].url)
+    yield opened
+    opened.close()
+
+
+def _prompt_tokens(page) -> int:
+    return int(re.search(r"prompt (\d+) tokens", page.locator("#chat-tokens").inner_text()).group(1))
+
+
+def _no_error_badges(page) -> None:
+    """gradio marks a failed event's outputs with an "Error" badge and a toast: the page must show neither."""
+    assert page.locator(".error").filter(has_text=re.compile(r"^\s*Error\s*$")).count() == 0
+    assert page.locator("[data-testid=toast-body]").count() == 0
+
+
+def test_trash_icon_resets_the_conversation_and_regenerate_answers_again(site, page):
+    browser.upload(page, "chat", site["clip"])
+    browser.ask(page, QUESTION)
+    first = _prompt_tokens(page)
+    answer = browser.chat_messages(page)[1]
+    assert browser.chat_media(page) == 1, "the conversation shows the video it is about"
+    browser.ask(page, "And the colour?")
+    assert _prompt_tokens(page) > first, "a follow-up carries the history"
+
+    page.locator("#chat-answers button[aria-label=Clear]").click()
+    page.wait_for_function("(document.querySelector('#chat-status')?.innerText || '').includes('forgot')")
+    browser.ask(page, QUESTION)
+    assert _prompt_tokens(page) == first, "after the trash icon the model starts over too"
+    assert browser.chat_messages(page) == [QUESTION, answer]
+
+    browser.ask(page, "And the colour?")
+    browser.watch(page, "#chat-status")
+    page.locator("#chat-regenerate").click()
+    browser.wait_status(page, "#chat-status", "follow-up")
+    messages = browser.chat_messages(page)
+    assert messages[:2] == [QUESTION, answer] and len(messages) == 4, "Regenerate replaces the last answer"
+    assert _prompt_tokens(page) > first
+
+    browser.pick_option(page, "#chat-model", "base")
+    page.wait_for_function("(document.querySelector('#web-header')?.innerText || '').includes('answers as base')")
+
+
+def test_a_bad_upload_then_a_good_one(site, page, tmp_path):
+    fake = tmp_path / "notes.mp4"
+    fake.write_text("not a video at all")
+    browser.upload(page, "chat", fake)
+    status = page.locator("#chat-status").inner_text()
+    assert status.startswith("⚠") and "notes.mp4" in status
+    assert "vidlab-web-" not in status and "gradio" not in status, "the upload is named by its own name"
+
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    browser.upload(page, "chat", empty)
+    assert "empty.mp4: the file is empty (0 bytes)" in page.locator("#chat-status").inner_text()
+
+    browser.upload(page, "chat", site["clip"])  # replaces the bad files
+    page.wait_for_function("!(document.querySelector('#chat-status')?.innerText || '').includes('⚠')")
+    assert "8 frames" in page.locator("#chat-tokens").inner_text()
+    assert page.locator("#chat-upload").get_by_text(".mp4").count() == 1, "the box holds the last upload only"
+
+    # A pick replaces the upload (and the other way round): one choice at a time.
+    page.locator("#chat-pick input").click()
+    page.get_by_role("option", name="clips/red-left.mp4", exact=True).click()
+    page.wait_for_function("!document.querySelector('#chat-upload').innerText.includes('red-left.mp4')")
+    other = shutil.copyfile(site["clip"], tmp_path / "other.mp4")
+    browser.upload(page, "chat", other)
+    page.wait_for_function("document.querySelector('#chat-pick input').value === ''")
+
+
+def test_a_setting_of_zero_names_its_field_and_the_page_stays_usable(site, page, capfd):
+    browser.upload(page, "chat", site["clip"])
+    page.locator("#web-settings button").first.click()  # unfold the settings
+    frames = page.locator("#set-frames input[type=number]")
+    frames.fill("0")
+    page.locator("#set-fps input[type=number]").click()  # leaving the box applies it (no Enter)
+    page.wait_for_function("(document.querySelector('#chat-status')?.innerText || '').includes('N (frames)')")
+    assert "greater than or equal to 1" in page.locator("#chat-status").inner_text()
+    _no_error_badges(page)
+
+    frames.fill("4")
+    page.locator("#set-fps input[type=number]").click()
+    page.wait_for_function("(document.querySelector('#chat-tokens')?.innerText || '').includes('4 frames')")
+    max_tokens = page.locator("#set-max-tokens input[type=number]")
+    max_tokens.fill("0")
+    page.locator("#chat-question textarea").fill(QUESTION)
+    page.locator("#chat-ask").click()
+    page.wait_for_function("(document.querySelector('#chat-status')?.innerText || '').includes('max tokens')")
+    _no_error_badges(page)
+    max_tokens.fill("8")
+    max_tokens.press("Tab")  # the box's value is the page's once it is left
+    frames.fill("5")  # a frame change redraws the strip and clears the message
+    page.locator("#set-fps input[type=number]").click()
+    page.wait_for_function("(document.querySelector('#chat-tokens')?.innerText || '').includes('5 frames')")
+    page.wait_for_function("!(document.querySelector('#chat-status')?.innerText || '').includes('⚠')")
+    assert "follow-up" in browser.ask(page, QUESTION), "the page still answers"
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_results_made_elsewhere_play_their_samples(site, page):
+    info = json.loads((site["project"] / "runs" / "new" / "run.json").read_text())
+    assert Path(info["data_root"]).is_absolute(), "run.json's data root does not depend on where it was made"
+    for name in ("new", "old"):
+        browser.tab(page, "Results")
+        page.reload()
+        browser.tab(page, "Results")
+        browser.open_results(page, [f"{name} (eval run)"])
+        assert "prediction of" in page.locator("#results-samples").inner_text()
+        detail = browser.open_sample(page, "r1")
+        assert "not there any more" not in detail
+        page.wait_for_function("document.querySelector('#results-video video')?.src")
+        playable = page.evaluate("fetch(document.querySelector('#results-video video').src).then(r => r.status)")
+        assert playable in (200, 206), f"{name}: the sample's video is served"
+
+
+STRIP_CLIPPED = """() => [...document.querySelectorAll('#chat-strip .caption-label')].map(c => {
+  const r = c.getBoundingClientRect();
+  if (r.width === 0 || r.right > window.innerWidth || r.left < 0) return c.innerText + ': off the page';
+  for (let a = c.parentElement; a; a = a.parentElement) {
+    const st = getComputedStyle(a);
+    if (st.overflowX === 'visible' && st.overflowY === 'visible') continue;
+    const b = a.getBoundingClientRect();
+    if (r.left < b.left - 1 || r.right > b.right + 1 || r.top < b.top - 1 || r.bottom > b.bottom + 1)
+      return c.innerText + ': clipped';
+  }
+  return null; }).filter(x => x)"""
+
+
+@pytest.mark.parametrize("width,height", [(1280, 800), (1920, 1080)])
+def test_the_strip_shows_every_stamp(site, chromium, width, height):
+    page = chromium.new_page(viewport={"width": width, "height": height})
+    page.set_default_timeout(browser.WAIT_MS)
+    try:
+        page.goto(site["server"].url)
+        browser.upload(page, "chat", site["clip"])
+        assert browser.strip_captions(page) == [f"Time {s:.1f}s" for s in range(8)]
+        assert page.evaluate(STRIP_CLIPPED) == []
+    finally:
+        page.close()
+
+
+def test_a_phone_reaches_ask_without_closing_a_panel(site, chromium):
+    page = chromium.new_page(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    page.set_default_timeout(browser.WAIT_MS)
+    try:
+        page.goto(site["server"].url)
+        browser.upload(page, "chat", site["clip"])
+        page.locator("#chat-question textarea").fill(QUESTION)
+        ask = page.locator("#chat-ask")
+        ask.scroll_into_view_if_needed()
+        box = ask.bounding_box()
+        on_top = page.evaluate("([x, y]) => document.elementFromPoint(x, y)?.closest('#chat-ask') !== null",
+                               [box["x"] + box["width"] / 2, box["y"] + box["height"] / 2])
+        assert on_top, "nothing covers Ask"
+        browser.watch(page, "#chat-status")
+        ask.click(timeout=5000)
+        browser.wait_status(page, "#chat-status", "follow-up")
+    finally:
+        page.close()
+
+
+def test_sigterm_removes_the_upload_folder(tmp_path):
+    """`vidlab web` stopped by SIGTERM (a service manager, `kill`) cleans up as Ctrl-C does."""
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    (tmp_path / "runs").mkdir()
+    env = {**os.environ, "TMPDIR": str(temp), "PYTHONPATH": os.pathsep.join(sys.path)}
+    command = [sys.executable, "-c", "from vidlab.cli import main; main()", "web", "--runs", str(tmp_path / "runs"),
+               "--port", str(_free_port())]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline()
+        assert line.startswith("vidlab web: http"), process.stderr.read() if process.poll() is not None else line
+        folders = list(temp.glob("vidlab-web-*"))
+        assert len(folders) == 1 and folders[0].is_dir()
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    deadline = time.monotonic() + 5
+    while folders[0].exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not folders[0].exists(), f"the upload folder is removed (exit {process.returncode}: " \
+        f"{process.stderr.read()[-2000:]})"
+
+
+def test_stop_ends_generation_and_leaves_the_conversation_as_it_was(site):
+    """What the Stop button does to the model: gradio closes the answer's stream; generation ends at once (the
+    model is free), and the stopped question is not part of the conversation."""
+    import threading
+
+    from vidlab.settings import MediaSettings
+    from vidlab.web.backend import MediaChoice
+
+    backend = site["server"].backend
+    talk = backend.conversation("base", None, MediaSettings(), GenerationOptions(max_new_tokens=3500))
+    threads = threading.active_count()
+    pieces = talk.stream(QUESTION, MediaChoice(video=site["clip"]))
+    next(pieces), next(pieces)
+    assert backend.lock.locked()
+    pieces.close()
+    assert not backend.lock.locked() and threading.active_count() == threads, "generation stopped with the stream"
+    talk.set_generation(GenerationOptions(max_new_tokens=4))
+    fresh = backend.conversation("base", None, MediaSettings(), GenerationOptions(max_new_tokens=4))
+    "".join(fresh.stream(QUESTION, MediaChoice(video=site["clip"])))
+    "".join(talk.stream(QUESTION, MediaChoice(video=site["clip"])))
+    assert talk.last.prompt_tokens == fresh.last.prompt_tokens, "the stopped question left nothing behind"
+    talk.forget_last()
+    "".join(talk.stream(QUESTION, MediaChoice(video=site["clip"])))
+    assert talk.last.prompt_tokens == fresh.last.prompt_tokens, "forget_last (Regenerate) leaves nothing behind"

@@ -14,7 +14,6 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import (
-    AliasChoices,
     BaseModel,
     ConfigDict,
     Field,
@@ -176,8 +175,7 @@ class GrpoSection(_Section):
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass of the answers.")
     top_k: int | None = Field(None, ge=1, description="Sample among this many most likely tokens (null: all).")
     max_completion_length: int = Field(
-        256, ge=1, validation_alias=AliasChoices("max_completion_length", "max_new_tokens"),
-        description="Longest sampled answer, in tokens (max_new_tokens is accepted too).",
+        256, ge=1, description="Longest sampled answer, in tokens (TRL's name for max_new_tokens).",
     )
     log_completions: bool = Field(True, description="Write each step's prompts, answers and rewards to samples/.")
 

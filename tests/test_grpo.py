@@ -26,7 +26,7 @@ QUESTION = "<video>\nWhich direction does the shape move?"
 
 @pytest.fixture(scope="module")
 def direction_data(tmp_path_factory) -> Path:
-    """4 clips; grpo.jsonl asks their direction (one-word answers), dpo.jsonl pairs the right and a wrong one."""
+    """4 clips; grpo.jsonl asks their direction (one-word answers); dpo.jsonl prefers it to "nothing moves"."""
     root = tmp_path_factory.mktemp("rl")
     grpo, dpo = [], []
     for i, (shape, colour, direction) in enumerate(SCENES):
@@ -34,9 +34,8 @@ def direction_data(tmp_path_factory) -> Path:
                                              fps=4))
         grpo.append({"id": f"v{i}", "video": [f"v{i}.mp4"], "conversations": [
             {"from": "human", "value": QUESTION}, {"from": "gpt", "value": direction}]})
-        wrong = SCENES[(i + 1) % len(SCENES)][2]
         dpo.append({"id": f"p{i}", "video": [f"v{i}.mp4"], "conversations": [{"from": "human", "value": QUESTION}],
-                    "chosen": direction, "rejected": wrong})
+                    "chosen": direction, "rejected": "nothing moves"})
     (root / "grpo.jsonl").write_text("".join(json.dumps(r) + "\n" for r in grpo))
     (root / "dpo.jsonl").write_text("".join(json.dumps(r) + "\n" for r in dpo))
     return root

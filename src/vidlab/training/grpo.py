@@ -110,7 +110,12 @@ def sample_answers(model, processor, prompt: EncodedPrompt, count: int, generate
     try:
         inputs = rows_inputs(prompt, count)
         pad = processor.tokenizer.pad_token_id
-        output = unwrapped.generate(**inputs, **generate_kwargs, pad_token_id=pad, use_cache=True)
+        config = base_model(model).config
+        # An answer holding a video or image placeholder token would be read as one more picture in the forward.
+        vision = [i for i in (getattr(config, "image_token_id", None), getattr(config, "video_token_id", None))
+                  if i is not None]
+        output = unwrapped.generate(**inputs, **generate_kwargs, pad_token_id=pad, use_cache=True,
+                                    suppress_tokens=vision or None)
     finally:
         unwrapped.train(was_training)
     stop = _stop_ids(model, processor)

@@ -223,6 +223,37 @@ def test_lora_reference_is_the_base_model(tiny_model_dir, direction_data, tmp_pa
     assert (reference[1, 1:] == 0).all()  # masked slots carry nothing
 
 
+def test_reference_of_a_continued_adapter_is_the_adapted_start(tiny_model_dir, direction_data, tmp_path):
+    from vidlab.models import load_model
+    from vidlab.training.model import load_for_training
+    from vidlab.training.policy import answer_logps, answers_tensor, encode_prompt, reference_logps
+    from vidlab.training.rl_loop import _reference_copy
+
+    start, processor = load_for_training(rl_config(tiny_model_dir, direction_data, tmp_path / "s", "grpo")
+                                         .as_weights_config(), torch.device("cpu"), "no")
+    with torch.no_grad():
+        for name, param in start.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5)
+    start.save_pretrained(tmp_path / "sft-adapter")
+    adapter = tmp_path / "sft-adapter"
+    config = rl_config(tiny_model_dir, direction_data, tmp_path / "r", "grpo", f"model.adapter={adapter}")
+    model, _ = load_for_training(config.as_weights_config(), torch.device("cpu"), "no")
+    reference = _reference_copy(model, config)
+    with torch.no_grad():  # the run moves away from its start
+        for name, param in model.named_parameters():
+            if "lora_A" in name:
+                param.add_(0.3)
+    adapted, _ = load_model(tiny_model_dir, adapter=tmp_path / "sft-adapter", device="cpu")
+    record, settings = _prompt_record(direction_data), config.data.media_settings()
+    ids, mask = answers_tensor([[5, 9, 11]], processor.tokenizer.pad_token_id)
+    prompt = encode_prompt(record, model, processor, settings, None, torch.device("cpu"))
+    with torch.no_grad():
+        expected = answer_logps(adapted, encode_prompt(record, adapted, processor, settings, None,
+                                                       torch.device("cpu")), ids, mask)
+    assert torch.allclose(reference_logps(model, reference, prompt, ids, mask), expected, atol=1e-5)
+
+
 def test_video_is_decoded_and_encoded_once_per_group(tiny_model_dir, direction_data, tmp_path, monkeypatch):
     from transformers.models.video_llama_3 import modeling_video_llama_3 as native
 

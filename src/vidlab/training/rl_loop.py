@@ -78,6 +78,18 @@ def _encode_or_replace(impl, records, index: int, model, device, failed: set[int
                       "(see skipped.jsonl).")
 
 
+def _reference_copy(model, config: TrainConfig):
+    """A frozen copy of the starting model where switching the adapters off would not give it back: full
+    fine-tuning, or LoRA that continues `model.adapter` (the reference is the adapted model, merged).
+    None otherwise: under a new LoRA adapter the reference is the model with its adapters off."""
+    if config.weights != "full" and config.model.adapter is None:
+        return None
+    reference = copy.deepcopy(model)
+    if hasattr(reference, "merge_and_unload"):
+        reference = reference.merge_and_unload()
+    return reference.eval().requires_grad_(False)
+
+
 def _mean_over_processes(accelerator, row: dict) -> dict:
     if accelerator.num_processes == 1:
         return row
@@ -118,9 +130,7 @@ def run_rl(config: TrainConfig, resume: bool | str | None = None) -> TrainResult
     warmup = int(round(config.optim.warmup_ratio * total_steps))
 
     model, processor = load_for_training(config.as_weights_config(), accelerator.device, mixed_precision)
-    reference = None
-    if config.weights == "full" and _needs_reference(config):  # under LoRA the reference is the adapters switched off
-        reference = copy.deepcopy(model).eval().requires_grad_(False)
+    reference = _reference_copy(model, config) if _needs_reference(config) else None
     optimizer = _build_optimizer(model, config)
     base_rates = [group["lr"] for group in optimizer.param_groups]
     scheduler = build_scheduler(optimizer, config.optim.scheduler, total_steps, warmup)

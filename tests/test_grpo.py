@@ -254,6 +254,27 @@ def test_reference_of_a_continued_adapter_is_the_adapted_start(tiny_model_dir, d
     assert torch.allclose(reference_logps(model, reference, prompt, ids, mask), expected, atol=1e-5)
 
 
+def test_a_grpo_update_raises_the_rewarded_answer(tiny_model_dir, direction_data, tmp_path):
+    from vidlab.training.model import load_for_training
+    from vidlab.training.policy import answer_logps, answers_tensor, encode_prompt
+
+    config = rl_config(tiny_model_dir, direction_data, tmp_path / "u", "grpo")
+    model, processor = load_for_training(config.as_weights_config(), torch.device("cpu"), "no")
+    prompt = encode_prompt(_prompt_record(direction_data), model, processor, config.data.media_settings(), None,
+                           torch.device("cpu"))
+    ids, mask = answers_tensor([[5, 9, 11], [7, 8], [20, 21, 22], [30]], processor.tokenizer.pad_token_id)
+    advantages = group_advantages(torch.tensor([[1.0, 0.0, 0.0, 0.0]]))[0]
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
+    before = answer_logps(model, prompt, ids, mask)
+    grpo_loss(before, before.detach(), None, advantages, mask, beta=0.0, epsilon=0.2, epsilon_high=None,
+              loss_type="grpo", max_completion_length=3).loss.backward()
+    optimizer.step()
+    with torch.no_grad():
+        after = answer_logps(model, prompt, ids, mask)
+    change = (after - before.detach()).sum(1) / mask.sum(1)
+    assert change[0] > 0 and (change[1:] < 0).all()
+
+
 def test_video_is_decoded_and_encoded_once_per_group(tiny_model_dir, direction_data, tmp_path, monkeypatch):
     from transformers.models.video_llama_3 import modeling_video_llama_3 as native
 

@@ -115,6 +115,13 @@ def test_grpo_loss_clips_normalises_and_adds_kl_by_hand():
     assert float(kl.loss) == pytest.approx(float(grpo.loss) + 0.1 * (1 - math.log(2)))
 
 
+def test_a_small_kl_survives_float32():
+    logps = torch.zeros(1, 1)
+    out = grpo_loss(logps, logps, logps + 1e-4, torch.zeros(1), torch.ones(1, 1), beta=1.0, epsilon=0.2,
+                    epsilon_high=None, loss_type="grpo", max_completion_length=1)
+    assert out.kl == pytest.approx(0.5e-8, rel=1e-3)  # d^2 / 2
+
+
 def test_grpo_gradient_is_the_advantage_over_the_answer_length():
     logps = torch.tensor([[-1.0, -2.0, -0.5], [-0.3, -0.2, 0.0]], requires_grad=True)
     mask = torch.tensor([[1, 1, 1], [1, 1, 0]])

@@ -75,7 +75,9 @@ def grpo_loss(logps: torch.Tensor, old_logps: torch.Tensor, ref_logps: torch.Ten
     kl = torch.zeros_like(per_token)
     if beta != 0 and ref_logps is not None:
         delta = ref_logps - logps
-        kl = torch.exp(delta) - delta - 1
+        # exp(d) - d - 1 written as expm1(d) - d: the same value, without losing the small KL of nearby
+        # policies to float32 cancellation (exp(d) - 1 - d rounds to 0 for |d| below ~1e-4).
+        kl = torch.expm1(delta) - delta
         per_token = per_token + beta * kl
     if loss_type == "dr_grpo":
         loss = (per_token * mask).sum() / (logps.shape[0] * max_completion_length)

@@ -31,6 +31,8 @@ RECIPES = [
     "compressors/align_videollama3_7b.yaml",
     "compressors/lora_videollama3_2b.yaml",
     "compressors/lora_videollama3_7b.yaml",
+    "dpo_videollama3_2b.yaml",
+    "grpo_videollama3_2b.yaml",
     "lora_videollama3_2b.yaml",
     "lora_videollama3_7b.yaml",
     "qlora_videollama3_7b.yaml",

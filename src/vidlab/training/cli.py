@@ -41,7 +41,7 @@ def train_command(
     ] = False,
     check: Annotated[bool, typer.Option(help="Only validate the config and print it resolved; train nothing.")] = False,
 ) -> None:
-    """Fine-tune VideoLLaMA3 (LoRA, QLoRA or full) as CONFIG says; use accelerate launch for several GPUs."""
+    """Fine-tune VideoLLaMA3 (LoRA, QLoRA, full; GRPO or DPO) as CONFIG says; accelerate launch for several GPUs."""
     from vidlab.training.config import load_config
 
     settings = load_config(config, set_ or [])

@@ -13,13 +13,22 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from vidlab.errors import VidlabError
 from vidlab.settings import DECODE_WORKERS, MediaSettings, VideoCompressor
 from vidlab.validation import describe_errors
 
 PARTS = ("vision", "projector", "compressor", "llm")
+SFT_METHODS = ("lora", "qlora", "full")
+Weights = Literal["lora", "qlora", "full"]
 
 
 class ConfigError(VidlabError):
@@ -138,12 +147,61 @@ class OutputSection(_Section):
     progress: bool = Field(True, description="Show a progress bar.")
 
 
+class GrpoSection(_Section):
+    """GRPO with verifiable rewards (method grpo); option names are TRL's GRPOConfig's."""
+
+    weights: Weights = Field("lora", description="What trains in the LLM: lora, qlora or full (as for SFT).")
+    num_generations: int = Field(8, ge=2, description="Answers sampled per prompt (the group G).")
+    rewards: list[Literal["accuracy", "format"]] = Field(
+        ["accuracy"], min_length=1, description="Reward functions, added up: accuracy (by the record's answer_type) "
+        "and format (the answer matches format_pattern).",
+    )
+    reward_weights: list[float] | None = Field(None, description="Weight of each reward (null: 1 each).")
+    format_pattern: str = Field(
+        r"<think>.*?</think>\s*<answer>.*?</answer>", description="Regular expression the whole answer must match "
+        "for the format reward.",
+    )
+    beta: float = Field(0.04, ge=0, description="Weight of the KL term to the reference model (0: no reference).")
+    epsilon: float = Field(0.2, gt=0, lt=1, description="Clip range of the probability ratio (lower side).")
+    epsilon_high: float | None = Field(None, gt=0, description="Upper clip range (null: epsilon; DAPO uses 0.28).")
+    loss_type: Literal["grpo", "dr_grpo"] = Field(
+        "grpo", description="grpo: each answer's mean over its tokens; dr_grpo: the token sum over "
+        "max_completion_length (Dr. GRPO: no length bias).",
+    )
+    scale_rewards: Literal["group", "none"] = Field(
+        "group", description="Divide advantages by the group's reward std (group) or not (none, as Dr. GRPO).",
+    )
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature of the answers.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass of the answers.")
+    top_k: int | None = Field(None, ge=1, description="Sample among this many most likely tokens (null: all).")
+    max_completion_length: int = Field(
+        256, ge=1, description="Longest sampled answer, in tokens (TRL's name for max_new_tokens).",
+    )
+    log_completions: bool = Field(True, description="Write each step's prompts, answers and rewards to samples/.")
+
+
+class DpoSection(_Section):
+    """DPO on chosen/rejected answer pairs (method dpo); option names are TRL's DPOConfig's."""
+
+    weights: Weights = Field("lora", description="What trains in the LLM: lora, qlora or full (as for SFT).")
+    beta: float = Field(0.1, gt=0, description="Strength of the pull towards the reference model.")
+    loss_type: Literal["sigmoid", "ipo"] = Field("sigmoid", description="sigmoid (DPO) or ipo (IPO's squared loss).")
+    label_smoothing: float = Field(
+        0.0, ge=0, lt=0.5, description="Assumed share of flipped pairs (conservative DPO; sigmoid only).",
+    )
+
+
 class TrainConfig(_Section):
     model: ModelSection
     data: DataSection
-    method: Literal["lora", "qlora", "full"] = Field("lora", description="What trains in the LLM.")
+    method: Literal["lora", "qlora", "full", "grpo", "dpo"] = Field(
+        "lora", description="Supervised fine-tuning that trains LoRA adapters, QLoRA adapters or all LLM weights; "
+        "or reinforcement (grpo) or preference (dpo) tuning, whose weights key says what trains.",
+    )
     lora: LoraSection = Field(default_factory=LoraSection)
     learning_rates: LearningRates = Field(default_factory=LearningRates)
+    grpo: GrpoSection = Field(default_factory=GrpoSection)
+    dpo: DpoSection = Field(default_factory=DpoSection)
     optim: OptimSection = Field(default_factory=OptimSection)
     train: TrainSection = Field(default_factory=TrainSection)
     output: OutputSection
@@ -151,19 +209,31 @@ class TrainConfig(_Section):
         False, description="true: continue from the newest checkpoint (error if none); auto: if there is one."
     )
 
+    @property
+    def weights(self) -> str:
+        """What trains in the LLM: the method for SFT, the grpo/dpo section's weights otherwise."""
+        if self.method in SFT_METHODS:
+            return self.method
+        return self.grpo.weights if self.method == "grpo" else self.dpo.weights
+
+    def as_weights_config(self) -> TrainConfig:
+        """This config with method set to its weights (lora, qlora, full), for the model set-up SFT shares."""
+        return self.model_copy(update={"method": self.weights})
+
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
         problems = []
         rates = self.learning_rates.trained()
+        method = self.weights
         if not rates:
             problems.append("learning_rates: no part has a learning rate, so nothing would train. "
                             "Give learning_rates.llm (e.g. 2e-4 for LoRA, 1e-5 for full).")
-        if self.method in ("lora", "qlora") and "llm" not in rates:
-            problems.append(f"learning_rates.llm: method {self.method} trains LoRA adapters in the LLM, which need a "
+        if method in ("lora", "qlora") and "llm" not in rates:
+            problems.append(f"learning_rates.llm: method {method} trains LoRA adapters in the LLM, which need a "
                             "learning rate. Set learning_rates.llm (e.g. 2e-4).")
-        if self.method == "full" and self.lora.modules_to_save:
+        if method == "full" and self.lora.modules_to_save:
             problems.append("lora.modules_to_save: method full already trains every LLM weight. Remove it.")
-        if self.method == "full" and self.model.adapter is not None:
+        if method == "full" and self.model.adapter is not None:
             problems.append("model.adapter: method full trains the weights themselves. Merge the adapter first "
                             "(vidlab model merge) and point model.path at the merged model.")
         compressor = self.model.video_compressor
@@ -173,12 +243,26 @@ class TrainConfig(_Section):
         if self.output.eval_steps is not None and not self.data.val:
             problems.append("output.eval_steps: set, but data.val lists no validation files. Add data.val or "
                             "remove eval_steps.")
+        if self.method in ("grpo", "dpo"):
+            frozen = [part for part in rates if part != "llm"]
+            if frozen:
+                problems.append(f"learning_rates: method {self.method} trains the LLM only (the video is encoded once "
+                                f"per group and shared with the reference). Remove learning_rates."
+                                f"{', learning_rates.'.join(frozen)}.")
+            grpo = self.grpo
+            if grpo.reward_weights is not None and len(grpo.reward_weights) != len(grpo.rewards):
+                problems.append(f"grpo.reward_weights: {len(grpo.reward_weights)} weights for {len(grpo.rewards)} "
+                                "rewards. Give one weight per reward, or remove reward_weights.")
+            if self.output.eval_steps is not None:
+                problems.append(f"output.eval_steps: method {self.method} has no validation loss yet. Remove it.")
         if problems:
             raise ValueError("\n".join(problems))
         return self
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+        # The grpo/dpo sections only when the method uses them: SFT configs (and their checkpoints) stay as they were.
+        unused = {name for name in ("grpo", "dpo") if self.method != name}
+        return yaml.safe_dump(self.model_dump(mode="json", exclude=unused), sort_keys=False)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

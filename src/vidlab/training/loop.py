@@ -171,6 +171,10 @@ def run_training(config: TrainConfig, resume: bool | str | None = None) -> Train
     """
     from accelerate.utils import set_seed
 
+    if config.method in ("grpo", "dpo"):  # reinforcement / preference tuning: its own step (rl_loop.py)
+        from vidlab.training.rl_loop import run_rl
+
+        return run_rl(config, resume)
     resume = config.resume if resume is None else resume
     run_dir = Path(config.output.dir).expanduser()
     accelerator, mixed_precision = _accelerator(config, run_dir)

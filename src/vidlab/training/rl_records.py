@@ -1,0 +1,122 @@
+"""Records for reinforcement (GRPO) and preference (DPO) tuning: a prompt, and what its answers are judged by.
+
+GRPO records are the usual training records (`conversations` with a video and a last `gpt` turn):
+the last assistant turn is the reference answer and the turns before it the prompt. An optional
+`answer_type` (choice, yes_no, number, exact, span) says how an answer is checked; without it the
+type is inferred from the reference (`vidlab.training.rewards.infer_answer_type`).
+
+DPO records hold the prompt as `conversations` ending with the human question (a last `gpt` turn is
+ignored) and two answers to it, `chosen` and `rejected` (strings). LLaVA-Hound's video DPO pairs
+(ShareGPTVideo's `sft_dpo_17k.jsonl`: `id`, `video`, `prompt`, `chosen`, `rejected`) are read as they
+are: `prompt` becomes the human turn, with the video before it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from vidlab.annotations import Position, read_records
+from vidlab.conversation import Conversation, parse_record
+from vidlab.errors import ConversationError, DataFileError, MediaNotFoundError, SampleError, VidlabError
+from vidlab.training.data import SkipNote
+from vidlab.training.rewards import ANSWER_TYPES, Reference, infer_answer_type
+
+
+@dataclass
+class PromptRecord:
+    """One prompt to answer, with what its answers are judged by.
+
+    Attributes:
+        prompt: the conversation up to the last user turn (media included).
+        reference: GRPO: the reference answer and its type (None for DPO records).
+        chosen, rejected: DPO: the preferred and the other answer (None for GRPO records).
+    """
+
+    position: Position
+    id: str
+    prompt: Conversation
+    data_root: Path
+    reference: Reference | None = None
+    chosen: str | None = None
+    rejected: str | None = None
+
+    @property
+    def source(self) -> str:
+        return str(self.position)
+
+
+def _hound_record(item: dict) -> dict:
+    """A LLaVA-Hound DPO pair (prompt, video, chosen, rejected) as a vidlab record."""
+    video = item.get("video")
+    videos = video if isinstance(video, list) else [video]
+    question = str(item["prompt"])
+    if "<video>" not in question:
+        question = "<video>\n" * len(videos) + question
+    return {**item, "video": videos, "conversations": [{"from": "human", "value": question}]}
+
+
+def _prompt(conversation: Conversation, where: str, keep_last_answer: bool) -> tuple[Conversation, str | None]:
+    turns = conversation.turns
+    answer = None
+    if turns[-1].role == "assistant":
+        answer = turns[-1].text
+        turns = turns[:-1]
+    elif keep_last_answer:
+        raise ConversationError(f'{where}: the last turn is not a "gpt" answer, so there is no reference answer to '
+                                'reward. End the conversation with the expected answer as a gpt turn.', "no answer")
+    return conversation.model_copy(update={"turns": turns}), answer
+
+
+def _parse(item, position: Position, root: Path, method: str) -> PromptRecord:
+    where = str(position)
+    if isinstance(item, Exception):
+        raise item
+    if method == "dpo" and isinstance(item, dict) and "prompt" in item and "conversations" not in item:
+        item = _hound_record(item)
+    conversation = parse_record(item, where=where)
+    for part in conversation.media:
+        path = Path(part.path).expanduser()
+        path = path if path.is_absolute() else root / path
+        if not path.exists():
+            raise MediaNotFoundError(f"{where}: {part.type} not found: {path}. Relative paths are resolved against the "
+                                     f"data root ({root}); fix the path or the data root.")
+    record_id = str(item.get("id")) if item.get("id") is not None else position.default_id
+    if method == "grpo":
+        prompt, answer = _prompt(conversation, where, keep_last_answer=True)
+        kind = item.get("answer_type")
+        if kind is not None and kind not in ANSWER_TYPES:
+            raise ConversationError(f"{where}: answer_type {kind!r} is not one of {', '.join(ANSWER_TYPES)}. Fix it or "
+                                    "leave it out to have it inferred.", "wrong field types")
+        return PromptRecord(position, record_id, prompt, root, Reference(answer, kind or infer_answer_type(answer)))
+    prompt, _ = _prompt(conversation, where, keep_last_answer=False)
+    pair = [item.get("chosen"), item.get("rejected")]
+    if not all(isinstance(text, str) and text.strip() for text in pair):
+        raise ConversationError(f'{where}: a DPO record needs "chosen" and "rejected" answers (non-empty strings). '
+                                "Add both, or leave the record out.", "wrong field types")
+    return PromptRecord(position, record_id, prompt, root, chosen=pair[0], rejected=pair[1])
+
+
+def load_prompt_records(files: list[Path], data_root: Path | None, method: str,
+                        strict: bool = False) -> tuple[list[PromptRecord], list[SkipNote]]:
+    """Read GRPO (method "grpo") or DPO ("dpo") records; bad ones become SkipNotes (or raise when strict).
+
+    Raises:
+        DataFileError: a file is missing or unreadable as a whole.
+        SampleError: strict and a record is bad (its place, id and the fix).
+    """
+    missing = [str(f) for f in files if not Path(f).is_file()]
+    if missing:
+        raise DataFileError(f"{', '.join(missing)}: no such annotation file. Fix data.train.")
+    records: list[PromptRecord] = []
+    skipped: list[SkipNote] = []
+    for file in files:
+        root = Path(data_root) if data_root is not None else Path(file).parent
+        for raw in read_records(file):
+            try:
+                records.append(_parse(raw.item, raw.position, root, method))
+            except VidlabError as err:
+                if strict:
+                    raise SampleError(f"{err} (strict mode stops at the first bad record)") from err
+                skipped.append(SkipNote.of(raw.position, raw.given_id, err))
+    return records, skipped

@@ -51,13 +51,19 @@ def model_tiny(
     out_dir: Annotated[Path, typer.Argument(help="Folder to write the model to.")],
     seed: Annotated[int, typer.Option(help="Random seed of the weights; the same seed gives the same files.")] = 0,
     overwrite: Annotated[bool, typer.Option(help="Replace OUT_DIR if it already holds files.")] = False,
+    shape: Annotated[str, typer.Option(help="tiny, or 2b / 7b: the released model's sizes with fewer layers, "
+                                            "random weights, to measure memory and speed (not to answer).")] = "tiny",
+    layers: Annotated[int | None, typer.Option(help="LLM and vision layers (default: 2 for 2b/7b, tiny's own).")]
+    = None,
 ) -> None:
-    """Build a tiny random VideoLLaMA3 offline (tokenizer trained on the spot, real processor)."""
+    """Build a tiny random VideoLLaMA3 offline (tokenizer trained on the spot, real processor), or one at the
+    released 2B/7B widths with few layers (--shape)."""
     quiet_transformers()
+    from vidlab.models.shapes import shape_spec
     from vidlab.models.tiny import build_tiny_model
 
-    folder = build_tiny_model(out_dir, seed=seed, overwrite=overwrite)
-    typer.echo(f"wrote tiny VideoLLaMA3 to {folder}")
+    folder = build_tiny_model(out_dir, seed=seed, spec=shape_spec(shape, layers), overwrite=overwrite)
+    typer.echo(f"wrote {shape} VideoLLaMA3 to {folder}")
 
 
 @model_app.command("convert")

@@ -175,3 +175,31 @@ def test_vision_encoder_attends_within_each_frame_without_a_mask(tiny_model, mon
     vision = model.config.vision_config
     assert len(calls) == t * vision.num_hidden_layers
     assert all(shape[-2] == h * w and mask is None for shape, mask in calls)  # one frame's patches, no mask
+
+
+def test_the_plan_counts_logits_at_label_positions_only(tiny_model_dir, tmp_path):
+    from vidlab.data.check import check_data
+    from vidlab.data.plan import plan_run, render_plan
+    from vidlab.data.plan_memory import Setup, estimate
+    from vidlab.data.plan_model import read_architecture
+
+    arch = read_architecture("videollama3-2b")
+    video = Setup(tokens=16384, vision_tokens=16000, checkpointing=True)
+    answered = estimate(arch, video.but(label_tokens=40))
+    assert answered.logits == 40 * 151936 * 14 + 16384 * 1536 * 6  # bf16 logits, their fp32 loss; hidden states
+    assert estimate(arch, video).logits == 384 * 151936 * 14 + 16384 * 1536 * 6  # no count: every text token
+    long = estimate(arch, video.but(label_tokens=3000)).logits - 16384 * 1536 * 6
+    assert long == 1024 * 151936 * 14 + (3000 - 1024) * 151936 * 4  # fp32 one chunk at a time
+    assert answered.peak < 12 * 2**30
+
+    data = tmp_path / "train.jsonl"
+    rows = [{"id": f"r{n}", "conversations": [{"from": "human", "value": "Say it."},
+                                             {"from": "gpt", "value": "yes " * (n + 1)}]} for n in range(3)]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = {"model": {"path": str(tiny_model_dir)}, "data": {"train": [str(data)], "workers": 0},
+              "method": "lora", "learning_rates": {"llm": 1e-4}, "output": {"dir": str(tmp_path / "run")}}
+    checked = check_data(config=config, out_dir=tmp_path / "check", workers=0, progress=False)
+    most = checked.report["stats"]["label_tokens"]["max"]
+    plan = plan_run(config, stats=checked.out_dir / "check.json")
+    assert plan.setup.label_tokens == most > 3
+    assert f"logits at {int(most)} label positions" in render_plan(plan)

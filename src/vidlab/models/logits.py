@@ -57,11 +57,14 @@ def label_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return positions, following[:, positions]
 
 
+LOSS_CHUNK = 1024  # label positions whose fp32 log-softmax exists at once
+
+
 def _summed_cross_entropy(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.cross_entropy(scores.float(), targets, ignore_index=-100, reduction="sum")
 
 
-def chunked_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+def chunked_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, chunk: int = LOSS_CHUNK) -> torch.Tensor:
     """Cross-entropy summed over `targets` (-100 ignored), upcast to fp32 one chunk of `chunk` rows at a time.
 
     Each chunk's fp32 log-softmax is recomputed in backward (torch.utils.checkpoint) rather than kept,

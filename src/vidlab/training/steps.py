@@ -12,7 +12,7 @@ from contextlib import nullcontext
 
 import torch
 
-from vidlab.models.logits import chunked_cross_entropy, label_positions, logits_at
+from vidlab.models.logits import LOSS_CHUNK, chunked_cross_entropy, label_positions, logits_at
 from vidlab.training.data import raise_if_fatal
 
 
@@ -54,7 +54,7 @@ def summed_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch
     return loss, int((targets != -100).sum())
 
 
-def label_token_loss(model, inputs: dict, labels: torch.Tensor, chunk: int = 1024) -> tuple[torch.Tensor, int]:
+def label_token_loss(model, inputs: dict, labels: torch.Tensor, chunk: int = LOSS_CHUNK) -> tuple[torch.Tensor, int]:
     """`model(**inputs)`'s cross-entropy summed over the label tokens, and their count: the LM head runs only at
     the positions whose next token has a label, and the fp32 loss one chunk of `chunk` positions at a time.
 

@@ -4,6 +4,7 @@
     python benchmarks/real_size.py step --model runs/2b-2     # vidlab's step vs transformers' plain path
     python benchmarks/real_size.py vision --model runs/2b-2   # the vision encoder at 45 / 90 / 180 frames
     python benchmarks/real_size.py calibrate --model runs/2b-2 --model runs/2b-4 --tokens 2048 8192
+    python benchmarks/real_size.py gpu --tokens 17560      # the plan for 2B LoRA / 7B QLoRA on 24/48/80 GB
 
 Every measurement runs in its own process (MALLOC_MMAP_THRESHOLD_ fixed, so resident memory follows what
 tensors hold) and prints one JSON row: peak resident memory of the process (peak_gib) and of the step above
@@ -58,7 +59,7 @@ def _noise_video(path: Path, frames: int) -> Path:
     return path
 
 
-def _sample(model_dir: Path, frames: int, answer_tokens: int, folder: Path):
+def _sample(model_dir: Path, frames: int, answer_tokens: int, folder: Path, budget: int | None = None):
     """A 180-frame-style training sample (vidlab's encoder, the model's released budgets), labels included."""
     from transformers import AutoProcessor
 
@@ -72,7 +73,7 @@ def _sample(model_dir: Path, frames: int, answer_tokens: int, folder: Path):
                                                        {"from": "gpt", "value": answer}]}
     (folder / "one.jsonl").write_text(json.dumps(record) + "\n")
     records, _ = load_records([folder / "one.jsonl"], folder)
-    sample = encode_record(records[0], processor, MediaSettings(fps=1, max_frames=frames), 65536)
+    sample = encode_record(records[0], processor, MediaSettings(fps=1, max_frames=frames, max_visual_tokens=budget), 65536)
     return {k: v.unsqueeze(0) if k in ("input_ids", "attention_mask", "labels") else v
             for k, v in sample.tensors.items()}
 
@@ -91,14 +92,15 @@ def _lora_model(model_dir: Path, checkpointing: bool):
     return get_peft_model(model, lora).train()
 
 
-def run_step(model_dir: Path, path: str, frames: int, answer_tokens: int, checkpointing: bool) -> None:
+def run_step(model_dir: Path, path: str, frames: int, answer_tokens: int, checkpointing: bool,
+             budget: int | None) -> None:
     import torch
 
     from vidlab.training.steps import label_token_loss
 
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as folder:
-        inputs = _sample(model_dir, frames, answer_tokens, Path(folder))
+        inputs = _sample(model_dir, frames, answer_tokens, Path(folder), budget)
     model = _lora_model(model_dir, checkpointing)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     labels = inputs.pop("labels")
@@ -119,12 +121,12 @@ def run_step(model_dir: Path, path: str, frames: int, answer_tokens: int, checkp
          seconds=round(seconds, 1))
 
 
-def run_vision(model_dir: Path, frames: int) -> None:
+def run_vision(model_dir: Path, frames: int, budget: int | None) -> None:
     import torch
     from transformers import VideoLlama3ForConditionalGeneration
 
     with tempfile.TemporaryDirectory() as folder:
-        inputs = _sample(model_dir, frames, 8, Path(folder))
+        inputs = _sample(model_dir, frames, 8, Path(folder), budget)
     model = VideoLlama3ForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).eval()
     before = peak.start()
     started = time.perf_counter()
@@ -188,10 +190,26 @@ def calibrate(models: list[Path], token_counts: list[int], methods: list[str], l
                              seconds=result["seconds"])
 
 
+def on_gpus(tokens: int, visual: int, answer: int) -> None:
+    """The calibrated plan's peak for the released models at 180 frames, bf16, checkpointing, one sample a step;
+    beside it the same run with the logits of every position (the plain path's loss)."""
+    from vidlab.data.plan_memory import Setup, estimate
+    from vidlab.data.plan_model import read_architecture
+
+    for name, method in (("videollama3-2b", "lora"), ("videollama3-7b", "qlora"), ("videollama3-7b", "lora")):
+        arch = read_architecture(name, 64, "all-linear")
+        setup = Setup(method=method, precision="bf16", checkpointing=True, tokens=tokens, vision_tokens=visual,
+                      label_tokens=answer, lora_dropout=0.05)
+        mine, plain = estimate(arch, setup, 64), estimate(arch, setup.but(label_tokens=tokens), 64)
+        _row(kind="gpu plan", model=name, method=method, tokens=tokens, visual_tokens=visual, labels=answer,
+             peak_gib=round(mine.peak / GIB, 2), all_position_logits_peak_gib=round(plain.peak / GIB, 2),
+             fits={f"{size} GB": mine.peak <= size * 1e9 for size in (24, 48, 80)})
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=["step", "vision", "calibrate", "one-step", "one-vision"])
-    parser.add_argument("--model", type=Path, action="append", required=True, help="a --shape 2b model folder")
+    parser.add_argument("what", choices=["step", "vision", "calibrate", "gpu", "one-step", "one-vision"])
+    parser.add_argument("--model", type=Path, action="append", help="a --shape 2b model folder")
     parser.add_argument("--frames", type=int, nargs="*", default=None)
     parser.add_argument("--answer", type=int, default=40, help="answer tokens")
     parser.add_argument("--path", choices=["vidlab", "plain"], default="vidlab")
@@ -200,23 +218,30 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--methods", nargs="*", default=["lora", "full"])
     parser.add_argument("--plain-frames", type=int, nargs="*", default=[22, 45],
                         help="frames for the plain path where 180 would not fit (its peak is extrapolated)")
+    parser.add_argument("--budget", type=int, default=None,
+                        help="visual tokens of the video (default: the model's released 16,384)")
     parser.add_argument("--limit-gib", type=float, default=12.0, help="run nothing the plan puts above this")
     args = parser.parse_args(argv)
+    if args.what == "gpu":
+        on_gpus(args.tokens[-1], args.budget or 16384, args.answer)
+        return
     model = args.model[0]
     checkpointing = not args.no_checkpointing
     if args.what == "one-step":
-        run_step(model, args.path, args.frames[0], args.answer, checkpointing)
+        run_step(model, args.path, args.frames[0], args.answer, checkpointing, args.budget)
     elif args.what == "one-vision":
-        run_vision(model, args.frames[0])
+        run_vision(model, args.frames[0], args.budget)
     elif args.what == "vision":
         for frames in args.frames or [45, 90, 180]:
-            for row in _child("one-vision", "--model", str(model), "--frames", str(frames)):
+            budget = ["--budget", str(args.budget)] if args.budget else []
+            for row in _child("one-vision", "--model", str(model), "--frames", str(frames), *budget):
                 _row(**row)
     elif args.what == "calibrate":
         calibrate(args.model, args.tokens, args.methods, args.limit_gib)
     else:
         flags = ["--model", str(model), "--answer", str(args.answer)] + (["--no-checkpointing"] if
                                                                            not checkpointing else [])
+        flags += ["--budget", str(args.budget)] if args.budget else []
         frames = (args.frames or [180])[0]
         vidlab_rows = _child("one-step", "--path", "vidlab", "--frames", str(frames), *flags)
         for row in vidlab_rows:

@@ -203,7 +203,7 @@ def on_gpus(tokens: int, visual: int, answer: int) -> None:
         mine, plain = estimate(arch, setup, 64), estimate(arch, setup.but(label_tokens=tokens), 64)
         _row(kind="gpu plan", model=name, method=method, tokens=tokens, visual_tokens=visual, labels=answer,
              peak_gib=round(mine.peak / GIB, 2), all_position_logits_peak_gib=round(plain.peak / GIB, 2),
-             fits={f"{size} GB": mine.peak <= size * 1e9 for size in (24, 48, 80)})
+             fits={f"{size} GiB": mine.peak <= size * GIB for size in (24, 48, 80)})
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -73,7 +73,8 @@ def _sample(model_dir: Path, frames: int, answer_tokens: int, folder: Path, budg
                                                        {"from": "gpt", "value": answer}]}
     (folder / "one.jsonl").write_text(json.dumps(record) + "\n")
     records, _ = load_records([folder / "one.jsonl"], folder)
-    sample = encode_record(records[0], processor, MediaSettings(fps=1, max_frames=frames, max_visual_tokens=budget), 65536)
+    settings = MediaSettings(fps=1, max_frames=frames, max_visual_tokens=budget)
+    sample = encode_record(records[0], processor, settings, 65536)
     return {k: v.unsqueeze(0) if k in ("input_ids", "attention_mask", "labels") else v
             for k, v in sample.tensors.items()}
 

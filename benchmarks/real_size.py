@@ -154,7 +154,8 @@ def _config(model_dir: Path, folder: Path, method: str, checkpointing: bool) -> 
     return path
 
 
-def calibrate(models: list[Path], token_counts: list[int], methods: list[str], limit_gib: float) -> None:
+def calibrate(models: list[Path], token_counts: list[int], methods: list[str], limit_gib: float,
+              checkpointings: tuple[bool, ...] = (True, False)) -> None:
     """`python -m vidlab.data.plan_measure` per row, in its own process; rows the plan puts over the limit are
     not run."""
     from vidlab.data.plan import setup_of
@@ -166,7 +167,7 @@ def calibrate(models: list[Path], token_counts: list[int], methods: list[str], l
     with tempfile.TemporaryDirectory() as tmp:
         for model_dir in models:
             for method in methods:
-                for checkpointing in (True, False):
+                for checkpointing in checkpointings:
                     config = _config(model_dir, Path(tmp), method, checkpointing)
                     train = load_config(config, check_paths=False)
                     arch = read_architecture(str(model_dir), 64, "all-linear")
@@ -215,6 +216,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--answer", type=int, default=40, help="answer tokens")
     parser.add_argument("--path", choices=["vidlab", "plain"], default="vidlab")
     parser.add_argument("--no-checkpointing", action="store_true")
+    parser.add_argument("--checkpointing-only", action="store_true", help="calibrate: only rows with checkpointing")
     parser.add_argument("--tokens", type=int, nargs="*", default=[2048, 8192, 16384])
     parser.add_argument("--methods", nargs="*", default=["lora", "full"])
     parser.add_argument("--plain-frames", type=int, nargs="*", default=[22, 45],
@@ -238,7 +240,8 @@ def main(argv: list[str] | None = None) -> None:
             for row in _child("one-vision", "--model", str(model), "--frames", str(frames), *budget):
                 _row(**row)
     elif args.what == "calibrate":
-        calibrate(args.model, args.tokens, args.methods, args.limit_gib)
+        calibrate(args.model, args.tokens, args.methods, args.limit_gib,
+                  (True,) if args.checkpointing_only else (True, False))
     else:
         flags = ["--model", str(model), "--answer", str(args.answer)] + (["--no-checkpointing"] if
                                                                            not checkpointing else [])

@@ -100,7 +100,7 @@ def lora_step(model, inputs: dict, device: torch.device, checkpointing: bool) ->
 
     from vidlab.models.load import peft_wrapping
     from vidlab.training.model import lora_target_regex
-    from vidlab.training.steps import summed_token_loss
+    from vidlab.training.steps import label_token_loss
 
     model.config.use_cache = False  # training keeps no key/value cache
     if checkpointing:
@@ -117,8 +117,7 @@ def lora_step(model, inputs: dict, device: torch.device, checkpointing: bool) ->
 
     def step():
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            logits = peft_model(**inputs).logits
-        loss, count = summed_token_loss(logits, labels)
+            loss, count = label_token_loss(peft_model, inputs, labels)  # as vidlab train: logits at the answer only
         (loss / count).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

@@ -52,20 +52,28 @@ def model_tiny(
     seed: Annotated[int, typer.Option(help="Random seed of the weights; the same seed gives the same files.")] = 0,
     overwrite: Annotated[bool, typer.Option(help="Replace OUT_DIR if it already holds files.")] = False,
     family: Annotated[str, typer.Option(help="videollama3, or tinyllava-video (docs/models.md).")] = "videollama3",
+    shape: Annotated[str, typer.Option(help="tiny, or 2b / 7b: the released model's sizes with fewer layers, "
+                                            "random weights, to measure memory and speed (not to answer).")] = "tiny",
+    layers: Annotated[int | None, typer.Option(help="LLM and vision layers (default: 2 for 2b/7b, tiny's own).")]
+    = None,
 ) -> None:
-    """Build a tiny random VideoLLaMA3 (or TinyLLaVA-Video) offline (tokenizer trained on the spot, real processor)."""
+    """Build a tiny random VideoLLaMA3 (or TinyLLaVA-Video) offline (tokenizer trained on the spot, real
+    processor), or a VideoLLaMA3 at the released 2B/7B widths with few layers (--shape)."""
     quiet_transformers()
     if family == "tinyllava-video":
+        if shape != "tiny" or layers is not None:
+            raise typer.BadParameter("--shape and --layers are for videollama3", param_hint="--family")
         from vidlab.models.tinyllava_video.tiny import build_tiny_tinyllava_video
 
         typer.echo(f"wrote tiny TinyLLaVA-Video to {build_tiny_tinyllava_video(out_dir, seed, overwrite=overwrite)}")
         return
     if family != "videollama3":
         raise typer.BadParameter(f"{family!r}: use videollama3 or tinyllava-video", param_hint="--family")
+    from vidlab.models.shapes import shape_spec
     from vidlab.models.tiny import build_tiny_model
 
-    folder = build_tiny_model(out_dir, seed=seed, overwrite=overwrite)
-    typer.echo(f"wrote tiny VideoLLaMA3 to {folder}")
+    folder = build_tiny_model(out_dir, seed=seed, spec=shape_spec(shape, layers), overwrite=overwrite)
+    typer.echo(f"wrote {shape} VideoLLaMA3 to {folder}")
 
 
 @model_app.command("convert")

@@ -19,6 +19,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStr
 from transformers.generation.streamers import BaseStreamer
 
 from vidlab.inputs import Batch
+from vidlab.models.logits import logits_at
 from vidlab.settings import GenerationOptions
 from vidlab.vision_cache import VisionCache
 
@@ -119,7 +120,8 @@ def generate_batch(
     Under greedy decoding each answer is the one `generate` gives for that sample alone.
     """
     tensors, _ = _prepare(model, inputs, vision_cache, None)
-    output = model.generate(**tensors, **options.to_kwargs(), pad_token_id=processor.tokenizer.pad_token_id)
+    with logits_at(model, 1):  # the native forward would build the whole prompt's logits in prefill
+        output = model.generate(**tensors, **options.to_kwargs(), pad_token_id=processor.tokenizer.pad_token_id)
     # Left padding: every prompt ends in the same column, so the answers all start after it.
     prompt_length = tensors["input_ids"].shape[1]
     stop_ids = _stop_ids(model, processor)
@@ -143,8 +145,9 @@ def generate(
         keep_cache: return the cache after this answer (`Generated.prompt_cache`) for the next turn.
     """
     tensors, reused = _prepare(model, inputs, vision_cache, past)
-    output = model.generate(**tensors, **options.to_kwargs(), pad_token_id=processor.tokenizer.pad_token_id,
-                            return_dict_in_generate=True)
+    with logits_at(model, 1):
+        output = model.generate(**tensors, **options.to_kwargs(), pad_token_id=processor.tokenizer.pad_token_id,
+                                return_dict_in_generate=True)
     generated = output.sequences[0, tensors["input_ids"].shape[1]:].tolist()
     ids = _until_stop(generated, _stop_ids(model, processor))
     cache = _prompt_cache(tensors, output, generated) if keep_cache else None
@@ -192,7 +195,7 @@ def stream(
 
     def run() -> None:
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(), logits_at(model, 1):
                 result.append(model.generate(**tensors, **options.to_kwargs(), streamer=streamer,
                                              pad_token_id=processor.tokenizer.pad_token_id,
                                              return_dict_in_generate=True,
@@ -282,7 +285,7 @@ def stream_batch(
 
     def run() -> None:
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(), logits_at(model, 1):
                 result.append(model.generate(**tensors, **options.to_kwargs(), **extra, streamer=streamer,
                                              pad_token_id=processor.tokenizer.pad_token_id))
         except BaseException as err:  # surfaced in the caller's thread below

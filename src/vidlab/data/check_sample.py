@@ -80,6 +80,7 @@ def measure(record: TrainRecord) -> dict:
         "visual_tokens": stats.visual_tokens,
         "visual_tokens_before_pruning": stats.visual_tokens_before_pruning,
         "text_tokens": stats.text_tokens,
+        "label_tokens": int((sample.tensors["labels"][1:] != -100).sum()),  # where training builds logits
         "total_tokens": len(sample),
         "shrunk": sample.shrunk,
     }

@@ -32,7 +32,7 @@ def distribution(values: list[float]) -> dict | None:
 
 def distributions(samples: list[dict]) -> dict:
     """Per measure (and visual tokens before DiffFP pruning), the distribution over the samples that have it."""
-    keys = [*MEASURES, "visual_tokens_before_pruning"]
+    keys = [*MEASURES, "visual_tokens_before_pruning", "label_tokens"]
     return {key: distribution([s[key] for s in samples if s.get(key) is not None]) for key in keys}
 
 

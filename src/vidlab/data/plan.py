@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vidlab.data.plan_memory import GIB, STRATEGIES, Estimate, Setup, estimate
+from vidlab.data.plan_memory import GIB, STRATEGIES, Estimate, Setup, estimate, label_count
 from vidlab.data.plan_model import Architecture, PlanError, read_architecture
 from vidlab.training.config import TrainConfig, load_config
 from vidlab.training.steps import EpochBatches
@@ -217,6 +217,7 @@ def plan_run(
         report = _stats(Path(stats))
         tokens, vision_tokens = _max(report, "total_tokens"), _max(report, "visual_tokens_before_pruning")
         text_tokens = int(((report["stats"].get("text_tokens") or {}).get("p99")) or 0)
+        label_tokens = _max(report, "label_tokens") or None  # a check.json from before label counts: the text
         records, tokens_from = int(report["ok"]), f"{stats} (longest sample)"
         if train.data.check is None or Path(train.data.check).expanduser().resolve() != Path(stats).resolve():
             parsed = _count_records(train)
@@ -225,8 +226,9 @@ def plan_run(
     else:
         tokens = train.data.model_max_length
         vision_tokens = min(tokens, train.data.max_visual_tokens or tokens)
+        label_tokens = None  # every text token could be an answer's
         records, tokens_from = _count_records(train), "data.model_max_length (no check.json: the worst case)"
-    setup = setup_of(train, tokens, vision_tokens, gpus, strategy, device)
+    setup = setup_of(train, tokens, vision_tokens, gpus, strategy, device).but(label_tokens=label_tokens)
     result = estimate(arch, setup, train.lora.r)
     steps = total = None
     if records is not None:
@@ -261,6 +263,8 @@ def render_plan(plan: PlanResult) -> str:
         f"run          {setup.method}, {setup.precision}, checkpointing {'on' if setup.checkpointing else 'off'}, "
         f"batch {setup.batch_size} x accum {setup.grad_accum}, {setup.gpus} GPU(s) ({setup.strategy})",
         f"longest      {setup.tokens} tokens ({setup.vision_tokens} visual before pruning), from {plan.tokens_from}",
+        f"labels       logits at {label_count(setup)} label positions a sample"
+        + (" (the most: every text token; a check.json counts them)" if setup.label_tokens is None else ""),
         f"trainable    {est.trainable / 1e6:,.1f} M parameters",
         "",
         "peak memory per GPU (estimate)",

@@ -10,8 +10,10 @@ The formulas (docs/data.md lists them with their sources):
                  measured with saved-tensor hooks on transformers 5.24 / torch 2.14 (LAYER_BYTES);
                  with activation checkpointing each layer keeps only its input (hidden x dtype
                  bytes) and one layer is recomputed at a time
-    logits       tokens x vocabulary x (4 logits + 4 log-softmax + 4 its gradient) in fp32; 2
-                 more for the bf16 logits under mixed precision
+    logits       only at the positions that have labels (vidlab.training.steps.label_token_loss):
+                 label tokens x vocabulary x (4 logits + 4 log-softmax + 4 its gradient) in fp32, 2
+                 more for the bf16 logits under mixed precision; past LOSS_CHUNK label tokens, the
+                 rest keep only their logits and gradient in the compute dtype (fp32 one chunk at a time)
     vision       a trained vision encoder keeps its layers' activations per patch (4 patches per
                  video token); a frozen one only the working set of one layer
 Sharding: ZeRO-2 divides gradients and optimizer states by the number of GPUs; ZeRO-3 and FSDP
@@ -26,6 +28,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 
 from vidlab.data.plan_model import Architecture
+from vidlab.models.logits import LOSS_CHUNK
 
 MIB, GIB = 2**20, 2**30
 STRATEGIES = ("none", "ddp", "zero2", "zero3", "fsdp")
@@ -58,6 +61,8 @@ class Setup:
         batch_size, grad_accum: samples per step per process, steps per optimiser step.
         tokens: LLM tokens of the longest sample (text + visual after pruning).
         vision_tokens: visual tokens of the longest sample before DiffFP pruning (what the encoder sees).
+        label_tokens: learned (answer) tokens of a sample, where the logits are built; None: every text token
+            of the longest sample (tokens - vision_tokens), the most a sample can have.
         lora_dropout, bits: LoRA dropout (> 0 keeps dropout masks); QLoRA's 4 or 8 bits.
         optimizer: adamw or sgd (momentum > 0 keeps one state).
         gpus, strategy: processes and how they share the model (none, ddp, zero2, zero3, fsdp).
@@ -72,6 +77,7 @@ class Setup:
     grad_accum: int = 1
     tokens: int = 16384
     vision_tokens: int = 0
+    label_tokens: int | None = None
     lora_dropout: float = 0.05
     bits: int = 4
     optimizer: str = "adamw"
@@ -136,6 +142,32 @@ def layer_bytes(arch: Architecture, setup: Setup, c: int, r: int) -> int:
     return per_h * arch.hidden + per_i * arch.intermediate + per_r * r + LAYER_CONSTANT
 
 
+def label_count(setup: Setup) -> int:
+    """Positions of one sample whose logits training builds (see Setup.label_tokens)."""
+    if setup.label_tokens is not None:
+        return min(setup.label_tokens, setup.tokens)
+    return max(setup.tokens - setup.vision_tokens, 1)
+
+
+def label_logits(arch: Architecture, setup: Setup, c: int) -> int:
+    """Bytes of one sample's logits and loss: fp32 for one chunk of LOSS_CHUNK rows, the compute dtype beyond."""
+    labels = label_count(setup)
+    in_fp32 = min(labels, LOSS_CHUNK)
+    return in_fp32 * arch.vocab * (12 + (2 if c == 2 else 0)) + (labels - in_fp32) * arch.vocab * 2 * c
+
+
+def _largest_trained_tensor(arch: Architecture, setup: Setup) -> int:
+    """Elements of the largest tensor the optimiser updates (LoRA adapters are small: their largest is ignored)."""
+    sizes = [0]
+    if "llm" in setup.trained and setup.method == "full":
+        sizes.append(arch.vocab * arch.hidden)
+    if "vision" in setup.trained:
+        sizes.append(arch.vision_hidden * arch.vision_intermediate)
+    if "projector" in setup.trained:
+        sizes.append(arch.vision_hidden * 4 * arch.hidden)
+    return max(sizes)
+
+
 def estimate(arch: Architecture, setup: Setup, lora_rank: int = 64) -> Estimate:
     """The peak memory of one process of the run (see the module docstring for each part)."""
     c = _dtype_bytes(setup)
@@ -158,7 +190,7 @@ def estimate(arch: Architecture, setup: Setup, lora_rank: int = 64) -> Estimate:
     if setup.method == "full" and c == 2:
         # Autocast casts each fp32 weight to bf16 per use and keeps the copy for backward.
         activations += 2 * arch.parameters["llm"] / (arch.layers if setup.checkpointing else 1)
-    logits = tokens * arch.vocab * (12 + (2 if c == 2 else 0)) + tokens * arch.hidden * (c + 4)
+    logits = setup.batch_size * label_logits(arch, setup, c) + tokens * arch.hidden * (c + 4)
 
     patches = setup.batch_size * setup.vision_tokens * 4  # a video token merges 2x2 patches
     hv, iv = arch.vision_hidden, arch.vision_intermediate
@@ -177,7 +209,12 @@ def estimate(arch: Architecture, setup: Setup, lora_rank: int = 64) -> Estimate:
     # checkpointed inputs not yet freed.
     stored_inputs = arch.layers * tokens * c * arch.hidden if setup.checkpointing else 0
     backward_phase = gradients + buckets + tokens * per_layer + stored_inputs
-    update_phase = gradients + buckets + trainable * 4  # the optimizer's temporaries: about one more fp32 copy
+    if setup.device == "cpu":
+        # torch's AdamW on the CPU goes tensor by tensor: sqrt and division make two temporaries of the largest
+        # trained tensor (measured on the 2b shape, full fine-tuning: the 151,936-row embedding).
+        update_phase = gradients + buckets + 2 * 4 * min(_largest_trained_tensor(arch, setup), trainable)
+    else:  # foreach AdamW on CUDA: temporaries for all of them, about one more fp32 copy
+        update_phase = gradients + buckets + trainable * 4
     runtime = RUNTIME[setup.device]
     peak = weights + optimizer + max(forward_phase, backward_phase, update_phase) + runtime
     return Estimate(*(int(v) for v in (weights, gradients, optimizer, activations, logits, vision, buckets, runtime,

@@ -55,6 +55,11 @@ class TinySpec:
     vision_heads: int = 2
     vision_intermediate: int = 64
     max_positions: int = 4096
+    model_vocab: int | None = None  # rows of the embedding and LM head (None: the tokenizer's size)
+    tie_word_embeddings: bool = False
+    rope_theta: float | None = None  # None: transformers' Qwen2 default
+    rms_norm_eps: float | None = None
+    dtype: str = "float32"  # of the saved weights (the real-size shapes are saved in bf16, as released)
     # Visual token budgets (one token = a 28x28 block for video, 14x14 for images).
     video_tokens_per_video: int = 256
     video_min_tokens_per_frame: int = 1
@@ -96,7 +101,7 @@ def tokenizer_corpus() -> list[str]:
     return lines
 
 
-def train_tokenizer(vocab_size: int) -> Qwen2Tokenizer:
+def train_tokenizer(vocab_size: int, max_length: int = 4096) -> Qwen2Tokenizer:
     """A byte-level BPE with Qwen2's pre-tokenizer and special tokens, trained on the spot."""
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.Sequence(
@@ -116,7 +121,7 @@ def train_tokenizer(vocab_size: int) -> Qwen2Tokenizer:
     merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in trained["merges"]]
     tokenizer = Qwen2Tokenizer(vocab=trained["vocab"], merges=merges, eos_token=END_OF_TURN, pad_token=PAD_TOKEN)
     tokenizer.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS[1:]})
-    tokenizer.model_max_length = 4096
+    tokenizer.model_max_length = max_length
     return tokenizer
 
 
@@ -149,18 +154,22 @@ def build_processor(tokenizer: Qwen2Tokenizer, spec: TinySpec) -> VideoLlama3Pro
 def build_config(tokenizer: Qwen2Tokenizer, spec: TinySpec) -> VideoLlama3Config:
     text = {
         "model_type": "qwen2",
-        "vocab_size": len(tokenizer),
+        "vocab_size": spec.model_vocab or len(tokenizer),
         "hidden_size": spec.text_hidden,
         "intermediate_size": spec.text_intermediate,
         "num_hidden_layers": spec.text_layers,
         "num_attention_heads": spec.text_heads,
         "num_key_value_heads": spec.text_kv_heads,
         "max_position_embeddings": spec.max_positions,
-        "tie_word_embeddings": False,
+        "tie_word_embeddings": spec.tie_word_embeddings,
         "bos_token_id": None,
         "eos_token_id": tokenizer.convert_tokens_to_ids(END_OF_TURN),
         "pad_token_id": tokenizer.convert_tokens_to_ids(PAD_TOKEN),
     }
+    if spec.rope_theta is not None:
+        text["rope_parameters"] = {"rope_type": "default", "rope_theta": spec.rope_theta}
+    if spec.rms_norm_eps is not None:
+        text["rms_norm_eps"] = spec.rms_norm_eps
     vision = {
         "hidden_size": spec.vision_hidden,
         "intermediate_size": spec.vision_intermediate,
@@ -173,6 +182,7 @@ def build_config(tokenizer: Qwen2Tokenizer, spec: TinySpec) -> VideoLlama3Config
         vision_config=vision,
         image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
         video_token_id=tokenizer.convert_tokens_to_ids(VIDEO_TOKEN),
+        tie_word_embeddings=spec.tie_word_embeddings,
     )
 
 
@@ -185,12 +195,13 @@ def build_tiny_model(out_dir: str | Path, seed: int = 0, spec: TinySpec = TinySp
     if out_dir.exists() and any(out_dir.iterdir()):
         if not overwrite:
             raise VidlabError(f"{out_dir}: folder exists and is not empty. Choose a new folder or pass --overwrite.")
-    tokenizer = train_tokenizer(spec.vocab_size)
+    tokenizer = train_tokenizer(spec.vocab_size, spec.max_positions)
     processor = build_processor(tokenizer, spec)
     config = build_config(tokenizer, spec)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = VideoLlama3ForConditionalGeneration(config)
+        # Built in the saved dtype: a 7b shape's 1.6 G parameters never exist in fp32.
+        model = VideoLlama3ForConditionalGeneration._from_config(config, dtype=getattr(torch, spec.dtype))
     model.generation_config = GenerationConfig(
         eos_token_id=config.text_config.eos_token_id,
         pad_token_id=config.text_config.pad_token_id,

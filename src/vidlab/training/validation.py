@@ -12,7 +12,7 @@ import torch
 
 from vidlab.training.config import TrainConfig
 from vidlab.training.data import Collator, TrainDataset, TrainRecord, raise_if_fatal
-from vidlab.training.steps import move_batch, summed_token_loss
+from vidlab.training.steps import label_token_loss, move_batch
 
 
 @torch.no_grad()
@@ -34,7 +34,7 @@ def validate(accelerator, model, processor, config: TrainConfig, records: list[T
         inputs = move_batch(batch["inputs"], accelerator.device)
         labels = inputs.pop("labels")
         with accelerator.autocast():
-            loss, n = summed_token_loss(model(**inputs).logits, labels)
+            loss, n = label_token_loss(model, inputs, labels)
         loss_sum += loss.float()
         tokens += n
     totals = torch.stack([loss_sum, torch.tensor(float(tokens), device=loss_sum.device)])

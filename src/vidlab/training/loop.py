@@ -291,17 +291,24 @@ def run_training(config: TrainConfig, resume: bool | str | None = None) -> Train
     finally:
         bar.close()
         log.close()
+    return _finish_run(accelerator, model, run_dir, log, step, samples, base_rates)
+
+
+def _finish_run(accelerator, model, run_dir: Path, log: RunLog, step: int, samples: int, base_rates: dict,
+                **extra) -> TrainResult:
+    """Every method's end: the processes' weights checked equal, result.json written, accelerate closed."""
     final_loss = next((row["loss"] for row in reversed(log.log) if "loss" in row), None)
     checksums = _process_checksums(accelerator, model)
-    if is_main:
+    if accelerator.is_main_process:
         if len(set(checksums)) > 1:
-            raise VidlabError(f"the {world} processes ended with different weights ({checksums}); this is a bug.")
+            raise VidlabError(f"the {accelerator.num_processes} processes ended with different weights "
+                              f"({checksums}); this is a bug.")
         write_atomic(run_dir / RESULT_FILE, json.dumps(
-            {"steps": step, "final_loss": final_loss, "samples": samples, "skipped": len(log.skipped),
+            {**extra, "steps": step, "final_loss": final_loss, "samples": samples, "skipped": len(log.skipped),
              "base_learning_rates": base_rates, "process_checksums": checksums}, indent=2) + "\n")
     accelerator.wait_for_everyone()
     accelerator.end_training()
-    return TrainResult(run_dir, step, final_loss, len(log.skipped), log.log, is_main)
+    return TrainResult(run_dir, step, final_loss, len(log.skipped), log.log, accelerator.is_main_process)
 
 
 def _process_checksums(accelerator, model) -> list[str]:

@@ -29,15 +29,15 @@ from vidlab.training.loop import (
     _accelerator,
     _build_optimizer,
     _data_root,
+    _finish_run,
     _print_start,
-    _process_checksums,
     _progress_bar,
     _save_final,
     build_scheduler,
 )
 from vidlab.training.model import load_for_training
 from vidlab.training.rl_records import load_prompt_records
-from vidlab.training.run_folder import CONFIG_FILE, RESULT_FILE, TENSORBOARD_DIR, RunLog, prepare_run_dir
+from vidlab.training.run_folder import CONFIG_FILE, TENSORBOARD_DIR, RunLog, prepare_run_dir
 from vidlab.training.steps import EpochBatches
 
 SAMPLES_DIR = "samples"
@@ -207,18 +207,7 @@ def run_rl(config: TrainConfig, resume: bool | str | None = None) -> TrainResult
     finally:
         bar.close()
         log.close()
-    final_loss = next((row["loss"] for row in reversed(log.log) if "loss" in row), None)
-    checksums = _process_checksums(accelerator, model)
-    if is_main:
-        if len(set(checksums)) > 1:
-            raise VidlabError(f"the {world} processes ended with different weights ({checksums}); this is a bug.")
-        write_atomic(run_dir / RESULT_FILE, json.dumps(
-            {"method": config.method, "steps": step, "final_loss": final_loss, "samples": samples,
-             "skipped": len(log.skipped), "base_learning_rates": base_rates, "process_checksums": checksums},
-            indent=2) + "\n")
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
-    return TrainResult(run_dir, step, final_loss, len(log.skipped), log.log, is_main)
+    return _finish_run(accelerator, model, run_dir, log, step, samples, base_rates, method=config.method)
 
 
 def _write_samples(accelerator, run_dir: Path, step: int, impl, results) -> None:

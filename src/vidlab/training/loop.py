@@ -169,24 +169,13 @@ def run_training(config: TrainConfig, resume: bool | str | None = None) -> Train
         resume: overrides config.resume: True continues from the newest checkpoint (error if none),
             "auto" continues if there is one, False starts (error if the folder holds a run).
     """
-    from accelerate.utils import set_seed
 
     if config.method in ("grpo", "dpo"):  # reinforcement / preference tuning: its own step (rl_loop.py)
         from vidlab.training.rl_loop import run_rl
 
         return run_rl(config, resume)
-    resume = config.resume if resume is None else resume
-    run_dir = Path(config.output.dir).expanduser()
-    accelerator, mixed_precision = _accelerator(config, run_dir)
+    run_dir, accelerator, mixed_precision, config_yaml, checkpoint = _start_run(config, resume)
     is_main = accelerator.is_main_process
-    config_yaml = config.to_yaml()
-    checkpoint = prepare_run_dir(run_dir, config, resume, is_main) if is_main else None
-    accelerator.wait_for_everyone()
-    if not is_main and resume in (True, "auto"):
-        from vidlab.training.checkpoint import latest_checkpoint
-
-        checkpoint = latest_checkpoint(run_dir)
-    set_seed(config.train.seed)
 
     records, load_skips = load_records([Path(f) for f in config.data.train], _data_root(config), config.data.strict)
     if config.data.check is not None:  # the records the data check found bad are left out, as the plan counts
@@ -292,6 +281,24 @@ def run_training(config: TrainConfig, resume: bool | str | None = None) -> Train
         bar.close()
         log.close()
     return _finish_run(accelerator, model, run_dir, log, step, samples, base_rates)
+
+
+def _start_run(config: TrainConfig, resume):
+    """Every method's start: the accelerator, the run folder (new, or the checkpoint to resume), the seed."""
+    from accelerate.utils import set_seed
+
+    resume = config.resume if resume is None else resume
+    run_dir = Path(config.output.dir).expanduser()
+    accelerator, mixed_precision = _accelerator(config, run_dir)
+    is_main = accelerator.is_main_process
+    checkpoint = prepare_run_dir(run_dir, config, resume, is_main) if is_main else None
+    accelerator.wait_for_everyone()
+    if not is_main and resume in (True, "auto"):
+        from vidlab.training.checkpoint import latest_checkpoint
+
+        checkpoint = latest_checkpoint(run_dir)
+    set_seed(config.train.seed)
+    return run_dir, accelerator, mixed_precision, config.to_yaml(), checkpoint
 
 
 def _finish_run(accelerator, model, run_dir: Path, log: RunLog, step: int, samples: int, base_rates: dict,

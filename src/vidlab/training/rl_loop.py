@@ -26,18 +26,18 @@ from vidlab.training.config import TrainConfig
 from vidlab.training.data import SkipNote
 from vidlab.training.loop import (
     TrainResult,
-    _accelerator,
     _build_optimizer,
     _data_root,
     _finish_run,
     _print_start,
     _progress_bar,
     _save_final,
+    _start_run,
     build_scheduler,
 )
 from vidlab.training.model import load_for_training
 from vidlab.training.rl_records import load_prompt_records
-from vidlab.training.run_folder import CONFIG_FILE, TENSORBOARD_DIR, RunLog, prepare_run_dir
+from vidlab.training.run_folder import CONFIG_FILE, TENSORBOARD_DIR, RunLog
 from vidlab.training.steps import EpochBatches
 
 SAMPLES_DIR = "samples"
@@ -100,20 +100,10 @@ def _mean_over_processes(accelerator, row: dict) -> dict:
 
 def run_rl(config: TrainConfig, resume: bool | str | None = None) -> TrainResult:
     """Run (or resume) a grpo or dpo run as the config says (the same contract as `run_training`)."""
-    from accelerate.utils import gather_object, set_seed
+    from accelerate.utils import gather_object
 
-    resume = config.resume if resume is None else resume
-    run_dir = Path(config.output.dir).expanduser()
-    accelerator, mixed_precision = _accelerator(config, run_dir)
+    run_dir, accelerator, mixed_precision, config_yaml, checkpoint = _start_run(config, resume)
     is_main = accelerator.is_main_process
-    config_yaml = config.to_yaml()
-    checkpoint = prepare_run_dir(run_dir, config, resume, is_main) if is_main else None
-    accelerator.wait_for_everyone()
-    if not is_main and resume in (True, "auto"):
-        from vidlab.training.checkpoint import latest_checkpoint
-
-        checkpoint = latest_checkpoint(run_dir)
-    set_seed(config.train.seed)
 
     records, load_skips = load_prompt_records([Path(f) for f in config.data.train], _data_root(config),
                                               config.method, config.data.strict)

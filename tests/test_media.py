@@ -218,3 +218,26 @@ def test_unreadable_image(tmp_path):
     with pytest.raises(UnreadableMediaError, match="not a readable image") as err:
         load_image(path)
     assert str(path) in str(err.value)
+
+
+def _frames_in_child(path, pipe):
+    pipe.send(len(load_video(path).frames))
+
+
+def test_a_process_forked_after_decoding_decodes_too(tmp_path):
+    """The data check and DataLoader workers are forked from a process that has decoded already: a scaler
+    thread pool kept across that fork (PyAV 18.1.1's default) hangs the child on its first frame."""
+    import multiprocessing
+
+    path = write_video(tmp_path / "v.mp4", numbered_frames(12), fps=4)
+    expected = len(load_video(path).frames)
+    context = multiprocessing.get_context("fork")
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=_frames_in_child, args=(path, send))
+    child.start()
+    try:
+        assert receive.poll(60), "the forked process hung decoding"
+        assert receive.recv() == expected
+    finally:
+        child.kill()
+        child.join(10)

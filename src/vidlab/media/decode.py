@@ -152,7 +152,10 @@ def decode_frames(
                         context.skip_frame, far = "DEFAULT", False
                     continue
                 if frame.pts == target_pts:
-                    rgb = frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="BICUBIC")
+                    # One scaling thread: PyAV 18.1.1 keeps a threaded scaler between calls, and a process forked
+                    # after it (data check, DataLoader workers) hangs on its first frame.
+                    rgb = frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="BICUBIC",
+                                           threads=1)
                     result.buffer[k] = np.rot90(rgb, turns) if turns else rgb
                     result.rows[target] = k
                     passed = False

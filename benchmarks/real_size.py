@@ -87,7 +87,7 @@ def _lora_model(model_dir: Path, checkpointing: bool):
     model = VideoLlama3ForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32)
     model.config.use_cache = False
     if checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     lora = LoraConfig(r=64, lora_alpha=16, lora_dropout=0.05, target_modules=r".*language_model.*_proj")
     return get_peft_model(model, lora).train()

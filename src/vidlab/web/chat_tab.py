@@ -118,6 +118,9 @@ def chat_tab(backend: Backend, options: WebOptions, sessions: Sessions, controls
         try:
             with state.lock:
                 choice, settings = _chosen(values)
+                if state.preview_key == (choice, settings.media):  # a box left unchanged, or an answer (Ask right
+                    state.media = choice  # after leaving the box) made this preview first: the page shows it
+                    return gr.skip(), gr.skip(), gr.skip(), gr.skip()
                 preview_for(backend, state, choice, settings)
                 state.media = choice
                 return (str(choice.video) if choice.video else None, strip_value(state.preview),
@@ -192,13 +195,14 @@ def chat_tab(backend: Backend, options: WebOptions, sessions: Sessions, controls
 
     def answer(request: gr.Request, question_text: str, history: list, model_name: str, *values):
         state = sessions.get(request)
-        if not state.lock.acquire(blocking=False):
+        if not state.answering.acquire(blocking=False):
             yield busy(state, history, question_text)
             return
         try:
-            yield from respond(state, question_text, list(history or []), model_name, list(values))
+            with state.lock:  # a preview still being made (the setting left for the question box) comes first
+                yield from respond(state, question_text, list(history or []), model_name, list(values))
         finally:
-            state.lock.release()
+            state.answering.release()
 
     def regenerate(request: gr.Request, history: list, model_name: str, *values):
         state = sessions.get(request)
@@ -206,20 +210,21 @@ def chat_tab(backend: Backend, options: WebOptions, sessions: Sessions, controls
         if state.asked is None or state.talk is None:
             yield history, gr.skip(), gr.skip(), gr.skip(), "⚠ nothing to regenerate yet: ask a question first."
             return
-        if not state.lock.acquire(blocking=False):
+        if not state.answering.acquire(blocking=False):
             yield busy(state, history, gr.skip())
             return
         try:
-            question_text, answered = state.asked
-            if answered:
-                state.talk.forget_last()  # the model forgets the answer it gave, then answers again
-            if len(history) >= 2 and history[-1].get("role") == "assistant":
-                history = history[:-2]
-            if not any(m.get("role") == "assistant" for m in history):
-                state.talk = None  # the first question again: a new conversation, with the media
-            yield from respond(state, question_text, history, model_name, list(values))
+            with state.lock:  # after a preview still being made
+                question_text, answered = state.asked
+                if answered:
+                    state.talk.forget_last()  # the model forgets the answer it gave, then answers again
+                if len(history) >= 2 and history[-1].get("role") == "assistant":
+                    history = history[:-2]
+                if not any(m.get("role") == "assistant" for m in history):
+                    state.talk = None  # the first question again: a new conversation, with the media
+                yield from respond(state, question_text, history, model_name, list(values))
         finally:
-            state.lock.release()
+            state.answering.release()
 
     def stopped(request: gr.Request):
         state = sessions.get(request)

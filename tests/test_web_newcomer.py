@@ -175,16 +175,16 @@ def test_ask_right_after_leaving_a_setting_answers(site, page):
     """Leaving a frame box starts its preview; an Ask clicked at once waits for it, rather than being told the tab
     is "still answering"."""
     browser.upload(page, "chat", site["clip"])
+    page.locator("#chat-question textarea").fill(QUESTION)
     page.locator("#web-settings button").first.click()
     page.locator("#set-frames input[type=number]").fill("6")
-    page.locator("#chat-question textarea").fill(QUESTION)  # leaves N: its preview starts
     browser.watch(page, "#chat-status")
-    page.locator("#chat-ask").click()  # at once (no waiting for the preview)
+    page.locator("#chat-ask").click()  # leaves N (its preview starts) and asks at once
     browser.wait_status(page, "#chat-status", "follow-up", what="the answer asked during a preview")
     browser.settle(page)
     said = page.evaluate("window.__watched['#chat-status'].texts")
     assert not [text for text in said if "⚠" in text], f"no message but the answer's: {said}"
-    assert len(browser.chat_messages(page)) == 2 and "follow-up" in page.locator("#chat-status").inner_text()
+    assert len(browser.chat_messages(page)) == 2 and "follow-up" in page.locator("#chat-status").inner_text(), said
     assert "6 frames" in page.locator("#chat-tokens").inner_text()
 
 

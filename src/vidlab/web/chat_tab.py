@@ -115,7 +115,7 @@ def chat_tab(backend: Backend, options: WebOptions, sessions: Sessions, controls
         return chosen_media(options, uploaded, picked, settings), settings
 
     def said(state: TabState, text: str) -> str:
-        """The status line `text`, remembering whether it warns (a new preview clears a warning only)."""
+        """The status line `text`, remembering whether it warns (for `show`, which clears only what went stale)."""
         state.warned = text.startswith("⚠")
         return text
 

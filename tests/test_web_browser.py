@@ -5,11 +5,9 @@ same model asked directly."""
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 from serve_support import make_adapter
-from web_support import scored_run, write_clip
+from web_support import free_port, needs_chromium, opened_page, running_chromium, scored_run, write_clip
 
 from vidlab.evaluation.report import compare_runs
 from vidlab.media import load_video
@@ -17,20 +15,11 @@ from vidlab.settings import GenerationOptions, MediaSettings
 from vidlab.web import browser
 from vidlab.web.backend import MediaChoice
 
-playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the dev extra: "
-                                     "pip install -e '.[dev]'")
-CHROMIUM = browser.find_chromium()
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on this machine (apt-get install chromium, "
-                                "or set VIDLAB_CHROMIUM): the browser tests need one")
+pytest.importorskip("playwright.sync_api", reason="playwright is in the dev extra: pip install -e '.[dev]'")
+pytestmark = needs_chromium
 
 QUESTION = "Which direction does the shape move?"
 MAX_TOKENS = 8
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +39,7 @@ def site(tiny_model_dir, tmp_path_factory):
     tuned = scored_run(root / "eval" / "tuned", media, [
         {"id": i, "prediction": t, "references": [ref], "media": ["clips/red-left.mp4"]} for i, ref, _, t in rows])
     compared = compare_runs([base, tuned], root / "eval" / "compare")
-    options = WebOptions(port=_free_port(), runs=root / "eval", media_root=media, max_upload_mb=1,
+    options = WebOptions(port=free_port(), runs=root / "eval", media_root=media, max_upload_mb=1,
                          generation=GenerationOptions(max_new_tokens=MAX_TOKENS))
     server = launch(tiny_model_dir, {"tuned": adapter}, options=options, device="cpu", block=False)
     try:
@@ -62,20 +51,14 @@ def site(tiny_model_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def chromium():
-    with playwright_api.sync_playwright() as playwright:
-        launched = browser.open_browser(playwright, CHROMIUM)
-        try:
-            yield launched
-        finally:
-            launched.close()
+    with running_chromium() as launched:
+        yield launched
 
 
 @pytest.fixture
 def page(site, chromium):
-    opened = chromium.new_page(viewport={"width": 1400, "height": 1000})
-    opened.goto(site["server"].url)
-    yield opened
-    opened.close()
+    with opened_page(chromium, site["server"].url) as opened:
+        yield opened
 
 
 def _alone(site, name: str, questions: list[str]) -> list[str]:
@@ -104,7 +87,9 @@ def test_chat_shows_frames_tokens_and_streams_answers(site, page):
     assert site["server"].backend.cache.clips.misses == misses, "follow-ups do not decode the video again"
     assert "prompt" in page.locator("#chat-tokens").inner_text()
 
-    browser.pick_option(page, "#chat-model", "base")  # another model: a new conversation
+    assert "answers as tuned" in page.locator("#web-header").inner_text()
+    with browser.event(page, "#web-header", "answers as base", what="choosing the base model"):
+        browser.pick_option(page, "#chat-model", "base")  # another model: a new conversation
     browser.ask(page, QUESTION)
     assert browser.chat_messages(page) == [QUESTION, _alone(site, "base", [QUESTION])[0]]
     assert "New conversation" in page.locator("#chat-status").inner_text()
@@ -112,8 +97,9 @@ def test_chat_shows_frames_tokens_and_streams_answers(site, page):
 
 def test_compare_base_and_tuned_side_by_side(site, page):
     browser.tab(page, "Compare")
-    browser.pick_option(page, "#compare-pick", "clips/red-left.mp4")
-    page.wait_for_function("(document.querySelector('#compare-tokens')?.innerText || '').includes('after DiffFP')")
+    with browser.event(page, "#compare-status", what="picking a video on Compare"):
+        browser.pick_option(page, "#compare-pick", "clips/red-left.mp4")
+    assert "after DiffFP" in page.locator("#compare-tokens").inner_text()
     base, tuned = browser.compare(page, QUESTION)
     assert [base, tuned] == [_alone(site, "base", [QUESTION])[0], _alone(site, "tuned", [QUESTION])[0]]
     assert base != tuned
@@ -150,37 +136,30 @@ def test_bad_files_and_two_tabs_at_once(site, page, chromium, tmp_path):
     page.get_by_text("exceed the maximum allowed size").first.wait_for()
 
     page.reload()
-    other = chromium.new_page()
-    try:
-        other.goto(site["server"].url)
+    with opened_page(chromium, site["server"].url) as other:
         for tab in (page, other):
             browser.upload(tab, "chat", site["clip"])
             tab.locator("#chat-question textarea").fill(QUESTION)
         for tab in (page, other):
+            browser.settle(tab)
             browser.watch(tab, "#chat-status")
         page.locator("#chat-ask").click()
         other.locator("#chat-ask").click()
         expected = _alone(site, "tuned", [QUESTION])[0]
         for tab in (page, other):
-            browser.wait_status(tab, "#chat-status", "follow-up")
+            assert "follow-up" in browser.wait_status(tab, "#chat-status", "follow-up", what="two tabs' answers")
             assert browser.chat_messages(tab) == [QUESTION, expected]
-    finally:
-        other.close()
 
 
 def test_results_work_without_a_model(site, chromium):
     from vidlab.web.app import launch
     from vidlab.web.options import WebOptions
 
-    with launch(options=WebOptions(port=_free_port(), runs=site["root"] / "eval"), block=False) as server:
+    with launch(options=WebOptions(port=free_port(), runs=site["root"] / "eval"), block=False) as server:
         assert server.backend is None
-        page = chromium.new_page(viewport={"width": 1400, "height": 1000})
-        try:
-            page.goto(server.url)
+        with opened_page(chromium, server.url) as page:
             assert "no model loaded" in page.locator("#web-header").inner_text()
             assert page.get_by_role("tab", name="Chat").count() == 0
             summary = browser.open_results(page, ["tuned (eval run)"])
             assert "tuned" in summary and "3 samples" in summary
             assert browser.sample_ids(page) == ["c1", "c2", "c3"]
-        finally:
-            page.close()

@@ -10,35 +10,22 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from web_support import write_clip
+from web_support import free_port, needs_chromium, opened_page, running_chromium, write_clip
 
 from vidlab.evaluation.run import RunOptions, run_predictions
 from vidlab.settings import GenerationOptions
 from vidlab.web import browser
 
-playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the dev extra: "
-                                     "pip install -e '.[dev]'")
-CHROMIUM = browser.find_chromium()
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on this machine (apt-get install chromium, "
-                                "or set VIDLAB_CHROMIUM): the browser tests need one")
+pytest.importorskip("playwright.sync_api", reason="playwright is in the dev extra: pip install -e '.[dev]'")
+pytestmark = needs_chromium
 
 QUESTION = "Which direction does the shape move?"
-
-# Seen failing now and then on a 2-core machine while an earlier test's event still runs on the shared page.
-FLAKY = "timing on the shared page (issue 24 note)"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +53,7 @@ def site(tiny_model, tiny_model_dir, tmp_path_factory):
     elsewhere = tmp_path_factory.mktemp("elsewhere")
     os.chdir(elsewhere)  # the page starts from another folder than the evaluation
     try:
-        options = WebOptions(port=_free_port(), runs=project / "runs", media_root=project / "data", max_upload_mb=1,
+        options = WebOptions(port=free_port(), runs=project / "runs", media_root=project / "data", max_upload_mb=1,
                              generation=GenerationOptions(max_new_tokens=8))
         server = launch(tiny_model_dir, options=options, device="cpu", block=False)
     finally:
@@ -79,21 +66,14 @@ def site(tiny_model, tiny_model_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def chromium():
-    with playwright_api.sync_playwright() as playwright:
-        launched = browser.open_browser(playwright, CHROMIUM)
-        try:
-            yield launched
-        finally:
-            launched.close()
+    with running_chromium() as launched:
+        yield launched
 
 
 @pytest.fixture
 def page(site, chromium):
-    opened = chromium.new_page(viewport={"width": 1400, "height": 1000})
-    opened.set_default_timeout(browser.WAIT_MS)  # a shared, busy CPU: waits as long as an answer's
-    opened.goto(site["server"].url)
-    yield opened
-    opened.close()
+    with opened_page(chromium, site["server"].url) as opened:
+        yield opened
 
 
 def _prompt_tokens(page) -> int:
@@ -115,82 +95,97 @@ def test_trash_icon_resets_the_conversation_and_regenerate_answers_again(site, p
     browser.ask(page, "And the colour?")
     assert _prompt_tokens(page) > first, "a follow-up carries the history"
 
-    page.locator("#chat-answers button[aria-label=Clear]").click()
-    page.wait_for_function("(document.querySelector('#chat-status')?.innerText || '').includes('forgot')")
+    with browser.event(page, "#chat-status", "forgot", what="the trash icon"):
+        page.locator("#chat-answers button[aria-label=Clear]").click()
     browser.ask(page, QUESTION)
     assert _prompt_tokens(page) == first, "after the trash icon the model starts over too"
     assert browser.chat_messages(page) == [QUESTION, answer]
 
     browser.ask(page, "And the colour?")
-    browser.watch(page, "#chat-status")
-    page.locator("#chat-regenerate").click()
-    browser.wait_status(page, "#chat-status", "follow-up")
+    with browser.event(page, "#chat-status", "follow-up", what="Regenerate"):
+        page.locator("#chat-regenerate").click()
     messages = browser.chat_messages(page)
     assert messages[:2] == [QUESTION, answer] and len(messages) == 4, "Regenerate replaces the last answer"
     assert _prompt_tokens(page) > first
 
-    browser.pick_option(page, "#chat-model", "base")
-    page.wait_for_function("(document.querySelector('#web-header')?.innerText || '').includes('answers as base')")
+    assert "answers as base" in page.locator("#web-header").inner_text(), "the header names the model answering"
 
 
-@pytest.mark.xfail(strict=False, reason=FLAKY)
 def test_a_bad_upload_then_a_good_one(site, page, tmp_path):
     fake = tmp_path / "notes.mp4"
     fake.write_text("not a video at all")
-    browser.upload(page, "chat", fake)
-    # the page may still show an earlier test's video: wait for this upload's own message
-    page.wait_for_function("(document.querySelector('#chat-status')?.innerText || '').includes('notes.mp4')")
-    status = page.locator("#chat-status").inner_text()
+    status = browser.upload(page, "chat", fake)
     assert status.startswith("⚠") and "notes.mp4" in status
     assert "vidlab-web-" not in status and "gradio" not in status, "the upload is named by its own name"
 
     empty = tmp_path / "empty.mp4"
     empty.write_bytes(b"")
-    browser.upload(page, "chat", empty)
-    assert "empty.mp4: the file is empty (0 bytes)" in page.locator("#chat-status").inner_text()
+    assert "empty.mp4: the file is empty (0 bytes)" in browser.upload(page, "chat", empty)
 
-    browser.upload(page, "chat", site["clip"])  # replaces the bad files
-    page.wait_for_function("!(document.querySelector('#chat-status')?.innerText || '').includes('⚠')")
+    assert "⚠" not in browser.upload(page, "chat", site["clip"]), "a good upload replaces the bad files"
     assert "8 frames" in page.locator("#chat-tokens").inner_text()
     assert page.locator("#chat-upload").get_by_text(".mp4").count() == 1, "the box holds the last upload only"
 
     # A pick replaces the upload (and the other way round): one choice at a time.
-    page.locator("#chat-pick input").click()
-    page.get_by_role("option", name="clips/red-left.mp4", exact=True).click()
-    page.wait_for_function("!document.querySelector('#chat-upload').innerText.includes('red-left.mp4')")
+    with browser.event(page, "#chat-status", what="a pick after an upload"):
+        browser.pick_option(page, "#chat-pick", "clips/red-left.mp4")
+    assert "red-left.mp4" not in page.locator("#chat-upload").inner_text()
     other = shutil.copyfile(site["clip"], tmp_path / "other.mp4")
     browser.upload(page, "chat", other)
-    page.wait_for_function("document.querySelector('#chat-pick input').value === ''")
+    assert page.locator("#chat-pick input").input_value() == ""
 
 
-@pytest.mark.xfail(strict=False, reason=FLAKY)
+def _leave_frames(page, what: str, done: str | None = None) -> str:
+    """Leave the N box for fps (leaving applies it: no Enter) and wait for the event that starts; returns the
+    status line."""
+    with browser.event(page, "#chat-status", done, what=what):
+        page.locator("#set-fps input[type=number]").click()
+    return page.locator("#chat-status").inner_text()
+
+
 def test_a_setting_of_zero_names_its_field_and_the_page_stays_usable(site, page, capfd):
     browser.upload(page, "chat", site["clip"])
     page.locator("#web-settings button").first.click()  # unfold the settings
     frames = page.locator("#set-frames input[type=number]")
     frames.fill("0")
-    page.locator("#set-fps input[type=number]").click()  # leaving the box applies it (no Enter)
-    page.wait_for_function("(document.querySelector('#chat-status')?.innerText || '').includes('N (frames)')")
-    assert "greater than or equal to 1" in page.locator("#chat-status").inner_text()
+    status = _leave_frames(page, "N set to 0", "N (frames)")
+    assert "N (frames)" in status and "greater than or equal to 1" in status
     _no_error_badges(page)
 
     frames.fill("4")
-    page.locator("#set-fps input[type=number]").click()
-    page.wait_for_function("(document.querySelector('#chat-tokens')?.innerText || '').includes('4 frames')")
+    assert "⚠" not in _leave_frames(page, "N set to 4")
+    assert "4 frames" in page.locator("#chat-tokens").inner_text()
     max_tokens = page.locator("#set-max-tokens input[type=number]")
     max_tokens.fill("0")
     page.locator("#chat-question textarea").fill(QUESTION)
-    page.locator("#chat-ask").click()
-    page.wait_for_function("(document.querySelector('#chat-status')?.innerText || '').includes('max tokens')")
+    with browser.event(page, "#chat-status", "max tokens", what="asking with max tokens 0"):
+        page.locator("#chat-ask").click()
+    assert "max tokens" in page.locator("#chat-status").inner_text()
     _no_error_badges(page)
     max_tokens.fill("8")
     max_tokens.press("Tab")  # the box's value is the page's once it is left
-    frames.fill("5")  # a frame change redraws the strip and clears the message
-    page.locator("#set-fps input[type=number]").click()
-    page.wait_for_function("(document.querySelector('#chat-tokens')?.innerText || '').includes('5 frames')")
-    page.wait_for_function("!(document.querySelector('#chat-status')?.innerText || '').includes('⚠')")
+    frames.fill("5")
+    assert "⚠" not in _leave_frames(page, "N set to 5"), "a frame change redraws the strip, clears the message"
+    assert "5 frames" in page.locator("#chat-tokens").inner_text()
     assert "follow-up" in browser.ask(page, QUESTION), "the page still answers"
     assert "Traceback" not in capfd.readouterr().err
+
+
+def test_ask_right_after_leaving_a_setting_answers(site, page):
+    """Leaving a frame box starts its preview; an Ask clicked at once waits for it, rather than being told the tab
+    is "still answering"."""
+    browser.upload(page, "chat", site["clip"])
+    page.locator("#chat-question textarea").fill(QUESTION)
+    page.locator("#web-settings button").first.click()
+    page.locator("#set-frames input[type=number]").fill("6")
+    browser.watch(page, "#chat-status")
+    page.locator("#chat-ask").click()  # leaves N (its preview starts) and asks at once
+    browser.wait_status(page, "#chat-status", "follow-up", what="the answer asked during a preview")
+    browser.settle(page)
+    said = page.evaluate("window.__watched['#chat-status'].texts")
+    assert not [text for text in said if "⚠" in text], f"no message but the answer's: {said}"
+    assert len(browser.chat_messages(page)) == 2 and "follow-up" in page.locator("#chat-status").inner_text(), said
+    assert "6 frames" in page.locator("#chat-tokens").inner_text()
 
 
 def test_results_made_elsewhere_play_their_samples(site, page):
@@ -224,22 +219,15 @@ STRIP_CLIPPED = """() => [...document.querySelectorAll('#chat-strip .caption-lab
 
 @pytest.mark.parametrize("width,height", [(1280, 800), (1920, 1080)])
 def test_the_strip_shows_every_stamp(site, chromium, width, height):
-    page = chromium.new_page(viewport={"width": width, "height": height})
-    page.set_default_timeout(browser.WAIT_MS)
-    try:
-        page.goto(site["server"].url)
+    with opened_page(chromium, site["server"].url, {"width": width, "height": height}) as page:
         browser.upload(page, "chat", site["clip"])
         assert browser.strip_captions(page) == [f"Time {s:.1f}s" for s in range(8)]
         assert page.evaluate(STRIP_CLIPPED) == []
-    finally:
-        page.close()
 
 
 def test_a_phone_reaches_ask_without_closing_a_panel(site, chromium):
-    page = chromium.new_page(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
-    page.set_default_timeout(browser.WAIT_MS)
-    try:
-        page.goto(site["server"].url)
+    phone = {"width": 390, "height": 844}
+    with opened_page(chromium, site["server"].url, phone, is_mobile=True, has_touch=True) as page:
         browser.upload(page, "chat", site["clip"])
         page.locator("#chat-question textarea").fill(QUESTION)
         ask = page.locator("#chat-ask")
@@ -248,11 +236,9 @@ def test_a_phone_reaches_ask_without_closing_a_panel(site, chromium):
         on_top = page.evaluate("([x, y]) => document.elementFromPoint(x, y)?.closest('#chat-ask') !== null",
                                [box["x"] + box["width"] / 2, box["y"] + box["height"] / 2])
         assert on_top, "nothing covers Ask"
-        browser.watch(page, "#chat-status")
-        ask.click(timeout=5000)
-        browser.wait_status(page, "#chat-status", "follow-up")
-    finally:
-        page.close()
+        with browser.event(page, "#chat-status", "follow-up", what="Ask on a phone"):
+            ask.click(timeout=5000)
+        assert "follow-up" in page.locator("#chat-status").inner_text()
 
 
 def test_sigterm_removes_the_upload_folder(tmp_path):
@@ -262,7 +248,7 @@ def test_sigterm_removes_the_upload_folder(tmp_path):
     (tmp_path / "runs").mkdir()
     env = {**os.environ, "TMPDIR": str(temp), "PYTHONPATH": os.pathsep.join(sys.path)}
     command = [sys.executable, "-c", "from vidlab.cli import main; main()", "web", "--runs", str(tmp_path / "runs"),
-               "--port", str(_free_port())]
+               "--port", str(free_port())]
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = process.stdout.readline()

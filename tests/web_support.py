@@ -1,11 +1,56 @@
-"""What the web page tests share: scored eval folders made by vidlab's own scoring, and a tiny model's adapter."""
+"""What the web page tests share: scored eval folders made by vidlab's own scoring, clips, and the browser set-up
+(a free port, one headless Chromium per module, a page opened and settled)."""
 
 from __future__ import annotations
 
 import json
+import socket
+from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
+
 from vidlab.data.synthetic import Scene, write_scene
+from vidlab.web import browser
+
+CHROMIUM = browser.find_chromium()
+needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on this machine (apt-get install "
+                                    "chromium, or set VIDLAB_CHROMIUM): the browser tests need one")
+VIEWPORT = {"width": 1400, "height": 1000}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def running_chromium():
+    """Debian's Chromium driven by Playwright (a module's tests share one; each opens its own pages)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = browser.open_browser(playwright, CHROMIUM)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@contextmanager
+def opened_page(chromium, url: str, viewport: dict = VIEWPORT, **options):
+    """A new page (its own browser context: its own gradio session) on `url`, drawn and with no event running;
+    every wait as long as an answer's on a shared, busy CPU."""
+    page = chromium.new_page(viewport=viewport, **options)
+    try:
+        page.set_default_timeout(browser.WAIT_MS)
+        page.goto(url)
+        page.locator("#web-header").wait_for()
+        browser.settle(page, "the page's first events to end")
+        yield page
+    finally:
+        page.close()
 
 
 def write_clip(path: Path, colour: str = "red", direction: str = "left", seconds: float = 4.0) -> Path:

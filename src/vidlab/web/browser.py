@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
@@ -29,24 +30,70 @@ def open_browser(playwright, executable: str):
     return playwright.chromium.launch(executable_path=executable, headless=True, args=["--no-sandbox"])
 
 
+# gradio shows a status tracker on each output of an event while the event is queued, runs or streams (its
+# `hide` class is off); a failed event leaves it showing "Error" (not running).
+BUSY = "[data-testid=status-tracker]:not(.hide):not(:has(.error))"
+
+
+def _wait(page, script: str, arg, what: str, timeout_ms: int = WAIT_MS) -> None:
+    """page.wait_for_function, failing with `what` was awaited and what the page's status lines said."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_function(script, arg=arg, timeout=timeout_ms)
+    except PlaywrightTimeout:
+        said = page.evaluate("() => [...document.querySelectorAll('[id$=-status], [id$=-tokens], [id$=-summary]')]"
+                             ".map(e => `${e.id}: ${e.innerText.trim().slice(0, 300)}`)")
+        busy = page.evaluate(f"() => [...document.querySelectorAll({BUSY!r})]"
+                             ".map(t => t.closest('[id]')?.id || '?')")
+        raise AssertionError(f"{what}: not within {timeout_ms / 1000:.0f} s. Still running on: {busy or 'nothing'}. "
+                             f"The page said: {said}") from None
+
+
+def settle(page, what: str = "the page's earlier events to end") -> None:
+    """Wait until no event of the page is queued or running (no output shows gradio's progress), so that what
+    the next action waits for cannot be an earlier action's result."""
+    _wait(page, f"() => !document.querySelector({BUSY!r})", None, what)
+
+
 def watch(page, element: str) -> None:
-    """Record every text `element` shows from now on, so that `wait_status` sees an answer's end even when the
-    line reads the same as after the previous answer."""
+    """Record, from now on, every text `element` shows and whether an event updating it has started (its status
+    tracker shown), for `wait_status`. Call it after `settle` and just before the action."""
     page.evaluate(
-        "(sel) => { window.__seen = window.__seen || {}; const seen = window.__seen[sel] = [];"
-        " const el = document.querySelector(sel);"
-        " new MutationObserver(() => seen.push(el.innerText))"
-        ".observe(el, {subtree: true, childList: true, characterData: true}); }", element)
+        "([sel, busy]) => { const w = window.__watched = window.__watched || {};"
+        " if (w[sel]) w[sel].observer.disconnect();"
+        " const el = document.querySelector(sel); if (!el) throw new Error(sel + ': not on the page');"
+        " const seen = w[sel] = {texts: [], started: false};"
+        " seen.observer = new MutationObserver(() => { seen.texts.push(el.innerText);"
+        "   if (el.querySelector(busy)) seen.started = true; });"
+        " seen.observer.observe(el, {subtree: true, childList: true, characterData: true, attributes: true,"
+        "   attributeFilter: ['class']}); }", [element, BUSY])
 
 
-def wait_status(page, element: str, done: str) -> None:
-    """Wait until `element` (watched since the click) has said "answering", then `done`; or shown an error (⚠).
-    (While an event runs, gradio redraws its outputs with their old text: that must not count.)"""
-    page.wait_for_function(
-        "([sel, done]) => { const seen = (window.__seen || {})[sel] || [];"
-        " const start = seen.findIndex(t => t.includes('answering'));"
-        " return seen.some(t => t.includes('⚠')) || start >= 0 && seen.slice(start + 1).some(t => t.includes(done)); }",
-        arg=[element, done], timeout=WAIT_MS)
+def wait_status(page, element: str, done: str | None = None, what: str | None = None) -> str:
+    """Wait for the event started since `watch(page, element)` to end: `element`'s status tracker was shown and
+    is gone, and (`done`) its text includes `done` or an error (⚠). Returns the element's text.
+
+    (While an event runs, gradio redraws its outputs with their old text, and an earlier event's text may still
+    be on the page: only the end of an event that started after `watch` counts.)"""
+    _wait(page, "([sel, busy, done]) => { const seen = (window.__watched || {})[sel];"
+                " if (!seen) throw new Error('wait_status(' + sel + ') without watch()');"
+                " const el = document.querySelector(sel);"
+                " if (el.querySelector(busy)) { seen.started = true; return false; }"
+                " const text = el.innerText;"
+                " return seen.started && (done === null || text.includes(done) || text.includes('⚠')); }",
+          [element, BUSY, done], what or f"{element}: an event that ends with {done or 'any text'!r}")
+    return page.locator(element).inner_text()
+
+
+@contextmanager
+def event(page, element: str, done: str | None = None, what: str | None = None):
+    """`with event(page, "#chat-status", "follow-up"): <one action>`: waits for the page's earlier events to end
+    before the action and for the action's own event (one updating `element`) to end after it."""
+    settle(page, f"before {what or element}: the page's earlier events to end")
+    watch(page, element)
+    yield
+    wait_status(page, element, done, what)
 
 
 def tab(page, name: str) -> None:
@@ -59,24 +106,25 @@ def set_number(page, element: str, value: float) -> None:
     box.press("Enter")
 
 
-def upload(page, prefix: str, path: str | Path) -> None:
-    """Upload a file on the Chat ("chat") or Compare ("compare") tab and wait for its frame strip or an error
-    naming it."""
-    page.locator(f"#{prefix}-upload input[type=file]").set_input_files(str(path))
-    page.wait_for_function(
-        "([tokens, status, name]) => { const t = document.querySelector(tokens)?.innerText || '';"
-        " const s = document.querySelector(status)?.innerText || '';"
-        " return t.includes('visual tokens') && !t.includes('No video') && !s.includes('⚠')"
-        " || s.includes('⚠') && s.includes(name); }",
-        arg=[f"#{prefix}-tokens", f"#{prefix}-status", Path(path).name], timeout=WAIT_MS)
+def upload(page, prefix: str, path: str | Path) -> str:
+    """Upload a file on the Chat ("chat") or Compare ("compare") tab and wait for its own event to end: its
+    frame strip, or an error naming it. Returns the status line."""
+    name = Path(path).name
+    with event(page, f"#{prefix}-status", what=f"the upload of {name}"):
+        page.locator(f"#{prefix}-upload input[type=file]").set_input_files(str(path))
+    status = page.locator(f"#{prefix}-status").inner_text()
+    tokens = page.locator(f"#{prefix}-tokens").inner_text()
+    shown = "visual tokens" in tokens and "No video" not in tokens and "⚠" not in status
+    assert shown or "⚠" in status and name in status, \
+        f"the upload of {name} ended with neither its frames nor a message naming it: {status!r}; {tokens!r}"
+    return status
 
 
 def ask(page, question: str) -> str:
-    """Ask on the Chat tab; wait for the whole answer; returns the status line."""
-    page.locator("#chat-question textarea").fill(question)
-    watch(page, "#chat-status")
-    page.locator("#chat-ask").click()
-    wait_status(page, "#chat-status", "follow-up")
+    """Ask on the Chat tab; wait for the whole answer (or its error); returns the status line."""
+    page.locator("#chat-question textarea").fill(question)  # (leaving a settings box starts its event here)
+    with event(page, "#chat-status", "follow-up", what=f"the answer to {question!r}"):
+        page.locator("#chat-ask").click()
     return page.locator("#chat-status").inner_text()
 
 
@@ -98,9 +146,8 @@ def strip_captions(page, prefix: str = "chat") -> list[str]:
 def compare(page, question: str) -> list[str]:
     """Ask on the Compare tab; wait for every answer; returns them in the page's order."""
     page.locator("#compare-question textarea").fill(question)
-    watch(page, "#compare-status")
-    page.locator("#compare-ask").click()
-    wait_status(page, "#compare-status", "Done")
+    with event(page, "#compare-status", "Done", what=f"the comparison's answers to {question!r}"):
+        page.locator("#compare-ask").click()
     return [box.input_value() for box in page.locator("[id^=compare-answer-] textarea").all()]
 
 
@@ -115,11 +162,8 @@ def open_results(page, labels: list[str]) -> str:
     for label in labels:
         pick_option(page, "#results-folders", label)
     page.keyboard.press("Escape")
-    page.locator("#results-open").click()
-    page.wait_for_function("document.querySelector('#results-summary')?.innerText.includes(' vs ') || "
-                           "document.querySelector('#results-summary')?.innerText.includes('⚠') || "
-                           "document.querySelector('#results-summary')?.innerText.includes('samples')",
-                           timeout=WAIT_MS)
+    with event(page, "#results-summary", what=f"opening {', '.join(labels)}"):
+        page.locator("#results-open").click()
     return page.locator("#results-summary").inner_text()
 
 
@@ -130,7 +174,7 @@ def sample_ids(page) -> list[str]:
 
 
 def open_sample(page, sample_id: str) -> str:
-    page.locator("#results-samples [role=gridcell]").get_by_text(sample_id, exact=True).first.click()
-    page.wait_for_function("(id) => (document.querySelector('#results-detail')?.innerText || '').includes(id)",
-                           arg=sample_id, timeout=WAIT_MS)
+    """Click a sample in the list (another than the one shown) and wait for its detail; returns the detail."""
+    with event(page, "#results-detail", sample_id, what=f"the detail of sample {sample_id}"):
+        page.locator("#results-samples [role=gridcell]").get_by_text(sample_id, exact=True).first.click()
     return page.locator("#results-detail").inner_text()

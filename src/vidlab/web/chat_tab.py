@@ -114,22 +114,33 @@ def chat_tab(backend: Backend, options: WebOptions, sessions: Sessions, controls
         settings = read_settings(*values[len(media.inputs):], base=options.media)
         return chosen_media(options, uploaded, picked, settings), settings
 
+    def said(state: TabState, text: str) -> str:
+        """The status line `text`, remembering whether it warns (for `show`, which clears only what went stale)."""
+        state.warned = text.startswith("⚠")
+        return text
+
     def show(state: TabState, values: list):
         try:
             with state.lock:
                 choice, settings = _chosen(values)
+                if state.preview_key == (choice, settings.media):  # a box left unchanged, or an answer (Ask right
+                    state.media = choice  # after leaving the box) made this preview first: the page shows it
+                    return gr.skip(), gr.skip(), gr.skip(), gr.skip()
                 preview_for(backend, state, choice, settings)
                 state.media = choice
+                # The status is cleared of a warning or of a conversation's note only: gradio may draw these outputs
+                # after those of a first question asked at once (Ask clicked straight from a settings box).
+                stale = state.warned or state.talk is not None
                 return (str(choice.video) if choice.video else None, strip_value(state.preview),
-                        tokens_text(state.preview), "")
+                        tokens_text(state.preview), said(state, "") if stale else gr.skip())
         except Exception as err:  # shown on the page, never as a traceback
             state.media, state.preview, state.preview_key = MediaChoice(), None, None
-            return None, [], tokens_text(None), error_text(err, uploaded_paths(values))
+            return None, [], tokens_text(None), said(state, error_text(err, uploaded_paths(values)))
 
     def start_over(request: gr.Request):
         state = sessions.get(request)
         state.talk, state.talk_key, state.asked = None, None, None
-        return [], "New conversation: the next question starts from the chosen media."
+        return [], said(state, "New conversation: the next question starts from the chosen media.")
 
     def cleared(request: gr.Request):
         start_over(request)
@@ -155,7 +166,7 @@ def chat_tab(backend: Backend, options: WebOptions, sessions: Sessions, controls
                 media_now = choice
             state.talk.set_generation(settings.generation)
         except Exception as err:  # shown on the page, never as a traceback
-            yield history, question_text, gr.skip(), gr.skip(), error_text(err, uploaded_paths(values))
+            yield history, question_text, gr.skip(), gr.skip(), said(state, error_text(err, uploaded_paths(values)))
             return
         if media_now is not None:
             history = [m for m in [media_message(media_now)] if m] if not history else history
@@ -163,7 +174,7 @@ def chat_tab(backend: Backend, options: WebOptions, sessions: Sessions, controls
         state.asked = (question_text, False)
         waiting = "waiting for the model (another answer is being generated), then answering…" \
             if getattr(backend, "lock", None) is not None and backend.lock.locked() else "answering…"
-        yield history, "", strip_value(state.preview), tokens_text(state.preview), note + waiting
+        yield history, "", strip_value(state.preview), tokens_text(state.preview), said(state, note + waiting)
         try:
             shown = time.monotonic()
             with closing(state.talk.stream(question_text, media_now)) as pieces:
@@ -171,7 +182,7 @@ def chat_tab(backend: Backend, options: WebOptions, sessions: Sessions, controls
                     history[-1]["content"] += piece
                     if time.monotonic() - shown >= REDRAW_SECONDS:
                         shown = time.monotonic()
-                        yield history, "", gr.skip(), gr.skip(), note + "answering…"
+                        yield history, "", gr.skip(), gr.skip(), said(state, note + "answering…")
         except GeneratorExit:  # Stop: the model keeps only finished answers, so a stopped first one starts over
             if media_now is not None:
                 state.talk, state.talk_key = None, None
@@ -180,46 +191,49 @@ def chat_tab(backend: Backend, options: WebOptions, sessions: Sessions, controls
             history = history[:-2]
             state.asked = None
             state.talk, state.talk_key = (None, None) if media_now is not None else (state.talk, state.talk_key)
-            yield history, question_text, gr.skip(), gr.skip(), error_text(err, uploaded_paths(values))
+            yield history, question_text, gr.skip(), gr.skip(), said(state, error_text(err, uploaded_paths(values)))
             return
         state.asked = (question_text, True)
-        yield history, "", gr.skip(), tokens_text(state.preview, state.talk.last), note + "Ask a follow-up " \
-            "question: the video is not decoded again."
+        yield history, "", gr.skip(), tokens_text(state.preview, state.talk.last), said(
+            state, note + "Ask a follow-up question: the video is not decoded again.")
 
     def busy(state: TabState, history, question_text):
-        return history, question_text, gr.skip(), gr.skip(), "⚠ this tab is still answering. Wait for it to " \
-            "finish, or press Stop."
+        return history, question_text, gr.skip(), gr.skip(), said(
+            state, "⚠ this tab is still answering. Wait for it to finish, or press Stop.")
 
     def answer(request: gr.Request, question_text: str, history: list, model_name: str, *values):
         state = sessions.get(request)
-        if not state.lock.acquire(blocking=False):
+        if not state.answering.acquire(blocking=False):
             yield busy(state, history, question_text)
             return
         try:
-            yield from respond(state, question_text, list(history or []), model_name, list(values))
+            with state.lock:  # a preview still being made (the setting left for the question box) comes first
+                yield from respond(state, question_text, list(history or []), model_name, list(values))
         finally:
-            state.lock.release()
+            state.answering.release()
 
     def regenerate(request: gr.Request, history: list, model_name: str, *values):
         state = sessions.get(request)
         history = list(history or [])
         if state.asked is None or state.talk is None:
-            yield history, gr.skip(), gr.skip(), gr.skip(), "⚠ nothing to regenerate yet: ask a question first."
+            yield history, gr.skip(), gr.skip(), gr.skip(), said(state, "⚠ nothing to regenerate yet: ask a "
+                                                                 "question first.")
             return
-        if not state.lock.acquire(blocking=False):
+        if not state.answering.acquire(blocking=False):
             yield busy(state, history, gr.skip())
             return
         try:
-            question_text, answered = state.asked
-            if answered:
-                state.talk.forget_last()  # the model forgets the answer it gave, then answers again
-            if len(history) >= 2 and history[-1].get("role") == "assistant":
-                history = history[:-2]
-            if not any(m.get("role") == "assistant" for m in history):
-                state.talk = None  # the first question again: a new conversation, with the media
-            yield from respond(state, question_text, history, model_name, list(values))
+            with state.lock:  # after a preview still being made
+                question_text, answered = state.asked
+                if answered:
+                    state.talk.forget_last()  # the model forgets the answer it gave, then answers again
+                if len(history) >= 2 and history[-1].get("role") == "assistant":
+                    history = history[:-2]
+                if not any(m.get("role") == "assistant" for m in history):
+                    state.talk = None  # the first question again: a new conversation, with the media
+                yield from respond(state, question_text, history, model_name, list(values))
         finally:
-            state.lock.release()
+            state.answering.release()
 
     def stopped(request: gr.Request):
         state = sessions.get(request)

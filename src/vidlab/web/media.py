@@ -85,6 +85,8 @@ def strip_frames(path: Path, settings: MediaSettings, start: float | None, end: 
     from vidlab.chat import INTERACTIVE_ALLOW_PARTIAL
 
     sampling = settings.sampling().model_copy(update={"allow_partial": INTERACTIVE_ALLOW_PARTIAL})
+    # Not `vidlab.inputs.load_media`: that road sizes frames for a model's processor; these are 224-pixel pictures
+    # for the eye (results, client mode: often no model here), sampled by the same settings and decoder.
     clip = load_video(path, sampling, start, end, _thumb_size)
     return list(clip.frames), list(clip.stamps), clip.duration, list(clip.warnings)
 

@@ -23,7 +23,12 @@ class TabState:
     results: Any = None  # vidlab.web.results.Results
     uploads: dict[str, list[str]] = field(default_factory=dict)  # per tab ("chat", "compare"): the files held
     asked: tuple[str, bool] | None = None  # the last question, and whether its answer finished (Regenerate)
+    warned: bool = False  # the status line shows a warning (⚠): a new preview clears it
+    # Held while the tab's media and preview change (a setting left, an upload) and while it answers: an answer
+    # waits for a preview still being made rather than being refused.
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # Held while the tab answers (Ask, Regenerate): a second question meanwhile is refused, not queued.
+    answering: threading.Lock = field(default_factory=threading.Lock)
 
 
 class Sessions:

@@ -101,14 +101,22 @@ def model_convert(
     tokenizer: Annotated[
         str | None, typer.Option(help="TinyLLaVA-Video checkpoints without a tokenizer: the LLM's tokenizer folder.")
     ] = None,
+    vision_tower: Annotated[
+        str | None, typer.Option(help="LLaMA-VID: LAVIS's eva_vit_g.pth (default: the path its config.json names).")
+    ] = None,
+    bert: Annotated[
+        str | None, typer.Option(help="LLaMA-VID: a bert-base-uncased folder for its Q-Former (default: the Hub's).")
+    ] = None,
 ) -> None:
-    """Convert an original VideoLLaMA3 checkpoint (or LoRA run, merged), or a TinyLLaVA-Video one, for vidlab."""
+    """Convert an original VideoLLaMA3 checkpoint (or LoRA run, merged), or a TinyLLaVA-Video or LLaMA-VID one,
+    for vidlab."""
     quiet_transformers()
     from vidlab.models.convert.checkpoint import convert_checkpoint
     from vidlab.models.info import render_model_info
 
     result = convert_checkpoint(src, out_dir, dtype=dtype, base=base, max_shard_size=max_shard_size,
-                                llm_only=llm_only, progress=progress, tokenizer=tokenizer)
+                                llm_only=llm_only, progress=progress, tokenizer=tokenizer,
+                                vision_tower=vision_tower, bert=bert)
     typer.echo(f"wrote {result.info.get('family', 'native VideoLLaMA3')} to {result.folder}")
     typer.echo(render_model_info(result.info))
 

@@ -180,7 +180,8 @@ def test_convert_needs_the_tower_file_and_names_every_problem(tmp_path):
     config = json.loads((broken / "config.json").read_text())
     config["num_query"] = 8
     (broken / "config.json").write_text(json.dumps(config))
-    with pytest.raises(CheckpointConversionError, match=r"query_tokens: shape \[1, 4, 32\], the config makes \[1, 8, 32\]"):
+    shapes = r"query_tokens: shape \[1, 4, 32\], the config makes \[1, 8, 32\]"
+    with pytest.raises(CheckpointConversionError, match=shapes):
         convert_llama_vid(broken, tmp_path / "out", vision_tower=DATA / "eva_vit_g.pth",
                           bert=DATA / "bert-base-uncased")
     assert not (tmp_path / "out").exists()

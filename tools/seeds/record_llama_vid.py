@@ -166,13 +166,12 @@ def _noise(module: torch.nn.Module, skip: tuple[str, ...] = ()) -> None:
 
 def _build(work: Path, seed: int) -> Path:
     """A random checkpoint saved by the original (float16 weights, so that both sides read the same numbers)."""
-    from transformers import BertLMHeadModel  # noqa: F401  (its qformer module expects transformers loaded)
-
     from llamavid.model import LlavaLlamaAttForCausalLM
     from llamavid.model.language_model.llava_llama_vid import LlavaConfig
     from llamavid.model.multimodal_encoder.eva_vit import VisionTransformer
     from llamavid.model.qformer import BertConfig as QFormerBertConfig
     from llamavid.model.qformer import BertLMHeadModel as QFormer
+    from transformers import BertLMHeadModel  # noqa: F401  (its qformer module expects transformers loaded)
 
     torch.manual_seed(seed)
     # the tower file its config names (as ./model_zoo/LAVIS/eva_vit_g.pth in the released ones)
@@ -211,9 +210,8 @@ def _build(work: Path, seed: int) -> Path:
 
 def _load(folder: Path):
     """Its load_pretrained_model for a 'vid' model, step by step, in float32 on the CPU."""
-    from transformers import AutoTokenizer
-
     from llamavid.model import LlavaLlamaAttForCausalLM
+    from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(folder, use_fast=False)
     model = LlavaLlamaAttForCausalLM.from_pretrained(folder, torch_dtype=torch.float32)
@@ -294,7 +292,7 @@ def record_model(tokenizer, model, processor) -> tuple[dict, dict]:
 
 
 def record_frame_choice() -> dict:
-    """Which frames its evaluation's load_video (decord, every round(average fps)-th frame) picks, read off the pixels."""
+    """Which frames its evaluation's load_video (decord, every round(average fps)-th frame) picks, read off pixels."""
     try:
         from llamavid.eval.model_msvd_qa import load_video
     except ImportError as err:

@@ -48,7 +48,8 @@ _RENAMES = [  # (original key pattern, vidlab's); keys matching none are refused
     (re.compile(r"^model\.vlm_att_projector\."), "model.projector.text_queries."),
     (re.compile(r"^model\.vlm_att_key_projector\."), "model.projector.context_keys."),
     (re.compile(r"^model\.vlm_att_val_projector\."), "model.projector.context_value."),
-    (re.compile(r"^model\.vlm_att_encoder\.bert\.embeddings\.LayerNorm\."), "model.projector.qformer.embeddings.layernorm."),
+    (re.compile(r"^model\.vlm_att_encoder\.bert\.embeddings\.LayerNorm\."),
+     "model.projector.qformer.embeddings.layernorm."),
     (re.compile(r"^model\.vlm_att_encoder\.bert\.(.*)\.(attention|crossattention)\.self\."),
      r"model.projector.qformer.\1.\2.attention."),
     (re.compile(r"^model\.vlm_att_encoder\.bert\."), "model.projector.qformer."),
@@ -105,7 +106,7 @@ def _near(folder: Path, name: str | None) -> Path | None:
 
 
 def _eva_tensors(path: Path, size: int, problems: list[str]) -> tuple[dict[str, torch.Tensor], Blip2VisionConfig]:
-    """eva_vit_g.pth in BLIP-2's names, its first 39 blocks, the position code resized to `size` as the original does."""
+    """eva_vit_g.pth in BLIP-2's names: its first 39 blocks, position code resized to `size` as in the original."""
     state = torch.load(path, map_location="cpu", weights_only=True)
     state = state.get("model", state) if isinstance(state, dict) else state
     width = int(state["cls_token"].shape[-1])
@@ -210,7 +211,8 @@ def _expected(config: LlamaVidConfig) -> dict[str, tuple[int, ...]]:
 def convert_llama_vid(src: str | Path, out_dir: str | Path, *, dtype: str | None = None,
                       vision_tower: str | Path | None = None, bert: str | Path | None = None,
                       max_shard_size: int | str = "4GB") -> Path:
-    """`vidlab model convert` for a LLaMA-VID checkpoint (folder or hub id, e.g. YanweiLi/llama-vid-7b-full-224-video-fps-1).
+    """`vidlab model convert` for a LLaMA-VID checkpoint (folder or hub id, e.g.
+    YanweiLi/llama-vid-7b-full-224-video-fps-1).
 
     Args:
         vision_tower: LAVIS's eva_vit_g.pth (default: the path in its config.json, as given or beside the checkpoint).

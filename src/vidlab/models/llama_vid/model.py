@@ -56,7 +56,7 @@ class FrameTokens(nn.Module):
         self.content = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, hidden))
 
     def forward(self, features: torch.Tensor, text_ids: torch.Tensor) -> torch.Tensor:
-        """(frames, 1 + patches, width) of one picture and its (pieces,) question -> (frames * tokens_per_frame, hidden)."""
+        """(frames, 1 + patches, width) of a picture, its (pieces,) question -> (frames * tokens_per_frame, hidden)."""
         frames = features.shape[0]
         qformer_in = features if self.qformer_input is None else self.qformer_input(features)
         if self.qformer_norm is not None:
@@ -77,7 +77,8 @@ class FrameTokens(nn.Module):
         else:  # grid:N, average pooling over the square of patches
             side, grid = int(patches.shape[1] ** 0.5), int(self.config.compress.split(":")[1])
             square = patches.reshape(frames, side, side, -1).permute(0, 3, 1, 2)
-            pooled = F.avg_pool2d(square, kernel_size=side // grid, stride=side // grid).permute(0, 2, 3, 1).flatten(1, 2)
+            pooled = F.avg_pool2d(square, kernel_size=side // grid, stride=side // grid)
+            pooled = pooled.permute(0, 2, 3, 1).flatten(1, 2)
         return torch.cat([context, self.content(pooled)], dim=1).flatten(0, 1)
 
 

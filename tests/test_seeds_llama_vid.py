@@ -265,3 +265,30 @@ def test_lora_training_through_the_common_road(tmp_path):
                          [_clip(TENSORS["frames"].numpy())], processor)
     with torch.no_grad():
         assert not torch.allclose(base(**batch.tensors).logits, tuned(**batch.tensors).logits)
+
+
+def test_serve_answers_a_video_question(tmp_path):
+    import base64
+
+    from fastapi.testclient import TestClient
+
+    from vidlab.data.synthetic import Scene, write_scene
+    from vidlab.models.llama_vid.tiny import build_tiny_llama_vid
+    from vidlab.serve.app import create_app
+    from vidlab.serve.options import ServeOptions
+    from vidlab.settings import GenerationOptions
+
+    tiny = build_tiny_llama_vid(tmp_path / "tiny")
+    write_scene(tmp_path / "clip.mp4", Scene(shape="square", colour="red", direction="left", seconds=3))
+    data = base64.b64encode((tmp_path / "clip.mp4").read_bytes()).decode()
+    app = create_app(str(tiny), name="tiny", device="cpu",
+                     options=ServeOptions(generation=GenerationOptions(max_new_tokens=4)))
+    with TestClient(app) as client:
+        response = client.post("/v1/chat/completions", json={"model": "tiny", "messages": [{"role": "user", "content": [
+            {"type": "video_url", "video_url": {"url": f"data:video/mp4;base64,{data}"}},
+            {"type": "text", "text": "What happens?"}]}]})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    frames = body["vidlab"]["frames"][0]
+    assert body["vidlab"]["visual_tokens"] == 2 * len(frames)
+    assert body["usage"]["prompt_tokens"] > body["vidlab"]["visual_tokens"]  # the template's text as well

@@ -60,9 +60,13 @@ def build_tiny_llama_vid(out_dir: str | Path, seed: int = 0, overwrite: bool = F
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise VidlabError(f"{out_dir}: folder exists and is not empty. Choose a new folder or pass --overwrite.")
     corpus = tokenizer_corpus()
-    with tempfile.TemporaryDirectory() as scratch:
+    with tempfile.TemporaryDirectory() as scratch:  # the tokenizers save from their files: kept until written
         tokenizer = _llama_tokenizer(corpus, Path(scratch))
         bert = _bert_tokenizer(corpus, Path(scratch))
+        return _write(out_dir, seed, overwrite, tokenizer, bert)
+
+
+def _write(out_dir: Path, seed: int, overwrite: bool, tokenizer, bert) -> Path:
     image_processor = CLIPImageProcessorPil(size={"shortest_edge": IMAGE_SIZE},
                                            crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
                                            image_mean=CLIP_MEAN, image_std=CLIP_STD)

@@ -90,6 +90,20 @@ def test_video_logits_ids_and_pixels_match_the_original(loaded, case):
     assert _relative(logits[-len(expected):], expected) < TOLERANCE
 
 
+def test_the_other_qformer_kind_and_grid_content_tokens_match_the_original(tmp_path):
+    """bert_type 'qformer' (no LayerNorm, the Q-Former reads the tower's width) with compress_type grid:2."""
+    folder = convert_llama_vid(DATA / "checkpoint-grid", tmp_path / "grid", bert=DATA / "bert-base-uncased")
+    model, processor = load_model(folder, dtype="fp32", device="cpu")
+    assert model.model.projector.qformer_norm is None and model.model.projector.qformer_input is None
+    batch = build_inputs(parse_record(_record([("human", "<video>\n" + RECORD["question"])])),
+                         [_clip(TENSORS["frames"].numpy())], processor)
+    ids = batch.tensors["input_ids"][0].tolist()
+    assert _collapsed(ids, processor.image_token_id) == RECORD["grid"]["video"]["input_ids"]
+    assert ids.count(processor.image_token_id) == 3 * (1 + 4)  # a context token and 2 x 2 pooled patches a frame
+    with torch.no_grad():
+        assert _relative(model(**batch.tensors).logits[0], TENSORS["grid/video/logits"]) < TOLERANCE
+
+
 def test_image_logits_and_pixels_match_the_original(loaded):
     model, processor = loaded
     image = Image.fromarray(TENSORS["image"].numpy())

@@ -164,7 +164,8 @@ def _noise(module: torch.nn.Module, skip: tuple[str, ...] = ()) -> None:
                 parameter.add_(torch.randn_like(parameter) * 0.1)
 
 
-def _build(work: Path, seed: int) -> Path:
+def _build(work: Path, seed: int, bert_type: str = "qformer_pretrain", compress: str = "mean",
+           name: str = "llama-vid-tiny") -> Path:
     """A random checkpoint saved by the original (float16 weights, so that both sides read the same numbers)."""
     from llamavid.model import LlavaLlamaAttForCausalLM
     from llamavid.model.language_model.llava_llama_vid import LlavaConfig
@@ -176,14 +177,16 @@ def _build(work: Path, seed: int) -> Path:
     torch.manual_seed(seed)
     # the tower file its config names (as ./model_zoo/LAVIS/eva_vit_g.pth in the released ones)
     from functools import partial
-    tower = VisionTransformer(img_size=IMAGE_SIZE, patch_size=14, use_mean_pooling=False, embed_dim=TOWER_WIDTH,
-                              num_heads=TOWER_WIDTH // 88, mlp_ratio=4.3637, qkv_bias=True,
-                              norm_layer=partial(torch.nn.LayerNorm, eps=1e-6))
-    _noise(tower)
-    torch.save({k: v.half() for k, v in tower.state_dict().items()}, work / "eva_vit_g.pth")
+    if not (work / "eva_vit_g.pth").exists():  # one tower file for both checkpoints
+        tower = VisionTransformer(img_size=IMAGE_SIZE, patch_size=14, use_mean_pooling=False, embed_dim=TOWER_WIDTH,
+                                  num_heads=TOWER_WIDTH // 88, mlp_ratio=4.3637, qkv_bias=True,
+                                  norm_layer=partial(torch.nn.LayerNorm, eps=1e-6))
+        _noise(tower)
+        torch.save({k: v.half() for k, v in tower.state_dict().items()}, work / "eva_vit_g.pth")
     # the BERT weights its init_bert reads from "bert-base-uncased" (the cross-attention layers are new there)
     bert_config = QFormerBertConfig.from_pretrained(work / "bert-base-uncased")
-    bert_config.encoder_width, bert_config.add_cross_attention, bert_config.cross_attention_freq = 1408, True, 2
+    width = 1408 if "pretrain" in bert_type else TOWER_WIDTH  # its init: 1408 for the pretrained Q-Former kinds
+    bert_config.encoder_width, bert_config.add_cross_attention, bert_config.cross_attention_freq = width, True, 2
     QFormer(bert_config).save_pretrained(work / "bert-base-uncased")
 
     tokenizer = _llama_tokenizer(work / "sp")
@@ -193,17 +196,17 @@ def _build(work: Path, seed: int) -> Path:
         mm_vision_tower="./eva_vit_g.pth", image_processor="./processor", mm_projector_type="mlp2x_gelu",
         mm_hidden_size=TOWER_WIDTH, mm_vision_select_layer=-2, mm_vision_select_feature="patch",
         mm_use_im_start_end=False, mm_use_im_patch_token=False, image_aspect_ratio="square",
-        bert_type="qformer_pretrain", num_query=4, compress_type="mean", max_token=2048)
+        bert_type=bert_type, num_query=4, compress_type=compress, max_token=2048)
     model = LlavaLlamaAttForCausalLM(config)
     (work / "base").mkdir(exist_ok=True)
     (work / "base" / "pytorch_model.bin.index.json").write_text(json.dumps({"weight_map": {}}))
-    args = types.SimpleNamespace(bert_type="qformer_pretrain", num_query=4, compress_type="mean",
+    args = types.SimpleNamespace(bert_type=bert_type, num_query=4, compress_type=compress,
                                  model_path=str(work / "base"), pretrain_mm_mlp_adapter=None, pretrain_qformer=None)
     model.get_model().initialize_attention_modules(args)  # a new Q-Former and projections (training's stage 1)
-    model.config.bert_type, model.config.num_query, model.config.compress_type = "qformer_pretrain", 4, "mean"
+    model.config.bert_type, model.config.num_query, model.config.compress_type = bert_type, 4, compress
     _noise(model, skip=("lm_head",))
-    folder = work / "llama-vid-tiny"
-    model.half().save_pretrained(folder, max_shard_size="600KB", safe_serialization=False)
+    folder = work / name
+    model.half().save_pretrained(folder, max_shard_size="300KB", safe_serialization=False)
     tokenizer.save_pretrained(folder)
     return folder
 
@@ -267,16 +270,17 @@ def _image():
     return Image.fromarray(np.random.default_rng(1).integers(0, 256, size=(70, 40, 3), dtype=np.uint8))
 
 
-def record_model(tokenizer, model, processor) -> tuple[dict, dict]:
+def record_model(tokenizer, model, processor, runs: tuple[str, ...] = ("video", "long", "image")) -> tuple[dict, dict]:
     """Pixels, logits (video question, long question, image) and a greedy answer."""
     from llava.mm_utils import tokenizer_image_token
 
     video = processor.preprocess(_frames(), return_tensors="pt")["pixel_values"]
     image = processor.preprocess(_image(), return_tensors="pt")["pixel_values"]
     tensors, record = {"video_pixels": video, "image_pixels": image}, {}
-    runs = {"video": (QUESTION, [video]), "long": (LONG, [video]), "image": (QUESTION, image)}
+    cases = {"video": (QUESTION, [video]), "long": (LONG, [video]), "image": (QUESTION, image)}
     with torch.inference_mode():
-        for name, (question, images) in runs.items():
+        for name in runs:
+            question, images = cases[name]
             ids = tokenizer_image_token(_prompt([("user", "<image>\n" + question), ("assistant", None)]),
                                         tokenizer, -200, return_tensors="pt").unsqueeze(0)
             model.update_prompt([[question]])
@@ -333,8 +337,14 @@ def main() -> None:
     tensors["frames"] = torch.from_numpy(_frames())
     tensors["image"] = torch.from_numpy(np.array(_image()))
     record["frame_choice"] = record_frame_choice()
+    # the other Q-Former kind (no LayerNorm, reading the tower's width) and grid:2 content tokens (4 a frame)
+    grid = _build(work, seed=1, bert_type="qformer", compress="grid:2", name="llama-vid-tiny-grid")
+    tokenizer, model, processor = _load(grid)
+    grid_tensors, record["grid"] = record_model(tokenizer, model, processor, runs=("video",))
+    tensors["grid/video/logits"] = grid_tensors["video/logits"]
     out = args.out
-    for part, files in (("checkpoint", sorted(folder.iterdir())), ("", [work / "eva_vit_g.pth"]),
+    for part, files in (("checkpoint", sorted(folder.iterdir())), ("checkpoint-grid", sorted(grid.iterdir())),
+                        ("", [work / "eva_vit_g.pth"]),
                         ("bert-base-uncased", [work / "bert-base-uncased" / "vocab.txt",
                                                work / "bert-base-uncased" / "tokenizer_config.json",
                                                work / "bert-base-uncased" / "config.json"]),

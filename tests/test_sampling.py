@@ -189,7 +189,7 @@ def test_evenly_spaced_includes_both_ends():
         ({"max_frames": 0}, "max_frames\n  Input should be greater than or equal to 1"),
         ({"min_frames": 10, "max_frames": 5}, "min_frames \\(10\\) is above max_frames \\(5\\)"),
         ({"num_frames": 0}, "num_frames\n  Input should be greater than or equal to 1"),
-        ({"frame_rule": "nearest"}, "frame_rule\n  Input should be 'videollama3', 'on_screen' or 'uniform'"),
+        ({"frame_rule": "nearest"}, "frame_rule\n  Input should be 'videollama3', 'on_screen', 'uniform' or 'stride'"),
         ({"start": 3}, "start\n  Extra inputs are not permitted"),
     ],
 )

@@ -51,7 +51,8 @@ def model_tiny(
     out_dir: Annotated[Path, typer.Argument(help="Folder to write the model to.")],
     seed: Annotated[int, typer.Option(help="Random seed of the weights; the same seed gives the same files.")] = 0,
     overwrite: Annotated[bool, typer.Option(help="Replace OUT_DIR if it already holds files.")] = False,
-    family: Annotated[str, typer.Option(help="videollama3, or tinyllava-video (docs/models.md).")] = "videollama3",
+    family: Annotated[str, typer.Option(help="videollama3, tinyllava-video or llama-vid (docs/models.md).")]
+    = "videollama3",
     shape: Annotated[str, typer.Option(help="tiny, or 2b / 7b: the released model's sizes with fewer layers, "
                                             "random weights, to measure memory and speed (not to answer).")] = "tiny",
     layers: Annotated[int | None, typer.Option(help="LLM and vision layers (default: 2 for 2b/7b, tiny's own).")]
@@ -67,8 +68,15 @@ def model_tiny(
 
         typer.echo(f"wrote tiny TinyLLaVA-Video to {build_tiny_tinyllava_video(out_dir, seed, overwrite=overwrite)}")
         return
+    if family == "llama-vid":
+        if shape != "tiny" or layers is not None:
+            raise typer.BadParameter("--shape and --layers are for videollama3", param_hint="--family")
+        from vidlab.models.llama_vid.tiny import build_tiny_llama_vid
+
+        typer.echo(f"wrote tiny LLaMA-VID to {build_tiny_llama_vid(out_dir, seed, overwrite=overwrite)}")
+        return
     if family != "videollama3":
-        raise typer.BadParameter(f"{family!r}: use videollama3 or tinyllava-video", param_hint="--family")
+        raise typer.BadParameter(f"{family!r}: use videollama3, tinyllava-video or llama-vid", param_hint="--family")
     from vidlab.models.shapes import shape_spec
     from vidlab.models.tiny import build_tiny_model
 
@@ -101,14 +109,22 @@ def model_convert(
     tokenizer: Annotated[
         str | None, typer.Option(help="TinyLLaVA-Video checkpoints without a tokenizer: the LLM's tokenizer folder.")
     ] = None,
+    vision_tower: Annotated[
+        str | None, typer.Option(help="LLaMA-VID: LAVIS's eva_vit_g.pth (default: the path its config.json names).")
+    ] = None,
+    bert: Annotated[
+        str | None, typer.Option(help="LLaMA-VID: a bert-base-uncased folder for its Q-Former (default: the Hub's).")
+    ] = None,
 ) -> None:
-    """Convert an original VideoLLaMA3 checkpoint (or LoRA run, merged), or a TinyLLaVA-Video one, for vidlab."""
+    """Convert an original VideoLLaMA3 checkpoint (or LoRA run, merged), or a TinyLLaVA-Video or LLaMA-VID one,
+    for vidlab."""
     quiet_transformers()
     from vidlab.models.convert.checkpoint import convert_checkpoint
     from vidlab.models.info import render_model_info
 
     result = convert_checkpoint(src, out_dir, dtype=dtype, base=base, max_shard_size=max_shard_size,
-                                llm_only=llm_only, progress=progress, tokenizer=tokenizer)
+                                llm_only=llm_only, progress=progress, tokenizer=tokenizer,
+                                vision_tower=vision_tower, bert=bert)
     typer.echo(f"wrote {result.info.get('family', 'native VideoLLaMA3')} to {result.folder}")
     typer.echo(render_model_info(result.info))
 

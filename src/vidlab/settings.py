@@ -48,11 +48,12 @@ class Sampling(BaseModel):
         3.0, **_RATE, **_OPERATOR,
         description="Frame rate of videos stored as folders of frame images (VideoLLaMA3 extracts at 3).",
     )
-    frame_rule: Literal["videollama3", "on_screen", "uniform"] = Field(
+    frame_rule: Literal["videollama3", "on_screen", "uniform", "stride"] = Field(
         "videollama3", description="videollama3: the frames and stamps of VideoLLaMA3's own loader, which the released "
         "models were trained with; on_screen: the frame on screen at each tick, stamped with its true time; uniform: "
         "TinyLLaVA-Video's loader: num_frames (or one per whole second, at most max_frames) spread evenly over all "
-        "frames, repeated when the video has fewer.",
+        "frames, repeated when the video has fewer; stride: LLaMA-VID's loader: every round(average rate / fps)-th "
+        "frame from the first (its 1 fps), more than max_frames thinned evenly.",
     )
     precise_time: bool | None = Field(
         None, description="Clip windows as VideoLLaMA3's precise_time: true cuts after the fps filter (ticks from the "

@@ -1,6 +1,6 @@
 """Which frames to take from a video, and the time the prompt announces for each: arithmetic on frame times.
 
-Three rules (`Sampling.frame_rule`):
+Four rules (`Sampling.frame_rule`):
 
 - "videollama3" (the default): the frames and stamps VideoLLaMA3's own loader gives
   (`load_video` in its mm_utils.py), which the released checkpoints were trained and evaluated
@@ -18,6 +18,9 @@ Three rules (`Sampling.frame_rule`):
   without it int(frames / average rate) frames (its "1 fps"), at most max_frames, at
   linspace(0, frames - 1, n) floored over all the video's frames (a frame repeats when there are
   fewer), stamped with their true times. tests/test_seeds_tinyllava_video.py holds it to the original.
+- "stride": LLaMA-VID's loader (decord, then every round(average rate / fps)-th frame from the first:
+  its "1 fps"), more than max_frames thinned by linspace (the original has no limit), stamped with
+  their true times. tests/test_seeds_llama_vid.py holds it to the original.
 
 `num_frames` takes that many evenly spaced frames instead (VideoLLaMA3: FFmpeg's frames at the
 stream's nominal rate, linspace);
@@ -110,6 +113,8 @@ def pick_frames(timeline: Timeline, sampling: Sampling, start: float | None = No
         picks = _on_screen(timeline, sampling, start, end)
     elif sampling.frame_rule == "uniform":
         picks = _uniform(timeline, sampling, start, end)
+    elif sampling.frame_rule == "stride":
+        picks = _stride(timeline, sampling, start, end)
     elif timeline.index_rate is not None or (start is not None and end is not None and end - start < 1):
         picks = _by_index(timeline, sampling, start, end)
     else:
@@ -155,6 +160,18 @@ def _uniform(timeline: Timeline, sampling: Sampling, start: float | None, end: f
     window = _window(timeline, start, end) or [frame_on_screen(timeline.times, start or 0.0)]
     wanted = sampling.num_frames or min(sampling.max_frames, max(1, int(len(window) / timeline.rate)))
     chosen = [window[i] for i in np.linspace(0, len(window) - 1, wanted).astype(int)]
+    return Picks(chosen, [max(float(timeline.times[i]) - (start or 0.0), 0.0) for i in chosen])
+
+
+def _stride(timeline: Timeline, sampling: Sampling, start: float | None, end: float | None) -> Picks:
+    """LLaMA-VID's rule: every round(rate / fps)-th frame of the window from its first (Python's round, at least 1)."""
+    window = _window(timeline, start, end) or [frame_on_screen(timeline.times, start or 0.0)]
+    if sampling.num_frames is not None:
+        chosen = [window[i] for i in evenly_spaced(len(window), sampling.num_frames)]
+    else:
+        chosen = window[:: max(1, round(timeline.rate / sampling.fps))]
+        if len(chosen) > sampling.max_frames:
+            chosen = [chosen[i] for i in evenly_spaced(len(chosen), sampling.max_frames)]
     return Picks(chosen, [max(float(timeline.times[i]) - (start or 0.0), 0.0) for i in chosen])
 
 

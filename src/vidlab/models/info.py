@@ -196,6 +196,10 @@ def model_info(path: str | Path) -> dict:
         from vidlab.models.tinyllava_video.info import tinyllava_video_info
 
         return tinyllava_video_info(folder)
+    if _model_type(folder) == "vidlab_llama_vid":
+        from vidlab.models.llama_vid.info import llama_vid_info
+
+        return llama_vid_info(folder)
     try:
         kind = folder_kind(folder)
         if kind == "native":

@@ -29,8 +29,8 @@ COMPRESSED_MODEL_TYPE = "vidlab_video_llama_3"  # a native VideoLLaMA3 with a vi
 NATIVE_MODEL_TYPES = (NATIVE_MODEL_TYPE, COMPRESSED_MODEL_TYPE)
 ORIGINAL_MODEL_TYPES = {"videollama3_qwen2", "videollama3"}
 # Other model families: model_type -> their family (vidlab.models.<family>); the original layouts vidlab converts.
-FAMILY_MODEL_TYPES = {"vidlab_tinyllava_video": "tinyllava_video"}
-ORIGINAL_FAMILY_TYPES = {"tinyllava": "TinyLLaVA-Video"}
+FAMILY_MODEL_TYPES = {"vidlab_tinyllava_video": "tinyllava_video", "vidlab_llama_vid": "llama_vid"}
+ORIGINAL_FAMILY_TYPES = {"tinyllava": "TinyLLaVA-Video", "llava": "LLaMA-VID"}
 DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
           "fp32": torch.float32, "float32": torch.float32}
 
@@ -213,6 +213,11 @@ def load_model(
 
         return load_tinyllava_video(source, adapters=adapters, dtype=torch_dtype, device=device,
                                     attn_implementation=attn_implementation, quantize=quantize)
+    if model_family(source) == "llama_vid":
+        from vidlab.models.llama_vid.load import load_llama_vid
+
+        return load_llama_vid(source, adapters=adapters, dtype=torch_dtype, device=device,
+                              attn_implementation=attn_implementation, quantize=quantize)
     placement: dict = {"device_map": str(device)}
     if quantize is not None and device.type == "cuda":
         torch_dtype = torch_dtype if torch_dtype != torch.float32 else torch.float16  # bitsandbytes computes in half

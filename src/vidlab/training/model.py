@@ -144,6 +144,13 @@ def load_for_training(config: TrainConfig, device: torch.device, mixed_precision
         model = TinyLlavaVideoForConditionalGeneration.from_pretrained(
             source, dtype=load_dtype, attn_implementation=config.model.attn_implementation, **kwargs)
         processor = TinyLlavaVideoProcessor.from_pretrained(source)
+    elif family == "llama_vid":
+        from vidlab.models.llama_vid.model import LlamaVidForConditionalGeneration
+        from vidlab.models.llama_vid.processor import LlamaVidProcessor
+
+        model = LlamaVidForConditionalGeneration.from_pretrained(
+            source, dtype=load_dtype, attn_implementation=config.model.attn_implementation, **kwargs)
+        processor = LlamaVidProcessor.from_pretrained(source)
     else:
         model = load_weights(source, wanted if wanted is not None and wanted.active else own, dtype=load_dtype,
                              attn_implementation=config.model.attn_implementation, **kwargs)

@@ -291,6 +291,8 @@ def convert_checkpoint(
     llm_only: bool = False,
     progress: bool = True,
     tokenizer: str | Path | None = None,
+    vision_tower: str | Path | None = None,
+    bert: str | Path | None = None,
 ) -> CheckpointConversion:
     """`vidlab model convert`: an original VideoLLaMA3 checkpoint (or LoRA run, merged) -> a native transformers folder.
 
@@ -306,6 +308,8 @@ def convert_checkpoint(
             adapters, so the base's projector and vision encoder are the right ones.
         progress: show a progress bar over the source shards.
         tokenizer: TinyLLaVA-Video checkpoints without their tokenizer: the LLM's tokenizer folder.
+        vision_tower: LLaMA-VID: LAVIS's eva_vit_g.pth (default: the path its config.json names).
+        bert: LLaMA-VID: a bert-base-uncased folder for the Q-Former's tokenizer (default: from the Hub).
 
     Returns:
         The folder, complete (weights, config, tokenizer, chat template, image and video processor
@@ -320,6 +324,12 @@ def convert_checkpoint(
 
     if is_original_tinyllava_source(src):  # another family's layout: its own converter
         folder = convert_tinyllava_video(src, out_dir, dtype=dtype, tokenizer=tokenizer, max_shard_size=max_shard_size)
+        return CheckpointConversion(folder, model_info(folder))
+    from vidlab.models.llama_vid.convert import convert_llama_vid, is_original_llama_vid_source
+
+    if is_original_llama_vid_source(src):
+        folder = convert_llama_vid(src, out_dir, dtype=dtype, vision_tower=vision_tower, bert=bert,
+                                   max_shard_size=max_shard_size)
         return CheckpointConversion(folder, model_info(folder))
     folder = _write_native(src, out_dir, dtype=dtype, progress=progress, base=base, max_shard_size=max_shard_size,
                            llm_only=llm_only)

@@ -139,6 +139,9 @@ def write_report(run_dir: str | Path) -> Path:
             ["data", f"{info.get('data')} ({info.get('format')})"], ["frames", frames],
             ["max new tokens", info.get("max_new_tokens")], ["DiffFP compression", info.get("compression")],
         ]) + [""]
+    from vidlab.evaluation.endpoint import endpoint_report_lines
+
+    lines += endpoint_report_lines(run_dir, info)  # answers from an endpoint: which, and their requests and tokens
     lines += ["## Counts", ""]
     others = [k for k in ("match", "judged", "grounding") if counts.get(k)]
     lines += _table(["evaluated", "open-ended", "multiple choice", *others, "skipped"], [[

@@ -95,7 +95,7 @@ def test_api_through_vidlab_serve_gives_in_process_predictions(tiny_model, serve
         assert {k: there[rid][k] for k in SAME} == {k: here[rid][k] for k in SAME}, rid
     assert list(there) == list(here)  # written in data-set order after the merge
     assert {s.id for s in remote.skipped} == {s.id for s in local.skipped} == {"missing", "broken"}
-    assert "400" in next(s.reason for s in remote.skipped if s.id == "broken")  # the server refused it
+    assert "answered 422" in next(s.reason for s in remote.skipped if s.id == "broken")  # the server refused it
     assert remote.metrics["bleu4"] == pytest.approx(local.metrics["bleu4"])
 
     info = json.loads((tmp_path / "api" / "run.json").read_text())

@@ -4,7 +4,8 @@
 
 A synthetic caption set (`vidlab data synth`) is answered in-process (batch 1, the reference, and batch 8),
 then through a `vidlab serve` of the same model started here on 127.0.0.1 (1 replica, its own batching), and
-with --ray through `vidlab serve --ray --replicas 2` (1 CPU each). Each way writes its own run folder. Prints
+with --ray through `vidlab serve --ray --replicas 2` (1 CPU each). Each way writes its own run folder, after a
+few warm-up records. Prints
 samples/s, the ratio against the reference, how many predictions equal the reference's (greedy: all should),
 and the endpoint's requests and tokens. Servers are stopped by their process id.
 """
@@ -99,6 +100,8 @@ def main() -> None:
         generation = GenerationOptions(max_new_tokens=12)
 
         loaded = load_model(model_dir, device="cpu")
+        run_predictions(loaded, records, tmp / "warm", options=RunOptions(limit=2, generation=generation,
+                                                                          progress=False))  # first-call costs
         for label, batch in (("in-process, batch 1 (reference)", 1), ("in-process, batch 8", 8)):
             folder = tmp / f"local{batch}"
             started = time.perf_counter()
@@ -116,6 +119,8 @@ def main() -> None:
             try:
                 folder = tmp / f"api{n}"
                 api = ApiOptions(url, "tiny", concurrency=args.concurrency)
+                run_api_predictions(api, records, tmp / f"warm{n}", options=RunOptions(
+                    limit=2 * args.concurrency, generation=generation, progress=False))  # every replica's first calls
                 started = time.perf_counter()
                 run = run_api_predictions(api, records, folder, options=RunOptions(generation=generation,
                                                                                    progress=False))

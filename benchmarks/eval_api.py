@@ -84,7 +84,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from vidlab.data.synthetic_dataset import SynthSettings, write_synthetic_dataset
-    from vidlab.evaluation.endpoint import ApiOptions, endpoint_usage, run_api_predictions
+    from vidlab.evaluation.api_usage import endpoint_usage
+    from vidlab.evaluation.endpoint import ApiOptions, run_api_predictions
     from vidlab.evaluation.run import RunOptions, run_predictions
     from vidlab.models import load_model
     from vidlab.models.tiny import build_tiny_model

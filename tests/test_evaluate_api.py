@@ -21,7 +21,8 @@ from serve_support import one_thread_torch, running, wait_for
 from vidlab.data.synthetic import Scene, write_scene
 from vidlab.errors import EvaluationError
 from vidlab.evaluation.api import evaluate
-from vidlab.evaluation.endpoint import REQUESTS_LOG, ApiOptions, endpoint_usage, stamp_text
+from vidlab.evaluation.api_usage import REQUESTS_LOG, endpoint_usage
+from vidlab.evaluation.endpoint import ApiOptions, stamp_text
 from vidlab.evaluation.report import compare_runs
 from vidlab.evaluation.run import RunOptions
 from vidlab.media import load_video

@@ -194,7 +194,7 @@ def run_command(
     typer.echo(f"{out / PREDICTIONS}: {result.predictions} predictions ({result.answered} new), "
                f"{len(result.skipped)} records skipped (see {out / SKIPPED})")
     if api is not None:
-        from vidlab.evaluation.endpoint import REQUESTS_LOG, endpoint_usage
+        from vidlab.evaluation.api_usage import REQUESTS_LOG, endpoint_usage
 
         usage = endpoint_usage(out)
         if usage is not None:

@@ -21,6 +21,7 @@ import base64
 import io
 import json
 import mimetypes
+import os
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from typing import Any, Literal
 
 from vidlab.conversation import Conversation, MediaPart, TextPart
 from vidlab.errors import EvaluationError
+from vidlab.evaluation.api_usage import REQUESTS_LOG
 from vidlab.evaluation.records import EvalRecord, EvalSet, Skipped
 from vidlab.evaluation.run import (
     PREDICTIONS,
@@ -51,7 +53,6 @@ from vidlab.media.cache import MediaCache
 from vidlab.media.clip import announced_stamps, require_exists
 from vidlab.settings import MediaSettings, request_fields
 
-REQUESTS_LOG = "api_requests.jsonl"
 # run.json's "api" keys that must match for a rerun to continue a folder (the URL may change: the same model
 # served on another port or host answers the same).
 SAME_ENDPOINT_KEYS = ("model", "media")
@@ -418,6 +419,9 @@ def run_api_predictions(
         EvaluationError: the endpoint cannot be reached, refuses the key or does not serve the model (before
             any request; during the run, after the answers so far are kept), or the folder holds another run.
     """
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise EvaluationError("evaluation through an endpoint runs in one process (its --concurrency requests are "
+                              "in flight at once): start it without accelerate launch or torchrun.")
     out_dir = Path(out_dir)
     if not isinstance(data, EvalSet):
         data = load_eval_set(data, data_root, format, subtitles)
@@ -492,48 +496,3 @@ def run_api_predictions(
         raise EvaluationError(f"{out_dir}: stopped: {stopped}. The {result.predictions} answers so far are kept; fix "
                               "the key or --api-model and run again to answer the rest.")
     return result
-
-
-@dataclass
-class EndpointUsage:
-    """What a run folder's requests cost in all (every call into it, killed ones included)."""
-
-    records: int = 0  # records asked about (answered or failed), counted once per call
-    requests: int = 0  # HTTP requests, retries included
-    retries: int = 0
-    failed: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    seconds: float = 0.0
-
-
-def endpoint_usage(run_dir: str | Path) -> EndpointUsage | None:
-    """The sums of `api_requests.jsonl` (None: the run did not go through an endpoint)."""
-    path = Path(run_dir) / REQUESTS_LOG
-    if not path.exists():
-        return None
-    usage = EndpointUsage()
-    for row in read_jsonl(path, torn_tail_ok=True):
-        usage.records += 1
-        usage.requests += int(row.get("requests") or 0)
-        usage.retries += max(0, int(row.get("requests") or 0) - 1)
-        usage.failed += row.get("error") is not None
-        usage.prompt_tokens += int(row.get("prompt_tokens") or 0)
-        usage.completion_tokens += int(row.get("completion_tokens") or 0)
-        usage.seconds += float(row.get("seconds") or 0)
-    return usage
-
-
-def endpoint_report_lines(run_dir: str | Path, info: dict) -> list[str]:
-    """report.md's section on the endpoint: where the answers came from and what they cost."""
-    api = info.get("api")
-    usage = endpoint_usage(run_dir)
-    if not api or usage is None:
-        return []
-    lines = ["## Endpoint", "",
-             f"Answers from `{api.get('model')}` at {api.get('url')}, media sent as {api.get('media')}.", "",
-             "| requests | retries | failed records | prompt tokens | completion tokens | request seconds |",
-             "| --- | --- | --- | --- | --- | --- |",
-             f"| {usage.requests} | {usage.retries} | {usage.failed} | {usage.prompt_tokens} | "
-             f"{usage.completion_tokens} | {usage.seconds:.1f} |", ""]
-    return lines

@@ -4,8 +4,8 @@
 
 A synthetic caption set (`vidlab data synth`) is answered in-process (batch 1, the reference, and batch 8),
 then through a `vidlab serve` of the same model started here on 127.0.0.1 (1 replica, its own batching), and
-with --ray through `vidlab serve --ray --replicas 2` (1 CPU each). Each way writes its own run folder, after a
-few warm-up records. Prints
+with --ray through `vidlab serve --ray --replicas 2` (1 CPU each). Each way writes its own run folder, after
+warm-up records of other videos; the reference runs again last, to show how the machine's load drifted. Prints
 samples/s, the ratio against the reference, how many predictions equal the reference's (greedy: all should),
 and the endpoint's requests and tokens. Servers are stopped by their process id.
 """
@@ -94,22 +94,28 @@ def main() -> None:
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        data = write_synthetic_dataset(tmp / "data", SynthSettings(train=1, val=0, test=args.videos, size=args.size),
-                                       progress=False)
-        records = data / "test.caption.jsonl"
+        warm_count = 2 * args.concurrency
+        data = write_synthetic_dataset(tmp / "data", SynthSettings(train=1, val=0, test=args.videos + warm_count,
+                                                                   size=args.size), progress=False)
+        # Warm-up records of their own (other videos), so that no cache of the timed records is warm.
+        lines = (data / "test.caption.jsonl").read_text().splitlines()
+        warm, records = data / "warm.jsonl", data / "timed.jsonl"
+        warm.write_text("\n".join(lines[:warm_count]) + "\n")
+        records.write_text("\n".join(lines[warm_count:]) + "\n")
         model_dir = build_tiny_model(tmp / "tiny")
         generation = GenerationOptions(max_new_tokens=12)
 
         loaded = load_model(model_dir, device="cpu")
-        run_predictions(loaded, records, tmp / "warm", options=RunOptions(limit=2, generation=generation,
-                                                                          progress=False))  # first-call costs
-        for label, batch in (("in-process, batch 1 (reference)", 1), ("in-process, batch 8", 8)):
-            folder = tmp / f"local{batch}"
+        run_predictions(loaded, warm, tmp / "warm", options=RunOptions(generation=generation, progress=False))
+
+        def in_process(label: str, batch: int, folder: Path) -> None:
             started = time.perf_counter()
             run = run_predictions(loaded, records, folder, options=RunOptions(batch_size=batch, generation=generation,
                                                                              progress=False))
             results.append((label, run.answered / (time.perf_counter() - started), folder, None))
-        del loaded
+
+        in_process("in-process, batch 1 (reference)", 1, tmp / "local1")
+        in_process("in-process, batch 8", 8, tmp / "local8")
 
         ways = [(f"vidlab serve, 1 replica, --concurrency {args.concurrency}", [])]
         if args.ray:
@@ -120,8 +126,8 @@ def main() -> None:
             try:
                 folder = tmp / f"api{n}"
                 api = ApiOptions(url, "tiny", concurrency=args.concurrency)
-                run_api_predictions(api, records, tmp / f"warm{n}", options=RunOptions(
-                    limit=2 * args.concurrency, generation=generation, progress=False))  # every replica's first calls
+                run_api_predictions(api, warm, tmp / f"warm{n}", options=RunOptions(generation=generation,
+                                                                                   progress=False))
                 started = time.perf_counter()
                 run = run_api_predictions(api, records, folder, options=RunOptions(generation=generation,
                                                                                    progress=False))
@@ -129,6 +135,7 @@ def main() -> None:
                                 endpoint_usage(folder)))
             finally:
                 stop_server(process)
+        in_process("in-process, batch 1, again last (load drift)", 1, tmp / "local1-again")
 
         reference = predictions(results[0][2])
         print(f"{args.videos} caption records, {args.size}x{args.size} synthetic videos, tiny model, greedy, "

@@ -81,7 +81,13 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--ray", action="store_true", help="also 2 replicas through Ray Serve")
     parser.add_argument("--start-timeout", type=float, default=300.0)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads, here and in each server process (on "
+                        "a shared machine, more threads spin against each other)")
     args = parser.parse_args()
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(args.threads)  # the servers inherit it
+    import torch
+
+    torch.set_num_threads(args.threads)
 
     from vidlab.data.synthetic_dataset import SynthSettings, write_synthetic_dataset
     from vidlab.evaluation.api_usage import endpoint_usage
@@ -139,7 +145,7 @@ def main() -> None:
 
         reference = predictions(results[0][2])
         print(f"{args.videos} caption records, {args.size}x{args.size} synthetic videos, tiny model, greedy, "
-              f"12 new tokens, {os.cpu_count()} CPUs")
+              f"12 new tokens, {args.threads} torch thread(s) per process, {os.cpu_count()} CPUs")
         for label, rate, folder, usage in results:
             same = sum(predictions(folder).get(i) == p for i, p in reference.items())
             cost = f"  {usage.requests} requests, {usage.prompt_tokens}+{usage.completion_tokens} tokens" \

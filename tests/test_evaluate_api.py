@@ -250,3 +250,21 @@ def test_kill_9_then_resume_gives_one_prediction_per_record(data_dir, tmp_path):
     # the rerun asked only about what the killed run had not written (in-flight answers are asked again)
     assert len(stand_in.bodies) - before <= 16 - 4
     assert "sk-secret" not in (out / "run.json").read_text()
+
+
+def test_cli_asks_for_one_model_source_in_one_line(tmp_path):
+    def run(*args: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "vidlab.evaluation.cli", "run", "--data", str(tmp_path / "d.jsonl"),
+                   "--out", str(tmp_path / "o"), *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+    both = run("--model", "m", "--api", "http://127.0.0.1:9/v1", "--api-model", "x")
+    assert both.returncode == 2 and "give --model (a local checkpoint) or --api URL" in both.stderr
+    nameless = run("--api", "http://127.0.0.1:9/v1")
+    assert nameless.returncode == 2 and "--api needs --api-model" in nameless.stderr
+    (tmp_path / "d.jsonl").write_text(json.dumps(record("a", "Hi?")) + "\n")
+    unreachable = run("--api", "http://127.0.0.1:9/v1", "--api-model", "x", "--api-retries", "0")
+    assert unreachable.returncode == 2 and "Traceback" not in unreachable.stderr
+    assert "http://127.0.0.1:9/v1: cannot reach the endpoint" in unreachable.stderr
+    assert not (tmp_path / "o" / "predictions.jsonl").exists()

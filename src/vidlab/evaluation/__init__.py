@@ -5,6 +5,7 @@
     score_file("runs/eval-base/predictions.jsonl")
     write_report("runs/eval-base")
     evaluate_benchmarks("runs/tiny", "benchmarks/video", "runs/all")     # every benchmark found, one summary
+    run_api_predictions(ApiOptions("http://localhost:8000/v1", "tiny"), "eval.jsonl", "runs/api")  # an endpoint
 
 Names are imported on first use, so importing the package does not pay for torch.
 """
@@ -24,6 +25,8 @@ _EXPORTS = {
     "score_file": "vidlab.evaluation.metrics",
     "RunOptions": "vidlab.evaluation.run",
     "run_predictions": "vidlab.evaluation.run",
+    "ApiOptions": "vidlab.evaluation.endpoint",
+    "run_api_predictions": "vidlab.evaluation.endpoint",
     "compare_runs": "vidlab.evaluation.report",
     "write_report": "vidlab.evaluation.report",
     "BENCHMARKS": "vidlab.evaluation.benchmarks",

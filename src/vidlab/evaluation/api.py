@@ -3,6 +3,7 @@
     result = vidlab.evaluate("runs/base", "data/test.jsonl", "runs/eval-base")
     result.metrics["bleu4"], result.skipped, result.report
     vidlab.evaluate("runs/base", "benchmarks/video/mvbench", "runs/mvbench", benchmark="mvbench")
+    vidlab.evaluate(ApiOptions("http://localhost:8000/v1", "videollama3"), "data/test.jsonl", "runs/api")  # an endpoint
     vidlab.score("runs/eval-base/predictions.jsonl", metrics=["bleu4", "cider"])
     evaluate_benchmarks("runs/base", "benchmarks/video", "runs/all")     # vidlab eval run --benchmark all
 """
@@ -98,7 +99,9 @@ def evaluate(
     """Answer every record of `data` (resuming a folder that has some answers), then score and report.
 
     Args:
-        model: a checkpoint folder or hub id, or a loaded `(model, processor)` pair.
+        model: a checkpoint folder or hub id, a loaded `(model, processor)` pair, or an
+            `vidlab.evaluation.endpoint.ApiOptions`: the answers come from that OpenAI-compatible endpoint
+            (`vidlab serve`, vLLM, a hosted model) with the same records, prompts, frames and scoring.
         data: an `EvalSet`, a data file / folder (read with `format`, `data_root`, `subtitles`), or, with
             `benchmark`, the benchmark's folder as released.
         out_dir: the run folder; running again into it answers only the missing records.
@@ -130,8 +133,17 @@ def evaluate(
     elif split is not None:
         raise EvaluationError("--split applies to a benchmark: give --benchmark NAME --root DIR.")
     out_dir = Path(out_dir).expanduser()
-    run = run_predictions(model, data, out_dir, adapter=adapter, data_root=data_root, format=format,
-                          subtitles=subtitles, options=options, device=device, dtype=dtype, quantize=quantize)
+    from vidlab.evaluation.endpoint import ApiOptions, run_api_predictions
+
+    if isinstance(model, ApiOptions):
+        if adapter is not None or quantize is not None:
+            raise EvaluationError("adapter and quantize apply to a local model; through an endpoint, name the "
+                                  "adapter as the model (vidlab serve serves each adapter under its name).")
+        run = run_api_predictions(model, data, out_dir, data_root=data_root, format=format, subtitles=subtitles,
+                                  options=options)
+    else:
+        run = run_predictions(model, data, out_dir, adapter=adapter, data_root=data_root, format=format,
+                              subtitles=subtitles, options=options, device=device, dtype=dtype, quantize=quantize)
     result = EvalResult(out_dir, run.records, run.predictions, run.answered, run.skipped, is_main=run.is_main)
     if not run.is_main or not score_predictions:
         return result

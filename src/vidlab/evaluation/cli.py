@@ -75,7 +75,8 @@ def _summary(metrics: dict) -> str:
 @eval_app.command("run")
 @media_options()
 def run_command(
-    model: Annotated[str, typer.Option(help="Checkpoint folder or hub id of a native VideoLLaMA3.")] = ...,
+    model: Annotated[str | None, typer.Option(help="Checkpoint folder or hub id of a native VideoLLaMA3 (or use "
+                                              "--api).")] = None,
     out: Annotated[Path, typer.Option(help="Folder for predictions.jsonl, skipped.jsonl, metrics.json, report.md "
                                       "(--benchmark all: a folder per benchmark and summary.md). Rerunning into the "
                                       "same folder resumes.")] = ...,
@@ -119,11 +120,48 @@ def run_command(
                                         "accelerate).")] = "auto",
     dtype: Annotated[str, typer.Option(help="auto, bf16, fp16 or fp32.")] = "auto",
     quantize: QuantizeOption = None,
+    api: Annotated[str | None, typer.Option(
+        help="Base URL of an OpenAI-compatible endpoint (e.g. http://localhost:8000/v1: a `vidlab serve`, vLLM, a "
+             "hosted model) that answers instead of a local --model: the same records, frames, prompts and "
+             "scoring.")] = None,
+    api_model: Annotated[str | None, typer.Option(help="The model the --api endpoint serves (vidlab serve: its "
+                                                  "--name, or an adapter's name).")] = None,
+    api_key: Annotated[str | None, typer.Option(help="API key of the --api endpoint (never written to the run "
+                                                "folder).", envvar="VIDLAB_API_KEY")] = None,
+    concurrency: Annotated[int, typer.Option(help="--api: requests in flight at once.")] = 4,
+    api_media: Annotated[str, typer.Option(
+        help="--api: video (each video a video_url part; the server picks the frames from these settings, sent "
+             "in mm_processor_kwargs) or frames (vidlab's frames as image_url parts, each after its `Time X.Xs:`, "
+             "for image-only models).")] = "video",
+    api_video_source: Annotated[str, typer.Option(
+        help="--api-media video: upload (the file as a data: URL) or path (a file:// URL, for a server on this "
+             "machine: vidlab serve --media-root, vLLM --allowed-local-media-path).")] = "upload",
+    api_image_format: Annotated[str, typer.Option(help="--api-media frames: jpeg or png.")] = "jpeg",
+    api_frame_side: Annotated[int, typer.Option(help="--api-media frames: longest side of a sent frame in pixels "
+                                                "(0: as decoded).")] = 768,
+    api_timeout: Annotated[float, typer.Option(help="--api: seconds one request may take.")] = 600.0,
+    api_retries: Annotated[int, typer.Option(help="--api: tries again after a connection error, timeout, 429 or "
+                                             "5xx, with backoff (following Retry-After).")] = 3,
 ) -> None:
     """Answer every record of --data (or of --benchmark NAME --root DIR) into OUT/predictions.jsonl (resumable,
-    shardable), then score and report."""
+    shardable), then score and report. With --api, an OpenAI-compatible endpoint answers."""
     if (data is None) == (benchmark is None) or (benchmark is not None and root is None):
         raise typer.BadParameter("give --data FILE, or --benchmark NAME (or all) with --root DIR.")
+    if (model is None) == (api is None):
+        raise typer.BadParameter("give --model (a local checkpoint) or --api URL with --api-model NAME.")
+    if api is not None:
+        from vidlab.evaluation.endpoint import ApiOptions
+
+        if not api_model:
+            raise typer.BadParameter("--api needs --api-model: the model name the endpoint serves.")
+        if adapter is not None or quantize is not None:
+            raise typer.BadParameter("--adapter and --quantize apply to a local --model; through --api, name the "
+                                     "adapter with --api-model.")
+        try:
+            model = ApiOptions(api, api_model, api_key, concurrency, api_media, api_video_source, api_image_format,
+                               api_frame_side or None, api_timeout, api_retries)
+        except ValueError as err:
+            raise typer.BadParameter(str(err)) from err
     settings = media_options.settings()
     generation = generation_options(max_new_tokens=max_new_tokens)
     from vidlab.evaluation.run import PREDICTIONS, SKIPPED, RunOptions
@@ -155,6 +193,14 @@ def run_command(
         return
     typer.echo(f"{out / PREDICTIONS}: {result.predictions} predictions ({result.answered} new), "
                f"{len(result.skipped)} records skipped (see {out / SKIPPED})")
+    if api is not None:
+        from vidlab.evaluation.api_usage import REQUESTS_LOG, endpoint_usage
+
+        usage = endpoint_usage(out)
+        if usage is not None:
+            typer.echo(f"{api}: {usage.requests} requests ({usage.retries} retries, {usage.failed} failed), "
+                       f"{usage.prompt_tokens} prompt and {usage.completion_tokens} completion tokens in all "
+                       f"(see {out / REQUESTS_LOG})")
     if result.metrics is not None:
         typer.echo(_summary(result.metrics))
         typer.echo(f"wrote {out / 'metrics.json'} and {result.report}")

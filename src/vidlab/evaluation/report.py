@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from vidlab.errors import EvaluationError
+from vidlab.evaluation.api_usage import endpoint_report_lines
 from vidlab.evaluation.metrics import DEFINITIONS, METRICS, METRICS_FILE
 from vidlab.files import read_jsonl, save_figure, write_atomic, write_json
 
@@ -139,6 +140,7 @@ def write_report(run_dir: str | Path) -> Path:
             ["data", f"{info.get('data')} ({info.get('format')})"], ["frames", frames],
             ["max new tokens", info.get("max_new_tokens")], ["DiffFP compression", info.get("compression")],
         ]) + [""]
+    lines += endpoint_report_lines(run_dir, info)  # answers from an endpoint: which, and their requests and tokens
     lines += ["## Counts", ""]
     others = [k for k in ("match", "judged", "grounding") if counts.get(k)]
     lines += _table(["evaluated", "open-ended", "multiple choice", *others, "skipped"], [[

@@ -77,6 +77,35 @@ def rows_inputs(prompt: EncodedPrompt, rows: int) -> dict:
     return out
 
 
+def shuffled_frames(prompt: EncodedPrompt, generator: torch.Generator | None = None) -> EncodedPrompt:
+    """The prompt with each video's frames in a random order (T-GRPO's contrast), from its computed features.
+
+    The vision encoder attends within a frame only, so shuffling a video's per-frame feature blocks is
+    what encoding shuffled frames gives, without running the encoder again. The prompt's text (the frames'
+    timestamps included) stays as it is, as in Video-R1, which shuffles the frames after sampling them.
+    A video of several frames never keeps its order (an identity draw is rotated by one frame).
+    """
+    if not prompt.features:
+        return prompt
+    grids, merges = prompt.tensors["video_grid_thw"], prompt.tensors["video_merge_sizes"]
+    features, orders = [], []
+    offset = 0
+    for feature, (frames, height, width), merge in zip(prompt.features, grids.tolist(), merges.tolist()):
+        per_frame = height * width // (merge * merge)
+        order = torch.randperm(frames, generator=generator)
+        if frames > 1 and bool((order == torch.arange(frames)).all()):
+            order = order.roll(1)
+        index = (order[:, None] * per_frame + torch.arange(per_frame)[None]).reshape(-1).to(feature.device)
+        features.append(feature[index])
+        orders.append(index + offset)
+        offset += feature.shape[0]
+    tensors = dict(prompt.tensors)
+    mask = tensors.get("video_compression_mask")
+    if mask is not None and mask.shape[0] == offset:  # DiffFP's kept tokens travel with their frames
+        tensors["video_compression_mask"] = mask[torch.cat(orders).to(mask.device)]
+    return EncodedPrompt(prompt.sample, tensors, tuple(features))
+
+
 def answers_tensor(answers: list[list[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Answers' token ids right-padded into (ids, mask), each (rows, longest answer)."""
     longest = max(1, max(len(a) for a in answers))

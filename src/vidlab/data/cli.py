@@ -45,6 +45,9 @@ def check_command(
     cache: Annotated[bool, typer.Option(help="Reuse what an earlier check in --out measured.")] = True,
     strict: Annotated[bool, typer.Option(help="Exit with status 1 when any record is bad (for CI).")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar (on stderr).")] = True,
+    method: Annotated[str | None, typer.Option(help="The records' layout: sft, grpo (a checkable answer, optional "
+                                                    "answer_type) or dpo (chosen / rejected); default: the "
+                                                    "config's method, else sft.")] = None,
 ) -> None:
     """Read, decode and encode every record as training would; report bad records, token statistics, duplicates."""
     quiet_transformers()
@@ -55,7 +58,7 @@ def check_command(
 
     result = check_data(files, config=config, model=model, data_root=data_root, out_dir=out, workers=workers,
                         timeout=timeout, max_length=max_length, settings=media_options.settings() if config is None
-                        else None, cleaned=cleaned, cache=cache, progress=progress)
+                        else None, cleaned=cleaned, cache=cache, progress=progress, method=method)
     report = result.report
     typer.echo(f"checked {report['records']} records in {report['seconds']:g} s ({report['cached']} from the cache): "
                f"{report['ok']} usable, {report['bad']} bad")

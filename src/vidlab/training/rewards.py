@@ -86,6 +86,22 @@ def infer_answer_type(answer: str) -> str:
     return "exact"
 
 
+def unreadable_reference(answer: str, answer_type: str) -> str | None:
+    """Why no answer could ever score on this reference under `answer_type` (None: it reads as that type)."""
+    text = answer_part(answer)
+    if answer_type == "choice" and _choice(text) is None:
+        return "has no option letter (such as B or (B))"
+    if answer_type == "yes_no" and _first_word(text) not in ("yes", "no"):
+        return "does not start with yes or no"
+    if answer_type == "number" and _number(text) is None:
+        return "holds no number"
+    if answer_type == "span" and _span(text) is None:
+        return "holds no time span (two numbers, such as [12.5, 20])"
+    if answer_type == "exact" and not normalise(text):
+        return "is empty once lower-cased without punctuation and articles"
+    return None
+
+
 def _choice(text: str) -> str | None:
     found = _CHOICE.match(text) or _CHOICE_ANYWHERE.search(text)
     return found.group(1) if found else None

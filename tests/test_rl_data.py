@@ -116,3 +116,49 @@ def test_data_check_names_bad_rl_records(method, videos, tiny_model_dir, tmp_pat
     assert sorted(bad) == [2, 3] and all(row["file"] == str(data) for row in bad.values())
     for line, words in wanted.items():
         assert all(word in bad[line]["reason"] for word in words), bad[line]["reason"]
+
+
+# --- data plan for grpo and dpo ------------------------------------------------------------------
+
+
+def test_plan_memory_of_grpo_and_dpo_by_hand():
+    from vidlab.data.plan_memory import GIB, Setup, estimate
+    from vidlab.data.plan_model import Architecture
+
+    arch = Architecture(source="hand", hidden=100, intermediate=300, layers=2, heads=4, kv_heads=2, vocab=1000,
+                        vision_hidden=10, vision_intermediate=20, vision_layers=1,
+                        parameters={"vision": 1000, "projector": 100, "llm": 10000}, llm_linear=8000,
+                        largest_layer=4000, lora=500, modules_to_save=0)
+    sft = Setup(method="lora", tokens=10, label_tokens=4, vision_tokens=6, grad_accum=3)
+    grpo = sft.but(rl="grpo", batch_size=8)
+    a, b = estimate(arch, sft, 8), estimate(arch, grpo, 8)
+    # 8 rows: 8 x the label logits and hidden states, plus the native model's logits at all 80 positions (bf16).
+    assert b.logits == 8 * (4 * 1000 * 14 + 10 * 100 * 6) + 80 * 1000 * 2
+    assert b.activations == 8 * a.activations  # LLM activations grow with the rows...
+    assert b.vision == a.vision  # ...the video is encoded once for all of them
+    # Sampling: the KV cache of 8 rows x 10 tokens (2 x layers x kv_heads x head 25 x bf16), a step's logits, and
+    # the gradients accumulated from the step's earlier prompts.
+    assert b.generation_phase == 2 * 2 * 2 * 25 * 80 * 2 + 8 * 1000 * 8 + b.gradients
+    assert b.peak == b.weights + b.optimizer + max(b.forward_phase, b.generation_phase) + GIB
+    copy = estimate(arch, grpo.but(reference_copy=True), 8)
+    assert copy.weights == b.weights + 11100 * 2  # a frozen reference copy in bf16
+    dpo = estimate(arch, sft.but(rl="dpo", batch_size=2), 8)
+    assert dpo.generation_phase == 0 and dpo.logits == 2 * (4 * 1000 * 14 + 10 * 100 * 6) + 20 * 1000 * 2
+
+
+def test_plan_of_the_rl_recipes():
+    from vidlab.data.plan import plan_run, render_plan
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    grpo = plan_run(root / "grpo_videollama3_2b.yaml", model="videollama3-2b", gpu_memory=80)
+    setup = grpo.setup
+    assert (setup.rl, setup.method, setup.batch_size, setup.grad_accum) == ("grpo", "lora", 8, 8)
+    assert setup.label_tokens == 512 and setup.tokens == 3072 and not setup.reference_copy and grpo.fits
+    assert "generation" in render_plan(grpo) and "8 rows per prompt" in render_plan(grpo)
+    tight = plan_run(root / "grpo_videollama3_2b.yaml", model="videollama3-2b", gpu_memory=12,
+                     overrides=["train.gradient_checkpointing=false"])
+    overrides = [o for change in tight.changes for o in change.overrides]
+    assert "grpo.num_generations=4" in overrides and "grpo.weights=qlora" in overrides
+    assert "train.batch_size=1" not in overrides  # the rows are the group, not the batch
+    full = plan_run(root / "dpo_videollama3_2b.yaml", model="videollama3-2b", overrides=["dpo.weights=full"])
+    assert full.setup.rl == "dpo" and full.setup.batch_size == 2 and full.setup.reference_copy

@@ -132,8 +132,8 @@ def test_plan_memory_of_grpo_and_dpo_by_hand():
     sft = Setup(method="lora", tokens=10, label_tokens=4, vision_tokens=6, grad_accum=3)
     grpo = sft.but(rl="grpo", batch_size=8)
     a, b = estimate(arch, sft, 8), estimate(arch, grpo, 8)
-    # 8 rows: 8 x the label logits and hidden states, plus the native model's logits at all 80 positions (bf16).
-    assert b.logits == 8 * (4 * 1000 * 14 + 10 * 100 * 6) + 80 * 1000 * 2
+    # 8 rows: 8 x the answer positions' logits and the hidden states (the head runs at the answers only).
+    assert b.logits == 8 * (4 * 1000 * 14 + 10 * 100 * 6)
     assert b.activations == 8 * a.activations  # LLM activations grow with the rows...
     assert b.vision == a.vision  # ...the video is encoded once for all of them
     # Sampling: the KV cache of 8 rows x 10 tokens (2 x layers x kv_heads x head 25 x bf16), a step's logits, and
@@ -143,7 +143,7 @@ def test_plan_memory_of_grpo_and_dpo_by_hand():
     copy = estimate(arch, grpo.but(reference_copy=True), 8)
     assert copy.weights == b.weights + 11100 * 2  # a frozen reference copy in bf16
     dpo = estimate(arch, sft.but(rl="dpo", batch_size=2), 8)
-    assert dpo.generation_phase == 0 and dpo.logits == 2 * (4 * 1000 * 14 + 10 * 100 * 6) + 20 * 1000 * 2
+    assert dpo.generation_phase == 0 and dpo.logits == 2 * (4 * 1000 * 14 + 10 * 100 * 6)
 
 
 def test_plan_of_the_rl_recipes():

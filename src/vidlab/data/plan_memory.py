@@ -18,8 +18,8 @@ The formulas (docs/data.md lists them with their sources):
                  video token); a frozen one only the working set of one layer
 GRPO and DPO (Setup.rl): one forward runs `batch_size` rows of one prompt (G sampled answers, or the
 chosen and the rejected answer) sharing the prompt's vision features (encoded once, frozen); the
-native model builds logits at every position in the compute dtype (rows x tokens x vocabulary),
-then fp32 log-probabilities of the answer positions; the step's prompts accumulate gradients one
+output head runs at the answer positions only (label_tokens: the logits formula as SFT's); the
+step's prompts accumulate gradients one
 after the other (grad_accum = prompts per step). GRPO adds a generation phase (the KV cache of G
 rows: 2 x layers x kv_heads x head size x tokens, no gradient); a reference that is a frozen copy
 (full fine-tuning, or a continued adapter) adds the weights once more in the compute dtype; with
@@ -206,8 +206,6 @@ def estimate(arch: Architecture, setup: Setup, lora_rank: int = 64) -> Estimate:
         # Autocast casts each fp32 weight to bf16 per use and keeps the copy for backward.
         activations += 2 * arch.parameters["llm"] / (arch.layers if setup.checkpointing else 1)
     logits = setup.batch_size * label_logits(arch, setup, c) + tokens * arch.hidden * (c + 4)
-    if setup.rl != "sft":  # the native model's logits at every position, before the answers' are taken
-        logits += tokens * arch.vocab * c
     if setup.reference_copy:
         weights += arch.total * c
 

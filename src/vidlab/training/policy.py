@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from vidlab.inputs import TEXT_KEYS, Sample, encode, load_media
+from vidlab.models.logits import logits_at
 from vidlab.settings import MediaSettings
 from vidlab.training.rl_records import PromptRecord
 
@@ -125,9 +126,11 @@ def answer_logps(model, prompt: EncodedPrompt, ids: torch.Tensor, mask: torch.Te
     ids, mask = ids.to(device), mask.to(device)
     inputs["input_ids"] = torch.cat([inputs["input_ids"], ids], dim=1)
     inputs["attention_mask"] = torch.cat([inputs["attention_mask"], mask], dim=1)
-    logits = model(**inputs, use_cache=False).logits
-    start = prompt.length - 1  # the logits at position t predict token t + 1
-    scores = logits[:, start : start + ids.shape[1]].float()
+    # The output head runs only at the last answer-length + 1 positions (the logits at t predict token t + 1):
+    # at every position the native model's logits would be rows x prompt tokens x the 152k vocabulary.
+    with logits_at(model, ids.shape[1] + 1):
+        logits = model(**inputs, use_cache=False).logits
+    scores = logits[:, :-1].float()
     logps = torch.gather(scores.log_softmax(-1), 2, ids[..., None]).squeeze(-1)
     return logps * mask
 

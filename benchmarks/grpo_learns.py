@@ -6,11 +6,11 @@ The task: "What colour is the shape? Answer red, green, blue or yellow." on shor
 (`vidlab.data.synthetic`), 4 colours, other shapes and directions mixed in.
 
 1. the base policy: the tiny VideoLLaMA3 (random weights) fine-tuned (SFT, every LLM weight) on the
-   training clips with a colour drawn at random for each answer, not the clip's: it learns the answer
+   clips of its own with a colour drawn at random for each answer, not the clip's: it learns the answer
    format and to name the 4 colours about equally often, nothing about which colour a clip shows, so
    it is right about 1 time in 4 (a group of 8 answers mostly holds a right one: the rewards differ);
 2. GRPO from that base (LoRA, `rewards: [accuracy]`, the exact-match reward; no label is trained on,
-   only the reward of sampled answers), on the same training clips;
+   only the reward of sampled answers), on other training clips;
 3. held-out accuracy (greedy answers to clips neither run saw) of the base and of the GRPO policy,
    and the reward curve (mean sampled reward per step), to OUT/result.json.
 """
@@ -38,7 +38,7 @@ def write_data(root: Path, train: int, held_out: int, seed: int, told: bool = Fa
 
     rng = random.Random(seed)
     rows = {"grpo": [], "sft": [], "held_out": []}
-    for i in range(train + held_out):
+    for i in range(2 * train + held_out):  # the base's clips, GRPO's, the held-out ones
         colour = COLOURS[i % len(COLOURS)]
         scene = Scene(shape=rng.choice(SHAPES), colour=colour, direction=rng.choice(list(DIRECTIONS)), size=56,
                       seconds=2, fps=4)
@@ -46,9 +46,10 @@ def write_data(root: Path, train: int, held_out: int, seed: int, told: bool = Fa
         if not (root / name).exists():
             write_scene(root / name, scene)
         question = QUESTION.replace("What colour", f"The shape is painted {colour}. What colour") if told else QUESTION
-        if i < train:
-            rows["grpo"].append(_record(i, name, colour, question))
+        if i < train:  # the base learns on clips of its own (else GRPO would first unlearn its random labels)
             rows["sft"].append(_record(i, name, rng.choice(COLOURS), question))
+        elif i < 2 * train:
+            rows["grpo"].append(_record(i, name, colour, question))
         else:
             rows["held_out"].append(_record(i, name, colour, question))
     paths = []

@@ -116,7 +116,8 @@ def plan_command(
 
 def convert_command(
     source_format: Annotated[str, typer.Argument(metavar="FROM", help="llava, video-chatgpt, sharegpt4video, msrvtt, "
-                                                                      "msvd, vatex, sharegpt, openai or records.")],
+                                                                      "msvd, vatex, sharegpt, openai, video-r1, "
+                                                                      "llava-hound-dpo or records.")],
     file: Annotated[Path, typer.Argument(help="The source annotation file.")],
     out: Annotated[Path, typer.Argument(help="File to write: annotation records (JSONL), or with --to sharegpt a "
                                              "JSON list (.json) or JSONL.")],
@@ -134,7 +135,8 @@ def convert_command(
                                                            "use the column and tag names it gives.")] = None,
     dataset: Annotated[str | None, typer.Option(help="The data set's name in dataset_info.json.")] = None,
 ) -> None:
-    """Convert LLaVA-Video, Video-ChatGPT, ShareGPT4Video, MSR-VTT, MSVD, VATEX or LLaMA-Factory data to records."""
+    """Convert LLaVA-Video, Video-ChatGPT, ShareGPT4Video, MSR-VTT, MSVD, VATEX, LLaMA-Factory, Video-R1 (GRPO) or
+    LLaVA-Hound DPO data to records."""
     from vidlab.data.convert import convert_annotations
 
     result = convert_annotations(source_format, file, out, data_root=data_root, captions=captions, to=to,

@@ -13,6 +13,11 @@ The task: "What colour is the shape? Answer red, green, blue or yellow." on shor
    only the reward of sampled answers), on other training clips;
 3. held-out accuracy (greedy answers to clips neither run saw) of the base and of the GRPO policy,
    and the reward curve (mean sampled reward per step), to OUT/result.json.
+
+`--task told` names the colour in the question; `--task blue` asks "Name a colour" and always
+rewards blue (the loop's mechanics only: nothing to read). Recorded (docs/train.md, "Does it
+learn?"): blue 0% -> 100% held out in 30 steps; colour and told stayed at 25% (the tiny model does
+not learn them even from supervised right answers in this budget).
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ def _record(i: int, video: str, answer: str, question: str = QUESTION) -> dict:
                                                                {"from": "gpt", "value": answer}]}
 
 
-def write_data(root: Path, train: int, held_out: int, seed: int, told: bool = False) -> tuple[Path, Path, Path]:
+def write_data(root: Path, train: int, held_out: int, seed: int, task: str = "colour") -> tuple[Path, Path, Path]:
     """Clips, the GRPO records (the clip's colour as the reference), the SFT records (a random colour), and the
     held-out records."""
     from vidlab.data.synthetic import DIRECTIONS, SHAPES, Scene, write_scene
@@ -45,7 +50,10 @@ def write_data(root: Path, train: int, held_out: int, seed: int, told: bool = Fa
         name = f"clip{i:03d}.mp4"
         if not (root / name).exists():
             write_scene(root / name, scene)
+        told = task == "told"
         question = QUESTION.replace("What colour", f"The shape is painted {colour}. What colour") if told else QUESTION
+        if task == "blue":  # the video and question say nothing: "blue" is simply the rewarded answer
+            question, colour = "<video>\nName a colour: red, green, blue or yellow.", "blue"
         if i < train:  # the base learns on clips of its own (else GRPO would first unlearn its random labels)
             rows["sft"].append(_record(i, name, rng.choice(COLOURS), question))
         elif i < 2 * train:
@@ -97,9 +105,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-frames", type=int, default=4)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--task", choices=("colour", "told"), default="colour",
-                        help="colour: read it from the video; told: the question names it")
+    parser.add_argument("--task", choices=("colour", "told", "blue"), default="colour",
+                        help="colour: read it from the video; told: the question names it; blue: one answer is "
+                             "always the rewarded one (the loop's mechanics only)")
     parser.add_argument("--grpo-weights", choices=("lora", "full"), default="lora")
+    parser.add_argument("--num-iterations", type=int, default=1, help="grpo.num_iterations")
     args = parser.parse_args()
     import torch
 
@@ -111,7 +121,7 @@ def main() -> None:
     out = args.out
     data = out / "data"
     data.mkdir(parents=True, exist_ok=True)
-    sft_data, grpo_data, held_out = write_data(data, args.train, args.held_out, args.seed, args.task == "told")
+    sft_data, grpo_data, held_out = write_data(data, args.train, args.held_out, args.seed, args.task)
     model = out / "model"
     if not (model / "config.json").exists():
         build_tiny_model(model, seed=args.seed)
@@ -126,7 +136,7 @@ def main() -> None:
     grpo = out / "grpo"
     result = train(load_config(None, [
         f"model.path={base}", f"data.train=[{grpo_data}]", f"output.dir={grpo}", "method=grpo",
-        f"grpo.weights={args.grpo_weights}",
+        f"grpo.weights={args.grpo_weights}", f"grpo.num_iterations={args.num_iterations}",
         f"learning_rates.llm={args.grpo_lr}", "lora.r=16", "lora.alpha=32", "lora.dropout=0.0",
         "train.batch_size=4", f"train.max_steps={args.grpo_steps}", f"grpo.num_generations={args.generations}",
         "grpo.max_completion_length=4", "grpo.beta=0.0", "grpo.rewards=[accuracy]", *common,
@@ -138,6 +148,7 @@ def main() -> None:
     summary = {"task": args.task, "weights": args.grpo_weights, "held_out": args.held_out,
                "base_accuracy": round(before, 4), "grpo_accuracy": round(after, 4),
                "grpo_steps": args.grpo_steps, "generations": args.generations, "lr": args.grpo_lr,
+               "num_iterations": args.num_iterations,
                "sampled_accuracy_per_step": curve}
     (out / "result.json").write_text(json.dumps(summary, indent=1) + "\n")
     print(json.dumps(summary))

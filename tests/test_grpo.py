@@ -300,9 +300,15 @@ def test_video_is_decoded_and_encoded_once_per_group(tiny_model_dir, direction_d
 
     monkeypatch.setattr(policy, "load_media", counted_load)
     monkeypatch.setattr(native.VideoLlama3VisionModel, "forward", counted_vision)
-    # 2 steps x 2 prompts, each answered 4 times, with a KL reference: 4 decodes and 4 encoder runs in all.
-    train(rl_config(tiny_model_dir, direction_data, tmp_path / "count", "grpo", "grpo.beta=0.1"))
+    # 2 steps x 2 prompts, each answered 4 times (and twice more with shuffled frames, T-GRPO), with a KL
+    # reference and two passes per step: 4 decodes and 4 encoder runs in all.
+    result = train(rl_config(tiny_model_dir, direction_data, tmp_path / "count", "grpo", "grpo.beta=0.1",
+                             "grpo.temporal=true", "grpo.num_iterations=2"))
     assert calls == {"load_media": 4, "vision": 4}
+    assert {"rewards.temporal", "rewards.accuracy_shuffled", "temporal_applied"} <= set(result.log[-1])
+    samples = tmp_path / "count" / "samples" / "step-000002.jsonl"
+    step = [json.loads(line) for line in samples.read_text().splitlines()]
+    assert all(len(row["shuffled_accuracy"]) == 2 and "reward.temporal" in row["answers"][0] for row in step)
 
 
 def test_grpo_run_logs_rewards_writes_samples_and_saves(tiny_model_dir, direction_data, tmp_path):
@@ -356,3 +362,85 @@ def test_dpo_run_learns_the_chosen_answers(tiny_model_dir, direction_data, tmp_p
     assert margins[-1] > 0.5 and result.log[-1]["rewards/accuracies"] == 1.0
     assert result.log[-1]["loss"] < math.log(2) - 0.1
     assert (out / "adapter_model.safetensors").is_file()
+
+
+# --- length shaping, several passes, T-GRPO ------------------------------------------------------
+
+
+def test_soft_overlong_punishment_by_hand():
+    from vidlab.training.rewards import reward_functions, soft_overlong_punishment
+
+    penalty = soft_overlong_punishment(10, 4)  # free up to 6 tokens, then -1/4 per token, -1 from 10 on
+    assert [penalty(n) for n in (1, 6, 7, 8, 10, 11)] == [0.0, 0.0, -0.25, -0.5, -1.0, -1.0]
+    functions = reward_functions(["accuracy", "soft_overlong"], max_completion_length=10, soft_punish_cache=4)
+    assert functions["soft_overlong"]("left", Reference("left", "exact"), 9) == -0.75
+    assert functions["accuracy"]("left", Reference("left", "exact"), 9) == 1.0
+
+
+def test_temporal_bonus_by_hand():
+    from vidlab.training.grpo import temporal_bonus
+
+    # Ordered 3/4 right, shuffled 1/2: 0.75 >= 0.8 x 0.5, so each right answer gains 0.3.
+    assert temporal_bonus([1.0, 0.0, 1.0, 1.0], [1.0, 0.0], 0.3, 0.8) == ([0.3, 0.0, 0.3, 0.3], True)
+    # Ordered 1/4, shuffled 2/2: the frames' order did not help, nothing is added.
+    assert temporal_bonus([1.0, 0.0, 0.0, 0.0], [1.0, 1.0], 0.3, 0.8) == ([0.0] * 4, False)
+    # A span answer with IoU 0.05 is not "right" (Video-R1's > 0.1).
+    assert temporal_bonus([0.05, 0.5], [0.0], 0.3, 0.8) == ([0.0, 0.3], True)
+
+
+def test_shuffled_features_are_the_encoding_of_shuffled_frames(tiny_model_dir, direction_data, tmp_path):
+    from vidlab.training.model import load_for_training
+    from vidlab.training.policy import base_model, encode_prompt, shuffled_frames
+
+    config = rl_config(tiny_model_dir, direction_data, tmp_path / "t", "grpo")
+    model, processor = load_for_training(config.as_weights_config(), torch.device("cpu"), "no")
+    prompt = encode_prompt(_prompt_record(direction_data), model, processor, config.data.media_settings(), None,
+                           torch.device("cpu"))
+    frames, height, width = prompt.tensors["video_grid_thw"][0].tolist()
+    assert frames > 1
+    shuffled = shuffled_frames(prompt, torch.Generator().manual_seed(3))
+    order = torch.randperm(frames, generator=torch.Generator().manual_seed(3))
+    if bool((order == torch.arange(frames)).all()):
+        order = order.roll(1)
+    # Encode the frames' pixels in that order: the vision encoder gives the shuffled features.
+    pixels = prompt.sample.tensors["pixel_values_videos"].reshape(frames, height * width, -1)[order]
+    with torch.no_grad():
+        expected = base_model(model).get_video_features(
+            pixel_values_videos=pixels.reshape(frames * height * width, -1), video_grid_thw=prompt.tensors[
+                "video_grid_thw"], video_merge_sizes=prompt.tensors["video_merge_sizes"], return_dict=True
+        ).pooler_output[0]
+    assert torch.allclose(shuffled.features[0], expected, atol=1e-5)
+    assert not torch.allclose(shuffled.features[0], prompt.features[0])
+    assert torch.equal(shuffled.tensors["input_ids"], prompt.tensors["input_ids"])  # the text stays as it was
+
+
+def test_later_passes_clip_the_ratio_to_the_sampling_policy(tiny_model_dir, direction_data, tmp_path):
+    from vidlab.training.grpo import GrpoStep
+    from vidlab.training.model import load_for_training
+
+    common = ("grpo.beta=0.1", "grpo.max_completion_length=3", "grpo.num_generations=8")
+    torch.manual_seed(0)
+    config = rl_config(tiny_model_dir, direction_data, tmp_path / "i", "grpo", "grpo.num_iterations=2", *common)
+    model, processor = load_for_training(config.as_weights_config(), torch.device("cpu"), "no")
+    record = _prompt_record(direction_data)
+    cutting = rl_config(tiny_model_dir, direction_data, tmp_path / "m", "grpo", "grpo.mask_truncated_completions=true",
+                        *common)
+    step = GrpoStep(cutting.grpo, processor, config.data.media_settings(), config.data.model_max_length)
+    group = step.rollout(model, None, record, step.encode(record, model, torch.device("cpu")))
+    assert any(group.truncated)
+    for row, cut in enumerate(group.truncated):  # cut answers (3 tokens, no end token) are left out of the loss
+        assert int(group.loss_mask[row].sum()) == (0 if cut else group.lengths[row])
+    assert group.old_logps is None  # one pass: the ratio's denominator is the pass's own logp
+
+    step = GrpoStep(config.grpo, processor, config.data.media_settings(), config.data.model_max_length)
+    group = step.rollout(model, None, record, step.encode(record, model, torch.device("cpu")))
+    assert group.old_logps is not None and group.ref_logps is not None
+    group.advantages = [1.0 if i % 2 else -1.0 for i in range(8)]  # every answer carries a signal
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=5.0)
+    step.update(model, group, 1.0, lambda loss: loss.backward())
+    assert group.passes[0].clip_ratio == 0.0  # the first pass: the policy is the one that sampled
+    optimizer.step()
+    optimizer.zero_grad()
+    step.update(model, group, 1.0, lambda loss: loss.backward())
+    assert group.passes[1].clip_ratio > 0.0 and group.passes[1].kl > 0.0
+    assert group.clip_ratio == pytest.approx(group.passes[1].clip_ratio / 2)

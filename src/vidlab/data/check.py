@@ -71,12 +71,34 @@ class CheckResult:
         return len(self.samples)
 
 
-def _resolve(files, config, model, data_root, settings, max_length):
-    """(files, model, data_root, settings, max_length), from the config where it is given."""
+METHODS = ("sft", "grpo", "dpo")
+
+
+def _rl_records(files: list[Path], data_root: Path | None, method: str) -> tuple[list[TrainRecord], list]:
+    """GRPO or DPO records read as training reads them (bad ones named with their field and fix), each as a
+    TrainRecord whose conversation is the prompt and its longest answer, for decoding and token counts."""
+    from vidlab.conversation import TextPart, Turn
+    from vidlab.training.rl_records import load_prompt_records
+
+    prompts, skipped = load_prompt_records(files, data_root, method)
+    records = []
+    for i, prompt in enumerate(prompts):
+        answer = prompt.reference.answer if method == "grpo" else max(prompt.chosen, prompt.rejected, key=len)
+        turns = [*prompt.prompt.turns, Turn(role="assistant", parts=[TextPart(text=answer)])]
+        records.append(TrainRecord(prompt.position, prompt.id, i, prompt.prompt.model_copy(update={"turns": turns}),
+                                   prompt.data_root))
+    return records, skipped
+
+
+def _resolve(files, config, model, data_root, settings, max_length, method):
+    """(files, model, data_root, settings, max_length, method), from the config where it is given."""
+    if method is not None and method not in METHODS:
+        raise VidlabError(f"--method {method!r}: use sft (the usual records), grpo or dpo.")
     if config is not None:
         from vidlab.training.config import TrainConfig, load_config
 
         train = config if isinstance(config, TrainConfig) else load_config(config, check_paths=False)
+        method = method or (train.method if train.method in ("grpo", "dpo") else "sft")
         files = files or list(train.data.train)
         model = model or train.model.path
         data_root = data_root if data_root is not None else train.data.data_root
@@ -88,7 +110,7 @@ def _resolve(files, config, model, data_root, settings, max_length):
     if not files:
         raise VidlabError("no annotation files to check: give FILE arguments, or --config with data.train.")
     return ([Path(f).expanduser() for f in files], str(model), data_root, settings or MediaSettings(),
-            max_length or DEFAULT_MAX_LENGTH)
+            max_length or DEFAULT_MAX_LENGTH, method or "sft")
 
 
 def _place(file: Any, index: int, line: int, record_id: str | None) -> dict:
@@ -168,6 +190,7 @@ def check_data(
     cleaned: bool = False,
     cache: bool = True,
     progress: bool = True,
+    method: str | None = None,
 ) -> CheckResult:
     """Check annotation files as training would read them.
 
@@ -185,6 +208,9 @@ def check_data(
         cleaned: also write <name>.clean.jsonl beside each file, without the bad records.
         cache: reuse what an earlier check in out_dir measured (unchanged records, same settings).
         progress: show a progress bar on stderr.
+        method: the records' layout: sft (the usual records), grpo (a checkable last gpt answer, optional
+            answer_type) or dpo (chosen / rejected pairs); default: the config's method, else sft. GRPO
+            and DPO records are measured as their prompt and their (longest) answer.
 
     Raises:
         VidlabError: no model or files, a file that cannot be read at all, a processor that does not load.
@@ -192,10 +218,12 @@ def check_data(
     start = time.monotonic()
     if workers < 0 or timeout <= 0:
         raise VidlabError("--workers must be 0 or more and --timeout above 0.")
-    files, model, data_root, settings, max_length = _resolve(files, config, model, data_root, settings, max_length)
+    files, model, data_root, settings, max_length, method = _resolve(files, config, model, data_root, settings,
+                                                                     max_length, method)
     out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
-    records, skipped = load_records(files, Path(data_root).expanduser() if data_root is not None else None)
+    root = Path(data_root).expanduser() if data_root is not None else None
+    records, skipped = load_records(files, root) if method == "sft" else _rl_records(files, root, method)
     init = (model, settings.model_dump_json(), max_length)
     check_sample.prepare(*init)
     fingerprint = processor_fingerprint(model)
@@ -228,6 +256,7 @@ def check_data(
         "model": model,
         "settings": settings.model_dump(mode="json"),
         "model_max_length": max_length,
+        "method": method,
         "records": len(records) + len(skipped),
         "ok": len(samples),
         "bad": len(bad),

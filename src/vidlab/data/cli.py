@@ -45,6 +45,9 @@ def check_command(
     cache: Annotated[bool, typer.Option(help="Reuse what an earlier check in --out measured.")] = True,
     strict: Annotated[bool, typer.Option(help="Exit with status 1 when any record is bad (for CI).")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar (on stderr).")] = True,
+    method: Annotated[str | None, typer.Option(help="The records' layout: sft, grpo (a checkable answer, optional "
+                                                    "answer_type) or dpo (chosen / rejected); default: the "
+                                                    "config's method, else sft.")] = None,
 ) -> None:
     """Read, decode and encode every record as training would; report bad records, token statistics, duplicates."""
     quiet_transformers()
@@ -55,7 +58,7 @@ def check_command(
 
     result = check_data(files, config=config, model=model, data_root=data_root, out_dir=out, workers=workers,
                         timeout=timeout, max_length=max_length, settings=media_options.settings() if config is None
-                        else None, cleaned=cleaned, cache=cache, progress=progress)
+                        else None, cleaned=cleaned, cache=cache, progress=progress, method=method)
     report = result.report
     typer.echo(f"checked {report['records']} records in {report['seconds']:g} s ({report['cached']} from the cache): "
                f"{report['ok']} usable, {report['bad']} bad")
@@ -113,7 +116,8 @@ def plan_command(
 
 def convert_command(
     source_format: Annotated[str, typer.Argument(metavar="FROM", help="llava, video-chatgpt, sharegpt4video, msrvtt, "
-                                                                      "msvd, vatex, sharegpt, openai or records.")],
+                                                                      "msvd, vatex, sharegpt, openai, video-r1, "
+                                                                      "llava-hound-dpo or records.")],
     file: Annotated[Path, typer.Argument(help="The source annotation file.")],
     out: Annotated[Path, typer.Argument(help="File to write: annotation records (JSONL), or with --to sharegpt a "
                                              "JSON list (.json) or JSONL.")],
@@ -131,7 +135,8 @@ def convert_command(
                                                            "use the column and tag names it gives.")] = None,
     dataset: Annotated[str | None, typer.Option(help="The data set's name in dataset_info.json.")] = None,
 ) -> None:
-    """Convert LLaVA-Video, Video-ChatGPT, ShareGPT4Video, MSR-VTT, MSVD, VATEX or LLaMA-Factory data to records."""
+    """Convert LLaVA-Video, Video-ChatGPT, ShareGPT4Video, MSR-VTT, MSVD, VATEX, LLaMA-Factory, Video-R1 (GRPO) or
+    LLaVA-Hound DPO data to records."""
     from vidlab.data.convert import convert_annotations
 
     result = convert_annotations(source_format, file, out, data_root=data_root, captions=captions, to=to,

@@ -106,13 +106,30 @@ def setup_of(config: TrainConfig, tokens: int, vision_tokens: int, gpus: int, st
         precision = "fp32"
     elif precision == "auto":
         precision = "bf16"
-    return Setup(
-        method=config.method, trained=tuple(config.learning_rates.trained()), precision=precision,
+    setup = Setup(
+        method=config.weights, trained=tuple(config.learning_rates.trained()), precision=precision,
         checkpointing=config.train.gradient_checkpointing, batch_size=config.train.batch_size,
         grad_accum=config.train.grad_accum, tokens=tokens, vision_tokens=vision_tokens,
         lora_dropout=config.lora.dropout, bits=config.lora.bits, optimizer=config.optim.name,
         momentum=config.optim.momentum, gpus=gpus, strategy=strategy, device=device,
     )
+    if config.method not in ("grpo", "dpo"):
+        return setup
+    # One prompt at a time: its rows (G answers, or chosen and rejected) in one forward; the step's prompts accumulate.
+    rows = config.grpo.num_generations if config.method == "grpo" else 2
+    copy = config.weights == "full" or config.model.adapter is not None
+    return setup.but(rl=config.method, batch_size=rows, grad_accum=config.train.batch_size * config.train.grad_accum,
+                     reference_copy=copy and (config.method == "dpo" or config.grpo.beta != 0))
+
+
+def _rl_tokens(config: TrainConfig, tokens: int, label_tokens: int | None) -> tuple[int, int | None]:
+    """GRPO: a sample is its prompt and a sampled answer of up to max_completion_length tokens (the prompt is cut
+    to leave it room), not the reference answer the check measured."""
+    if config.method != "grpo":
+        return tokens, label_tokens
+    completion = config.grpo.max_completion_length
+    prompt = tokens - (label_tokens or 0)
+    return min(prompt + completion, config.data.model_max_length), completion
 
 
 def _fitting_tokens(arch: Architecture, setup: Setup, budget: int, rank: int) -> int:
@@ -134,12 +151,17 @@ def _changes(arch: Architecture, setup: Setup, config: TrainConfig, budget: int,
     if not setup.checkpointing:
         tried.append((["train.gradient_checkpointing=true"], "keep only each layer's input; recompute the rest in "
                       "backward (about 30% slower)", setup.but(checkpointing=True)))
+    weights_key = f"{setup.rl}.weights" if setup.rl != "sft" else "method"
     if setup.method == "lora" and setup.device == "cuda":
-        tried.append((["method=qlora"], "4-bit base weights (needs bitsandbytes)", setup.but(method="qlora")))
+        tried.append(([f"{weights_key}=qlora"], "4-bit base weights (needs bitsandbytes)", setup.but(method="qlora")))
     if setup.method == "full":
-        tried.append((["method=lora", "learning_rates.llm=2e-4"], "train LoRA adapters instead of every LLM weight",
-                      setup.but(method="lora")))
-    if setup.batch_size > 1:
+        tried.append(([f"{weights_key}=lora", "learning_rates.llm=2e-4"],
+                      "train LoRA adapters instead of every LLM weight", setup.but(method="lora")))
+    if setup.rl == "grpo" and setup.batch_size > 2:
+        fewer = setup.batch_size // 2
+        tried.append(([f"grpo.num_generations={fewer}"], f"a group of {fewer} answers per prompt (a noisier "
+                      "advantage)", setup.but(batch_size=fewer)))
+    if setup.batch_size > 1 and setup.rl == "sft":
         tried.append((["train.batch_size=1", f"train.grad_accum={setup.grad_accum * setup.batch_size}"],
                       "one sample per step, the same samples per optimiser step",
                       setup.but(batch_size=1, grad_accum=setup.grad_accum * setup.batch_size)))
@@ -147,7 +169,8 @@ def _changes(arch: Architecture, setup: Setup, config: TrainConfig, budget: int,
         tried.append((["(launch with configs/accelerate/deepspeed_zero3.yaml)"],
                       f"shard weights, gradients and optimizer states over the {setup.gpus} GPUs",
                       setup.but(strategy="zero3")))
-    lean = setup.but(checkpointing=True, batch_size=1, grad_accum=setup.grad_accum * setup.batch_size)
+    lean = (setup.but(checkpointing=True, batch_size=1, grad_accum=setup.grad_accum * setup.batch_size)
+            if setup.rl == "sft" else setup.but(checkpointing=True))
     longest = _fitting_tokens(arch, lean, budget, rank)
     if 0 < longest < setup.tokens:
         limit = max(16, longest // 256 * 256 or longest)
@@ -159,7 +182,7 @@ def _changes(arch: Architecture, setup: Setup, config: TrainConfig, budget: int,
         visual = min(visual, current or visual)
         if not setup.checkpointing:
             overrides.append("train.gradient_checkpointing=true")
-        if setup.batch_size > 1:
+        if setup.batch_size > 1 and setup.rl == "sft":
             overrides += ["train.batch_size=1", f"train.grad_accum={lean.grad_accum}"]
         why = (f"samples of at most {limit} tokens (the longest now has {setup.tokens}); longer ones get smaller, then "
                "fewer frames")
@@ -228,6 +251,10 @@ def plan_run(
         vision_tokens = min(tokens, train.data.max_visual_tokens or tokens)
         label_tokens = None  # every text token could be an answer's
         records, tokens_from = _count_records(train), "data.model_max_length (no check.json: the worst case)"
+    if stats is not None:
+        tokens, label_tokens = _rl_tokens(train, tokens, label_tokens)
+    elif train.method == "grpo":
+        label_tokens = train.grpo.max_completion_length
     setup = setup_of(train, tokens, vision_tokens, gpus, strategy, device).but(label_tokens=label_tokens)
     result = estimate(arch, setup, train.lora.r)
     steps = total = None
@@ -242,11 +269,14 @@ def plan_run(
 
 def _count_records(config: TrainConfig) -> int | None:
     from vidlab.training.data import load_records
+    from vidlab.training.rl_records import load_prompt_records
 
     files = [Path(f).expanduser() for f in config.data.train]
     if not all(f.is_file() for f in files):
         return None
     root = Path(config.data.data_root).expanduser() if config.data.data_root else None
+    if config.method in ("grpo", "dpo"):
+        return len(load_prompt_records(files, root, config.method)[0])
     return len(load_records(files, root)[0])
 
 
@@ -261,7 +291,10 @@ def render_plan(plan: PlanResult) -> str:
     lines = [
         f"model        {arch.source}: {arch.total / 1e9:.2f} B parameters ({parts})",
         f"run          {setup.method}, {setup.precision}, checkpointing {'on' if setup.checkpointing else 'off'}, "
-        f"batch {setup.batch_size} x accum {setup.grad_accum}, {setup.gpus} GPU(s) ({setup.strategy})",
+        + (f"batch {setup.batch_size} x accum {setup.grad_accum}" if setup.rl == "sft" else
+           f"{setup.rl}: {setup.batch_size} rows per prompt x {setup.grad_accum} prompts per step, reference "
+           f"{'a frozen copy' if setup.reference_copy else 'the adapters switched off (or none)'}")
+        + f", {setup.gpus} GPU(s) ({setup.strategy})",
         f"longest      {setup.tokens} tokens ({setup.vision_tokens} visual before pruning), from {plan.tokens_from}",
         f"labels       logits at {label_count(setup)} label positions a sample"
         + (" (the most: every text token; a check.json counts them)" if setup.label_tokens is None else ""),
@@ -281,7 +314,8 @@ def render_plan(plan: PlanResult) -> str:
         f"  runtime      {_gib(est.runtime)}  (CUDA context and allocator reserve: assumed, not measured)"
         if setup.device == "cuda" else f"  runtime      {_gib(est.runtime)}",
         f"  peak         {_gib(est.peak)}  = weights + optimizer + max(forward {est.forward_phase / GIB:.2f}, "
-        f"backward {est.backward_phase / GIB:.2f}, update {est.update_phase / GIB:.2f}) + runtime",
+        f"backward {est.backward_phase / GIB:.2f}, update {est.update_phase / GIB:.2f}"
+        + (f", generation {est.generation_phase / GIB:.2f}" if setup.rl == "grpo" else "") + ") + runtime",
     ]
     if plan.gpu_memory is not None:
         verdict = "fits" if plan.fits else "does NOT fit"

@@ -16,6 +16,15 @@ The formulas (docs/data.md lists them with their sources):
                  rest keep only their logits and gradient in the compute dtype (fp32 one chunk at a time)
     vision       a trained vision encoder keeps its layers' activations per patch (4 patches per
                  video token); a frozen one only the working set of one layer
+GRPO and DPO (Setup.rl): one forward runs `batch_size` rows of one prompt (G sampled answers, or the
+chosen and the rejected answer) sharing the prompt's vision features (encoded once, frozen); the
+output head runs at the answer positions only (label_tokens: the logits formula as SFT's); the
+step's prompts accumulate gradients one
+after the other (grad_accum = prompts per step). GRPO adds a generation phase (the KV cache of G
+rows: 2 x layers x kv_heads x head size x tokens, no gradient); a reference that is a frozen copy
+(full fine-tuning, or a continued adapter) adds the weights once more in the compute dtype; with
+the adapters switched off as the reference, nothing. The reference's and the old policy's forward
+run without gradient and need less than the training forward.
 Sharding: ZeRO-2 divides gradients and optimizer states by the number of GPUs; ZeRO-3 and FSDP
 also the weights (plus one gathered layer). DDP adds gradient buckets (one more gradient copy).
 The peak is weights + optimizer states + the largest of three phases: the end of the forward pass
@@ -67,6 +76,9 @@ class Setup:
         optimizer: adamw or sgd (momentum > 0 keeps one state).
         gpus, strategy: processes and how they share the model (none, ddp, zero2, zero3, fsdp).
         device: cuda or cpu (the CPU trains in fp32 and has no CUDA context).
+        rl: sft, grpo or dpo; under grpo/dpo batch_size is the rows of one prompt's forward (G, or 2),
+            grad_accum the prompts of an optimiser step, label_tokens the answer tokens.
+        reference_copy: the GRPO/DPO reference is a frozen copy of the model (not the adapters switched off).
     """
 
     method: str = "lora"
@@ -85,6 +97,8 @@ class Setup:
     gpus: int = 1
     strategy: str = "none"
     device: str = "cuda"
+    rl: str = "sft"
+    reference_copy: bool = False
 
     def but(self, **changes) -> Setup:
         return replace(self, **changes)
@@ -107,6 +121,7 @@ class Estimate:
     update_phase: int
     peak: int
     trainable: int
+    generation_phase: int = 0  # GRPO: the KV cache of sampling the group
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -191,8 +206,11 @@ def estimate(arch: Architecture, setup: Setup, lora_rank: int = 64) -> Estimate:
         # Autocast casts each fp32 weight to bf16 per use and keeps the copy for backward.
         activations += 2 * arch.parameters["llm"] / (arch.layers if setup.checkpointing else 1)
     logits = setup.batch_size * label_logits(arch, setup, c) + tokens * arch.hidden * (c + 4)
+    if setup.reference_copy:
+        weights += arch.total * c
 
-    patches = setup.batch_size * setup.vision_tokens * 4  # a video token merges 2x2 patches
+    # A video token merges 2x2 patches; GRPO/DPO encode a prompt's video once for all its rows.
+    patches = (setup.batch_size if setup.rl == "sft" else 1) * setup.vision_tokens * 4
     hv, iv = arch.vision_hidden, arch.vision_intermediate
     if "vision" in setup.trained:
         per_patch = (36 * hv + 8 * iv) if c == 4 else (32 * hv + 4 * iv)
@@ -215,7 +233,13 @@ def estimate(arch: Architecture, setup: Setup, lora_rank: int = 64) -> Estimate:
         update_phase = gradients + buckets + 2 * 4 * min(_largest_trained_tensor(arch, setup), trainable)
     else:  # foreach AdamW on CUDA: temporaries for all of them, about one more fp32 copy
         update_phase = gradients + buckets + trainable * 4
+    generation_phase = 0
+    if setup.rl == "grpo":  # sampling: the group's KV cache and one step's logits, gradients of earlier prompts kept
+        head = arch.hidden // arch.heads
+        generation_phase = (2 * arch.layers * arch.kv_heads * head * tokens * c + setup.batch_size * arch.vocab * 8
+                            + kept_gradients)
     runtime = RUNTIME[setup.device]
-    peak = weights + optimizer + max(forward_phase, backward_phase, update_phase) + runtime
+    peak = weights + optimizer + max(forward_phase, backward_phase, update_phase, generation_phase) + runtime
     return Estimate(*(int(v) for v in (weights, gradients, optimizer, activations, logits, vision, buckets, runtime,
-                                       forward_phase, backward_phase, update_phase, peak, trainable)))
+                                       forward_phase, backward_phase, update_phase, peak, trainable,
+                                       generation_phase)))

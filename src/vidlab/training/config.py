@@ -152,9 +152,10 @@ class GrpoSection(_Section):
 
     weights: Weights = Field("lora", description="What trains in the LLM: lora, qlora or full (as for SFT).")
     num_generations: int = Field(8, ge=2, description="Answers sampled per prompt (the group G).")
-    rewards: list[Literal["accuracy", "format"]] = Field(
-        ["accuracy"], min_length=1, description="Reward functions, added up: accuracy (by the record's answer_type) "
-        "and format (the answer matches format_pattern).",
+    rewards: list[Literal["accuracy", "format", "soft_overlong"]] = Field(
+        ["accuracy"], min_length=1, description="Reward functions, added up: accuracy (by the record's answer_type), "
+        "format (the answer matches format_pattern) and soft_overlong (DAPO's length penalty: 0 up to "
+        "max_completion_length - soft_punish_cache tokens, then down to -1 at max_completion_length).",
     )
     reward_weights: list[float] | None = Field(None, description="Weight of each reward (null: 1 each).")
     format_pattern: str = Field(
@@ -176,6 +177,29 @@ class GrpoSection(_Section):
     top_k: int | None = Field(None, ge=1, description="Sample among this many most likely tokens (null: all).")
     max_completion_length: int = Field(
         256, ge=1, description="Longest sampled answer, in tokens (TRL's name for max_new_tokens).",
+    )
+    soft_punish_cache: int = Field(
+        64, ge=1, description="soft_overlong: the last tokens before max_completion_length over which the penalty "
+        "grows from 0 to -1.",
+    )
+    mask_truncated_completions: bool = Field(
+        False, description="Leave answers cut at max_completion_length (no end token) out of the loss (DAPO).",
+    )
+    num_iterations: int = Field(
+        1, ge=1, description="Optimisation passes over each step's sampled answers (mu); from the second on, the "
+        "ratio to the sampling policy moves and epsilon clips it.",
+    )
+    temporal: bool = Field(
+        False, description="T-GRPO (Video-R1): also sample answers with the frames shuffled; when the ordered "
+        "frames are answered right at least temporal_ratio as often, right answers get temporal_bonus more.",
+    )
+    shuffled_num_generations: int | None = Field(
+        None, ge=1, description="temporal: answers sampled with shuffled frames per prompt "
+        "(null: num_generations // 2).",
+    )
+    temporal_bonus: float = Field(0.3, ge=0, description="temporal: the reward added to right answers (alpha).")
+    temporal_ratio: float = Field(
+        0.8, ge=0, description="temporal: the bonus applies when ordered accuracy >= this x shuffled accuracy (mu).",
     )
     log_completions: bool = Field(True, description="Write each step's prompts, answers and rewards to samples/.")
 
@@ -253,6 +277,12 @@ class TrainConfig(_Section):
             if grpo.reward_weights is not None and len(grpo.reward_weights) != len(grpo.rewards):
                 problems.append(f"grpo.reward_weights: {len(grpo.reward_weights)} weights for {len(grpo.rewards)} "
                                 "rewards. Give one weight per reward, or remove reward_weights.")
+            if grpo.soft_punish_cache > grpo.max_completion_length and "soft_overlong" in grpo.rewards:
+                problems.append(f"grpo.soft_punish_cache: {grpo.soft_punish_cache} is longer than "
+                                f"max_completion_length ({grpo.max_completion_length}). Lower it.")
+            if grpo.temporal and "accuracy" not in grpo.rewards:
+                problems.append("grpo.temporal: T-GRPO compares the accuracy reward on ordered and shuffled frames. "
+                                "Add accuracy to grpo.rewards, or set temporal to false.")
             if self.output.eval_steps is not None:
                 problems.append(f"output.eval_steps: method {self.method} has no validation loss yet. Remove it.")
         if problems:

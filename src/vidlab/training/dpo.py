@@ -45,15 +45,21 @@ def dpo_loss(chosen: torch.Tensor, rejected: torch.Tensor, ref_chosen: torch.Ten
 
 @dataclass
 class PairResult:
-    loss: float
-    chosen_reward: float
-    rejected_reward: float
+    prompt: EncodedPrompt
+    ids: torch.Tensor
+    mask: torch.Tensor
+    ref: torch.Tensor  # the reference's sequence log-probabilities of chosen and rejected
+    loss: float = 0.0
+    chosen_reward: float = 0.0
+    rejected_reward: float = 0.0
 
 
 class DpoStep:
-    """Forward and backward of one pair at a time; the shared loop (rl_loop) steps the optimiser."""
+    """The reference's log-probabilities (rollout), then forward and backward (update) of one pair at a
+    time; the shared loop (rl_loop) steps the optimiser. One pass per pair."""
 
     writes_samples = False
+    iterations = 1
 
     def __init__(self, settings: DpoSection, processor, media_settings, max_length: int):
         self.settings = settings
@@ -78,17 +84,21 @@ class DpoStep:
             return total / mask.to(total.device).sum(1)
         return total
 
-    def run(self, model, reference, record: PromptRecord, prompt: EncodedPrompt, scale: float,
-            backward) -> PairResult:
-        s = self.settings
+    def rollout(self, model, reference, record: PromptRecord, prompt: EncodedPrompt) -> PairResult:
         ids, mask = answers_tensor([self.answer_ids(record.chosen), self.answer_ids(record.rejected)],
                                    self.processor.tokenizer.pad_token_id)
         ref = self.sequence_logps(reference_logps(model, reference, prompt, ids, mask), mask)
-        policy = self.sequence_logps(answer_logps(model, prompt, ids, mask), mask)
+        return PairResult(prompt, ids, mask, ref)
+
+    def update(self, model, pair: PairResult, scale: float, backward) -> None:
+        s = self.settings
+        policy = self.sequence_logps(answer_logps(model, pair.prompt, pair.ids, pair.mask), pair.mask)
+        ref = pair.ref.to(policy.device)
         out = dpo_loss(policy[:1], policy[1:], ref[:1], ref[1:], beta=s.beta, loss_type=s.loss_type,
                        label_smoothing=s.label_smoothing)
         backward(out.loss * scale)
-        return PairResult(float(out.loss.detach()), float(out.chosen_rewards[0]), float(out.rejected_rewards[0]))
+        pair.loss = float(out.loss.detach())
+        pair.chosen_reward, pair.rejected_reward = float(out.chosen_rewards[0]), float(out.rejected_rewards[0])
 
     @staticmethod
     def summary(results: list[PairResult]) -> dict:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from vidlab.inputs import TEXT_KEYS, Sample, encode, load_media
+from vidlab.models.logits import logits_at
 from vidlab.settings import MediaSettings
 from vidlab.training.rl_records import PromptRecord
 
@@ -77,6 +78,35 @@ def rows_inputs(prompt: EncodedPrompt, rows: int) -> dict:
     return out
 
 
+def shuffled_frames(prompt: EncodedPrompt, generator: torch.Generator | None = None) -> EncodedPrompt:
+    """The prompt with each video's frames in a random order (T-GRPO's contrast), from its computed features.
+
+    The vision encoder attends within a frame only, so shuffling a video's per-frame feature blocks is
+    what encoding shuffled frames gives, without running the encoder again. The prompt's text (the frames'
+    timestamps included) stays as it is, as in Video-R1, which shuffles the frames after sampling them.
+    A video of several frames never keeps its order (an identity draw is rotated by one frame).
+    """
+    if not prompt.features:
+        return prompt
+    grids, merges = prompt.tensors["video_grid_thw"], prompt.tensors["video_merge_sizes"]
+    features, orders = [], []
+    offset = 0
+    for feature, (frames, height, width), merge in zip(prompt.features, grids.tolist(), merges.tolist()):
+        per_frame = height * width // (merge * merge)
+        order = torch.randperm(frames, generator=generator)
+        if frames > 1 and bool((order == torch.arange(frames)).all()):
+            order = order.roll(1)
+        index = (order[:, None] * per_frame + torch.arange(per_frame)[None]).reshape(-1).to(feature.device)
+        features.append(feature[index])
+        orders.append(index + offset)
+        offset += feature.shape[0]
+    tensors = dict(prompt.tensors)
+    mask = tensors.get("video_compression_mask")
+    if mask is not None and mask.shape[0] == offset:  # DiffFP's kept tokens travel with their frames
+        tensors["video_compression_mask"] = mask[torch.cat(orders).to(mask.device)]
+    return EncodedPrompt(prompt.sample, tensors, tuple(features))
+
+
 def answers_tensor(answers: list[list[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Answers' token ids right-padded into (ids, mask), each (rows, longest answer)."""
     longest = max(1, max(len(a) for a in answers))
@@ -96,9 +126,11 @@ def answer_logps(model, prompt: EncodedPrompt, ids: torch.Tensor, mask: torch.Te
     ids, mask = ids.to(device), mask.to(device)
     inputs["input_ids"] = torch.cat([inputs["input_ids"], ids], dim=1)
     inputs["attention_mask"] = torch.cat([inputs["attention_mask"], mask], dim=1)
-    logits = model(**inputs, use_cache=False).logits
-    start = prompt.length - 1  # the logits at position t predict token t + 1
-    scores = logits[:, start : start + ids.shape[1]].float()
+    # The output head runs only at the last answer-length + 1 positions (the logits at t predict token t + 1):
+    # at every position the native model's logits would be rows x prompt tokens x the 152k vocabulary.
+    with logits_at(model, ids.shape[1] + 1):
+        logits = model(**inputs, use_cache=False).logits
+    scores = logits[:, :-1].float()
     logps = torch.gather(scores.log_softmax(-1), 2, ids[..., None]).squeeze(-1)
     return logps * mask
 

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 ANSWER_TYPES = ("choice", "yes_no", "number", "exact", "span")
-REWARD_NAMES = ("accuracy", "format")
+REWARD_NAMES = ("accuracy", "format", "soft_overlong")
 # The R1 output format: reasoning in <think>, the answer in <answer> (TinyLLaVA-Video-R1, Video-R1).
 DEFAULT_FORMAT_PATTERN = r"<think>.*?</think>\s*<answer>.*?</answer>"
 
@@ -86,6 +86,22 @@ def infer_answer_type(answer: str) -> str:
     return "exact"
 
 
+def unreadable_reference(answer: str, answer_type: str) -> str | None:
+    """Why no answer could ever score on this reference under `answer_type` (None: it reads as that type)."""
+    text = answer_part(answer)
+    if answer_type == "choice" and _choice(text) is None:
+        return "has no option letter (such as B or (B))"
+    if answer_type == "yes_no" and _first_word(text) not in ("yes", "no"):
+        return "does not start with yes or no"
+    if answer_type == "number" and _number(text) is None:
+        return "holds no number"
+    if answer_type == "span" and _span(text) is None:
+        return "holds no time span (two numbers, such as [12.5, 20])"
+    if answer_type == "exact" and not normalise(text):
+        return "is empty once lower-cased without punctuation and articles"
+    return None
+
+
 def _choice(text: str) -> str | None:
     found = _CHOICE.match(text) or _CHOICE_ANYWHERE.search(text)
     return found.group(1) if found else None
@@ -130,7 +146,27 @@ def format_reward(pattern: str) -> Callable[[str, Reference], float]:
     return reward
 
 
-def reward_functions(names: list[str], format_pattern: str = DEFAULT_FORMAT_PATTERN) -> dict[str, Callable]:
-    """The named reward functions, each (completion, reference) -> float."""
-    known = {"accuracy": accuracy, "format": format_reward(format_pattern)}
+def soft_overlong_punishment(max_completion_length: int, soft_punish_cache: int) -> Callable[[int], float]:
+    """DAPO's length penalty of an answer of n tokens (TRL's get_soft_overlong_punishment): 0 up to
+    max_completion_length - soft_punish_cache, then falling linearly to -1 at max_completion_length."""
+    free = max_completion_length - soft_punish_cache
+
+    def penalty(tokens: int) -> float:
+        if tokens <= free:
+            return 0.0
+        if tokens <= max_completion_length:
+            return (free - tokens) / soft_punish_cache
+        return -1.0
+
+    return penalty
+
+
+def reward_functions(names: list[str], format_pattern: str = DEFAULT_FORMAT_PATTERN, *,
+                     max_completion_length: int = 256, soft_punish_cache: int = 64) -> dict[str, Callable]:
+    """The named reward functions, each (completion text, reference, completion tokens) -> float."""
+    fmt = format_reward(format_pattern)
+    overlong = soft_overlong_punishment(max_completion_length, soft_punish_cache)
+    known = {"accuracy": lambda text, ref, tokens: accuracy(text, ref),
+             "format": lambda text, ref, tokens: fmt(text, ref),
+             "soft_overlong": lambda text, ref, tokens: overlong(tokens)}
     return {name: known[name] for name in names}

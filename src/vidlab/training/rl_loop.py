@@ -3,8 +3,10 @@
 It shares SFT's set-up and bookkeeping (loop.py): the accelerator, optimiser groups and schedule,
 checkpoints that resume exactly (RNG included, so a resumed run samples the same answers),
 log.jsonl and TensorBoard, the final adapter or model. What differs is the step: each prompt of the
-step is encoded once, then `GrpoStep.run` or `DpoStep.run` does its forward and backward, scaled so
-that the step's gradient is the mean over its prompts on every process. GRPO also writes each
+step is encoded once and rolled out (`rollout`: GRPO's sampled answers, rewards and reference
+log-probabilities; DPO's reference), then `update` does each one's forward and backward, scaled so
+that the step's gradient is the mean over its prompts on every process; GRPO repeats the updates
+`num_iterations` times (an optimiser step each) on the same rollouts. GRPO also writes each
 step's prompts, answers and rewards to samples/step-NNNNNN.jsonl.
 """
 
@@ -117,13 +119,15 @@ def run_rl(config: TrainConfig, resume: bool | str | None = None) -> TrainResult
                           "process(es). Lower train.batch_size or add data.")
     steps_per_epoch = math.ceil(batches_per_epoch / config.train.grad_accum)
     total_steps = config.train.max_steps or steps_per_epoch * config.train.epochs
-    warmup = int(round(config.optim.warmup_ratio * total_steps))
+    # A step is one batch of rollouts and grpo.num_iterations optimiser updates on it; the schedule counts updates.
+    updates = total_steps * (config.grpo.num_iterations if config.method == "grpo" else 1)
+    warmup = int(round(config.optim.warmup_ratio * updates))
 
     model, processor = load_for_training(config.as_weights_config(), accelerator.device, mixed_precision)
     reference = _reference_copy(model, config) if _needs_reference(config) else None
     optimizer = _build_optimizer(model, config)
     base_rates = [group["lr"] for group in optimizer.param_groups]
-    scheduler = build_scheduler(optimizer, config.optim.scheduler, total_steps, warmup)
+    scheduler = build_scheduler(optimizer, config.optim.scheduler, updates, warmup)
     model, optimizer = accelerator.prepare(model, optimizer)
     accelerator.register_for_checkpointing(scheduler)
     register_trainable_weights(accelerator)
@@ -158,20 +162,23 @@ def run_rl(config: TrainConfig, resume: bool | str | None = None) -> TrainResult
                 micro = min(config.train.grad_accum, batches_per_epoch - done)
                 indices = [i for _ in range(micro) for i in next(batches)]
                 results, notes = [], []
-                for j, index in enumerate(indices):
+                for index in indices:  # the rollouts: sampled answers, rewards, reference (no gradient)
                     record, prompt, skipped = _encode_or_replace(impl, records, index, model, accelerator.device,
                                                                  failed, config.data.strict)
                     notes += skipped
-                    sync = j == len(indices) - 1
-                    context = accelerator.no_sync(model) if not sync and world > 1 else nullcontext()
-                    with context, accelerator.autocast():
-                        results.append(impl.run(model, reference, record, prompt, 1 / len(indices),
-                                                accelerator.backward))
-                if config.optim.max_grad_norm is not None:
-                    accelerator.clip_grad_norm_(trainable, config.optim.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                scheduler.step()
+                    with accelerator.autocast():
+                        results.append(impl.rollout(model, reference, record, prompt))
+                for _ in range(impl.iterations):  # num_iterations optimiser updates on the same rollouts
+                    for j, result in enumerate(results):
+                        sync = j == len(results) - 1
+                        context = accelerator.no_sync(model) if not sync and world > 1 else nullcontext()
+                        with context, accelerator.autocast():
+                            impl.update(model, result, 1 / len(results), accelerator.backward)
+                    if config.optim.max_grad_norm is not None:
+                        accelerator.clip_grad_norm_(trainable, config.optim.max_grad_norm)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    scheduler.step()
                 step += 1
                 samples += len(indices) * world
                 if world > 1:

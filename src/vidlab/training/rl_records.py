@@ -20,7 +20,7 @@ from vidlab.annotations import Position, read_records
 from vidlab.conversation import Conversation, parse_record
 from vidlab.errors import ConversationError, DataFileError, MediaNotFoundError, SampleError, VidlabError
 from vidlab.training.data import SkipNote
-from vidlab.training.rewards import ANSWER_TYPES, Reference, infer_answer_type
+from vidlab.training.rewards import ANSWER_TYPES, Reference, infer_answer_type, unreadable_reference
 
 
 @dataclass
@@ -68,14 +68,20 @@ def _prompt(conversation: Conversation, where: str, keep_last_answer: bool) -> t
     return conversation.model_copy(update={"turns": turns}), answer
 
 
-def _parse(item, position: Position, root: Path, method: str) -> PromptRecord:
-    where = str(position)
+def parse_prompt_record(item, position: Position, root: Path, method: str, *, check_media: bool = True,
+                        where: str | None = None) -> PromptRecord:
+    """One GRPO (method "grpo") or DPO ("dpo") record; raises a VidlabError naming the field and the fix.
+
+    check_media: also require every media file to exist under `root`. where: the place errors name
+    (default: the position).
+    """
+    where = where or str(position)
     if isinstance(item, Exception):
         raise item
     if method == "dpo" and isinstance(item, dict) and "prompt" in item and "conversations" not in item:
         item = _hound_record(item)
     conversation = parse_record(item, where=where)
-    for part in conversation.media:
+    for part in conversation.media if check_media else ():
         path = Path(part.path).expanduser()
         path = path if path.is_absolute() else root / path
         if not path.exists():
@@ -88,13 +94,24 @@ def _parse(item, position: Position, root: Path, method: str) -> PromptRecord:
         if kind is not None and kind not in ANSWER_TYPES:
             raise ConversationError(f"{where}: answer_type {kind!r} is not one of {', '.join(ANSWER_TYPES)}. Fix it or "
                                     "leave it out to have it inferred.", "wrong field types")
-        return PromptRecord(position, record_id, prompt, root, Reference(answer, kind or infer_answer_type(answer)))
+        kind = kind or infer_answer_type(answer)
+        why = unreadable_reference(answer, kind)
+        if why is not None:  # no sampled answer could ever be rewarded: the group would carry no signal
+            raise ConversationError(f'{where}: the reference answer (last "gpt" turn) {answer!r} {why}, so no answer '
+                                    f'can score under answer_type "{kind}". Fix the answer or the answer_type.',
+                                    "wrong field types")
+        return PromptRecord(position, record_id, prompt, root, Reference(answer, kind))
     prompt, _ = _prompt(conversation, where, keep_last_answer=False)
-    pair = [item.get("chosen"), item.get("rejected")]
-    if not all(isinstance(text, str) and text.strip() for text in pair):
-        raise ConversationError(f'{where}: a DPO record needs "chosen" and "rejected" answers (non-empty strings). '
-                                "Add both, or leave the record out.", "wrong field types")
-    return PromptRecord(position, record_id, prompt, root, chosen=pair[0], rejected=pair[1])
+    pair = {name: item.get(name) for name in ("chosen", "rejected")}
+    for name, text in pair.items():
+        if not isinstance(text, str) or not text.strip():
+            got = "missing" if text is None else "empty" if isinstance(text, str) else f"a {type(text).__name__}"
+            raise ConversationError(f'{where}: "{name}" is {got}; a DPO record needs "chosen" and "rejected" answers '
+                                    "(non-empty strings). Add it, or leave the record out.", "wrong field types")
+    if pair["chosen"].strip() == pair["rejected"].strip():
+        raise ConversationError(f'{where}: "chosen" and "rejected" are the same answer, so the pair teaches nothing. '
+                                "Fix one, or leave the record out.", "wrong field types")
+    return PromptRecord(position, record_id, prompt, root, chosen=pair["chosen"], rejected=pair["rejected"])
 
 
 def load_prompt_records(files: list[Path], data_root: Path | None, method: str,
@@ -114,7 +131,7 @@ def load_prompt_records(files: list[Path], data_root: Path | None, method: str,
         root = Path(data_root) if data_root is not None else Path(file).parent
         for raw in read_records(file):
             try:
-                records.append(_parse(raw.item, raw.position, root, method))
+                records.append(parse_prompt_record(raw.item, raw.position, root, method))
             except VidlabError as err:
                 if strict:
                     raise SampleError(f"{err} (strict mode stops at the first bad record)") from err

@@ -17,7 +17,7 @@ from typing import Any
 
 from vidlab.conversation import parse_record
 from vidlab.data.convert import captions as caption_sets
-from vidlab.data.convert import llamafactory, llava, sharegpt4video, video_chatgpt
+from vidlab.data.convert import llamafactory, llava, rl, sharegpt4video, video_chatgpt
 from vidlab.data.convert.common import CAPTION_MODES, Item, MediaMissing, Problem, failed, json_items
 from vidlab.errors import AnnotationConversionError, VidlabError
 from vidlab.files import write_json, write_jsonl
@@ -42,6 +42,8 @@ FORMATS: dict[str, Callable[..., Iterator[Item]]] = {
     "vatex": caption_sets.read_vatex,
     "sharegpt": llamafactory.read,
     "openai": llamafactory.read_openai,
+    "video-r1": rl.read_video_r1,
+    "llava-hound-dpo": rl.read_llava_hound_dpo,
     "records": _read_records,
 }
 FORMAT_HELP = {
@@ -54,7 +56,10 @@ FORMAT_HELP = {
     "vatex": "VATEX vatex_*_v1.x.json (enCap / chCap)",
     "sharegpt": "LLaMA-Factory sharegpt (conversations with images / videos lists)",
     "openai": "LLaMA-Factory OpenAI messages (messages with role / content)",
-    "records": "vidlab annotation records (to validate them, or to write them --to sharegpt)",
+    "video-r1": "Video-R1-260k.json (problem, options, solution, path): GRPO records with answer_type",
+    "llava-hound-dpo": "LLaVA-Hound video DPO pairs, ShareGPTVideo sft_dpo_17k.jsonl (prompt, chosen, rejected): DPO "
+                       "records",
+    "records": "vidlab annotation records, SFT, GRPO or DPO (to validate them, or to write them --to sharegpt)",
 }
 TARGETS = ("records", "sharegpt")
 CAPTION_FORMATS = ("sharegpt4video", "msrvtt", "msvd", "vatex")
@@ -122,6 +127,14 @@ def _validate(record: dict, where: str, index: int, data_root: Path | None) -> d
         from vidlab.evaluation.records import annotation_record
 
         conversation = annotation_record(record, where, index, default_id=where).conversation
+    elif "chosen" in record or "rejected" in record or "answer_type" in record:  # a DPO pair or a GRPO record
+        from vidlab.annotations import Position
+        from vidlab.training.rl_records import parse_prompt_record
+
+        method = "grpo" if "answer_type" in record else "dpo"
+        root = data_root if data_root is not None else Path(".")
+        conversation = parse_prompt_record(record, Position(Path(where), index, 0), root, method,
+                                           check_media=False, where=where).prompt  # media: checked below
     else:
         conversation = parse_record(record, where=where)
         if not any(turn.role == "assistant" for turn in conversation.turns):

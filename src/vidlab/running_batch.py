@@ -72,6 +72,7 @@ class Request:
     token_ids: list[int] = field(default_factory=list)
     result: Generated | None = None  # set when it leaves the batch (also when cancelled: the answer so far)
     error: BaseException | None = None  # set when its prefill or a step failed
+    stopped: bool = False  # it left because `cancelled` said so
     peak_rows: int = 0  # most requests in the batch while this one was in it
     _sent: str = ""
     _prompt_ids: torch.Tensor | None = None
@@ -263,11 +264,14 @@ class RunningBatch:
             request = item.request if isinstance(item, _Joining) else item
             if request.cancelled is not None and request.cancelled():
                 self._joining.remove(item)
+                request.stopped = True
                 left.append(self._finish(request))
         if self._rows is not None:
             gone = [r.cancelled is not None and r.cancelled() for r in self._rows.requests]
             if any(gone):
-                left += [self._finish(r) for r, g in zip(self._rows.requests, gone) if g]
+                for request in (r for r, g in zip(self._rows.requests, gone) if g):
+                    request.stopped = True
+                    left.append(self._finish(request))
                 self._rows = _select(self._rows, [i for i, g in enumerate(gone) if not g])
         return left
 

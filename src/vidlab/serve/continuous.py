@@ -111,6 +111,8 @@ class ContinuousScheduler(Scheduler):
             self._fail(job, request.error)
             return
         job.state = "done"
+        if request.stopped:
+            self.metrics.stopped.inc()
         self.metrics.prompt_tokens.inc(job.payload.sample.stats.total_tokens)
         if job.future is not None and not job.future.done():
             job.future.set_result(request.result)

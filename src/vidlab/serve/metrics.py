@@ -53,8 +53,9 @@ class EngineMetrics:
                                registry=registry)
         self.cancelled = Counter(f"{_PREFIX}_cancelled", "Requests whose client went away before the answer.",
                                  registry=registry)
-        self.stopped = Counter(f"{_PREFIX}_stopped_batches", "Batches stopped before their end because every "
-                               "request in them was cancelled (clients gone, or a stream's stop string).",
+        self.stopped = Counter(f"{_PREFIX}_stopped_batches", "Batches (static batching) or requests "
+                               "(continuous) stopped before their end because cancelled (every request of the batch: "
+                               "clients gone, or a stream's stop string).",
                                registry=registry)
 
 

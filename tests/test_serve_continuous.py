@@ -184,3 +184,27 @@ def test_chunked_prefill_and_seeded_sampling_in_the_running_batch(tiny_model, sa
     other = Request(inputs(1), sampled, seed=8)
     run([other], prefill_tokens=512)
     assert other.result.token_ids != alone.result.token_ids
+
+
+def test_a_request_whose_prefill_fails_gets_a_500_alone(server, sequential, monkeypatch):
+    from vidlab.running_batch import RunningBatch
+
+    expected = {i: ask(sequential, i).choices[0].message.content for i in (1, 2, 3)}
+    original = RunningBatch._start
+
+    def poisoned(self, request):
+        if "poison" in request.inputs.texts[0]:
+            raise RuntimeError("/srv/secret/weights.bin in pid 4242")
+        return original(self, request)
+
+    monkeypatch.setattr(RunningBatch, "_start", poisoned)
+    client = OpenAI(base_url=f"{server}/v1", api_key="none", max_retries=0, timeout=120)
+    with ThreadPoolExecutor(4) as pool:
+        bad = pool.submit(post, server, {"messages": [{"role": "user", "content": "poison"}]}, key=None)
+        others = {i: pool.submit(lambda i: ask(client, i).choices[0].message.content, i) for i in expected}
+        response = bad.result(timeout=120)
+        assert {i: future.result(timeout=120) for i, future in others.items()} == expected
+    assert response.status_code == 500
+    error = response.json()["error"]
+    assert "secret" not in error["message"] and "4242" not in error["message"] and error["code"] == "internal_error"
+    assert wait_for(lambda: metric(server, "vidlab_serve_running", key=None) == 0)

@@ -27,7 +27,6 @@ import torch
 import torch.nn.functional as F
 from transformers import (
     LogitsProcessorList,
-    MinNewTokensLengthLogitsProcessor,
     RepetitionPenaltyLogitsProcessor,
     TemperatureLogitsWarper,
     TopKLogitsWarper,
@@ -77,6 +76,7 @@ class Request:
     _sent: str = ""
     _prompt_ids: torch.Tensor | None = None
     _processors: LogitsProcessorList | None = None
+    _least: int = 0  # the end token is held back until this many tokens are generated (min_tokens, ignore_eos)
     _generator: torch.Generator | None = None
 
     @property
@@ -303,22 +303,21 @@ class RunningBatch:
             tensors["input_ids"] = ids[:, reused:]
             embeds = prompt_embeddings(self.model, tensors)
         request.result = Generated(text="", reused_tokens=reused)
-        request._processors = self._processors(request, ids.shape[1])
+        request._processors = self._processors(request)
         if request.sampled and request.seed is not None:
             request._generator = torch.Generator(device=self.model.device).manual_seed(request.seed)
         return _Joining(request, embeds, cache, reused)
 
-    def _processors(self, request: Request, prompt_length: int) -> LogitsProcessorList | None:
+    def _processors(self, request: Request) -> LogitsProcessorList | None:
         """The logits processors `generate` would use for these options (built from transformers' public classes:
         its own builder is private)."""
         options = request.options
         processors = LogitsProcessorList()
         if options.repetition_penalty != 1.0:
             processors.append(RepetitionPenaltyLogitsProcessor(options.repetition_penalty))
-        least = options.max_new_tokens if options.ignore_eos else min(options.min_new_tokens, options.max_new_tokens)
-        if least:
-            processors.append(MinNewTokensLengthLogitsProcessor(prompt_length, least, self._eos,
-                                                                device=self.model.device))
+        # min_tokens (MinNewTokensLengthLogitsProcessor's rule) is applied to all rows at once in `_advance`.
+        request._least = options.max_new_tokens if options.ignore_eos else min(options.min_new_tokens,
+                                                                                options.max_new_tokens)
         if request.sampled:
             if options.temperature != 1.0:
                 processors.append(TemperatureLogitsWarper(options.temperature))
@@ -330,15 +329,24 @@ class RunningBatch:
 
     def _prefill(self) -> list[Request]:
         """One prefill forward: the first joiner's next chunk, or several short joiners' whole prompts together."""
-        for i, item in enumerate(self._joining):
-            if not isinstance(item, _Joining):
-                try:
-                    self._joining[i] = self._start(item)
-                except Exception as err:  # this request's own inputs failed: it alone leaves
-                    self._joining.pop(i)
-                    item.error = err
-                    return [item]
-                break  # one new joiner embedded per step: its vision encoder is this step's work
+        failed, budget = [], self.prefill_tokens
+        for item in list(self._joining):  # embed new joiners up to this step's prompt tokens
+            if budget <= 0:
+                break
+            if isinstance(item, _Joining):
+                budget -= item.embeds.shape[1]
+                continue
+            try:
+                started = self._start(item)
+            except Exception as err:  # this request's own inputs failed: it alone leaves
+                self._joining.remove(item)
+                item.error = err
+                failed.append(item)
+                continue
+            self._joining[self._joining.index(item)] = started
+            budget -= started.embeds.shape[1]
+        if failed:
+            return failed
         first = self._joining[0]
         if not isinstance(first, _Joining):
             return []
@@ -409,6 +417,10 @@ class RunningBatch:
     def _advance(self, requests: list[Request], logits: torch.Tensor) -> list[Request]:
         """Each request's next token from its row of `logits`; the ones that ended leave the rows."""
         logits = logits.float()
+        held = [row for row, request in enumerate(requests) if len(request.token_ids) < request._least]
+        if held:  # as transformers' MinNewTokensLengthLogitsProcessor, for every held row in one go
+            rows = torch.tensor(held, device=logits.device)
+            logits[rows[:, None], self._eos[None, :]] = -float("inf")
         chosen = logits.argmax(-1).tolist()
         for row, request in enumerate(requests):
             if request._processors is None and not request.sampled:

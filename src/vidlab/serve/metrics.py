@@ -48,8 +48,8 @@ class EngineMetrics:
                                        "(static) or of about the last second (continuous), all requests together.",
                                        registry=registry)
         self.running = Gauge(f"{_PREFIX}_running", "Requests being generated now.", registry=registry)
-        self.occupancy = Gauge(f"{_PREFIX}_batch_occupancy", "Share of max_batch the generated rows filled, over "
-                               "the last batch (static) or the decoding steps since the last change (continuous).",
+        self.occupancy = Gauge(f"{_PREFIX}_batch_occupancy", "Share of max_batch the generated rows filled, in "
+                               "the last batch (static) or over about the last second of decoding (continuous).",
                                registry=registry)
         self.cancelled = Counter(f"{_PREFIX}_cancelled", "Requests whose client went away before the answer.",
                                  registry=registry)

@@ -122,10 +122,15 @@ def run_clients(url: str, clients: int, per_client: int, make_body=body) -> dict
     with ThreadPoolExecutor(clients) as pool:
         list(pool.map(client, range(clients)))
     seconds = time.perf_counter() - began
-    latencies.sort()
+    return summary(latencies, batches, seconds)
+
+
+def summary(latencies: list[float], batches: list[int], seconds: float) -> dict:
+    latencies = sorted(latencies)
     return {"requests": len(latencies), "rps": len(latencies) / seconds, "batch": statistics.mean(batches),
             "p50_ms": 1000 * statistics.median(latencies),
-            "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]}
+            "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
+            "seconds": seconds, "latencies": latencies, "batches": batches}
 
 
 def main() -> None:
@@ -134,6 +139,7 @@ def main() -> None:
     parser.add_argument("--requests-per-client", type=int, help="Default: 8 (case batching), 2 (case a).")
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--json", type=Path, help="Also write the numbers here.")
+    parser.add_argument("--rounds", type=int, default=2, help="Case a: rounds per server, taken in turn.")
     parser.add_argument("--case", choices=("batching", "a"), default="batching",
                         help="batching: on against off at 1, 8, 32 clients; a: continuous against static batching, "
                         "32 clients, answers of 4-128 tokens.")
@@ -170,6 +176,7 @@ def main() -> None:
                 per_client = max(args.requests_per_client, -(-MIN_REQUESTS // clients))
                 for batching, (_, url) in servers.items():
                     result = run_clients(url, clients, per_client)
+                    result = {k: v for k, v in result.items() if k not in ("latencies", "batches", "seconds")}
                     rows.append({"batching": batching, "clients": clients, **result})
                     print(f"batching {batching:3}  clients {clients:2}  {result['rps']:6.1f} req/s  "
                           f"p50 {result['p50_ms']:7.1f} ms  p99 {result['p99_ms']:7.1f} ms  "
@@ -204,16 +211,26 @@ def mixed_lengths(args) -> None:
             for batching in ("static", "continuous"):
                 servers[batching] = start_server(model, root, 8, 128, ("--batching", batching))
                 run_clients(servers[batching][1], 4, 2, mixed_body)  # warm up
-            for batching, (process, url) in servers.items():
-                result = run_clients(url, clients, per_client, mixed_body)
-                rows.append({"batching": batching, **result, "peak_rss_mib": peak_rss_mib(process)})
-                print(f"{batching:10}  {result['rps']:6.2f} req/s  p50 {result['p50_ms']:8.1f} ms  "
-                      f"p99 {result['p99_ms']:8.1f} ms  batch {result['batch']:.1f}", file=sys.stderr, flush=True)
+            # Rounds in turn (static first, then continuous first, ...), so a change in the machine's load hits both.
+            rounds = {batching: [] for batching in servers}
+            for turn in range(args.rounds):
+                for batching in list(servers)[:: 1 if turn % 2 == 0 else -1]:
+                    result = run_clients(servers[batching][1], clients, per_client, mixed_body)
+                    rounds[batching].append(result)
+                    print(f"round {turn + 1}  {batching:10}  {result['rps']:6.2f} req/s  p50 {result['p50_ms']:8.1f} "
+                          f"ms  p99 {result['p99_ms']:8.1f} ms  batch {result['batch']:.1f}", file=sys.stderr,
+                          flush=True)
+            for batching, results in rounds.items():
+                together = summary([t for r in results for t in r["latencies"]],
+                                   [b for r in results for b in r["batches"]], sum(r["seconds"] for r in results))
+                kept = {k: v for k, v in together.items() if k not in ("latencies", "batches")}
+                rows.append({"batching": batching, **kept, "peak_rss_mib": peak_rss_mib(servers[batching][0])})
         finally:
             for process, _ in servers.values():
                 stop_server(process)
     print(f"\nvidlab serve, case a: {'the tiny model' if args.model is None else args.model}, {clients} clients x "
-          f"{per_client} requests, answers of {'/'.join(map(str, MIXED_LENGTHS))} tokens (ignore_eos), max_batch 8")
+          f"{per_client} requests x {args.rounds} rounds, answers of {'/'.join(map(str, MIXED_LENGTHS))} tokens "
+          "(ignore_eos), max_batch 8")
     print(f"{'batching':<12}{'requests':>9}{'req/s':>8}{'p50 ms':>10}{'p99 ms':>10}{'batch':>7}{'peak MiB':>10}")
     for row in rows:
         print(f"{row['batching']:<12}{row['requests']:>9}{row['rps']:>8.2f}{row['p50_ms']:>10.1f}"

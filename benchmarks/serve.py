@@ -1,9 +1,16 @@
-"""vidlab serve: throughput and latency for 1, 8 and 32 concurrent clients, batching on against off.
+"""vidlab serve: throughput and latency for 1, 8 and 32 concurrent clients, batching on against off; and (case a)
+continuous against static batching with mixed answer lengths.
 
     python benchmarks/serve.py [--model DIR] [--requests-per-client 8] [--max-tokens 16] [--json OUT]
+    python benchmarks/serve.py --case a [--model DIR] [--requests-per-client 2] [--json OUT]
 
-Starts `vidlab serve` twice on 127.0.0.1 (a subprocess each, one torch thread): with --max-batch 8
-(batching on) and with --max-batch 1 (off), the tiny model by default (built in a temporary
+Case a: 32 clients, answers of 4 to 128 tokens (each request asks for one of 4, 8, 16, 32, 64, 128 with
+ignore_eos, so every answer has that length), `--batching static` against `--batching continuous` (both
+--max-batch 8), the two servers running side by side and taking turns. Prints requests per second, p50 / p99
+latency, the mean batch size and each server's peak memory (resident set), and the speed-up (goal: 1.5x, lower p99).
+
+Starts `vidlab serve --batching static` twice on 127.0.0.1 (a subprocess each, one torch thread): with
+--max-batch 8 (batching on) and with --max-batch 1 (off), the tiny model by default (built in a temporary
 folder); the two take turns at each client count. Each client sends its requests one after
 another (at least 32 requests per setting), half of them about a 4-second video (the same file:
 decoded once, then from the caches), half text only, all greedy. Prints requests per second, the
@@ -37,11 +44,12 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_server(model: str, root: Path, max_batch: int, max_tokens: int) -> tuple[subprocess.Popen, str]:
+def start_server(model: str, root: Path, max_batch: int, max_tokens: int,
+                 extra: tuple[str, ...] = ("--batching", "static")) -> tuple[subprocess.Popen, str]:
     port = free_port()
     command = [sys.executable, "-m", "vidlab.cli", "serve", "--model", model, "--name", "tiny", "--port", str(port),
                "--media-root", str(root), "--max-batch", str(max_batch), "--max-queue", "512",
-               "--max-new-tokens", str(max_tokens), "--device", "cpu", "--log-level", "warning"]
+               "--max-new-tokens", str(max_tokens), "--device", "cpu", "--log-level", "warning", *extra]
     # One intra-op thread: the tiny model's matrices are too small to share, and 2 cores are shared with the clients.
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -76,7 +84,22 @@ def body(i: int) -> dict:
     return {"model": "tiny", "messages": [{"role": "user", "content": content}]}
 
 
-def run_clients(url: str, clients: int, per_client: int) -> dict:
+MIXED_LENGTHS = (4, 8, 16, 32, 64, 128)  # case a: answer lengths, in turn
+
+
+def mixed_body(i: int) -> dict:
+    return {**body(i), "max_tokens": MIXED_LENGTHS[i % len(MIXED_LENGTHS)], "ignore_eos": True}
+
+
+def peak_rss_mib(process: subprocess.Popen) -> float:
+    """The server's peak resident memory so far (Linux: VmHWM)."""
+    for line in Path(f"/proc/{process.pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run_clients(url: str, clients: int, per_client: int, make_body=body) -> dict:
     import httpx2
 
     latencies: list[float] = []
@@ -89,7 +112,7 @@ def run_clients(url: str, clients: int, per_client: int) -> dict:
             start.wait()
             for k in range(per_client):
                 began = time.perf_counter()
-                response = http.post(f"{url}/v1/chat/completions", json=body(n * per_client + k))
+                response = http.post(f"{url}/v1/chat/completions", json=make_body(n * per_client + k))
                 response.raise_for_status()
                 with lock:
                     latencies.append(time.perf_counter() - began)
@@ -99,19 +122,32 @@ def run_clients(url: str, clients: int, per_client: int) -> dict:
     with ThreadPoolExecutor(clients) as pool:
         list(pool.map(client, range(clients)))
     seconds = time.perf_counter() - began
-    latencies.sort()
+    return summary(latencies, batches, seconds)
+
+
+def summary(latencies: list[float], batches: list[int], seconds: float) -> dict:
+    latencies = sorted(latencies)
     return {"requests": len(latencies), "rps": len(latencies) / seconds, "batch": statistics.mean(batches),
             "p50_ms": 1000 * statistics.median(latencies),
-            "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]}
+            "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
+            "seconds": seconds, "latencies": latencies, "batches": batches}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="Checkpoint folder (default: the tiny model, built in a temporary folder).")
-    parser.add_argument("--requests-per-client", type=int, default=8)
+    parser.add_argument("--requests-per-client", type=int, help="Default: 8 (case batching), 2 (case a).")
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--json", type=Path, help="Also write the numbers here.")
+    parser.add_argument("--rounds", type=int, default=2, help="Case a: rounds per server, taken in turn.")
+    parser.add_argument("--case", choices=("batching", "a"), default="batching",
+                        help="batching: on against off at 1, 8, 32 clients; a: continuous against static batching, "
+                        "32 clients, answers of 4-128 tokens.")
     args = parser.parse_args()
+    if args.case == "a":
+        mixed_lengths(args)
+        return
+    args.requests_per_client = args.requests_per_client or 8
 
     import numpy as np
 
@@ -140,6 +176,7 @@ def main() -> None:
                 per_client = max(args.requests_per_client, -(-MIN_REQUESTS // clients))
                 for batching, (_, url) in servers.items():
                     result = run_clients(url, clients, per_client)
+                    result = {k: v for k, v in result.items() if k not in ("latencies", "batches", "seconds")}
                     rows.append({"batching": batching, "clients": clients, **result})
                     print(f"batching {batching:3}  clients {clients:2}  {result['rps']:6.1f} req/s  "
                           f"p50 {result['p50_ms']:7.1f} ms  p99 {result['p99_ms']:7.1f} ms  "
@@ -161,6 +198,68 @@ def main() -> None:
     print(f"batching speed-up with 8 clients: {speedup:.2f}x (goal: at least 2x); load average {load}")
     if args.json:
         args.json.write_text(json.dumps({"rows": rows, "speedup_8_clients": speedup}, indent=2))
+
+
+def mixed_lengths(args) -> None:
+    """Case a: continuous against static batching, 32 clients, answers of 4-128 tokens."""
+    clients, per_client = 32, args.requests_per_client or 2
+    with tempfile.TemporaryDirectory(prefix="vidlab-serve-bench-") as temp:
+        temp = Path(temp)
+        root, model = prepare(temp, args.model)
+        servers, rows = {}, []
+        try:
+            for batching in ("static", "continuous"):
+                servers[batching] = start_server(model, root, 8, 128, ("--batching", batching))
+                run_clients(servers[batching][1], 4, 2, mixed_body)  # warm up
+            # Rounds in turn (static first, then continuous first, ...), so a change in the machine's load hits both.
+            rounds = {batching: [] for batching in servers}
+            for turn in range(args.rounds):
+                for batching in list(servers)[:: 1 if turn % 2 == 0 else -1]:
+                    result = run_clients(servers[batching][1], clients, per_client, mixed_body)
+                    rounds[batching].append(result)
+                    print(f"round {turn + 1}  {batching:10}  {result['rps']:6.2f} req/s  p50 {result['p50_ms']:8.1f} "
+                          f"ms  p99 {result['p99_ms']:8.1f} ms  batch {result['batch']:.1f}", file=sys.stderr,
+                          flush=True)
+            for batching, results in rounds.items():
+                together = summary([t for r in results for t in r["latencies"]],
+                                   [b for r in results for b in r["batches"]], sum(r["seconds"] for r in results))
+                kept = {k: v for k, v in together.items() if k not in ("latencies", "batches")}
+                rows.append({"batching": batching, **kept, "peak_rss_mib": peak_rss_mib(servers[batching][0])})
+        finally:
+            for process, _ in servers.values():
+                stop_server(process)
+    print(f"\nvidlab serve, case a: {'the tiny model' if args.model is None else args.model}, {clients} clients x "
+          f"{per_client} requests x {args.rounds} rounds, answers of {'/'.join(map(str, MIXED_LENGTHS))} tokens "
+          "(ignore_eos), max_batch 8")
+    print(f"{'batching':<12}{'requests':>9}{'req/s':>8}{'p50 ms':>10}{'p99 ms':>10}{'batch':>7}{'peak MiB':>10}")
+    for row in rows:
+        print(f"{row['batching']:<12}{row['requests']:>9}{row['rps']:>8.2f}{row['p50_ms']:>10.1f}"
+              f"{row['p99_ms']:>10.1f}{row['batch']:>7.1f}{row['peak_rss_mib']:>10.0f}")
+    static, continuous = rows
+    speedup = continuous["rps"] / static["rps"]
+    load = " ".join(f"{value:.1f}" for value in os.getloadavg())
+    print(f"continuous over static: {speedup:.2f}x requests/s (goal: at least 1.5x), p99 "
+          f"{continuous['p99_ms'] / static['p99_ms']:.2f}x (goal: below 1); load average {load}")
+    if args.json:
+        args.json.write_text(json.dumps({"case": "a", "rows": rows, "speedup": speedup}, indent=2))
+
+
+def prepare(temp: Path, model: str | None) -> tuple[Path, str]:
+    """The media folder (a 4 s clip) and the model (the tiny one, built here, unless given)."""
+    import numpy as np
+
+    from vidlab.media.writer import write_video
+
+    root = temp / "media"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    write_video(root / "clip.mp4", [np.roll(base, 5 * i, axis=1) for i in range(40)], fps=10)
+    if model is None:
+        from vidlab.models.tiny import build_tiny_model
+
+        model = str(build_tiny_model(temp / "tiny", seed=0))
+    return root, model
 
 
 if __name__ == "__main__":

@@ -54,6 +54,15 @@ def server(tiny_model, media):
         yield url, app
 
 
+@pytest.fixture(scope="module")
+def static_server(tiny_model, media):
+    """Static batching, whose batch runner the tests below replace (test_serve_continuous.py has the same for
+    continuous batching)."""
+    app = create_app(tiny_model, name="tiny", options=options(media_root=media, batching="static"))
+    with running(app) as url:
+        yield url, app
+
+
 def chat(content, **fields) -> dict:
     return {"model": "tiny", "messages": [{"role": "user", "content": content}], **fields}
 
@@ -363,8 +372,8 @@ def test_vllm_decoding_extras_are_applied(server):
     assert penalized[0] != penalized[1]  # the penalty is applied, not ignored
 
 
-def test_a_500_is_counted_and_shows_no_internals(server):
-    url, app = server
+def test_a_500_is_counted_and_shows_no_internals(static_server):
+    url, app = static_server
     scheduler = app.state.engine.scheduler
     original = scheduler.run_batch
 
@@ -386,8 +395,8 @@ def test_a_500_is_counted_and_shows_no_internals(server):
     assert answer(url, chat("Say something.")) is not None
 
 
-def test_a_request_that_breaks_its_batch_fails_alone(server):
-    url, app = server
+def test_a_request_that_breaks_its_batch_fails_alone(static_server):
+    url, app = static_server
     scheduler = app.state.engine.scheduler
     original = scheduler.run_batch
     shared = []

@@ -216,6 +216,8 @@ class Scheduler:
                 self._waiting -= 1
             self.metrics.queue_depth.set(self._waiting)
             self.metrics.batch_size.observe(len(jobs))
+            self.metrics.running.set(len(jobs))
+            self.metrics.occupancy.set(len(jobs) / self.max_batch)
             self._running = jobs
             started = time.monotonic()
             try:
@@ -246,6 +248,7 @@ class Scheduler:
                         results.append(None)
             finally:
                 self._running = []
+                self.metrics.running.set(0)
                 seconds = time.monotonic() - started
                 self._batch_seconds = 0.8 * self._batch_seconds + 0.2 * seconds
             for job, result in zip(jobs, results):

@@ -3,8 +3,9 @@ OpenAI response bodies out. HTTP knows nothing of it but `complete`, `stream`, `
 
 A request takes the one road every vidlab workload takes: its messages become a `Conversation`
 (`parse_messages`), its media are decoded by `MediaLoad` through the shared cache, `encode` turns both into a
-`Sample` with the request's settings, `collate` left-pads the batch and `generate_batch` (or
-`stream_batch`) answers it, reusing vision-encoder outputs from the `VisionCache`.
+`Sample` with the request's settings; with continuous batching it joins the `RunningBatch` (prepared by
+`vidlab.generate`'s own functions), with static batching `collate` left-pads a batch and `generate_batch` (or
+`stream_batch`) answers it; both reuse vision-encoder outputs from the `VisionCache`.
 """
 
 from __future__ import annotations
@@ -34,8 +35,10 @@ from vidlab.media.cache import DEFAULT_MAX_BYTES as CLIP_CACHE_BYTES
 from vidlab.media.cache import MediaCache
 from vidlab.models.adapters import BASE, active_adapter
 from vidlab.models.load import context_length
+from vidlab.running_batch import Request, RunningBatch
 from vidlab.serve import sources
 from vidlab.serve.batching import Job, Scheduler
+from vidlab.serve.continuous import ContinuousScheduler
 from vidlab.serve.errors import ServeError, from_user_error
 from vidlab.serve.loading import check_adapter_names, load_served_model
 from vidlab.serve.media import MediaResolver, RequestTally
@@ -107,9 +110,15 @@ class Engine:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = EngineMetrics(self.registry)
         self.registry.register(CacheCollector(self._caches))
-        self.scheduler = Scheduler(self._run_batch, self._run_stream, max_batch=options.max_batch,
-                                   max_queue=options.max_queue, batch_wait=options.batch_wait_ms / 1000,
-                                   metrics=self.metrics)
+        if options.batching == "continuous":
+            batch = RunningBatch(self.model, self.processor, max_rows=options.max_batch,
+                                 prefill_tokens=options.prefill_tokens)
+            self.scheduler = ContinuousScheduler(batch, self._request, max_queue=options.max_queue,
+                                                 metrics=self.metrics)
+        else:
+            self.scheduler = Scheduler(self._run_batch, self._run_stream, max_batch=options.max_batch,
+                                       max_queue=options.max_queue, batch_wait=options.batch_wait_ms / 1000,
+                                       metrics=self.metrics)
         self._decode_pool = ThreadPoolExecutor(options.decode_workers, thread_name_prefix="vidlab-decode")
         # Requests without media never wait behind others' decoding: they are prepared on a thread of their own.
         self._text_pool = ThreadPoolExecutor(1, thread_name_prefix="vidlab-text")
@@ -341,6 +350,13 @@ class Engine:
             job.steps += 1
         if running and all(job.cancelled for job in running):
             raise _Stopped()
+
+    def _request(self, job: Job) -> Request:
+        """A prepared job as a request of the continuous batch."""
+        prepared: Prepared = job.payload
+        inputs = collate([prepared.sample], self.processor.tokenizer.pad_token_id, "left")
+        return Request(inputs, prepared.options, adapter=prepared.adapter, seed=prepared.seed, stops=prepared.stops,
+                       vision_cache=self.vision_caches[prepared.adapter])
 
     def _record(self, jobs: list[Job], results: list[Generated], seconds: float) -> None:
         tokens = sum(len(result.token_ids) for result in results)

@@ -45,11 +45,17 @@ class EngineMetrics:
                                           "(generated_tokens / generation_seconds is tokens per second).",
                                           registry=registry)
         self.tokens_per_second = Gauge(f"{_PREFIX}_tokens_per_second", "Tokens per second of the last batch "
-                                       "(all its requests together).", registry=registry)
+                                       "(static) or of about the last second (continuous), all requests together.",
+                                       registry=registry)
+        self.running = Gauge(f"{_PREFIX}_running", "Requests being generated now.", registry=registry)
+        self.occupancy = Gauge(f"{_PREFIX}_batch_occupancy", "Share of max_batch the generated rows filled, in "
+                               "the last batch (static) or over about the last second of decoding (continuous).",
+                               registry=registry)
         self.cancelled = Counter(f"{_PREFIX}_cancelled", "Requests whose client went away before the answer.",
                                  registry=registry)
-        self.stopped = Counter(f"{_PREFIX}_stopped_batches", "Batches stopped before their end because every "
-                               "request in them was cancelled (clients gone, or a stream's stop string).",
+        self.stopped = Counter(f"{_PREFIX}_stopped_batches", "Batches (static batching) or requests "
+                               "(continuous) stopped before their end because cancelled (every request of the batch: "
+                               "clients gone, or a stream's stop string).",
                                registry=registry)
 
 

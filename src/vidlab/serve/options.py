@@ -8,6 +8,7 @@ decoding defaults are `vidlab.settings` objects: a request field that is not giv
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -43,13 +44,21 @@ class ServeOptions(BaseModel):
     api_key: str | None = Field(
         None, description="Every route but /health needs `Authorization: Bearer KEY` (none: no key needed)."
     )
+    batching: Literal["continuous", "static"] = Field(
+        "continuous", description="continuous: a request joins the running batch at the next decoding step and "
+        "leaves it when it ends; static: a batch of same-settings requests runs until its longest answer ends.",
+    )
     max_batch: int = Field(8, ge=1, description="Most requests generated together in one batch (1: no batching).")
+    prefill_tokens: int = Field(
+        512, ge=1, description="continuous batching: most prompt tokens prefilled between two decoding steps (a "
+        "longer prompt goes in over several steps while the others decode).",
+    )
     max_queue: int = Field(
         64, ge=1, description="Most requests waiting for the model; one more is answered 429 with Retry-After."
     )
     batch_wait_ms: float = Field(
-        10.0, ge=0, allow_inf_nan=False, description="How long a ready request waits for others to share its batch "
-        "(longer while other requests are still being decoded, at most 4x).",
+        10.0, ge=0, allow_inf_nan=False, description="static batching: how long a ready request waits for others "
+        "to share its batch (longer while other requests are still being decoded, at most 4x).",
     )
     max_model_len: int | None = Field(
         None, ge=16, description="Context length: prompt (text and visual tokens) plus answer (none: the model's own)."

@@ -1,0 +1,462 @@
+"""Continuous (iteration-level) batching: requests join a running batch between decoding steps and leave it when
+they end, so a short answer never waits for a long one and a new request never waits for a batch to finish.
+
+transformers' own continuous batching (`generate_batch`, `ContinuousBatchingManager`, paged attention) is not used:
+its `add_request` takes prompt token ids only and builds every step's model input from ids, so VideoLLaMA3's prefill
+with vision features (pixels or `mm_encoder_outputs` scattered into `inputs_embeds`) cannot go through it.
+
+Instead the rows share one transformers `DynamicCache`, left-padded: each row's keys and values end in the last
+column, an attention mask marks the padding and each row has its own position ids. A joiner is prepared by the
+same functions `vidlab.generate` uses (`_prepare`: vision cache, prompt cache), its prompt embedded by the model's
+own forward (stopped before the LLM), then prefilled in chunks of at most `prefill_tokens` tokens per step (short
+prompts together, left-padded), between the decoding steps of the running rows; once its prompt is in, its cache
+is padded and concatenated to the batch's. Each row samples with its own settings (temperature, top_p, top_k,
+repetition penalty, seed). Rows with different LoRA adapters decode together through peft's mixed adapter batches
+(`adapter_names=`); where peft cannot (DoRA), `accepts` keeps one adapter per batch.
+
+Under greedy decoding every answer is the one `vidlab.generate.generate` gives for that request alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from transformers import (
+    LogitsProcessorList,
+    RepetitionPenaltyLogitsProcessor,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
+from transformers.cache_utils import DynamicLayer
+
+from vidlab.generate import Generated, PromptCache, _prepare, _stop_ids
+from vidlab.inputs import Batch
+from vidlab.models.adapters import BASE, active_adapter
+from vidlab.models.logits import logits_at
+from vidlab.settings import GenerationOptions
+from vidlab.vision_cache import VisionCache
+
+DEFAULT_PREFILL_TOKENS = 512
+
+
+@dataclass(eq=False)
+class Request:
+    """One answer to generate in a running batch.
+
+    Args:
+        inputs: a batch of one, left-padded (`vidlab.inputs.build_inputs` or `collate(..., "left")`).
+        adapter: the peft adapter that answers (None or `BASE`: the base model).
+        seed: sampled requests draw from their own generator seeded with this (None: torch's global one).
+        stops: text that ends the answer early once it appears (the caller still cuts the text).
+        on_text: called on the model thread with each new piece of the answer's text.
+        cancelled: polled before each step; True: the request leaves the batch with what it has.
+        vision_cache, past: as in `vidlab.generate.generate`.
+    """
+
+    inputs: Batch
+    options: GenerationOptions = field(default_factory=GenerationOptions)
+    adapter: str | None = None
+    seed: int | None = None
+    stops: list[str] = field(default_factory=list)
+    on_text: Callable[[str], None] | None = None
+    cancelled: Callable[[], bool] | None = None
+    vision_cache: VisionCache | None = None
+    past: PromptCache | None = None
+    # Filled in as it runs.
+    token_ids: list[int] = field(default_factory=list)
+    result: Generated | None = None  # set when it leaves the batch (also when cancelled: the answer so far)
+    error: BaseException | None = None  # set when its prefill or a step failed
+    stopped: bool = False  # it left because `cancelled` said so
+    peak_rows: int = 0  # most requests in the batch while this one was in it
+    _sent: str = ""
+    _prompt_ids: torch.Tensor | None = None
+    _processors: LogitsProcessorList | None = None
+    _least: int = 0  # the end token is held back until this many tokens are generated (min_tokens, ignore_eos)
+    _generator: torch.Generator | None = None
+
+    @property
+    def sampled(self) -> bool:
+        return self.options.temperature > 0
+
+
+@dataclass
+class _Rows:
+    """Rows sharing one left-padded cache: row i's tokens sit in the columns where mask[i] is 1, the last at the end."""
+
+    cache: object  # DynamicCache
+    mask: torch.Tensor  # (rows, columns) long
+    lengths: torch.Tensor  # (rows,) tokens of each row in the cache: the next position id
+    requests: list[Request]
+
+
+@dataclass
+class _Joining:
+    request: Request
+    embeds: torch.Tensor  # (1, tokens, hidden): the prompt's embeddings not yet in the cache
+    cache: object | None  # the request's own DynamicCache so far (a reused prefix, or earlier chunks)
+    done: int  # prompt tokens already in `cache`
+
+
+class _Embedded(Exception):
+    def __init__(self, embeds: torch.Tensor):
+        self.embeds = embeds
+
+
+def _core(model):
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def prompt_embeddings(model, tensors: dict) -> torch.Tensor:
+    """The LLM's input embeddings for `tensors` as the model's forward builds them (text embeddings with the vision
+    features, or a compressor's tokens, in place of the picture tokens).
+
+    Hand-written because the native model has no public "embed with vision" call: its forward runs until the
+    language model, where a pre-hook takes the embeddings and stops it.
+    """
+    language_model = _core(model).model.language_model
+
+    def grab(_module, _args, kwargs):
+        raise _Embedded(kwargs["inputs_embeds"])
+
+    handle = language_model.register_forward_pre_hook(grab, with_kwargs=True)
+    try:
+        model(**tensors)
+    except _Embedded as caught:
+        return caught.embeds
+    finally:
+        handle.remove()
+    raise RuntimeError("the model's forward did not reach its language model")
+
+
+def _pad_left(tensor: torch.Tensor, width: int, dim: int) -> torch.Tensor:
+    missing = width - tensor.shape[dim]
+    if missing == 0:
+        return tensor
+    pads = [0, 0] * (tensor.dim() - 1 - (dim % tensor.dim())) + [missing, 0]
+    return F.pad(tensor, pads)
+
+
+def _layers(cache) -> list:
+    layers = cache.layers
+    if any(type(layer) is not DynamicLayer for layer in layers):
+        raise TypeError("continuous batching pads full-attention caches only (DynamicLayer); this model's cache has "
+                        "sliding-window or other layers. Serve it with --batching static.")
+    return layers
+
+
+def _merge(a: _Rows, b: _Rows) -> _Rows:
+    """One set of rows: both padded on the left to the wider one, then stacked."""
+    width = max(a.mask.shape[1], b.mask.shape[1])
+    for mine, theirs in zip(_layers(a.cache), _layers(b.cache), strict=True):
+        mine.keys = torch.cat([_pad_left(mine.keys, width, -2), _pad_left(theirs.keys, width, -2)])
+        mine.values = torch.cat([_pad_left(mine.values, width, -2), _pad_left(theirs.values, width, -2)])
+    mask = torch.cat([_pad_left(a.mask, width, 1), _pad_left(b.mask, width, 1)])
+    return _Rows(a.cache, mask, torch.cat([a.lengths, b.lengths]), a.requests + b.requests)
+
+
+def _select(rows: _Rows, keep: list[int]) -> _Rows | None:
+    """The rows at `keep`, without the leading columns that only padding fills now."""
+    if not keep:
+        return None
+    if len(keep) == len(rows.requests):
+        return rows
+    index = torch.tensor(keep, device=rows.mask.device)
+    mask = rows.mask.index_select(0, index)
+    first = int(mask.any(0).nonzero()[0]) if mask.any() else 0
+    for layer in _layers(rows.cache):
+        layer.keys = layer.keys.index_select(0, index)[..., first:, :]
+        layer.values = layer.values.index_select(0, index)[..., first:, :]
+    return _Rows(rows.cache, mask[:, first:], rows.lengths.index_select(0, index), [rows.requests[i] for i in keep])
+
+
+def _positions(mask: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
+    """Position ids of the new columns of a left-padded chunk: each row counts on from `start` (padding: 1, as
+    transformers' generate)."""
+    positions = start[:, None] + mask.cumsum(-1) - 1
+    return positions.masked_fill(mask == 0, 1)
+
+
+class RunningBatch:
+    """The requests being answered, advanced one decoding step at a time by `step` (on one thread).
+
+    Args:
+        max_rows: most requests at once (`accepts` says no beyond it).
+        prefill_tokens: most prompt tokens prefilled per step: a longer prompt goes in over several steps, while
+            the running rows go on decoding.
+    """
+
+    def __init__(self, model, processor, *, max_rows: int, prefill_tokens: int = DEFAULT_PREFILL_TOKENS):
+        self.model, self.processor = model, processor
+        self.max_rows, self.prefill_tokens = max_rows, prefill_tokens
+        self.stop_ids = _stop_ids(model, processor)
+        eos = model.generation_config.eos_token_id
+        self._eos = torch.tensor(eos if isinstance(eos, list) else [eos], device=model.device) if eos is not None \
+            else torch.tensor(sorted(self.stop_ids), device=model.device)
+        configs = getattr(model, "peft_config", {}) or {}
+        self.has_adapters = bool(configs)
+        # peft's mixed adapter batches do not take DoRA adapters: then a batch holds one adapter at a time.
+        self.mixed_adapters = not any(getattr(config, "use_dora", False) for config in configs.values())
+        self._rows: _Rows | None = None
+        self._joining: list[_Joining | Request] = []
+        self.generated_tokens = 0  # tokens generated in all, and rows decoded over all steps (occupancy)
+        self.steps = 0
+        self.row_steps = 0
+
+    # ---- who is in ---------------------------------------------------------------------------------------------
+
+    @property
+    def requests(self) -> list[Request]:
+        rows = self._rows.requests if self._rows is not None else []
+        return [*rows, *(j.request if isinstance(j, _Joining) else j for j in self._joining)]
+
+    def __len__(self) -> int:
+        return len(self.requests)
+
+    def _adapter(self, request: Request) -> str | None:
+        if not self.has_adapters:
+            return None
+        return request.adapter or BASE
+
+    def accepts(self, request: Request) -> bool:
+        """Whether `request` may join now (room, and its adapter where adapters cannot mix)."""
+        current = self.requests
+        if len(current) >= self.max_rows:
+            return False
+        return self.mixed_adapters or not current or self._adapter(current[0]) == self._adapter(request)
+
+    def add(self, request: Request) -> None:
+        """Queue `request` for prefill: it joins the decoding rows once its prompt is in."""
+        self._joining.append(request)
+        self._note_size()
+
+    def clear(self) -> list[Request]:
+        """Every request, out of the batch (after a failure the batch cannot say more about)."""
+        requests = self.requests
+        self._rows, self._joining = None, []
+        return requests
+
+    def _note_size(self) -> None:
+        size = len(self)
+        for request in self.requests:
+            request.peak_rows = max(request.peak_rows, size)
+
+    # ---- one step ----------------------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def step(self) -> list[Request]:
+        """Prefill (a chunk of) the joiners, then one decoding step of the rows; the requests that left (answered,
+        cancelled, or failed: `Request.error`)."""
+        left = self._drop_cancelled()
+        if self._joining:
+            left += self._prefill()
+        if self._rows is not None:
+            left += self._decode()
+        return left
+
+    def _drop_cancelled(self) -> list[Request]:
+        left = []
+        for item in list(self._joining):
+            request = item.request if isinstance(item, _Joining) else item
+            if request.cancelled is not None and request.cancelled():
+                self._joining.remove(item)
+                request.stopped = True
+                left.append(self._finish(request))
+        if self._rows is not None:
+            gone = [r.cancelled is not None and r.cancelled() for r in self._rows.requests]
+            if any(gone):
+                for request in (r for r, g in zip(self._rows.requests, gone) if g):
+                    request.stopped = True
+                    left.append(self._finish(request))
+                self._rows = _select(self._rows, [i for i, g in enumerate(gone) if not g])
+        return left
+
+    def _finish(self, request: Request) -> Request:
+        text = self.processor.tokenizer.decode(request.token_ids, skip_special_tokens=True)
+        request.result = Generated(text=text, token_ids=list(request.token_ids),
+                                   reused_tokens=request.result.reused_tokens
+                                   if request.result is not None else 0)
+        if request.on_text is not None and text.startswith(request._sent) and len(text) > len(request._sent):
+            request.on_text(text[len(request._sent):])  # what was held back for a character's last bytes
+            request._sent = text
+        return request
+
+    def _scope(self, requests: list[Request]):
+        """(context, forward kwargs) that make each row answer as its adapter."""
+        names = [self._adapter(r) for r in requests]
+        if len(set(names)) <= 1:
+            return active_adapter(self.model, names[0] if names else None), {}
+        return nullcontext(), {"adapter_names": names}
+
+    def _start(self, request: Request) -> _Joining:
+        """Prepare a joiner's prompt: through `vidlab.generate._prepare` (vision and prompt caches), embedded."""
+        with active_adapter(self.model, self._adapter(request)):
+            tensors, reused = _prepare(self.model, request.inputs, request.vision_cache, request.past)
+            cache = tensors.pop("cache", None)
+            ids = tensors["input_ids"]
+            request._prompt_ids = ids[0]
+            tensors = {k: v for k, v in tensors.items() if k != "attention_mask"}
+            tensors["input_ids"] = ids[:, reused:]
+            embeds = prompt_embeddings(self.model, tensors)
+        request.result = Generated(text="", reused_tokens=reused)
+        request._processors = self._processors(request)
+        if request.sampled and request.seed is not None:
+            request._generator = torch.Generator(device=self.model.device).manual_seed(request.seed)
+        return _Joining(request, embeds, cache, reused)
+
+    def _processors(self, request: Request) -> LogitsProcessorList | None:
+        """The logits processors `generate` would use for these options (built from transformers' public classes:
+        its own builder is private)."""
+        options = request.options
+        processors = LogitsProcessorList()
+        if options.repetition_penalty != 1.0:
+            processors.append(RepetitionPenaltyLogitsProcessor(options.repetition_penalty))
+        # min_tokens (MinNewTokensLengthLogitsProcessor's rule) is applied to all rows at once in `_advance`.
+        request._least = options.max_new_tokens if options.ignore_eos else min(options.min_new_tokens,
+                                                                                options.max_new_tokens)
+        if request.sampled:
+            if options.temperature != 1.0:
+                processors.append(TemperatureLogitsWarper(options.temperature))
+            if options.top_k:
+                processors.append(TopKLogitsWarper(options.top_k))
+            if options.top_p < 1.0:
+                processors.append(TopPLogitsWarper(options.top_p))
+        return processors or None
+
+    def _prefill(self) -> list[Request]:
+        """One prefill forward: the first joiner's next chunk, or several short joiners' whole prompts together."""
+        failed, budget = [], self.prefill_tokens
+        for item in list(self._joining):  # embed new joiners up to this step's prompt tokens
+            if budget <= 0:
+                break
+            if isinstance(item, _Joining):
+                budget -= item.embeds.shape[1]
+                continue
+            try:
+                started = self._start(item)
+            except Exception as err:  # this request's own inputs failed: it alone leaves
+                self._joining.remove(item)
+                item.error = err
+                failed.append(item)
+                continue
+            self._joining[self._joining.index(item)] = started
+            budget -= started.embeds.shape[1]
+        if failed:
+            return failed
+        first = self._joining[0]
+        if not isinstance(first, _Joining):
+            return []
+        group = [first]
+        if first.cache is None and first.embeds.shape[1] <= self.prefill_tokens:
+            budget = self.prefill_tokens - first.embeds.shape[1]
+            for item in self._joining[1:]:
+                if not isinstance(item, _Joining) or item.cache is not None or item.embeds.shape[1] > budget:
+                    break
+                group.append(item)
+                budget -= item.embeds.shape[1]
+        try:
+            return self._prefill_group(group)
+        except Exception as err:  # out of memory or a bug: these joiners fail, the running rows go on
+            for item in group:
+                self._joining.remove(item)
+                item.request.error = err
+            return [item.request for item in group]
+
+    def _prefill_group(self, group: list[_Joining]) -> list[Request]:
+        take = [min(item.embeds.shape[1], self.prefill_tokens) for item in group]
+        width = max(take)
+        hidden = group[0].embeds.shape[-1]
+        device = group[0].embeds.device
+        embeds = torch.zeros((len(group), width, hidden), dtype=group[0].embeds.dtype, device=device)
+        new = torch.zeros((len(group), width), dtype=torch.long, device=device)
+        for row, (item, n) in enumerate(zip(group, take)):
+            embeds[row, width - n:] = item.embeds[0, :n]
+            new[row, width - n:] = 1
+        past = group[0].cache if len(group) == 1 else None
+        done = torch.tensor([item.done for item in group], device=device)
+        old = torch.ones((1, past.get_seq_length()), dtype=torch.long, device=device) if past is not None else None
+        mask = new if old is None else torch.cat([old, new], 1)
+        context, extra = self._scope([item.request for item in group])
+        with context, logits_at(self.model, 1):
+            output = self.model(inputs_embeds=embeds, attention_mask=mask, position_ids=_positions(new, done),
+                                cache=past, use_cache=True, **extra)
+        for item, n in zip(group, take):
+            item.embeds, item.cache, item.done = item.embeds[:, n:], output.cache, item.done + n
+        if group[0].embeds.shape[1]:  # a long prompt's chunk: more of it next step
+            return []
+        for item in group:
+            self._joining.remove(item)
+        rows = _Rows(output.cache, mask, done + torch.tensor(take, device=device), [item.request for item in group])
+        self._rows = rows if self._rows is None else _merge(self._rows, rows)
+        return self._advance(rows.requests, output.logits[:, -1])
+
+    def _decode(self) -> list[Request]:
+        rows = self._rows
+        requests = rows.requests
+        last = torch.tensor([[r.token_ids[-1]] for r in requests], device=rows.mask.device)
+        mask = torch.cat([rows.mask, torch.ones_like(rows.mask[:, :1])], 1)
+        context, extra = self._scope(requests)
+        try:
+            with context:
+                output = self.model(input_ids=last, attention_mask=mask, position_ids=rows.lengths[:, None],
+                                    cache=rows.cache, use_cache=True, **extra)
+        except Exception as err:  # the rows' shared cache is in an unknown state: they all fail
+            self._rows = None
+            for request in requests:
+                request.error = err
+            return requests
+        rows.mask, rows.lengths = mask, rows.lengths + 1
+        self.steps += 1
+        self.row_steps += len(requests)
+        return self._advance(requests, output.logits[:, -1])
+
+    def _advance(self, requests: list[Request], logits: torch.Tensor) -> list[Request]:
+        """Each request's next token from its row of `logits`; the ones that ended leave the rows."""
+        logits = logits.float()
+        held = [row for row, request in enumerate(requests) if len(request.token_ids) < request._least]
+        if held:  # as transformers' MinNewTokensLengthLogitsProcessor, for every held row in one go
+            rows = torch.tensor(held, device=logits.device)
+            logits[rows[:, None], self._eos[None, :]] = -float("inf")
+        chosen = logits.argmax(-1).tolist()
+        for row, request in enumerate(requests):
+            if request._processors is None and not request.sampled:
+                continue
+            scores = logits[row:row + 1]
+            if request._processors is not None:
+                so_far = torch.tensor(request.token_ids, dtype=torch.long, device=scores.device)
+                ids = torch.cat([request._prompt_ids.to(scores.device), so_far])[None]
+                scores = request._processors(ids, scores)
+            if request.sampled:
+                probs = torch.softmax(scores, -1)
+                chosen[row] = int(torch.multinomial(probs, 1, generator=request._generator))
+            else:
+                chosen[row] = int(scores.argmax(-1))
+        ended = []
+        for request, token in zip(requests, chosen):
+            self.generated_tokens += 1
+            if token in self.stop_ids:
+                ended.append(request)
+                continue
+            request.token_ids.append(token)
+            if self._stream(request) or len(request.token_ids) >= request.options.max_new_tokens:
+                ended.append(request)
+        if not ended:
+            return []
+        keep = [i for i, r in enumerate(self._rows.requests) if r not in ended]
+        self._rows = _select(self._rows, keep)
+        return [self._finish(request) for request in ended]
+
+    def _stream(self, request: Request) -> bool:
+        """Send the text's new piece; True once the text holds a stop string."""
+        if request.on_text is None and not request.stops:
+            return False
+        text = self.processor.tokenizer.decode(request.token_ids, skip_special_tokens=True)
+        if request.on_text is not None and not text.endswith("\ufffd"):  # else: a character cut between tokens
+            if text.startswith(request._sent) and len(text) > len(request._sent):
+                request.on_text(text[len(request._sent):])
+                request._sent = text
+        return any(stop in text for stop in request.stops)

@@ -105,7 +105,7 @@ def test_mpeg_streams_which_cannot_seek_exactly_stay_on_one_stream(tmp_path):
 
 def test_a_clip_window_decodes_the_same_frames_in_parallel(tmp_path):
     path = write_layout(tmp_path, "short-gops.mp4")  # 16 s, a keyframe every 0.4 s
-    one, parallel = (load_video(path, Sampling(fps=4, decode_workers=w), start=3.0, end=11.5) for w in (1, 2))
+    one, parallel = (load_video(path, Sampling(fps=4, decode_threads=w), start=3.0, end=11.5) for w in (1, 2))
     assert parallel.frame_indices == one.frame_indices and parallel.stamps == one.stamps
     assert np.array_equal(parallel.frames, one.frames)
     assert [index_of(f) for f in parallel.frames] == parallel.frame_indices and parallel.frame_indices[0] >= 75
@@ -133,7 +133,7 @@ def test_a_cut_download_decodes_the_same_frames_in_parallel(tmp_path):
                        encoder_options={"preset": "ultrafast", "g": "20", **GOP})
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(path.read_bytes()[: int(path.stat().st_size * 0.6)])
-    one, parallel = (load_video(cut, Sampling(fps=2, allow_partial=True, decode_workers=w)) for w in (1, 2))
+    one, parallel = (load_video(cut, Sampling(fps=2, allow_partial=True, decode_threads=w)) for w in (1, 2))
     assert 20 < len(one) < 60 and parallel.frame_indices == one.frame_indices
     assert np.array_equal(parallel.frames, one.frames)
     assert [index_of(f) for f in parallel.frames] == parallel.frame_indices
@@ -141,11 +141,11 @@ def test_a_cut_download_decodes_the_same_frames_in_parallel(tmp_path):
 
 def test_keyframe_mode_in_parallel(tmp_path):
     path = write_layout(tmp_path, "long-gops.mp4")
-    one, parallel = (load_video(path, Sampling(fps=1, keyframes=True, decode_workers=w)) for w in (1, 2))
+    one, parallel = (load_video(path, Sampling(fps=1, keyframes=True, decode_threads=w)) for w in (1, 2))
     assert parallel.frame_indices == one.frame_indices == list(range(0, 900, 100))
     assert np.array_equal(parallel.frames, one.frames)
 
 
 def test_the_setting_is_refused_below_one():
-    with pytest.raises(ValueError, match="decode_workers"):
-        Sampling(decode_workers=0)
+    with pytest.raises(ValueError, match="decode_threads"):
+        Sampling(decode_threads=0)

@@ -50,15 +50,16 @@ def spread_picks(count: int, table, seed: int) -> list[int]:
 
 @pytest.mark.parametrize("name", list(LAYOUTS))
 def test_parallel_decode_equals_one_stream_pixel_for_pixel(tmp_path, name):
+    """Worker processes (the default), and threads (where no process may be started)."""
     path = write_layout(tmp_path, name)
     table = read_frame_table(path)
     wanted = spread_picks(len(table), table, seed=len(name))
     for size in (None, (40, 24)):  # full size, and scaled while decoding (upright width, height)
         one = decode_frames(path, table, wanted, size, workers=1)
         assert one.workers == 1 and len(one.rows) == len(wanted)
-        for workers in (2, 4):
-            parallel = decode_frames(path, table, wanted, size, workers=workers)
-            assert parallel.workers == workers
+        for workers, backend in ((2, "auto"), (4, "auto"), (2, "threads"), (4, "threads")):
+            parallel = decode_frames(path, table, wanted, size, workers=workers, backend=backend)
+            assert parallel.workers == workers and parallel.parallel == {"auto": "processes"}.get(backend, backend)
             assert_same(one, parallel)
             if size is None:  # and they are the right frames: each shows its own index (stored before turning)
                 turns = (table.rotation // 90) % 4
@@ -105,7 +106,7 @@ def test_mpeg_streams_which_cannot_seek_exactly_stay_on_one_stream(tmp_path):
 
 def test_a_clip_window_decodes_the_same_frames_in_parallel(tmp_path):
     path = write_layout(tmp_path, "short-gops.mp4")  # 16 s, a keyframe every 0.4 s
-    one, parallel = (load_video(path, Sampling(fps=4, decode_threads=w), start=3.0, end=11.5) for w in (1, 2))
+    one, parallel = (load_video(path, Sampling(fps=4, gop_workers=w), start=3.0, end=11.5) for w in (1, 2))
     assert parallel.frame_indices == one.frame_indices and parallel.stamps == one.stamps
     assert np.array_equal(parallel.frames, one.frames)
     assert [index_of(f) for f in parallel.frames] == parallel.frame_indices and parallel.frame_indices[0] >= 75
@@ -133,7 +134,7 @@ def test_a_cut_download_decodes_the_same_frames_in_parallel(tmp_path):
                        encoder_options={"preset": "ultrafast", "g": "20", **GOP})
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(path.read_bytes()[: int(path.stat().st_size * 0.6)])
-    one, parallel = (load_video(cut, Sampling(fps=2, allow_partial=True, decode_threads=w)) for w in (1, 2))
+    one, parallel = (load_video(cut, Sampling(fps=2, allow_partial=True, gop_workers=w)) for w in (1, 2))
     assert 20 < len(one) < 60 and parallel.frame_indices == one.frame_indices
     assert np.array_equal(parallel.frames, one.frames)
     assert [index_of(f) for f in parallel.frames] == parallel.frame_indices
@@ -141,11 +142,11 @@ def test_a_cut_download_decodes_the_same_frames_in_parallel(tmp_path):
 
 def test_keyframe_mode_in_parallel(tmp_path):
     path = write_layout(tmp_path, "long-gops.mp4")
-    one, parallel = (load_video(path, Sampling(fps=1, keyframes=True, decode_threads=w)) for w in (1, 2))
+    one, parallel = (load_video(path, Sampling(fps=1, keyframes=True, gop_workers=w)) for w in (1, 2))
     assert parallel.frame_indices == one.frame_indices == list(range(0, 900, 100))
     assert np.array_equal(parallel.frames, one.frames)
 
 
 def test_the_setting_is_refused_below_one():
-    with pytest.raises(ValueError, match="decode_threads"):
-        Sampling(decode_threads=0)
+    with pytest.raises(ValueError, match="gop_workers"):
+        Sampling(gop_workers=0)

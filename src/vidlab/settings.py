@@ -72,10 +72,10 @@ class Sampling(BaseModel):
         "size, from an 8-bit stream without B-frames), else PyAV; pyav: always PyAV (bundled, needs nothing); "
         "torchcodec: torchcodec for every video it can decode (pip install torchcodec; it needs FFmpeg's libraries).",
     )
-    decode_threads: int | None = Field(
-        None, ge=1, **_OPERATOR, description="Threads that decode one long video's keyframe groups at once (PyAV, "
-        "exact frames; the same frames and pixels as one stream); null: one per core this process may use; 1: one "
-        "stream. Videos with few keyframe groups to decode always use one stream.",
+    gop_workers: int | None = Field(
+        None, ge=1, **_OPERATOR, description="Streams that decode one long video at once (PyAV, exact frames): this "
+        "thread and worker processes, each a run of its keyframe groups; the same frames and pixels as one stream; "
+        "null: one per core this process may use; 1: one stream. Videos with few keyframe groups to decode use one.",
     )
 
     @model_validator(mode="after")

@@ -4,9 +4,10 @@ For each picked frame (in presentation order) the decoder jumps to the keyframe 
 that keyframe lies ahead of what it has decoded, else decodes on. Frames nothing picks and nothing
 references (non-reference B-frames) are skipped until the next pick is near. One stream decodes
 on one thread (slice threads only): frame threads cost a third more CPU and empty at every seek.
-A long video is instead split into runs of whole keyframe groups (GOPs), one per worker thread,
-each decoded on its own container into its own rows of the one output array: the groups decode
-independently, so the frames and pixels are those of one stream. A damaged packet costs its own
+A long video is instead split into runs of whole keyframe groups (GOPs), one per core, each
+decoded on its own container (this thread and worker processes: gop_workers.py) into its own rows
+of the one output array: the groups decode independently, so the frames and pixels are those of
+one stream. A damaged packet costs its own
 frame(s), not the rest of the video. Picked frames are converted to RGB at the size they will be
 used at (scaled while converting, so a 4K video never sits in memory at 4K) and turned upright.
 """
@@ -14,15 +15,14 @@ used at (scaled while converting, so a 4K video never sits in memory at 4K) and 
 from __future__ import annotations
 
 import logging
-import os
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import av
 import numpy as np
 
+from vidlab.media.gop_workers import decode_spans, usable_cores
 from vidlab.media.table import FrameTable, open_video, video_stream
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,7 @@ class Decoded:
     decoded: int = 0  # frames the decoder produced (skipped ones not counted; torchcodec: the frames it returned)
     decoder: str = "pyav"  # the library that decoded them
     workers: int = 1  # streams that decoded them at once (disjoint runs of keyframe groups)
+    parallel: str = ""  # how those streams ran: "processes" or "threads" ("" for one stream)
 
     @property
     def frames(self) -> dict[int, np.ndarray]:
@@ -117,11 +118,6 @@ class _Reader:
             self.pending.extend(frame for frame in decoded if frame.pts is not None)
 
 
-def usable_cores() -> int:
-    """The cores this process may run on (its CPU affinity, which containers and `taskset` narrow)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def gop_spans(table: FrameTable, order: list[int], workers: int) -> list[tuple[int, int]]:
     """[start, stop) slices of `order` (sorted table indices), one per worker, each a run of whole keyframe
     groups (GOPs: the picks that decode from the same keyframe), of about equal decoding work; one slice (one
@@ -143,14 +139,15 @@ def gop_spans(table: FrameTable, order: list[int], workers: int) -> list[tuple[i
 
 def decode_frames(
     path: Path, table: FrameTable, wanted: list[int], size: tuple[int, int] | None = None,
-    workers: int | None = None,
+    workers: int | None = None, backend: str = "auto",
 ) -> Decoded:
     """The frames at `wanted` (table indices) as RGB uint8 arrays, upright, at most `size` (width, height).
 
     Args:
-        workers: threads that decode disjoint runs of keyframe groups at once, each on its own container
-            (None: one per usable core; 1: one stream). Too few groups to split, or an MPEG stream (which
-            cannot seek exactly), decode on one stream whatever it says.
+        workers: streams that decode disjoint runs of keyframe groups at once, each on its own container: this
+            thread and worker processes (gop_workers.py; None: one per usable core; 1: one stream). Too few groups
+            to split, or an MPEG stream (which cannot seek exactly), decode on one stream whatever it says.
+        backend: "auto": worker processes where this process may start them, else threads; "threads": threads.
     """
     order = sorted(set(wanted))
     if not order:
@@ -163,7 +160,8 @@ def decode_frames(
         width, height = scaled_size(stream.width, stream.height, size, table.rotation)
         upright = (width, height) if table.rotation % 180 else (height, width)
         # np.empty touches no memory: rows of frames that cannot be decoded cost nothing. Every worker writes its
-        # own rows of this one array, so splitting costs no memory beyond each worker's decoder.
+        # own rows of one array (this one, or its copy in shared memory), so splitting costs no memory beyond
+        # each worker's decoder.
         result = Decoded(np.empty((len(order), *upright, 3), np.uint8))
         # MPEG program and transport streams seek by byte position: the frames after such a seek can
         # carry the wrong timestamps, so these are decoded straight through (they are rarely long).
@@ -173,11 +171,7 @@ def decode_frames(
         if len(spans) == 1:
             parts = [job.decode(container, stream, 0, len(order))]
         else:
-            # Threads: PyAV decodes, converts and reads packets with the interpreter lock released. The first span
-            # reuses the open container; the others open their own.
-            with ThreadPoolExecutor(len(spans), thread_name_prefix="vidlab-gop") as pool:
-                later = [pool.submit(job.open_and_decode, *span) for span in spans[1:]]
-                parts = [job.decode(container, stream, *spans[0]), *(future.result() for future in later)]
+            parts, result.buffer, result.parallel = decode_spans(job, spans, container, stream, backend)
     finally:
         container.close()
     for part in parts:

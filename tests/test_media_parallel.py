@@ -150,3 +150,51 @@ def test_keyframe_mode_in_parallel(tmp_path):
 def test_the_setting_is_refused_below_one():
     with pytest.raises(ValueError, match="gop_workers"):
         Sampling(gop_workers=0)
+
+
+def test_a_worker_that_dies_costs_nothing_its_run_is_decoded_here(tmp_path, monkeypatch):
+    from vidlab.media import gop_workers
+
+    path = write_layout(tmp_path, "short-gops.mp4")
+    table = read_frame_table(path)
+    wanted = list(range(0, 400, 9))
+    one = decode_frames(path, table, wanted, workers=1)
+    real_send = gop_workers._Worker.send
+
+    def send_then_die(worker, *args):
+        real_send(worker, *args)
+        worker.process.kill()  # as a decoder crash would end it, mid-run
+
+    names = []
+    real_shared = gop_workers.shared_frames
+
+    def shared_frames(shape):
+        names.append((made := real_shared(shape))[1])
+        return made
+
+    monkeypatch.setattr(gop_workers._Worker, "send", send_then_die)
+    monkeypatch.setattr(gop_workers, "shared_frames", shared_frames)
+    parallel = decode_frames(path, table, wanted, workers=3)
+    assert parallel.workers == 3 and parallel.parallel == "processes"
+    assert_same(one, parallel)
+    assert len(names) == 1 and not Path(names[0]).exists()  # the shared array's name is gone with the call
+
+
+def _report_allowed(queue) -> None:
+    from vidlab.media.gop_workers import processes_allowed
+
+    queue.put(processes_allowed())
+
+
+def test_a_daemonic_process_decodes_its_runs_in_threads():
+    import multiprocessing
+
+    from vidlab.media.gop_workers import processes_allowed
+
+    assert processes_allowed()
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    process = context.Process(target=_report_allowed, args=(queue,), daemon=True)  # as a DataLoader worker is
+    process.start()
+    assert queue.get(timeout=60) is False
+    process.join(60)

@@ -198,3 +198,23 @@ def test_a_daemonic_process_decodes_its_runs_in_threads():
     process.start()
     assert queue.get(timeout=60) is False
     process.join(60)
+
+
+def test_an_error_in_a_worker_is_raised_to_the_caller(tmp_path, monkeypatch):
+    from vidlab.errors import UnreadableMediaError
+    from vidlab.media import gop_workers
+
+    path = write_layout(tmp_path, "short-gops.mp4")
+    table = read_frame_table(path)
+    real_shared = gop_workers.shared_frames
+
+    def shared_then_gone(shape):  # the caller has the file open already; the workers will not find it
+        path.unlink()
+        return real_shared(shape)
+
+    monkeypatch.setattr(gop_workers, "shared_frames", shared_then_gone)
+    with pytest.raises(UnreadableMediaError, match="short-gops.mp4"):
+        decode_frames(path, table, list(range(0, 400, 9)), workers=2)
+    monkeypatch.undo()
+    parallel = decode_frames(write_layout(tmp_path, "short-gops.mp4"), table, [0, 100, 200, 300], workers=2)
+    assert parallel.parallel == "processes" and sorted(parallel.rows) == [0, 100, 200, 300]  # the worker is still there

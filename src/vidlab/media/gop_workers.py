@@ -150,29 +150,43 @@ def _serve() -> None:
         answers.flush()
 
 
-def decode_spans(job, spans: list[tuple[int, int]], container, stream, workers: str = "auto"):
+def _in_threads(job, spans: list[tuple[int, int]], container, stream):
+    # PyAV decodes, converts and reads packets with the interpreter lock released.
+    with ThreadPoolExecutor(len(spans) - 1, thread_name_prefix="vidlab-gop") as threads:
+        later = [threads.submit(job.open_and_decode, *span) for span in spans[1:]]
+        return [job.decode(container, stream, *spans[0]), *(future.result() for future in later)]
+
+
+def decode_spans(job, spans: list[tuple[int, int]], container, stream, backend: str = "auto"):
     """Each span of job's picks decoded into job.buffer: the first on `container` in this thread, the others in
-    worker processes (workers "auto", where allowed) or threads ("threads"). Returns (the spans' Decoded, in
+    worker processes (backend "auto", where allowed) or threads ("threads"). Returns (the spans' Decoded, in
     order; the output array, which is job.buffer or its shared copy; how they ran: "processes" or "threads")."""
-    shared = shared_frames(job.buffer.shape) if workers == "auto" and processes_allowed() else None
+    shared = shared_frames(job.buffer.shape) if backend == "auto" and processes_allowed() else None
+    workers: list[_Worker] = []
+    if shared is not None:
+        try:
+            workers = _take_workers(len(spans) - 1)
+        except OSError:  # no interpreter to start (an embedded Python)
+            os.unlink(shared[1])
+            shared = None
     if shared is None:
-        # Threads: PyAV decodes, converts and reads packets with the interpreter lock released.
-        with ThreadPoolExecutor(len(spans) - 1, thread_name_prefix="vidlab-gop") as threads:
-            later = [threads.submit(job.open_and_decode, *span) for span in spans[1:]]
-            parts = [job.decode(container, stream, *spans[0]), *(future.result() for future in later)]
-        return parts, job.buffer, "threads"
+        return _in_threads(job, spans, container, stream), job.buffer, "threads"
     buffer, name = shared
     job = replace(job, buffer=buffer)
-    workers = _take_workers(len(spans) - 1)
     answered: list[_Worker] = []
     try:
-        sent = replace(job, buffer=None)
+        sent, lost = replace(job, buffer=None), set()
         for worker, span in zip(workers, spans[1:]):
-            worker.send(sent, name, buffer.shape, *span)
+            try:
+                worker.send(sent, name, buffer.shape, *span)
+            except OSError:  # it died while idle
+                lost.add(span)
         parts = [job.decode(container, stream, *spans[0])]
         errors = []
         for worker, span in zip(workers, spans[1:]):
             try:
+                if span in lost:
+                    raise EOFError
                 parts.append(worker.receive())
             except (EOFError, OSError, pickle.UnpicklingError):  # the worker died (a decoder crash): that run
                 parts.append(job.open_and_decode(*span))  # again here, as one stream would have decoded it

@@ -33,7 +33,7 @@ _NEAR = 24
 _UNSEEKABLE_FORMATS = {"mpeg", "mpegts", "mpegvideo"}
 # Times a missed frame is looked for again, each from one keyframe further back.
 _RETRIES = 4
-# Keyframe groups to decode per worker below which a video is not split (a worker's container and thread cost
+# Keyframe groups to decode per worker below which a video is not split (a worker's container and seek cost
 # about what decoding a group or two does), and a seek's cost counted in decoded frames when balancing workers.
 _GOPS_PER_WORKER = 2
 _SEEK_FRAMES = 2

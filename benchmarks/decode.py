@@ -22,7 +22,14 @@ process's peak memory above what it held before the call; libraries are imported
                       every command does)
     vidlab-sized-torchcodec  `vidlab-sized` with Sampling(decoder="torchcodec")
     vidlab-keyframes  `vidlab-sized` with Sampling(keyframes=True): the nearest keyframes instead (PyAV)
-Prints a table with each method's ratio against transformers measured in the same run.
+    vidlab-pyav-one-stream, vidlab-sized-one-stream  `vidlab-pyav` and `vidlab-sized` with Sampling(gop_workers=1):
+                      one stream, as before GOP runs were decoded in parallel (the other vidlab rows split a long
+                      video's keyframe groups over one stream per core: this process and worker processes)
+    vidlab-sized-warm `vidlab-sized` called a second time: its worker processes already started
+Peak memory is this process's; `workers MB` the peak resident memory of each worker process (libraries included);
+CPU seconds include the workers'.
+Prints a table with each method's ratio against transformers measured in the same run, and each parallel
+row's against one stream.
 """
 
 from __future__ import annotations
@@ -44,7 +51,8 @@ FILES = {
     "4k": {"seconds": 180, "size": (3840, 2160), "fps": 2, "gop": 20, "preset": "ultrafast"},
 }
 METHODS = ["transformers", "torchcodec", "torchcodec-exact", "vidlab", "vidlab-pyav", "vidlab-sized",
-           "vidlab-sized-torchcodec", "vidlab-keyframes"]
+           "vidlab-sized-torchcodec", "vidlab-keyframes", "vidlab-pyav-one-stream", "vidlab-sized-one-stream",
+           "vidlab-sized-warm"]
 DEFAULT_CACHE = Path.home() / ".cache" / "vidlab-benchmarks"
 
 
@@ -114,9 +122,11 @@ def measure(method: str, path: Path) -> dict:
         torchcodec_missing()  # loads torchcodec where installed: once per process, before the first video
 
         decoder = "pyav" if "pyav" in method else "torchcodec" if method.endswith("torchcodec") else "auto"
-        sampling = Sampling(keyframes=method == "vidlab-keyframes", decoder=decoder)
+        sampling = Sampling(keyframes=method == "vidlab-keyframes", decoder=decoder,
+                            gop_workers=1 if method.endswith("one-stream") else None)
         # VideoLLaMA3-2B's video processor: 28x28 pixels a token, at least 16 tokens a frame, 16384 a video.
-        sizer = FrameSizer(28, 16 * 28 * 28, 16384, None) if method not in ("vidlab", "vidlab-pyav") else None
+        full_size = method in ("vidlab", "vidlab-pyav", "vidlab-pyav-one-stream")
+        sizer = None if full_size else FrameSizer(28, 16 * 28 * 28, 16384, None)
 
         def run():
             clip = load_video(path, sampling, frame_size=sizer)
@@ -124,15 +134,25 @@ def measure(method: str, path: Path) -> dict:
             return clip.frames
 
     decoders: list[str] = []  # vidlab's methods: the library that decoded
+    if method.endswith("-warm"):
+        run()  # starts the worker processes
+        decoders.clear()
+    from vidlab.media import gop_workers
+
     before = peak.start()
+    workers_cpu = {w.process.pid: peak.process_cpu_seconds(w.process.pid) for w in gop_workers._idle}
     cpu_started = _cpu_seconds()
     started = time.perf_counter()
     frames = run()
     seconds = time.perf_counter() - started
-    cpu_seconds = _cpu_seconds() - cpu_started
+    # and the worker processes' (vidlab's parallel rows): the CPU time of the whole decode
+    cpu_seconds = _cpu_seconds() - cpu_started + sum(
+        peak.process_cpu_seconds(w.process.pid) - workers_cpu.get(w.process.pid, 0.0) for w in gop_workers._idle)
     height_width = frames.shape[1:3] if frames.shape[-1] == 3 else frames.shape[2:4]  # torchcodec's are NCHW
+    workers_mb = [mb for worker in gop_workers._idle if (mb := peak.process_peak_mb(worker.process.pid)) is not None]
     return {"seconds": seconds, "cpu_seconds": cpu_seconds, "peak_mb": max(peak.peak_mb() - before, 0.0),
-            "frames": int(frames.shape[0]), "shape": list(height_width), "decoder": "".join(decoders) or "-"}
+            "frames": int(frames.shape[0]), "shape": list(height_width), "decoder": "".join(decoders) or "-",
+            "workers_mb": "+".join(f"{mb:.0f}" for mb in workers_mb) or "-"}
 
 
 def run_measurement(method: str, path: Path) -> dict | None:
@@ -166,13 +186,17 @@ def main() -> None:
             ratio = f"{reference['seconds'] / result['seconds']:.1f}x" if reference else "-"
             rows.append((name, method, f"{result['seconds']:.2f}", ratio, f"{result['cpu_seconds']:.2f}",
                          f"{reference['cpu_seconds'] / result['cpu_seconds']:.1f}x" if reference else "-",
-                         f"{result['peak_mb']:.0f}",
+                         f"{result['peak_mb']:.0f}", result["workers_mb"],
                          f"{result['frames']} x {result['shape'][1]}x{result['shape'][0]}", result["decoder"]))
     header = ("file", "method", "seconds", "vs transformers", "CPU seconds", "vs transformers", "peak MB above start",
-              "frames", "decoder")
+              "workers MB", "frames", "decoder")
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)))
+    for file, method, seconds, *_ in rows:  # the parallel rows against one stream, measured in the same run
+        base = next((r for r in rows if r[0] == file and r[1] == method.removesuffix("-warm") + "-one-stream"), None)
+        if base is not None:
+            print(f"{file} {method}: {float(base[2]) / float(seconds):.2f}x the speed of {base[1]}")
 
 
 if __name__ == "__main__":

@@ -36,3 +36,25 @@ def peak_mb() -> float:
     """The process's peak resident MB since `start` (since it began, where it cannot be reset)."""
     peak = _status_mb("VmHWM:")
     return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def process_peak_mb(pid: int) -> float | None:
+    """Another process's peak resident MB (its VmHWM; None where /proc cannot say)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """Another process's user and system CPU seconds so far (0 where /proc cannot say)."""
+    import os
+
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime

@@ -34,8 +34,8 @@ NOT_OFFERED = {
     ("serve",): set(),
     ("data", "check"): set(),
     # the token arithmetic: no decoding, no images, no clip windows, before DiffFP
-    ("data", "tokens"): {"folder_fps", "frame_rule", "keyframes", "allow_partial", "decoder", "image_merge_size",
-                         "compression", "precise_time"},
+    ("data", "tokens"): {"folder_fps", "frame_rule", "keyframes", "allow_partial", "decoder", "gop_workers",
+                         "image_merge_size", "compression", "precise_time"},
 }
 
 
@@ -168,7 +168,7 @@ def _request(**kwargs) -> ChatRequest:
 
 
 def test_request_keys_are_the_settings_fields():
-    operator = {"folder_fps", "allow_partial", "decoder"}
+    operator = {"folder_fps", "allow_partial", "decoder", "gop_workers"}
     assert set(request_fields(MediaSettings)) == set(MediaSettings.model_fields) - operator
     assert set(PROCESSOR_KEYS) == set(request_fields(MediaSettings)) | {"use_token_compression"}
     assert set(VIDEO_IO_KEYS) == set(Sampling.model_fields) - operator

@@ -73,6 +73,11 @@ class Sampling(BaseModel):
         "size, from an 8-bit stream without B-frames), else PyAV; pyav: always PyAV (bundled, needs nothing); "
         "torchcodec: torchcodec for every video it can decode (pip install torchcodec; it needs FFmpeg's libraries).",
     )
+    gop_workers: int | None = Field(
+        None, ge=1, **_OPERATOR, description="Streams that decode one long video at once (PyAV, exact frames): this "
+        "thread and worker processes, each a run of its keyframe groups; the same frames and pixels as one stream; "
+        "null: one per core this process may use; 1: one stream. Videos with few keyframe groups to decode use one.",
+    )
 
     @model_validator(mode="after")
     def _frame_counts_agree(self) -> Sampling:

@@ -106,6 +106,10 @@ class FrameTable:
         """The nearest frame at or before `index` (presentation order) that decoding can start from."""
         return int(self._keyframe_before[index])
 
+    def keyframes_at_or_before(self, indices) -> np.ndarray:
+        """`keyframe_at_or_before` of each of `indices`."""
+        return self._keyframe_before[np.asarray(indices, dtype=np.int64)]
+
     def index_of(self, pts: int) -> int:
         """The table index of the last frame at or before `pts`."""
         return int(np.searchsorted(self.pts, pts, side="right")) - 1

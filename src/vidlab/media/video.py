@@ -76,7 +76,7 @@ def load_video_file(
     if torchcodec_suits(table, sampling.decoder, sampling.keyframes, size):
         decoded = decode_with_torchcodec(path, table, picks.frames, size)
     if decoded is None:
-        decoded = decode_frames(path, table, picks.frames, size)
+        decoded = decode_frames(path, table, picks.frames, size, sampling.gop_workers)
     kept = [n for n, frame in enumerate(picks.frames) if frame in decoded.rows]
     if not kept:
         raise NoFramesError(f"{path}: no frame could be decoded. The video is empty or corrupt; re-encode it.")

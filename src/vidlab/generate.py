@@ -81,11 +81,13 @@ class Prepared:
             without the vision inputs then (the cache covers every vision token).
         reused: prompt tokens the reused prefix covers (0: none).
         media: the prompt's media key for the prefix cache (None: no prefix cache, or a batch of several).
+        reused_key: the prefix cache's key of the entry reused.
     """
 
     tensors: dict
     reused: int = 0
     media: Hashable | None = None
+    reused_key: Hashable | None = None
 
 
 def prepare(model, inputs: Batch, *, vision_cache: VisionCache | None = None,
@@ -93,16 +95,16 @@ def prepare(model, inputs: Batch, *, vision_cache: VisionCache | None = None,
     """Model inputs for a batch: for a batch of one with a `prefix_cache`, continuing the longest stored prefix
     of its prompt; vision-encoder outputs from `vision_cache` for the videos that still need them."""
     tensors = _on_model(inputs, model)
-    media, reused = None, 0
+    media, reused, reused_key = None, 0, None
     if prefix_cache is not None and tensors["input_ids"].shape[0] == 1:
         media = media_key(model, tensors, inputs.video_keys)
         hit = prefix_cache.lookup(model, tensors["input_ids"][0], media)
         if hit is not None:
             tensors = {k: v for k, v in tensors.items() if k not in _VISION_INPUTS}
-            tensors["cache"], reused = hit.cache, hit.tokens
+            tensors["cache"], reused, reused_key = hit.cache, hit.tokens, hit.key
     if not reused and vision_cache is not None:
         tensors = vision_cache.swap_in(model, tensors, inputs.video_keys)
-    return Prepared(tensors, reused, media)
+    return Prepared(tensors, reused, media, reused_key)
 
 
 def _prepare(model, inputs: Batch, vision_cache: VisionCache | None,
@@ -119,14 +121,15 @@ def keep_prefix(prefix_cache: PrefixCache | None, model, prepared: Prepared, cac
         cache: the request's DynamicCache after its prefill or its answer (not changed; copied from when kept).
         answer: the generated token ids, for `keep="conversation"`.
         keep: "media": the prompt through its last vision token (a prompt without media keeps nothing);
-            "conversation": the prompt and the answer (all but its last token, which the cache does not hold).
+            "conversation": the prompt and the answer (all but its last token, which the cache does not hold),
+            in place of the entry it continued (the conversation's state before this answer).
     """
     if prefix_cache is None or prepared.media is None or cache is None:
         return False
     prompt = prepared.tensors["input_ids"][0].cpu()
     if keep == "conversation":
         ids = torch.cat([prompt, torch.tensor(list(answer), dtype=torch.long)])
-        return prefix_cache.store(ids, prepared.media, cache)
+        return prefix_cache.store(ids, prepared.media, cache, replaces=prepared.reused_key)
     end = vision_end(model, prompt)
     if end == 0 or end <= prepared.reused:  # nothing new: what was reused is stored already
         return False

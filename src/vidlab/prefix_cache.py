@@ -26,6 +26,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 
 import torch
+from cachetools import Cache
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
@@ -56,6 +57,7 @@ class PrefixHit:
 
     cache: DynamicCache
     tokens: int
+    key: Hashable  # the entry's, for `store(..., replaces=key)`
 
 
 def _entry_bytes(entry: PrefixEntry) -> int:
@@ -120,6 +122,10 @@ class PrefixCache(BoundedCache[PrefixEntry]):
         super().__init__(max_bytes, _entry_bytes)
         self.tokens_saved = 0
 
+    def _entries(self) -> list[tuple[Hashable, PrefixEntry]]:
+        """Every entry, without making any the most recently used (the LRU's own items() would; call locked)."""
+        return [(key, Cache.__getitem__(self._values, key)) for key in list(self._values)]
+
     def lookup(self, model, ids: torch.Tensor, media: Hashable) -> PrefixHit | None:
         """The longest stored prefix of `ids` (a prompt's token ids) with these media that covers all the
         prompt's vision tokens and leaves at least its last token to run; None when there is none."""
@@ -128,7 +134,7 @@ class PrefixCache(BoundedCache[PrefixEntry]):
         most = len(ids) - 1  # the last prompt token goes through the model: its logits start the answer
         best, best_key, best_length = None, None, 0
         with self._lock:
-            for key, entry in self._values.items():
+            for key, entry in self._entries():
                 if key[0] != media:
                     continue
                 length = min(_shared(entry.ids, ids), most)
@@ -142,14 +148,16 @@ class PrefixCache(BoundedCache[PrefixEntry]):
             self.tokens_saved += best_length
         # DynamicCache copies what it is given (concatenated onto an empty layer): the entry stays as it is.
         copy = DynamicCache(ddp_cache_data=[(k[..., :best_length, :], v[..., :best_length, :]) for k, v in best.layers])
-        return PrefixHit(copy, best_length)
+        return PrefixHit(copy, best_length, best_key)
 
-    def store(self, ids: torch.Tensor, media: Hashable, cache, length: int | None = None) -> bool:
+    def store(self, ids: torch.Tensor, media: Hashable, cache, length: int | None = None, *,
+              replaces: Hashable | None = None) -> bool:
         """Keep the keys and values of the first `length` tokens of `cache` (default: all it holds), whose token
         ids are `ids[:length]`, for prompts with these media. An entry that a longer stored one starts with is
         not kept (the longer one serves every prompt it would), and a new entry replaces those it covers.
         Returns whether it is kept. The tensors are copied when only part of them is kept, so the rest is freed
-        with the caller's cache."""
+        with the caller's cache. `replaces`: the key of an entry this one continues (a conversation's state before
+        its last answer), forgotten once this one is kept."""
         if not _plain_layers(cache):
             return False
         held = cache.get_seq_length()
@@ -159,10 +167,10 @@ class PrefixCache(BoundedCache[PrefixEntry]):
             return False
         key = (media, ids.numpy().tobytes())
         with self._lock:
-            covered = [k for k, entry in self._values.items() if k[0] == media and len(entry.ids) <= length
+            covered = [k for k, entry in self._entries() if k[0] == media and len(entry.ids) <= length
                        and _shared(entry.ids, ids) == len(entry.ids)]
             if any(k[0] == media and len(entry.ids) > length and _shared(entry.ids, ids) == length
-                   for k, entry in self._values.items()):
+                   for k, entry in self._entries()):
                 return False
             for k in covered:
                 del self._values[k]
@@ -172,4 +180,8 @@ class PrefixCache(BoundedCache[PrefixEntry]):
 
         entry = PrefixEntry(ids.clone(), tuple((part(layer.keys), part(layer.values)) for layer in cache.layers))
         self.put(key, entry)
-        return key in self
+        kept = key in self
+        if kept and replaces is not None and replaces != key:
+            with self._lock:
+                self._values.pop(replaces, None)
+        return kept

@@ -1,9 +1,9 @@
 """vidlab serve: throughput and latency for 1, 8 and 32 concurrent clients, batching on against off.
 
     python benchmarks/serve.py [--model DIR] [--requests-per-client 8] [--max-tokens 16] [--json OUT]
-    python benchmarks/serve.py prefix [--model DIR] [--questions 8] [--videos 4] [--json OUT]
+    python benchmarks/serve.py prefix [--model DIR] [--questions 8] [--videos 4] [--json OUT]   (or --case b)
 
-`prefix`: many questions about a few videos, with the prefix cache against without it (see `prefix_main`).
+`prefix` (case b): many questions about a few videos, with the prefix cache against without it (`prefix_main`).
 
 Starts `vidlab serve` twice on 127.0.0.1 (a subprocess each, one torch thread): with --max-batch 8
 (batching on) and with --max-batch 1 (off), the tiny model by default (built in a temporary
@@ -302,7 +302,7 @@ def prefix_main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["prefix"]:
-        prefix_main(sys.argv[2:])
+    if sys.argv[1:2] == ["prefix"] or sys.argv[1:3] == ["--case", "b"]:
+        prefix_main(sys.argv[2 if sys.argv[1] == "prefix" else 3:])
     else:
         main()

@@ -33,7 +33,7 @@ from transformers.cache_utils import DynamicLayer
 from vidlab.bounded_cache import BoundedCache
 from vidlab.vision_cache import model_identity
 
-DEFAULT_MAX_BYTES = 1 << 30
+DEFAULT_MAX_BYTES = 2 << 30  # a 16K-token video prompt of a 7B model in bf16 (~1 GiB) twice
 
 # Inputs that are not media: tokens and masks are matched as token ids.
 _TEXT_INPUTS = ("input_ids", "attention_mask", "labels")

@@ -31,7 +31,6 @@ from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 from vidlab.bounded_cache import BoundedCache
-from vidlab.vision_cache import model_identity
 
 DEFAULT_MAX_BYTES = 2 << 30  # a 16K-token video prompt of a 7B model in bf16 (~1 GiB) twice
 
@@ -73,6 +72,19 @@ def _digest(tensors: dict[str, torch.Tensor], names: list[str]) -> str:
     return digest.hexdigest()
 
 
+def answering_as(model) -> tuple:
+    """The model object and the adapter answering now: its active adapter, or none while peft's
+    `disable_adapter()` holds (`vidlab.models.adapters.active_adapter(model, BASE)`), which keeps the name."""
+    adapter = getattr(model, "active_adapter", None)
+    if adapter is not None:
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        layer = next((m for m in model.modules() if isinstance(m, BaseTunerLayer)), None)
+        if layer is not None and layer.disable_adapters:
+            adapter = None
+    return id(model), str(adapter)
+
+
 def media_key(model, tensors: dict[str, torch.Tensor], video_keys: list[Hashable | None]) -> Hashable:
     """What a prompt's key/value cache depends on besides its token ids: the model and its active adapter,
     and the media. Videos are named by their cache keys (`Sample.video_keys`: the clip, frames, grid);
@@ -83,7 +95,7 @@ def media_key(model, tensors: dict[str, torch.Tensor], video_keys: list[Hashable
         hashed = [name for name in hashed if name != "pixel_values_videos"]
     else:
         video_keys = []
-    return model_identity(model), tuple(video_keys), _digest(tensors, hashed)
+    return answering_as(model), tuple(video_keys), _digest(tensors, hashed)
 
 
 def vision_end(model, ids: torch.Tensor) -> int:

@@ -180,3 +180,26 @@ def test_the_server_counts_prefix_hits_in_metrics(tiny_model_dir, videos):
         saved = metric(url, "vidlab_serve_prefix_tokens_saved_total", key=None)
         assert saved > 100  # two requests' system message and video tokens
         assert ask("What happens?").json()["choices"][0]["message"]["content"] == first
+
+
+def test_the_base_model_and_an_adapter_do_not_share_prefixes(tiny_model_dir, tmp_path, videos):
+    from serve_support import make_adapter
+
+    from vidlab.models import load_model
+    from vidlab.models.adapters import BASE, active_adapter
+
+    model, processor = load_model(tiny_model_dir, adapters={"alpha": make_adapter(tiny_model_dir, tmp_path / "a", 1)},
+                                  device="cpu")
+    load = MediaLoad(processor, SETTINGS, cache=MediaCache())
+    part = MediaPart(type="video", path=str(videos[0]))
+    conversation = Conversation(turns=[Turn(role="user", parts=[part, TextPart(text="What happens?")])], source="t")
+    inputs = build_inputs(conversation, [load(part)], processor, SETTINGS)
+    store = PrefixCache()
+    with active_adapter(model, BASE):  # peft keeps the adapter's name while its layers are off
+        run((model, processor), inputs, store)
+    with active_adapter(model, "alpha"):
+        warm, reused = run((model, processor), inputs, store)
+        cold, _ = run((model, processor), inputs, None)
+    assert reused == 0 and len(store) == 2 and torch.equal(warm, cold)
+    with active_adapter(model, BASE):
+        assert run((model, processor), inputs, store)[1] > 0

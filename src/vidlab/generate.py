@@ -42,10 +42,12 @@ class Generated:
     reused_tokens: int = 0  # prompt tokens whose keys and values came from the prefix cache
 
 
-def _on_model(inputs: Batch, model) -> dict[str, torch.Tensor]:
-    """Move tensors to the model's device; pixels also to its dtype."""
+def _on_model(inputs: Batch, model, leave: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+    """Move tensors to the model's device; pixels also to its dtype. Those named in `leave` are left out."""
     moved = {}
     for name, tensor in inputs.tensors.items():
+        if name in leave:
+            continue
         tensor = tensor.to(model.device)
         if name.startswith("pixel_values"):
             tensor = tensor.to(model.dtype)
@@ -94,14 +96,14 @@ def prepare(model, inputs: Batch, *, vision_cache: VisionCache | None = None,
             prefix_cache: PrefixCache | None = None) -> Prepared:
     """Model inputs for a batch: for a batch of one with a `prefix_cache`, continuing the longest stored prefix
     of its prompt; vision-encoder outputs from `vision_cache` for the videos that still need them."""
-    tensors = _on_model(inputs, model)
-    media, reused, reused_key = None, 0, None
-    if prefix_cache is not None and tensors["input_ids"].shape[0] == 1:
-        media = media_key(model, tensors, inputs.video_keys)
-        hit = prefix_cache.lookup(model, tensors["input_ids"][0], media)
-        if hit is not None:
-            tensors = {k: v for k, v in tensors.items() if k not in _VISION_INPUTS}
-            tensors["cache"], reused, reused_key = hit.cache, hit.tokens, hit.key
+    media, hit = None, None
+    if prefix_cache is not None and inputs.tensors["input_ids"].shape[0] == 1:  # looked up before the pixels move
+        media = media_key(model, inputs.tensors, inputs.video_keys)
+        hit = prefix_cache.lookup(model, inputs.tensors["input_ids"][0], media)
+    tensors = _on_model(inputs, model, leave=_VISION_INPUTS if hit is not None else ())
+    reused, reused_key = 0, None
+    if hit is not None:
+        tensors["cache"], reused, reused_key = hit.cache, hit.tokens, hit.key
     if not reused and vision_cache is not None:
         tensors = vision_cache.swap_in(model, tensors, inputs.video_keys)
     return Prepared(tensors, reused, media, reused_key)
@@ -118,7 +120,9 @@ def keep_prefix(prefix_cache: PrefixCache | None, model, prepared: Prepared, cac
     """After a batch of one was prefilled (and maybe answered): keep its prompt's start in `prefix_cache`.
 
     Args:
-        cache: the request's DynamicCache after its prefill or its answer (not changed; copied from when kept).
+        cache: the request's DynamicCache after its prefill or its answer (not changed; the part kept is copied,
+            or, when all of it is kept, held as it is: a DynamicCache replaces its tensors as it grows, never
+            writes into them).
         answer: the generated token ids, for `keep="conversation"`.
         keep: "media": the prompt through its last vision token (a prompt without media keeps nothing);
             "conversation": the prompt and the answer (all but its last token, which the cache does not hold),

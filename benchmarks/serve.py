@@ -3,6 +3,9 @@ continuous against static batching with mixed answer lengths.
 
     python benchmarks/serve.py [--model DIR] [--requests-per-client 8] [--max-tokens 16] [--json OUT]
     python benchmarks/serve.py --case a [--model DIR] [--requests-per-client 2] [--json OUT]
+    python benchmarks/serve.py prefix [--model DIR] [--questions 8] [--videos 4] [--json OUT]   (or --case b)
+
+`prefix` (case b): many questions about a few videos, with the prefix cache against without it (`prefix_main`).
 
 Case a: 32 clients, answers of 4 to 128 tokens (each request asks for one of 4, 8, 16, 32, 64, 128 with
 ignore_eos, so every answer has that length), `--batching static` against `--batching continuous` (both
@@ -262,5 +265,140 @@ def prepare(temp: Path, model: str | None) -> tuple[Path, str]:
     return root, model
 
 
+def prefix_server(model: str, root: Path, prefix_mb: float, max_tokens: int) -> tuple[subprocess.Popen, str]:
+    """`vidlab serve` with the prefix cache of `prefix_mb` MiB (0: off), batches of one (one client)."""
+    port = free_port()
+    command = [sys.executable, "-m", "vidlab.cli", "serve", "--model", model, "--name", "tiny", "--port", str(port),
+               "--media-root", str(root), "--max-batch", "1", "--prefix-cache-mb", str(prefix_mb),
+               "--max-new-tokens", str(max_tokens), "--device", "auto", "--log-level", "warning"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    import httpx2
+
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"the server did not start: {process.stderr.read()[-2000:]}")
+        try:
+            if httpx2.get(f"{url}/health", timeout=1).status_code == 200:
+                return process, url
+        except httpx2.HTTPError:
+            time.sleep(0.2)
+    process.kill()
+    raise SystemExit("the server did not start within 300 s")
+
+
+def prefix_request(http, url: str, video: str | None, question: str) -> tuple[float, float]:
+    """One streamed question about `video` (None: text only): (seconds to the first piece of the answer, in all)."""
+    media = [{"type": "video_url", "video_url": {"url": video}}] if video else []
+    body = {"model": "tiny", "stream": True, "messages": [{"role": "user", "content": [
+        *media, {"type": "text", "text": question}]}]}
+    began = time.perf_counter()
+    first = None
+    with http.stream("POST", f"{url}/v1/chat/completions", json=body) as response:
+        response.raise_for_status()
+        for line in response.iter_lines():
+            if first is None and line.startswith("data: {") and '"content":"' in line.replace(" ", "") \
+                    and '"content":""' not in line.replace(" ", ""):
+                first = time.perf_counter() - began
+    total = time.perf_counter() - began
+    return (first if first is not None else total), total
+
+
+def prefix_videos(root: Path, count: int, seconds: int, size: int) -> list[str]:
+    """`count` videos of `seconds` seconds at 10 fps, `size` x `size`, each with its own pixels."""
+    import numpy as np
+
+    from vidlab.media.writer import write_video
+
+    names = []
+    for v in range(count):
+        base = np.random.default_rng(v).integers(0, 255, (size, size, 3), dtype=np.uint8)
+        frames = (np.roll(base, 3 * i, axis=1) for i in range(seconds * 10))
+        write_video(root / f"video{v}.mp4", frames, fps=10)
+        names.append(f"video{v}.mp4")
+    return names
+
+
+def prefix_main(argv: list[str]) -> None:
+    """Case (b): `--questions` questions about each of `--videos` two-minute videos, interleaved (every video's
+    first question, then every video's second, ...), one client, streamed. Two servers run side by side, one with
+    the prefix cache (the video's prompt start prefilled once, then reused) and one without (every request
+    prefills its video's tokens again; both keep decoded frames and vision-encoder outputs); they take turns
+    request by request, so the machine's load hits both alike. Prints the time to first token of first and of
+    repeated questions, requests per second, and the speed-up of repeated-prefix TTFT (goal: at least 5x)."""
+    parser = argparse.ArgumentParser(prog="serve.py prefix", description=prefix_main.__doc__.splitlines()[0])
+    parser.add_argument("--model", help="Checkpoint folder (default: the tiny model, built in a temporary folder).")
+    parser.add_argument("--questions", type=int, default=8)
+    parser.add_argument("--videos", type=int, default=4)
+    parser.add_argument("--seconds", type=int, default=120)
+    parser.add_argument("--size", type=int, default=64, help="Frame width and height (pixels).")
+    parser.add_argument("--max-tokens", type=int, default=8)
+    parser.add_argument("--json", type=Path, help="Also write the numbers here.")
+    args = parser.parse_args(argv)
+    import httpx2
+
+    with tempfile.TemporaryDirectory(prefix="vidlab-prefix-bench-") as temp:
+        temp = Path(temp)
+        root = temp / "media"
+        root.mkdir()
+        videos = prefix_videos(root, args.videos, args.seconds, args.size)
+        model = args.model
+        if model is None:
+            from vidlab.models.tiny import build_tiny_model
+
+            model = str(build_tiny_model(temp / "tiny", seed=0))
+        servers = {}
+        timings: dict[str, list[tuple[int, float, float]]] = {"off": [], "on": []}
+        try:
+            servers["off"] = prefix_server(model, root, 0, args.max_tokens)
+            servers["on"] = prefix_server(model, root, 1024, args.max_tokens)
+            with httpx2.Client(timeout=600) as http:
+                for _, url in servers.values():  # each server's first call (text only: no video is cached)
+                    prefix_request(http, url, None, "Warm up.")
+                for q in range(args.questions):
+                    for video in videos:
+                        question = f"Question {q + 1}: what happens in the video?"
+                        for setting in ("off", "on"):
+                            ttft, total = prefix_request(http, servers[setting][1], video, question)
+                            timings[setting].append((q, ttft, total))
+                            print(f"prefix {setting:3} q{q + 1} {video}  ttft {1000 * ttft:7.1f} ms  total "
+                                  f"{1000 * total:7.1f} ms", file=sys.stderr, flush=True)
+            metrics = httpx2.get(f"{servers['on'][1]}/metrics", timeout=10).text
+        finally:
+            for process, _ in servers.values():
+                stop_server(process)
+
+    saved = next((float(line.split()[-1]) for line in metrics.splitlines()
+                  if line.startswith("vidlab_serve_prefix_tokens_saved_total")), 0.0)
+    rows = {}
+    for setting, done in timings.items():
+        first = [ttft for q, ttft, _ in done if q == 0]
+        repeated = [ttft for q, ttft, _ in done if q > 0]
+        rows[setting] = {"first_ttft_ms": 1000 * statistics.median(first),
+                         "repeated_ttft_ms": 1000 * statistics.median(repeated),
+                         "repeated_p99_ttft_ms": 1000 * max(repeated),
+                         "rps": len(done) / sum(total for _, _, total in done)}
+    speedup = rows["off"]["repeated_ttft_ms"] / rows["on"]["repeated_ttft_ms"]
+    rps_ratio = rows["on"]["rps"] / rows["off"]["rps"]
+    print(f"\nvidlab serve, {'the tiny model' if args.model is None else args.model}: {args.questions} questions about "
+          f"each of {args.videos} videos of {args.seconds} s ({args.size}x{args.size}), interleaved, one client, "
+          f"{args.max_tokens} tokens per answer")
+    print(f"{'prefix cache':<13}{'first TTFT ms':>14}{'repeated TTFT ms':>17}{'max ms':>8}{'req/s':>8}")
+    for setting, row in rows.items():
+        print(f"{setting:<13}{row['first_ttft_ms']:>14.1f}{row['repeated_ttft_ms']:>17.1f}"
+              f"{row['repeated_p99_ttft_ms']:>8.1f}{row['rps']:>8.2f}")
+    load = " ".join(f"{value:.1f}" for value in os.getloadavg())
+    print(f"repeated-prefix TTFT speed-up: {speedup:.2f}x (goal: at least 5x); requests/s {rps_ratio:.2f}x; "
+          f"prompt tokens not prefilled again: {saved:.0f}; load average {load}")
+    if args.json:
+        args.json.write_text(json.dumps({"rows": rows, "repeated_ttft_speedup": speedup, "rps_ratio": rps_ratio,
+                                         "tokens_saved": saved}, indent=2))
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["prefix"] or sys.argv[1:3] == ["--case", "b"]:
+        prefix_main(sys.argv[2 if sys.argv[1] == "prefix" else 3:])
+    else:
+        main()

@@ -190,7 +190,8 @@ def test_a_follow_up_runs_neither_the_decoder_nor_the_vision_encoder(tiny_model,
     assert calls == {"encoder": 1, "decoder": 1}  # both follow-ups: from the kept clip and key/value cache
     chat.reset()
     again = chat.ask("What happens?", video=sample_video)  # a new conversation about the same video
-    assert calls == {"encoder": 1, "decoder": 1} and chat.cache.clips.hits >= 1 and chat.vision_cache.hits >= 1
+    # ... continues the first one's stored start (its video and question): no vision encoder, no prefill of the video
+    assert calls == {"encoder": 1, "decoder": 1} and chat.cache.clips.hits >= 1 and chat.prefix_cache.hits == 3
     assert again.answer == first.answer
 
     # The same answers as the whole conversation encoded and generated from scratch, without any cache.

@@ -9,8 +9,8 @@
 
 A follow-up question runs neither the video decoder nor the vision encoder again: the decoded clip
 and its vision-encoder outputs are kept (`MediaCache`, `VisionCache`, which a caller may share
-between chats), and so is the conversation's key/value cache, so only the new question's tokens go
-through the model.
+between chats), and so is the conversation's key/value cache (kept after each answer in a `PrefixCache`,
+the store the server uses too), so only the new question's tokens go through the model.
 
 `prepare` decodes and encodes a question without answering it, so a caller can look at what the model
 will get (its frames, its tokens: the web page checks them against the context) and then answer
@@ -27,12 +27,13 @@ from pathlib import Path
 from PIL import Image
 
 from vidlab.conversation import Conversation, MediaPart, TextPart, Turn, validate_turns
-from vidlab.generate import Generated, GenerationOptions, PromptCache, generate, stream
+from vidlab.generate import Generated, GenerationOptions, generate, stream
 from vidlab.inputs import Batch, LoadedMedia, MediaLoad, Sample, collate, encode
 from vidlab.media import VideoClip
 from vidlab.media.cache import MediaCache
 from vidlab.models import load_model
 from vidlab.models.adapters import active_adapter
+from vidlab.prefix_cache import PrefixCache
 from vidlab.settings import MediaSettings
 from vidlab.vision_cache import VisionCache
 
@@ -104,6 +105,9 @@ class Chat:
         dtype, device, quantize: as in `vidlab.load_model`.
         cache, vision_cache: where decoded media and vision-encoder outputs are kept (default: this
             chat's own); pass shared ones to reuse work across chats.
+        prefix_cache: where the conversation's key/value cache is kept between turns (default: this chat's
+            own, `PrefixCache()`; `PrefixCache(max_bytes=...)` bounds it); a shared one lets chats about
+            the same video reuse each other's prefill.
         answer_as: on a model loaded with several adapters, the one that answers (`BASE`: none of them);
             None: the model as it is.
     """
@@ -122,6 +126,7 @@ class Chat:
         cache: MediaCache | None = None,
         vision_cache: VisionCache | None = None,
         answer_as: str | None = None,
+        prefix_cache: PrefixCache | None = None,
     ):
         if isinstance(model, (str, Path)):
             self.model, self.processor = load_model(model, adapter=adapter, dtype=dtype, device=device,
@@ -134,7 +139,7 @@ class Chat:
         self.answer_as = answer_as
         self.cache = cache if cache is not None else MediaCache()
         self.vision_cache = vision_cache if vision_cache is not None else VisionCache()
-        self._prompt_cache: PromptCache | None = None
+        self.prefix_cache = prefix_cache if prefix_cache is not None else PrefixCache()
         self.last_reply: Reply | None = None
         self._turns: list[Turn] = []
         self._media: list[tuple[MediaPart, LoadedMedia]] = []  # in the conversation so far, in order
@@ -147,13 +152,13 @@ class Chat:
         same video and images, without decoding them again; `keep_media=False` forgets them too."""
         self._carried = (self._media or self._carried) if keep_media else []
         self._media = []
-        self._prompt_cache = None
         self._before_last = None
         self._turns = [Turn(role="system", parts=[TextPart(text=self.system)])] if self.system else []
 
     def forget_last(self) -> None:
         """Forget the last question and its answer, as if they had not been asked (to ask again, e.g. to
-        regenerate the answer). The conversation's cache is kept: the next answer reuses its shared start."""
+        regenerate the answer). The conversation's cache stays in the prefix cache: the next answer reuses its
+        shared start."""
         if self._before_last is not None:
             self._turns, self._media, self._carried = self._before_last
             self._before_last = None
@@ -209,7 +214,6 @@ class Chat:
         warnings = [w for _, m in new_media for w in getattr(m, "warnings", [])]
         self._turns = [*prepared.conversation.turns, Turn(role="assistant", parts=[TextPart(text=generated.text)])]
         self._media, self._carried = prepared.media, []
-        self._prompt_cache = generated.prompt_cache
         stats = prepared.sample.stats
         self.last_reply = Reply(
             answer=generated.text,
@@ -271,7 +275,6 @@ class Chat:
         self._finish(prepared, generated, started)
 
     def _caches(self) -> dict:
-        """The caches for the next generation; the conversation's cache is handed over (generation
-        crops and extends it), so a failed answer leaves none behind."""
-        past, self._prompt_cache = self._prompt_cache, None
-        return {"vision_cache": self.vision_cache, "past": past, "keep_cache": True}
+        """The caches for the next generation: the conversation so far is continued from the prefix cache,
+        and the conversation with its answer kept there for the next turn."""
+        return {"vision_cache": self.vision_cache, "prefix_cache": self.prefix_cache, "keep": "conversation"}

@@ -2,17 +2,23 @@
 
 Two things can be brought along to save work:
 - a `VisionCache`: the videos' vision-encoder outputs are reused when the same video comes again;
-- a `PromptCache` (one conversation): the key/value cache of the conversation so far. When the new
-  prompt starts with the tokens it covers, including every video and image token, only the new
-  tokens are run through the model, and neither the vision encoder nor the earlier prefill runs again.
+- a `PrefixCache` (`vidlab.prefix_cache`, shared by the server and chat): key/value caches of prompt
+  starts. When a prompt of one request starts with the tokens and media of a stored prefix, only the
+  tokens after it are run through the model, and neither the vision encoder nor the earlier prefill
+  runs again. After the answer, the prompt's start through its last vision token is kept (`keep="media"`),
+  or the whole conversation with the answer, for the next turn (`keep="conversation"`).
+
+`prepare` (one request: tensors on the model, the prefix reused) and `keep_prefix` (after its prefill)
+are the steps a scheduler that prefills requests one at a time calls itself.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
@@ -20,6 +26,7 @@ from transformers.generation.streamers import BaseStreamer
 
 from vidlab.inputs import Batch
 from vidlab.models.logits import logits_at
+from vidlab.prefix_cache import PrefixCache, media_key, vision_end
 from vidlab.settings import GenerationOptions
 from vidlab.vision_cache import VisionCache
 
@@ -29,25 +36,18 @@ _VISION_INPUTS = ("pixel_values", "image_grid_thw", "image_merge_sizes", "pixel_
 
 
 @dataclass
-class PromptCache:
-    """The key/value cache of one conversation and the tokens it holds, for the next turn to reuse."""
-
-    ids: torch.Tensor  # (tokens,) the token ids whose keys and values `cache` holds, in order
-    cache: object  # transformers' DynamicCache
-
-
-@dataclass
 class Generated:
     text: str
     token_ids: list[int] = field(default_factory=list)
-    prompt_cache: PromptCache | None = None  # when asked for: the conversation's cache after this answer
-    reused_tokens: int = 0  # prompt tokens whose keys and values came from the cache brought in
+    reused_tokens: int = 0  # prompt tokens whose keys and values came from the prefix cache
 
 
-def _on_model(inputs: Batch, model) -> dict[str, torch.Tensor]:
-    """Move tensors to the model's device; pixels also to its dtype."""
+def _on_model(inputs: Batch, model, leave: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+    """Move tensors to the model's device; pixels also to its dtype. Those named in `leave` are left out."""
     moved = {}
     for name, tensor in inputs.tensors.items():
+        if name in leave:
+            continue
         tensor = tensor.to(model.device)
         if name.startswith("pixel_values"):
             tensor = tensor.to(model.dtype)
@@ -71,43 +71,73 @@ def _stop_ids(model, processor) -> set[int]:
     return ids
 
 
-def _vision_token_ids(model) -> set[int]:
-    config = model.config
-    return {i for i in (getattr(config, "image_token_id", None), getattr(config, "video_token_id", None))
-            if i is not None}
+Keep = Literal["media", "conversation"]
 
 
-def _reuse(model, tensors: dict, past: PromptCache | None) -> tuple[dict, int]:
-    """Inputs that continue `past` (cropped to the shared prefix), or the inputs as they are (0 reused)."""
-    if past is None or tensors["input_ids"].shape[0] != 1:
-        return tensors, 0
-    ids = tensors["input_ids"][0]
-    cached = past.ids.to(ids.device)
-    n = min(len(cached), len(ids) - 1)  # at least one token must go through the model
-    same = (ids[:n] == cached[:n]).int()
-    shared = int(same.cumprod(0).sum()) if n > 0 else 0
-    vision = torch.isin(ids, torch.tensor(sorted(_vision_token_ids(model)), device=ids.device)).nonzero()
-    if shared == 0 or (len(vision) and int(vision[-1]) >= shared):
-        return tensors, 0  # something new before the last picture: run it all
-    past.cache.crop(-(past.cache.get_seq_length() - shared))
-    reused = {k: v for k, v in tensors.items() if k not in _VISION_INPUTS}
-    reused["cache"] = past.cache
-    return reused, shared
+@dataclass
+class Prepared:
+    """One batch's model inputs, ready for `model.generate(**tensors)`.
+
+    Attributes:
+        tensors: on the model's device; with `cache` (a copy of a stored prefix) when one was reused, and
+            without the vision inputs then (the cache covers every vision token).
+        reused: prompt tokens the reused prefix covers (0: none).
+        media: the prompt's media key for the prefix cache (None: no prefix cache, or a batch of several).
+        reused_key: the prefix cache's key of the entry reused.
+    """
+
+    tensors: dict
+    reused: int = 0
+    media: Hashable | None = None
+    reused_key: Hashable | None = None
 
 
-def _prepare(model, inputs: Batch, vision_cache: VisionCache | None, past: PromptCache | None) -> tuple[dict, int]:
-    tensors = _on_model(inputs, model)
-    tensors, reused = _reuse(model, tensors, past)
+def prepare(model, inputs: Batch, *, vision_cache: VisionCache | None = None,
+            prefix_cache: PrefixCache | None = None) -> Prepared:
+    """Model inputs for a batch: for a batch of one with a `prefix_cache`, continuing the longest stored prefix
+    of its prompt; vision-encoder outputs from `vision_cache` for the videos that still need them."""
+    media, hit = None, None
+    if prefix_cache is not None and inputs.tensors["input_ids"].shape[0] == 1:  # looked up before the pixels move
+        media = media_key(model, inputs.tensors, inputs.video_keys)
+        hit = prefix_cache.lookup(model, inputs.tensors["input_ids"][0], media)
+    tensors = _on_model(inputs, model, leave=_VISION_INPUTS if hit is not None else ())
+    reused, reused_key = 0, None
+    if hit is not None:
+        tensors["cache"], reused, reused_key = hit.cache, hit.tokens, hit.key
     if not reused and vision_cache is not None:
         tensors = vision_cache.swap_in(model, tensors, inputs.video_keys)
-    return tensors, reused
+    return Prepared(tensors, reused, media, reused_key)
 
 
-def _prompt_cache(tensors: dict, output, answer: list[int]) -> PromptCache:
-    """The cache after generation holds the prompt and every generated token but the last."""
-    cache = output.cache
-    ids = torch.cat([tensors["input_ids"][0].cpu(), torch.tensor(answer, dtype=torch.long)])
-    return PromptCache(ids=ids[: cache.get_seq_length()], cache=cache)
+def _prepare(model, inputs: Batch, vision_cache: VisionCache | None,
+             prefix_cache: PrefixCache | None = None) -> tuple[dict, int]:
+    prepared = prepare(model, inputs, vision_cache=vision_cache, prefix_cache=prefix_cache)
+    return prepared.tensors, prepared.reused
+
+
+def keep_prefix(prefix_cache: PrefixCache | None, model, prepared: Prepared, cache, answer: list[int] = (), *,
+                keep: Keep = "media") -> bool:
+    """After a batch of one was prefilled (and maybe answered): keep its prompt's start in `prefix_cache`.
+
+    Args:
+        cache: the request's DynamicCache after its prefill or its answer (not changed; the part kept is copied,
+            or, when all of it is kept, held as it is: a DynamicCache replaces its tensors as it grows, never
+            writes into them).
+        answer: the generated token ids, for `keep="conversation"`.
+        keep: "media": the prompt through its last vision token (a prompt without media keeps nothing);
+            "conversation": the prompt and the answer (all but its last token, which the cache does not hold),
+            in place of the entry it continued (the conversation's state before this answer).
+    """
+    if prefix_cache is None or prepared.media is None or cache is None:
+        return False
+    prompt = prepared.tensors["input_ids"][0].cpu()
+    if keep == "conversation":
+        ids = torch.cat([prompt, torch.tensor(list(answer), dtype=torch.long)])
+        return prefix_cache.store(ids, prepared.media, cache, replaces=prepared.reused_key)
+    end = vision_end(model, prompt)
+    if end == 0 or end <= prepared.reused:  # nothing new: what was reused is stored already
+        return False
+    return prefix_cache.store(prompt, prepared.media, cache, end)
 
 
 @torch.inference_mode()
@@ -135,23 +165,25 @@ def generate_batch(
 @torch.inference_mode()
 def generate(
     model, processor, inputs: Batch, options: GenerationOptions = GenerationOptions(), *,
-    vision_cache: VisionCache | None = None, past: PromptCache | None = None, keep_cache: bool = False,
+    vision_cache: VisionCache | None = None, prefix_cache: PrefixCache | None = None, keep: Keep = "media",
 ) -> Generated:
     """The answer for a batch of one (`vidlab.inputs.build_inputs`).
 
     Args:
         vision_cache: reuse and keep the videos' vision-encoder outputs.
-        past: the conversation's cache from the previous answer (used up: it is cropped and extended).
-        keep_cache: return the cache after this answer (`Generated.prompt_cache`) for the next turn.
+        prefix_cache: continue the longest stored prefix of the prompt, and keep this one's (see `keep_prefix`).
+        keep: what of this prompt `prefix_cache` keeps: "media" (its start through the last vision token) or
+            "conversation" (the prompt and the answer, for a follow-up).
     """
-    tensors, reused = _prepare(model, inputs, vision_cache, past)
+    prepared = prepare(model, inputs, vision_cache=vision_cache, prefix_cache=prefix_cache)
+    tensors = prepared.tensors
     with logits_at(model, 1):
         output = model.generate(**tensors, **options.to_kwargs(), pad_token_id=processor.tokenizer.pad_token_id,
                                 return_dict_in_generate=True)
     generated = output.sequences[0, tensors["input_ids"].shape[1]:].tolist()
     ids = _until_stop(generated, _stop_ids(model, processor))
-    cache = _prompt_cache(tensors, output, generated) if keep_cache else None
-    return Generated(processor.tokenizer.decode(ids, skip_special_tokens=True), ids, cache, reused)
+    keep_prefix(prefix_cache, model, prepared, output.cache, generated, keep=keep)
+    return Generated(processor.tokenizer.decode(ids, skip_special_tokens=True), ids, prepared.reused)
 
 
 class _RecordingStreamer(TextIteratorStreamer):
@@ -179,7 +211,7 @@ class _WhenSet(StoppingCriteria):
 
 def stream(
     model, processor, inputs: Batch, options: GenerationOptions = GenerationOptions(), *,
-    vision_cache: VisionCache | None = None, past: PromptCache | None = None, keep_cache: bool = False,
+    vision_cache: VisionCache | None = None, prefix_cache: PrefixCache | None = None, keep: Keep = "media",
 ) -> Iterator[str]:
     """Yield the answer in pieces as it is generated; returns the full `Generated` at the end
     (arguments as `generate`).
@@ -187,7 +219,8 @@ def stream(
     Use as `result = yield from stream(...)` or iterate and read StopIteration.value.
     """
     with torch.inference_mode():
-        tensors, reused = _prepare(model, inputs, vision_cache, past)
+        prepared = prepare(model, inputs, vision_cache=vision_cache, prefix_cache=prefix_cache)
+    tensors = prepared.tensors
     streamer = _RecordingStreamer(processor.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
     failure: list[BaseException] = []
     result: list = []
@@ -219,8 +252,8 @@ def stream(
     if failure:
         raise failure[0]
     ids = _until_stop(streamer.generated, _stop_ids(model, processor))
-    cache = _prompt_cache(tensors, result[0], streamer.generated) if keep_cache else None
-    return Generated(processor.tokenizer.decode(ids, skip_special_tokens=True), ids, cache, reused)
+    keep_prefix(prefix_cache, model, prepared, result[0].cache, streamer.generated, keep=keep)
+    return Generated(processor.tokenizer.decode(ids, skip_special_tokens=True), ids, prepared.reused)
 
 
 class _BatchStreamer(BaseStreamer):

@@ -7,7 +7,7 @@ with vision features (pixels or `mm_encoder_outputs` scattered into `inputs_embe
 
 Instead the rows share one transformers `DynamicCache`, left-padded: each row's keys and values end in the last
 column, an attention mask marks the padding and each row has its own position ids. A joiner is prepared by the
-same functions `vidlab.generate` uses (`_prepare`: vision cache, prompt cache), its prompt embedded by the model's
+same functions `vidlab.generate` uses (`prepare`: vision cache, prefix cache), its prompt embedded by the model's
 own forward (stopped before the LLM), then prefilled in chunks of at most `prefill_tokens` tokens per step (short
 prompts together, left-padded), between the decoding steps of the running rows; once its prompt is in, its cache
 is padded and concatenated to the batch's. Each row samples with its own settings (temperature, top_p, top_k,
@@ -34,10 +34,11 @@ from transformers import (
 )
 from transformers.cache_utils import DynamicLayer
 
-from vidlab.generate import Generated, PromptCache, _prepare, _stop_ids
+from vidlab.generate import Generated, Prepared, _stop_ids, keep_prefix, prepare
 from vidlab.inputs import Batch
 from vidlab.models.adapters import BASE, active_adapter
 from vidlab.models.logits import logits_at
+from vidlab.prefix_cache import PrefixCache
 from vidlab.settings import GenerationOptions
 from vidlab.vision_cache import VisionCache
 
@@ -55,7 +56,8 @@ class Request:
         stops: text that ends the answer early once it appears (the caller still cuts the text).
         on_text: called on the model thread with each new piece of the answer's text.
         cancelled: polled before each step; True: the request leaves the batch with what it has.
-        vision_cache, past: as in `vidlab.generate.generate`.
+        vision_cache, prefix_cache: as in `vidlab.generate.generate` (a request prefilled alone keeps the start
+            of its prompt through its media in `prefix_cache`).
     """
 
     inputs: Batch
@@ -66,7 +68,7 @@ class Request:
     on_text: Callable[[str], None] | None = None
     cancelled: Callable[[], bool] | None = None
     vision_cache: VisionCache | None = None
-    past: PromptCache | None = None
+    prefix_cache: PrefixCache | None = None
     # Filled in as it runs.
     token_ids: list[int] = field(default_factory=list)
     result: Generated | None = None  # set when it leaves the batch (also when cancelled: the answer so far)
@@ -75,6 +77,7 @@ class Request:
     peak_rows: int = 0  # most requests in the batch while this one was in it
     _sent: str = ""
     _prompt_ids: torch.Tensor | None = None
+    _prepared: Prepared | None = None
     _processors: LogitsProcessorList | None = None
     _least: int = 0  # the end token is held back until this many tokens are generated (min_tokens, ignore_eos)
     _generator: torch.Generator | None = None
@@ -293,9 +296,11 @@ class RunningBatch:
         return nullcontext(), {"adapter_names": names}
 
     def _start(self, request: Request) -> _Joining:
-        """Prepare a joiner's prompt: through `vidlab.generate._prepare` (vision and prompt caches), embedded."""
+        """Prepare a joiner's prompt: through `vidlab.generate.prepare` (vision and prefix caches), embedded."""
         with active_adapter(self.model, self._adapter(request)):
-            tensors, reused = _prepare(self.model, request.inputs, request.vision_cache, request.past)
+            request._prepared = prepare(self.model, request.inputs, vision_cache=request.vision_cache,
+                                        prefix_cache=request.prefix_cache)
+            tensors, reused = dict(request._prepared.tensors), request._prepared.reused
             cache = tensors.pop("cache", None)
             ids = tensors["input_ids"]
             request._prompt_ids = ids[0]
@@ -390,6 +395,11 @@ class RunningBatch:
             return []
         for item in group:
             self._joining.remove(item)
+        if len(group) == 1:  # its own cache, unpadded: its prompt's start is kept for later requests
+            request = group[0].request
+            keep_prefix(request.prefix_cache, self.model, request._prepared, output.cache)
+        for item in group:
+            item.request._prepared = None  # frees a reused prefix's copy once it is in the rows
         rows = _Rows(output.cache, mask, done + torch.tensor(take, device=device), [item.request for item in group])
         self._rows = rows if self._rows is None else _merge(self._rows, rows)
         return self._advance(rows.requests, output.logits[:, -1])

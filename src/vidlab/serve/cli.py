@@ -108,6 +108,7 @@ def serve_command(
     trust_media_uuids: Annotated[
         bool, typer.Option("--trust-media-uuids", help=_serve("trust_media_uuids"))
     ] = False,
+    prefix_cache_mb: Annotated[float | None, typer.Option(help=_serve("prefix_cache_mb"), show_default=False)] = None,
     media_options: MediaOptions = MediaOptions(),
     max_new_tokens: MaxNewTokensOption = None,
     temperature: TemperatureOption = None,
@@ -141,7 +142,7 @@ def serve_command(
         "shrink_to_fit": shrink_to_fit or None,
         "allowed_media_domains": tuple(allowed_media_domains) if allowed_media_domains else None,
         "allow_private_media_addresses": allow_private_media_addresses or None,
-        "trust_media_uuids": trust_media_uuids or None,
+        "trust_media_uuids": trust_media_uuids or None, "prefix_cache_mb": prefix_cache_mb,
     }, name=flag)
     if media_root is not None and not media_root.is_dir():
         raise typer.BadParameter(f"--media-root {media_root}: no such folder")

@@ -5,7 +5,9 @@ A request takes the one road every vidlab workload takes: its messages become a 
 (`parse_messages`), its media are decoded by `MediaLoad` through the shared cache, `encode` turns both into a
 `Sample` with the request's settings; with continuous batching it joins the `RunningBatch` (prepared by
 `vidlab.generate`'s own functions), with static batching `collate` left-pads a batch and `generate_batch` (or
-`stream_batch`) answers it; both reuse vision-encoder outputs from the `VisionCache`.
+`stream_batch`) answers it; both reuse vision-encoder outputs from the `VisionCache`. A request continues the
+longest stored start of its prompt from the `PrefixCache`, and one prefilled alone (continuous: a prompt
+prefilled on its own; static: a batch of one) keeps its own start through its media there.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,12 +31,14 @@ from prometheus_client import CollectorRegistry
 
 from vidlab.conversation import parse_messages
 from vidlab.errors import VidlabError
-from vidlab.generate import Generated, generate_batch, stream_batch
+from vidlab.generate import Generated, generate, generate_batch, stream, stream_batch
 from vidlab.inputs import Sample, collate, encode
 from vidlab.media.cache import DEFAULT_MAX_BYTES as CLIP_CACHE_BYTES
 from vidlab.media.cache import MediaCache
 from vidlab.models.adapters import BASE, active_adapter
 from vidlab.models.load import context_length
+from vidlab.prefix_cache import DEFAULT_MAX_BYTES as PREFIX_CACHE_BYTES
+from vidlab.prefix_cache import PrefixCache
 from vidlab.running_batch import Request, RunningBatch
 from vidlab.serve import sources
 from vidlab.serve.batching import Job, Scheduler
@@ -68,6 +72,16 @@ class Prepared:
     stops: list[str]
     media: list[dict] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+
+
+def _as_row(pieces: Iterator[str]) -> Iterator[tuple[int, str]]:
+    """`stream`'s pieces as those of row 0 of a batch (as `stream_batch` yields them); returns [its result]."""
+    while True:
+        try:
+            piece = next(pieces)
+        except StopIteration as done:
+            return [done.value]
+        yield 0, piece
 
 
 def _fingerprint() -> str:
@@ -105,6 +119,9 @@ class Engine:
         self.media_cache = MediaCache(clip_bytes)
         share = vision_bytes // (1 + len(adapters))
         self.vision_caches = {key: VisionCache(share) for key in [None, *adapters]}
+        prefix_bytes = PREFIX_CACHE_BYTES if options.prefix_cache_mb is None else int(options.prefix_cache_mb * MIB)
+        # One store for the base model and its adapters: entries are keyed by the adapter that made them.
+        self.prefix_cache = PrefixCache(prefix_bytes) if prefix_bytes > 0 else None
         self._temp = Path(tempfile.mkdtemp(prefix="vidlab-serve-"))
         self.resolver = MediaResolver(options, self._temp, self.processor, self.media_cache)
         self.registry = registry if registry is not None else CollectorRegistry()
@@ -138,6 +155,8 @@ class Engine:
         caches: dict[str, object] = {"clip": self.media_cache.clips, "image": self.media_cache.images}
         for adapter, cache in self.vision_caches.items():
             caches["vision" if adapter is None else f"vision:{adapter}"] = cache
+        if self.prefix_cache is not None:
+            caches["prefix"] = self.prefix_cache
         return caches
 
     async def start(self) -> None:
@@ -356,7 +375,7 @@ class Engine:
         prepared: Prepared = job.payload
         inputs = collate([prepared.sample], self.processor.tokenizer.pad_token_id, "left")
         return Request(inputs, prepared.options, adapter=prepared.adapter, seed=prepared.seed, stops=prepared.stops,
-                       vision_cache=self.vision_caches[prepared.adapter])
+                       vision_cache=self.vision_caches[prepared.adapter], prefix_cache=self.prefix_cache)
 
     def _record(self, jobs: list[Job], results: list[Generated], seconds: float) -> None:
         tokens = sum(len(result.token_ids) for result in results)
@@ -367,12 +386,21 @@ class Engine:
             self.metrics.tokens_per_second.set(tokens / seconds)
 
     def _run_batch(self, jobs: list[Job]) -> list[Generated | None]:
-        return self._generate(jobs, lambda batch, options, cache: generate_batch(
-            self.model, self.processor, batch, options, vision_cache=cache))
+        def run(batch, options, cache) -> list[Generated]:
+            if len(jobs) == 1 and self.prefix_cache is not None:
+                return [generate(self.model, self.processor, batch, options, vision_cache=cache,
+                                 prefix_cache=self.prefix_cache)]
+            return generate_batch(self.model, self.processor, batch, options, vision_cache=cache)
+
+        return self._generate(jobs, run)
 
     def _run_stream(self, jobs: list[Job], push) -> list[Generated | None]:
         def run(batch, options, cache) -> list[Generated]:
-            pieces = stream_batch(self.model, self.processor, batch, options, vision_cache=cache)
+            if len(jobs) == 1 and self.prefix_cache is not None:
+                pieces = _as_row(stream(self.model, self.processor, batch, options, vision_cache=cache,
+                                        prefix_cache=self.prefix_cache))
+            else:
+                pieces = stream_batch(self.model, self.processor, batch, options, vision_cache=cache)
             while True:
                 try:
                     push(*next(pieces))

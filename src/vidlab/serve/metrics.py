@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
@@ -60,7 +60,8 @@ class EngineMetrics:
 
 
 class CacheCollector(Collector):
-    """Hits and misses of the caches, read from them at scrape time."""
+    """Hits, misses and bytes held of the caches, and the prompt tokens the prefix cache saved, read from them at
+    scrape time."""
 
     def __init__(self, caches: Callable[[], dict[str, object]]):
         self.caches = caches
@@ -68,11 +69,19 @@ class CacheCollector(Collector):
     def collect(self) -> Iterator[CounterMetricFamily]:
         hits = CounterMetricFamily(f"{_PREFIX}_cache_hits", "Cache hits, by cache.", labels=["cache"])
         misses = CounterMetricFamily(f"{_PREFIX}_cache_misses", "Cache misses, by cache.", labels=["cache"])
+        held = GaugeMetricFamily(f"{_PREFIX}_cache_bytes", "Bytes a cache holds now, by cache.", labels=["cache"])
+        saved = CounterMetricFamily(f"{_PREFIX}_prefix_tokens_saved", "Prompt tokens whose keys and values came "
+                                    "from the prefix cache (not run through the model again).")
         for name, cache in self.caches().items():
             hits.add_metric([name], getattr(cache, "hits", 0))
             misses.add_metric([name], getattr(cache, "misses", 0))
+            held.add_metric([name], getattr(cache, "bytes", 0))
+            if hasattr(cache, "tokens_saved"):
+                saved.add_metric([], cache.tokens_saved)
         yield hits
         yield misses
+        yield held
+        yield saved
 
 
 class ReplicaMetrics(Collector):

@@ -72,6 +72,11 @@ class ServeOptions(BaseModel):
         None, ge=0, allow_inf_nan=False, description="Vision-encoder outputs kept across requests, in MiB, shared by "
         "the base model and its adapters (none: VisionCache's own bound).",
     )
+    prefix_cache_mb: float | None = Field(
+        None, ge=0, allow_inf_nan=False, description="Key/value caches of prompt starts (system, media and the text "
+        "before the question) kept for later requests about the same media, in MiB, on the model's device (none: "
+        "PrefixCache's own bound; 0: off).",
+    )
     max_fps: float = Field(
         60.0, gt=0, allow_inf_nan=False, description="Most frames decoded per second of video; a request's fps above "
         "the file's own rate is taken as that rate first (it costs nothing), above this it is a 400.",

@@ -223,7 +223,8 @@ class _DigestOrder(Mapping[str, int]):
         self.digests, self.picks = records.digests[by_digest], records.picks[by_digest]
 
     def __getitem__(self, record_id: str) -> int:
-        digest = id_digest(record_id)
+        # As an array item, like those it is compared with (numpy drops an S16 value's trailing zero bytes).
+        digest = id_digests([record_id])[0]
         at = int(np.searchsorted(self.digests, digest))
         if at < len(self.digests) and self.digests[at] == digest:
             return int(self.picks[at])

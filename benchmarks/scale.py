@@ -21,13 +21,15 @@ Compared:
 `one parsed copy` is the memory a list of all the records' parsed JSON takes (measured on
 --list-records records and scaled to RECORDS), the yardstick of the goal (<= 1.5x in all processes).
 
-DDP (`--only ddp` runs this part alone, in minutes): `vidlab train` on the tiny model, 1 process of
+DDP and FSDP2 (`--only ddp` runs this part alone, in minutes): `vidlab train` on the tiny model, 1 process of
 batch 4 and then 2 processes of batch 2 (`accelerate launch --multi_gpu`, gloo on the CPU: the same
 global batch, the same run), --ddp-steps steps each, one thread a process.
 Step time is taken from the loop's own log (samples and samples/s of each row) after 2 warm-up steps;
-peak memory is each training process's own (the launcher left out). On a GPU machine these runs
-still use the CPU (CUDA_VISIBLE_DEVICES=""): FSDP runs only through accelerate on GPUs
-(docs/train.md).
+peak memory is each training process's own (the launcher left out). FSDP2: tests/fsdp_check.py (the
+tiny model sharded with torch's fully_shard outside accelerate, which runs FSDP only on GPUs:
+docs/train.md) on 1 and 2 processes, the same global batch; its step time is timed around each step,
+its peak is each process's own peak RSS. On a GPU machine these runs still use the CPU
+(CUDA_VISIBLE_DEVICES="").
 
 `vidlab data check` is timed on the first --check-records records (each record is decoded and
 encoded, so its rate does not depend on the file's size); its reading of the whole file is the same
@@ -217,7 +219,8 @@ def ddp_step(model: Path, data: Path, out: Path, processes: int, steps: int, glo
     rows = [row for row in rows if "samples_per_s" in row]
     elapsed = [row["samples"] / row["samples_per_s"] for row in rows]  # seconds since the loop's start
     warm = 2
-    return {"processes": processes, "batch_per_process": global_batch // processes, "steps": steps,
+    return {"processes": processes, "engine": "DDP (vidlab train)" if processes > 1 else "vidlab train",
+            "batch_per_process": global_batch // processes, "steps": steps,
             "step_s": round((elapsed[-1] - elapsed[warm - 1]) / (len(rows) - warm), 3),
             "samples_per_s": round(rows[-1]["samples_per_s"], 2), "final_loss": round(rows[-1]["loss"], 4),
             "peak_rss_mb_per_process": round(max(r for r, _ in peaks.values())),
@@ -242,11 +245,37 @@ def _trainers(pid: int) -> list[psutil.Process]:
     return found
 
 
+def fsdp2_step(model: Path, data: Path, out: Path, processes: int, steps: int, global_batch: int = 4) -> dict:
+    """tests/fsdp_check.py (FSDP2 outside accelerate, which runs FSDP only on GPUs) on 1 or 2 processes:
+    seconds a step after warm-up, and the peak RSS of the busiest process."""
+    from vidlab.training.config import load_config
+
+    config = load_config(None, [
+        f"model.path={model}", f"data.train=[{data}]", f"output.dir={out}", "data.max_frames=4",
+        f"train.batch_size={global_batch}", "lora.r=8", "lora.dropout=0", "learning_rates.llm=1e-3",
+    ])
+    out.mkdir(parents=True)
+    path = out / "config.yaml"
+    path.write_text(config.to_yaml())
+    check = Path(__file__).parents[1] / "tests" / "fsdp_check.py"
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
+                    "--master_port", str(29700 + processes), str(check), str(path), str(out / "result.json"),
+                    str(steps)], check=True, capture_output=True, env=env)
+    result = json.loads((out / "result.json").read_text())
+    warm = 2
+    return {"processes": processes, "engine": "FSDP2" if result["sharded"] else "FSDP2 check, unsharded",
+            "batch_per_process": global_batch // processes, "steps": steps,
+            "step_s": round(sum(result["seconds"][warm:]) / (steps - warm), 3),
+            "final_loss": round(result["losses"][-1], 4), "peak_rss_mb_per_process": round(max(result["peak_rss_mb"]))}
+
+
 def ddp_rows(model: Path, videos: list[str], folder: Path, steps: int) -> list[dict]:
     data = folder / "ddp.jsonl"
     rng = random.Random(0)
     data.write_text("".join(json.dumps(record(i, videos, rng)) + "\n" for i in range(32)))
     rows = [ddp_step(model, data, folder / f"ddp-{n}", n, steps) for n in (1, 2)]
+    rows += [fsdp2_step(model, data, folder / f"fsdp2-{n}", n, steps) for n in (1, 2)]
     for row in rows:
         print(json.dumps(row), flush=True)
     return rows
@@ -338,13 +367,15 @@ def main() -> None:
 def _print_ddp(rows: list[dict]) -> None:
     if not rows:
         return
-    one = rows[0]["step_s"]
-    print("\n| processes (gloo, CPU, 1 thread each) | batch a process | step (s) | vs 1 process | samples/s | "
-          "peak RSS a process (MB) | peak PSS a process (MB) |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("\n| run (gloo, CPU, 1 thread a process) | processes | batch a process | step (s) | vs 1 process | "
+          "final loss | peak RSS a process (MB) | peak PSS a process (MB) |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    one = None
     for row in rows:
-        print(f"| {row['processes']} | {row['batch_per_process']} | {row['step_s']:.3f} | {row['step_s'] / one:.2f}x | "
-              f"{row['samples_per_s']} | {row['peak_rss_mb_per_process']:,} | {row['peak_pss_mb_per_process']:,} |")
+        one = row["step_s"] if row["processes"] == 1 else one  # each engine against its own 1-process run
+        print(f"| {row['engine']} | {row['processes']} | {row['batch_per_process']} | {row['step_s']:.3f} | "
+              f"{row['step_s'] / one:.2f}x | {row['final_loss']} | {row['peak_rss_mb_per_process']:,} | "
+              f"{row.get('peak_pss_mb_per_process', '-')} |")
 
 
 if __name__ == "__main__":

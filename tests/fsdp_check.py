@@ -7,7 +7,8 @@ test_train_sharded.py under `torchrun --nproc_per_node N` (N=1: no sharding, the
 The model and data are vidlab's (load_for_training, load_records, TrainDataset, Collator); the layers
 sharded are those configs/accelerate/fsdp.yaml names. The global batch is the same for every N: each
 process takes its slice, the loss is summed over label tokens and divided by the global token count.
-Writes OUT.json (rank 0): each step's loss, whether the weights were DTensor shards, and the trained
+Writes OUT.json (rank 0): each step's loss and seconds, each process's peak RSS, whether the weights
+were DTensor shards, and the trained
 model gathered in full to OUT's folder/model (save_pretrained), for loading without FSDP.
 With CHECKPOINT_DIR, `save:K` writes a sharded checkpoint (weights and optimizer state, each process its
 own shard, torch.distributed.checkpoint) after step K; `resume:K` loads it and runs steps K+1.. .
@@ -17,7 +18,9 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -72,7 +75,9 @@ def main() -> None:
         set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
         start = at
     model.train()
+    seconds = []
     for step in range(start, steps):
+        started = time.perf_counter()
         items = [dataset[(step * size + i) % len(dataset)] for i in range(size)]
         batches = [collate(items[r * per:(r + 1) * per]) for r in range(world)]
         total_tokens = sum(b["num_label_tokens"] for b in batches)
@@ -89,16 +94,24 @@ def main() -> None:
         if world > 1:
             dist.all_reduce(step_loss)
         losses.append(float(step_loss))
+        seconds.append(time.perf_counter() - started)
         if action == "save" and step + 1 == at:
             model_state, optim_state = get_state_dict(model, optimizer)
             dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=checkpoint)
     sharded = type(trainable[0]).__name__ == "DTensor"
     state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # this process's peak RSS (KiB on Linux)
+    peaks = [None] * world
+    if world > 1:
+        dist.all_gather_object(peaks, peak_mb)
+    else:
+        peaks = [peak_mb]
     if rank == 0:
         model_dir = out.parent / "model"
         model.save_pretrained(model_dir, state_dict=state)
         processor.save_pretrained(model_dir)
-        out.write_text(json.dumps({"losses": losses, "sharded": sharded, "world": world, "model": str(model_dir)}))
+        out.write_text(json.dumps({"losses": losses, "seconds": seconds, "peak_rss_mb": peaks, "sharded": sharded,
+                                   "world": world, "model": str(model_dir)}))
     if world > 1:
         dist.destroy_process_group()
 

@@ -1,6 +1,8 @@
-"""A million annotation records: `vidlab train` start-up and memory, and `vidlab data check` throughput.
+"""A million annotation records: `vidlab train` start-up and memory, and `vidlab data check` throughput;
+and DDP: vidlab's training step on 2 processes against 1.
 
     python benchmarks/scale.py [--records 1000000] [--list-records 100000] [--check-records 500]
+                               [--ddp-steps 20] [--only records|ddp]
 
 Writes, in a temporary folder (deleted at the end), a few hundred small videos and RECORDS
 LLaVA-Video-style caption records (~1 KB each: ~1 GB) as one JSON list and as JSONL. For each file it
@@ -18,6 +20,16 @@ Compared:
   its per-record cost is reported so it can be scaled).
 `one parsed copy` is the memory a list of all the records' parsed JSON takes (measured on
 --list-records records and scaled to RECORDS), the yardstick of the goal (<= 1.5x in all processes).
+
+DDP and FSDP2 (`--only ddp` runs this part alone, in minutes): `vidlab train` on the tiny model, 1 process of
+batch 4 and then 2 processes of batch 2 (`accelerate launch --multi_gpu`, gloo on the CPU: the same
+global batch, the same run), --ddp-steps steps each, one thread a process.
+Step time is taken from the loop's own log (samples and samples/s of each row) after 2 warm-up steps;
+peak memory is each training process's own (the launcher left out). FSDP2: tests/fsdp_check.py (the
+tiny model sharded with torch's fully_shard outside accelerate, which runs FSDP only on GPUs:
+docs/train.md) on 1 and 2 processes, the same global batch; its step time is timed around each step,
+its peak is each process's own peak RSS. On a GPU machine these runs still use the CPU
+(CUDA_VISIBLE_DEVICES="").
 
 `vidlab data check` is timed on the first --check-records records (each record is decoded and
 encoded, so its rate does not depend on the file's size); its reading of the whole file is the same
@@ -162,6 +174,113 @@ def first_step(model: Path, data: Path, out: Path, reader: str, workers: int = 4
     return {"seconds": seconds, "peak_rss_mb": round(peak_rss), "peak_pss_mb": round(peak_pss), "processes": most}
 
 
+def ddp_step(model: Path, data: Path, out: Path, processes: int, steps: int, global_batch: int = 4) -> dict:
+    """`vidlab train` for `steps` steps on 1 or 2 processes (same global batch): seconds a step after warm-up,
+    samples/s, and the peak RSS and PSS of the busiest training process."""
+    from vidlab.training.config import load_config
+
+    config = load_config(None, [
+        f"model.path={model}", f"data.train=[{data}]", f"output.dir={out}", "data.workers=0",
+        "data.max_frames=4", f"train.batch_size={global_batch // processes}", f"train.max_steps={steps}",
+        "output.log_steps=1", "output.save_steps=100000", "output.tensorboard=false", "output.progress=false",
+        "lora.r=8", "lora.dropout=0", "learning_rates.llm=1e-3", "train.seed=3",
+    ])
+    path = out.with_suffix(".yaml")
+    path.write_text(config.to_yaml())
+    train = ["-m", "vidlab.cli", "train", str(path)]
+    if processes == 1:
+        command = [sys.executable, *train]
+    else:
+        command = [str(Path(sys.executable).with_name("accelerate")), "launch", "--multi_gpu", "--num_processes",
+                   str(processes), "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", *train]
+    # One thread a process: a process's work stays the same and 2 processes use 2 cores (torch's threads
+    # spinning on a shared, busy machine made the 1-process run 12x slower in a first try).
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+                               start_new_session=True)
+    peaks: dict[int, tuple[float, float]] = {}
+    try:
+        while process.poll() is None:
+            for trainer in _trainers(process.pid):
+                try:
+                    full = trainer.memory_full_info()
+                except psutil.Error:
+                    continue
+                rss, pss = peaks.get(trainer.pid, (0.0, 0.0))
+                peaks[trainer.pid] = (max(rss, full.rss / 2**20), max(pss, getattr(full, "pss", full.rss) / 2**20))
+            time.sleep(0.2)
+        if process.returncode != 0:
+            raise RuntimeError(f"vidlab train on {processes} process(es) failed:\n{process.stderr.read()[-3000:]}")
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    rows = [row for row in rows if "samples_per_s" in row]
+    elapsed = [row["samples"] / row["samples_per_s"] for row in rows]  # seconds since the loop's start
+    warm = 2
+    return {"processes": processes, "engine": "DDP (vidlab train)" if processes > 1 else "vidlab train",
+            "batch_per_process": global_batch // processes, "steps": steps,
+            "step_s": round((elapsed[-1] - elapsed[warm - 1]) / (len(rows) - warm), 3),
+            "samples_per_s": round(rows[-1]["samples_per_s"], 2), "final_loss": round(rows[-1]["loss"], 4),
+            "peak_rss_mb_per_process": round(max(r for r, _ in peaks.values())),
+            "peak_pss_mb_per_process": round(max(p for _, p in peaks.values()))}
+
+
+def _trainers(pid: int) -> list[psutil.Process]:
+    """The training processes of a run (under accelerate: its workers, not the launcher)."""
+    try:
+        root = psutil.Process(pid)
+        tree = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return []
+    found = []
+    for process in tree:
+        try:
+            line = process.cmdline()
+        except psutil.Error:
+            continue
+        if "vidlab.cli" in line and "launch" not in line:
+            found.append(process)
+    return found
+
+
+def fsdp2_step(model: Path, data: Path, out: Path, processes: int, steps: int, global_batch: int = 4) -> dict:
+    """tests/fsdp_check.py (FSDP2 outside accelerate, which runs FSDP only on GPUs) on 1 or 2 processes:
+    seconds a step after warm-up, and the peak RSS of the busiest process."""
+    from vidlab.training.config import load_config
+
+    config = load_config(None, [
+        f"model.path={model}", f"data.train=[{data}]", f"output.dir={out}", "data.max_frames=4",
+        f"train.batch_size={global_batch}", "lora.r=8", "lora.dropout=0", "learning_rates.llm=1e-3",
+    ])
+    out.mkdir(parents=True)
+    path = out / "config.yaml"
+    path.write_text(config.to_yaml())
+    check = Path(__file__).parents[1] / "tests" / "fsdp_check.py"
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
+                    "--master_port", str(29700 + processes), str(check), str(path), str(out / "result.json"),
+                    str(steps)], check=True, capture_output=True, env=env)
+    result = json.loads((out / "result.json").read_text())
+    warm = 2
+    return {"processes": processes, "engine": "FSDP2" if result["sharded"] else "FSDP2 check, unsharded",
+            "batch_per_process": global_batch // processes, "steps": steps,
+            "step_s": round(sum(result["seconds"][warm:]) / (steps - warm), 3),
+            "final_loss": round(result["losses"][-1], 4), "peak_rss_mb_per_process": round(max(result["peak_rss_mb"]))}
+
+
+def ddp_rows(model: Path, videos: list[str], folder: Path, steps: int) -> list[dict]:
+    data = folder / "ddp.jsonl"
+    rng = random.Random(0)
+    data.write_text("".join(json.dumps(record(i, videos, rng)) + "\n" for i in range(32)))
+    rows = [ddp_step(model, data, folder / f"ddp-{n}", n, steps) for n in (1, 2)]
+    rows += [fsdp2_step(model, data, folder / f"fsdp2-{n}", n, steps) for n in (1, 2)]
+    for row in rows:
+        print(json.dumps(row), flush=True)
+    return rows
+
+
 def check_rate(model: Path, data: Path, count: int, folder: Path) -> dict:
     """`vidlab data check` on the first `count` records of `data`: records per second, and again from its cache."""
     from vidlab.data.check import check_data
@@ -187,16 +306,22 @@ def main() -> None:
     parser.add_argument("--videos", type=int, default=300)
     parser.add_argument("--check-records", type=int, default=500)
     parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--ddp-steps", type=int, default=20, help="steps of each DDP run (1 and 2 processes)")
+    parser.add_argument("--only", choices=("records", "ddp"), help="run only the million records or only DDP")
     args = parser.parse_args()
 
     from vidlab.models.tiny import build_tiny_model
 
     work = Path(tempfile.mkdtemp(prefix="vidlab-scale-"))
     os.environ["VIDLAB_CACHE_DIR"] = str(work / "cache")  # the runs' index cache, deleted with the rest
-    rows = []
+    rows, ddp = [], []
     try:
         model = build_tiny_model(work / "tiny", seed=0)
-        videos = write_videos(work, args.videos)
+        videos = write_videos(work, args.videos if args.only != "ddp" else 8)
+        if args.only != "records":
+            ddp = ddp_rows(model, videos, work, args.ddp_steps)
+        if args.only == "ddp":
+            return _print_ddp(ddp)
         started = time.monotonic()
         big = {layout: write_records(work / f"train.{layout}", args.records, videos, layout)
                for layout in ("json", "jsonl")}
@@ -236,6 +361,21 @@ def main() -> None:
     for row in rows:
         print(f"| {row['reader']} | {row['file']} | {row['seconds']:.1f} | {row['peak_rss_mb']:,} | "
               f"{row['peak_pss_mb']:,} | {row['pss_vs_parsed_copy']} |")
+    _print_ddp(ddp)
+
+
+def _print_ddp(rows: list[dict]) -> None:
+    if not rows:
+        return
+    print("\n| run (gloo, CPU, 1 thread a process) | processes | batch a process | step (s) | vs 1 process | "
+          "final loss | peak RSS a process (MB) | peak PSS a process (MB) |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    one = None
+    for row in rows:
+        one = row["step_s"] if row["processes"] == 1 else one  # each engine against its own 1-process run
+        print(f"| {row['engine']} | {row['processes']} | {row['batch_per_process']} | {row['step_s']:.3f} | "
+              f"{row['step_s'] / one:.2f}x | {row['final_loss']} | {row['peak_rss_mb_per_process']:,} | "
+              f"{row.get('peak_pss_mb_per_process', '-')} |")
 
 
 if __name__ == "__main__":

@@ -2,19 +2,25 @@
 test_train_sharded.py under `torchrun --nproc_per_node N` (N=1: no sharding, the reference).
 
     python -m torch.distributed.run --nproc_per_node 2 tests/fsdp_check.py CONFIG.yaml OUT.json [STEPS]
+        [CHECKPOINT_DIR save:K | resume:K]
 
 The model and data are vidlab's (load_for_training, load_records, TrainDataset, Collator); the layers
 sharded are those configs/accelerate/fsdp.yaml names. The global batch is the same for every N: each
 process takes its slice, the loss is summed over label tokens and divided by the global token count.
-Writes OUT.json (rank 0): each step's loss, whether the weights were DTensor shards, and the trained
+Writes OUT.json (rank 0): each step's loss and seconds, each process's peak RSS, whether the weights
+were DTensor shards, and the trained
 model gathered in full to OUT's folder/model (save_pretrained), for loading without FSDP.
+With CHECKPOINT_DIR, `save:K` writes a sharded checkpoint (weights and optimizer state, each process its
+own shard, torch.distributed.checkpoint) after step K; `resume:K` loads it and runs steps K+1.. .
 """
 
 from __future__ import annotations
 
 import json
 import os
+import resource
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -23,7 +29,13 @@ import yaml
 
 
 def main() -> None:
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_model_state_dict,
+        get_state_dict,
+        set_state_dict,
+    )
     from torch.distributed.fsdp import fully_shard
 
     from vidlab.training.config import load_config
@@ -31,6 +43,8 @@ def main() -> None:
     from vidlab.training.model import load_for_training
 
     config_path, out, steps = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else 3
+    checkpoint, (action, at) = (Path(sys.argv[4]), sys.argv[5].split(":")) if len(sys.argv) > 5 else (None, ("", 0))
+    at = int(at)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1:
         dist.init_process_group("gloo")
@@ -53,8 +67,17 @@ def main() -> None:
     collate = Collator(processor.tokenizer.pad_token_id)
     size, per = config.train.batch_size, config.train.batch_size // world
     losses = []
+    start = 0
+    if action == "resume":
+        model_state, optim_state = get_state_dict(model, optimizer)
+        state = {"model": model_state, "optim": optim_state}
+        dcp.load(state, checkpoint_id=checkpoint)  # each process reads its own shard
+        set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+        start = at
     model.train()
-    for step in range(steps):
+    seconds = []
+    for step in range(start, steps):
+        started = time.perf_counter()
         items = [dataset[(step * size + i) % len(dataset)] for i in range(size)]
         batches = [collate(items[r * per:(r + 1) * per]) for r in range(world)]
         total_tokens = sum(b["num_label_tokens"] for b in batches)
@@ -71,13 +94,24 @@ def main() -> None:
         if world > 1:
             dist.all_reduce(step_loss)
         losses.append(float(step_loss))
+        seconds.append(time.perf_counter() - started)
+        if action == "save" and step + 1 == at:
+            model_state, optim_state = get_state_dict(model, optimizer)
+            dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=checkpoint)
     sharded = type(trainable[0]).__name__ == "DTensor"
     state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # this process's peak RSS (KiB on Linux)
+    peaks = [None] * world
+    if world > 1:
+        dist.all_gather_object(peaks, peak_mb)
+    else:
+        peaks = [peak_mb]
     if rank == 0:
         model_dir = out.parent / "model"
         model.save_pretrained(model_dir, state_dict=state)
         processor.save_pretrained(model_dir)
-        out.write_text(json.dumps({"losses": losses, "sharded": sharded, "world": world, "model": str(model_dir)}))
+        out.write_text(json.dumps({"losses": losses, "seconds": seconds, "peak_rss_mb": peaks, "sharded": sharded,
+                                   "world": world, "model": str(model_dir)}))
     if world > 1:
         dist.destroy_process_group()
 

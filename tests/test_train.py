@@ -517,6 +517,45 @@ def test_two_processes_with_mixed_batches_train_as_one_and_resume(tiny_model_dir
     assert again == pytest.approx(losses, rel=1e-5)
 
 
+def test_two_processes_killed_with_sigkill_resume_to_the_uninterrupted_run(tiny_model_dir, caption_data, tmp_path):
+    # vidlab's own loop under DDP (2 gloo processes): the launcher and both workers killed at once after a
+    # checkpoint, `--resume` goes on from the last one. Plain SGD without dropout makes 2 processes of batch
+    # 1 the same run as 1 process of batch 2, the uninterrupted run compared with.
+    settings = ("learning_rates.llm=0.5", "optim.name=sgd", "optim.momentum=0", "optim.max_grad_norm=null",
+                "lora.dropout=0", "train.max_steps=16", "output.save_steps=2", "output.save_total_limit=2")
+    one = tmp_path / "one"
+    train(make_config(tiny_model_dir, caption_data, one, "train.batch_size=2", *settings))
+
+    killed = tmp_path / "killed"
+    path = write_config(make_config(tiny_model_dir, caption_data, killed, "train.batch_size=1", *settings),
+                        tmp_path / "killed.yaml")
+    accelerate = Path(sys.executable).with_name("accelerate")
+    process = subprocess.Popen(
+        [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "vidlab.cli", "train", str(path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,  # its own group: kill all
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"},
+    )
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not any(int(p.name[5:]) >= 4 for p in complete_checkpoints(killed)):
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)  # the launcher and both training processes, as a lost machine
+    process.wait()
+    steps_done = max(int(p.name[5:]) for p in complete_checkpoints(killed))
+    assert 4 <= steps_done < 16, "the kill should land after a checkpoint and before the end"
+    assert not (killed / "adapter_model.safetensors").exists()
+
+    proc = launch_two(path, "--resume")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    losses = [json.loads(line)["loss"] for line in (one / "log.jsonl").read_text().splitlines()]
+    resumed = [json.loads(line)["loss"] for line in (killed / "log.jsonl").read_text().splitlines()]
+    assert len(resumed) == 16 and resumed == pytest.approx(losses, rel=1e-5)
+    a, b = load_file(str(one / "adapter_model.safetensors")), load_file(str(killed / "adapter_model.safetensors"))
+    assert set(a) == set(b)
+    for name in a:
+        assert torch.allclose(a[name], b[name], atol=1e-6), name
+
+
 def test_strict_with_data_workers_is_one_error_line(tiny_model_dir, caption_data, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(caption_data, data)

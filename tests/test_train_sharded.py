@@ -1,5 +1,6 @@
 """Sharded training on CPU processes: accelerate's FSDP launch is refused there (it would quietly run
-DDP), and FSDP2 itself shards the tiny model over 2 gloo processes with the loss of 1 process."""
+DDP), and FSDP2 itself shards the tiny model over 2 gloo processes with the loss of 1 process, and
+saves and resumes a sharded checkpoint."""
 
 from __future__ import annotations
 
@@ -69,6 +70,34 @@ def test_fsdp2_on_two_cpu_processes_matches_one_and_loads_unsharded(method, tiny
         model, _ = load_model(two, device="cpu")
     assert model is not None
 
+
+def test_fsdp2_sharded_checkpoint_resumes_to_the_same_steps(tiny_model_dir, caption_data, tmp_path):
+    # accelerate saves no sharded state on CPUs (it never runs FSDP there): torch's distributed checkpoint
+    # on FSDP2, each process writing its own shard of weights and AdamW state, resumed in a fresh launch.
+    config = write_config(make_config(tiny_model_dir, caption_data, tmp_path / "unused", "train.batch_size=4",
+                                      "lora.dropout=0"), tmp_path / "run.yaml")
+    checkpoint = tmp_path / "sharded"
+
+    def launch(name: str, action: str) -> dict:
+        out = tmp_path / name / "result.json"
+        out.parent.mkdir()
+        proc = subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+             str(29640 + len(name)), str(REPO / "tests/fsdp_check.py"), str(config), str(out), "4", str(checkpoint),
+             action], capture_output=True, text=True, timeout=300, env=CPU_ENV, cwd=REPO)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return json.loads(out.read_text())
+
+    whole = launch("whole", "save:2")
+    assert whole["sharded"] and len(whole["losses"]) == 4
+    assert sorted(p.name for p in checkpoint.glob("*.distcp")) == ["__0_0.distcp", "__1_0.distcp"]  # one a process
+    resumed = launch("resumed", "resume:2")
+    assert resumed["losses"] == pytest.approx(whole["losses"][2:], abs=1e-6)
+    a = load_file(str(Path(whole["model"]) / "adapter_model.safetensors"))
+    b = load_file(str(Path(resumed["model"]) / "adapter_model.safetensors"))
+    assert set(a) == set(b)
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-6), key
 
 @pytest.mark.parametrize("name", ["deepspeed_zero2.yaml", "deepspeed_zero3.yaml"])
 def test_what_vidlab_hands_deepspeed(name):

@@ -13,14 +13,18 @@ from vidlab.annotations import TEXT_ENCODING, reason_of  # noqa: F401 - imported
 from vidlab.errors import DataFileError
 
 
-def write_atomic(path: str | Path, data: str | bytes) -> Path:
-    """Write to a temporary name in the same folder, then rename: readers never see half a file."""
+def write_atomic(path: str | Path, data: str | bytes | Iterable[bytes]) -> Path:
+    """Write to a temporary name in the same folder, then rename: readers never see half a file.
+    `data` may be pieces written one after another (a large file never held whole)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data.encode("utf-8") if isinstance(data, str) else data)
+            if isinstance(data, (str, bytes)):
+                handle.write(data.encode("utf-8") if isinstance(data, str) else data)
+            else:
+                handle.writelines(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)

@@ -9,21 +9,24 @@ into `predictions.jsonl` in data-set order.
 
 from __future__ import annotations
 
+import array
 import json
 import os
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 
+import numpy as np
+
 from vidlab.conversation import Conversation, TextPart
-from vidlab.errors import EvaluationError, VidlabError
-from vidlab.evaluation.records import EvalRecord, EvalSet, Skipped
+from vidlab.errors import DataFileError, EvaluationError, VidlabError
+from vidlab.evaluation.records import EvalRecord, EvalRecords, EvalSet, Skipped, id_digest, id_digests
 from vidlab.evaluation.sets import load_eval_set
-from vidlab.files import LineAppender, read_jsonl, reason_of, write_json, write_jsonl
+from vidlab.files import LineAppender, read_jsonl, reason_of, write_atomic, write_json, write_jsonl
 from vidlab.generate import generate_batch
 from vidlab.inputs import collate, encode, load_media
 from vidlab.media.cache import MediaCache
@@ -108,12 +111,15 @@ class _Processes:
         if self.state is not None:
             self.state.wait_for_everyone()
 
-    def share(self, records: list) -> list:
-        """This process's part of `records` (all of them on a single process)."""
+    def share(self, records: Sequence) -> Sequence:
+        """This process's part of `records` (all of them on a single process): accelerate splits their
+        positions, so records read from the file when used (`EvalRecords`) are split without reading them."""
         if self.state is None:
             return records
-        with self.state.split_between_processes(records) as mine:
-            return list(mine)
+        import torch
+
+        with self.state.split_between_processes(torch.arange(len(records))) as mine:
+            return records[int(mine[0]):int(mine[-1]) + 1] if len(mine) else records[:0]
 
 
 def _processes() -> _Processes:
@@ -135,6 +141,14 @@ def _end_processes(processes: _Processes) -> None:
 
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _missing(records: Sequence[EvalRecord], done: np.ndarray) -> Sequence[EvalRecord]:
+    """The records whose id is not among the answered ones (digests)."""
+    if isinstance(records, EvalRecords):
+        return records.not_in(done)
+    answered = np.isin(id_digests(record.id for record in records), done)
+    return [record for record, seen in zip(records, answered.tolist()) if not seen]
 
 
 def _run_info(model_name: str, adapter, data: EvalSet, options: RunOptions, subtitles: bool,
@@ -174,27 +188,77 @@ def _check_same_run(out_dir: Path, info: dict) -> None:
         )
 
 
-def merge_predictions(out_dir: Path, order: dict[str, int]) -> list[dict]:
+def _prediction_lines(path: Path) -> Iterator[tuple[int, int, str, bool]]:
+    """(byte offset, length, id, last) of each row of a predictions file, read a line at a time; a
+    half-written last line (a killed run's) is left out, as `read_jsonl(torn_tail_ok=True)` does."""
+    offset = 0
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            start, offset = offset, offset + len(raw)
+            if not raw.strip():
+                continue
+            try:
+                row = json.loads(raw)
+            except json.JSONDecodeError as err:
+                if not raw.endswith(b"\n"):
+                    return  # the last line, cut off in the middle
+                raise DataFileError(
+                    f"{path}:{number}: not a JSON object ({err.msg}). Fix or delete that line and run again."
+                ) from err
+            if not isinstance(row, dict):
+                raise DataFileError(f"{path}:{number}: expected a JSON object per line. Fix or delete that line.")
+            if "id" not in row:
+                raise EvaluationError(f"{path}:{number}: a line has no \"id\". Delete that line and run again.")
+            yield start, len(raw), str(row["id"]), raw.endswith(b"\n")
+
+
+def answered_ids(path: Path) -> np.ndarray:
+    """The id digests (`id_digests`) of the rows of a predictions file; empty where there is none."""
+    if not path.exists():
+        return id_digests([])
+    return id_digests(record_id for _, _, record_id, _ in _prediction_lines(path))
+
+
+def merge_predictions(out_dir: Path, order: Mapping[str, int]) -> int:
     """Fold the part files and a possibly half-written last line into one clean predictions.jsonl.
 
     Each record id is kept once (its first line); rows are put in data-set order, rows of records
-    no longer in the data set after them. Written atomically; the part files are then removed.
+    no longer in the data set after them. Rows are not held: each line's place is noted, and where
+    anything moves the lines are copied in order into a new file, written atomically; the part files
+    are then removed. Returns the number of rows.
     """
-    sources = [out_dir / PREDICTIONS, *sorted(out_dir.glob(PART_GLOB))]
-    rows: dict[str, dict] = {}
-    for source in sources:
-        if not source.exists():
-            continue
-        for row in read_jsonl(source, torn_tail_ok=True):
-            if "id" not in row:
-                raise EvaluationError(f"{source}: a line has no \"id\". Delete that line and run again.")
-            rows.setdefault(str(row["id"]), row)
-    ordered = sorted(rows.values(), key=lambda row: order.get(str(row["id"]), len(order)))
-    if any(s.exists() for s in sources):
-        write_jsonl(out_dir / PREDICTIONS, ordered)
-    for part in sources[1:]:
-        part.unlink()
-    return ordered
+    sources = [source for source in [out_dir / PREDICTIONS, *sorted(out_dir.glob(PART_GLOB))] if source.exists()]
+    places, digests, whole = array.array("q"), bytearray(), True  # (source, offset, length, order) per row
+    for number, source in enumerate(sources):
+        size, end = source.stat().st_size, 0
+        for offset, length, record_id, complete in _prediction_lines(source):
+            places.extend((number, offset, length, order.get(record_id, len(order))))
+            digests += id_digest(record_id)
+            whole = whole and complete and offset == end  # no blank line before it, a newline after it
+            end = offset + length
+        whole = whole and end == size  # nothing dropped at the end (a torn line)
+    rows = np.frombuffer(places, dtype=np.int64).reshape(-1, 4)
+    _, first = np.unique(np.frombuffer(digests, dtype="S16"), return_index=True)
+    kept = np.sort(first)  # the first line of each id, in file order
+    kept = kept[np.argsort(rows[kept, 3], kind="stable")]  # then in data-set order
+    unchanged = len(sources) == 1 and whole and np.array_equal(kept, np.arange(len(rows)))
+    if sources and not unchanged:
+        write_atomic(out_dir / PREDICTIONS, _copied_lines(sources, rows[kept]))
+    for part in sources:
+        if part.name != PREDICTIONS:
+            part.unlink()
+    return len(kept)
+
+
+def _copied_lines(sources: list[Path], rows: np.ndarray) -> Iterator[bytes]:
+    handles = [os.open(source, os.O_RDONLY) for source in sources]
+    try:
+        for number, offset, length, _ in rows.tolist():
+            line = os.pread(handles[number], length, offset)
+            yield line if line.endswith(b"\n") else line + b"\n"
+    finally:
+        for handle in handles:
+            os.close(handle)
 
 
 def _merge_skipped(out_dir: Path, at_load: list[Skipped]) -> list[Skipped]:
@@ -209,7 +273,7 @@ def _merge_skipped(out_dir: Path, at_load: list[Skipped]) -> list[Skipped]:
 
 
 def _with_media(
-    records: list[EvalRecord], data_root: Path, options: RunOptions, processor=None, cache: MediaCache | None = None
+    records: Sequence[EvalRecord], data_root: Path, options: RunOptions, processor=None, cache: MediaCache | None = None
 ) -> Iterator[tuple[EvalRecord, list | Skipped]]:
     """Each record with its decoded media (or why not), decoding ahead in threads while the model works.
 
@@ -366,7 +430,7 @@ def _run(processes, model, data, out_dir, adapter, data_root, format, subtitles,
     if not isinstance(data, EvalSet):
         data = load_eval_set(data, data_root, format, subtitles)
     data = data.limited(options.limit)
-    order = {record.id: record.index for record in data.records}
+    order = data.order()
     if isinstance(model, (str, Path)):
         model_name, loaded = str(model), None
     else:
@@ -381,8 +445,8 @@ def _run(processes, model, data, out_dir, adapter, data_root, format, subtitles,
         write_json(out_dir / RUN_INFO, info)
     processes.barrier()
 
-    done = {str(row["id"]) for row in read_jsonl(out_dir / PREDICTIONS)} if (out_dir / PREDICTIONS).exists() else set()
-    missing = [record for record in data.records if record.id not in done]
+    done = answered_ids(out_dir / PREDICTIONS)
+    missing = _missing(data.records, done)
     mine = processes.share(missing)
     skipped: list[Skipped] = []
     answered = 0
@@ -430,7 +494,7 @@ def _run(processes, model, data, out_dir, adapter, data_root, format, subtitles,
                                                                          for s in skipped])
     processes.barrier()
     if processes.is_main:
-        predictions = len(merge_predictions(out_dir, order))
+        predictions = merge_predictions(out_dir, order)
         answered = predictions - len(done)  # every process's new answers
         all_skipped = _merge_skipped(out_dir, data.skipped + (skipped if processes.world == 1 else []))
     else:

@@ -79,24 +79,23 @@ def detect_format(path: Path) -> str:
     by_name = [f.name for _, f in data_formats() if f.detect(path, None)]
     if len(by_name) == 1:
         return by_name[0]
-    try:
-        first = list(_first_items(path))
+    try:  # read only up to the first record (a file may hold a million)
+        first = next(((line, item) for line, item in _first_items(path) if isinstance(item, dict)), None)
     except DataFileError as err:
         raise EvaluationError(f"{err} {_ask()}") from err
-    for line, item in first:
-        if not isinstance(item, dict):
-            continue
-        if "conversations" in item:
-            return "records"
-        matched = [f.name for _, f in data_formats() if f.detect(path, item)]
-        if len(matched) == 1:
-            return matched[0]
-        if not matched and "options" in item and "question" in item:
-            return "choice"
-        raise EvaluationError(
-            f"{path}:{line}: cannot tell the data format from this record (keys: {', '.join(sorted(item))}). {_ask()}"
-        )
-    raise EvaluationError(f"{path}: no readable record to tell the format from. {_ask()}")
+    if first is None:
+        raise EvaluationError(f"{path}: no readable record to tell the format from. {_ask()}")
+    line, item = first
+    if "conversations" in item:
+        return "records"
+    matched = [f.name for _, f in data_formats() if f.detect(path, item)]
+    if len(matched) == 1:
+        return matched[0]
+    if not matched and "options" in item and "question" in item:
+        return "choice"
+    raise EvaluationError(
+        f"{path}:{line}: cannot tell the data format from this record (keys: {', '.join(sorted(item))}). {_ask()}"
+    )
 
 
 def load_eval_set(

@@ -12,7 +12,7 @@ from typing import Any
 from vidlab.conversation import Conversation, MediaPart, TextPart, Turn, seconds_field
 from vidlab.errors import DataFileError, EvaluationError, VidlabError
 from vidlab.evaluation.answers import LETTERS, normalise
-from vidlab.evaluation.records import EvalRecord, EvalSet, Skipped
+from vidlab.evaluation.records import EvalRecord, EvalRecords, EvalSet, Skipped, duplicate_id
 from vidlab.files import TEXT_ENCODING, iter_json_items, reason_of
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".MP4")
@@ -272,14 +272,16 @@ class Collector:
 
 def drop_duplicate_ids(data: EvalSet) -> EvalSet:
     """Predictions are keyed on the id: a second record with the same id is skipped, not merged."""
+    if isinstance(data.records, EvalRecords):
+        data.records, repeats = data.records.duplicates()
+        data.skipped.extend(repeats)
+        data.skipped.sort(key=lambda s: s.index)
+        return data
     first: dict[str, str] = {}
     records = []
     for record in data.records:
         if record.id in first:
-            data.skipped.append(
-                Skipped(record.source, record.id, f"duplicate id {record.id!r} (first at {first[record.id]}). "
-                        "Give each record a unique id.", record.index)
-            )
+            data.skipped.append(duplicate_id(record, first[record.id]))
             continue
         first[record.id] = record.source
         records.append(record)

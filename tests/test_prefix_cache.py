@@ -158,9 +158,11 @@ def test_the_least_recently_used_prefix_goes_first(tiny_model, encoder, videos):
     assert vision_end(model, a.tensors["input_ids"][0]) > 0
 
 
-def test_the_server_counts_prefix_hits_in_metrics(tiny_model_dir, videos):
+@pytest.mark.parametrize("batching", ["continuous", "static"])
+def test_the_server_counts_prefix_hits_in_metrics(tiny_model_dir, videos, batching):
     root = videos[0].parent
-    options = ServeOptions(media_root=root, prefix_cache_mb=64, generation=GenerationOptions(max_new_tokens=6))
+    options = ServeOptions(media_root=root, prefix_cache_mb=64, batching=batching,
+                           generation=GenerationOptions(max_new_tokens=6))
     app = create_app(str(tiny_model_dir), name="tiny", device="cpu", options=options)
 
     def ask(question: str, stream: bool = False):

@@ -48,18 +48,19 @@ def free_port() -> int:
 
 
 def start_server(model: str, root: Path, max_batch: int, max_tokens: int,
-                 extra: tuple[str, ...] = ("--batching", "static")) -> tuple[subprocess.Popen, str]:
+                 extra: tuple[str, ...] = ("--batching", "static"), device: str = "cpu",
+                 wait: float = 120) -> tuple[subprocess.Popen, str]:
     port = free_port()
     command = [sys.executable, "-m", "vidlab.cli", "serve", "--model", model, "--name", "tiny", "--port", str(port),
                "--media-root", str(root), "--max-batch", str(max_batch), "--max-queue", "512",
-               "--max-new-tokens", str(max_tokens), "--device", "cpu", "--log-level", "warning", *extra]
+               "--max-new-tokens", str(max_tokens), "--device", device, "--log-level", "warning", *extra]
     # One intra-op thread: the tiny model's matrices are too small to share, and 2 cores are shared with the clients.
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     import httpx2
 
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise SystemExit(f"the server did not start: {process.stderr.read()[-2000:]}")
@@ -69,7 +70,7 @@ def start_server(model: str, root: Path, max_batch: int, max_tokens: int,
         except httpx2.HTTPError:
             time.sleep(0.2)
     process.kill()
-    raise SystemExit("the server did not start within 120 s")
+    raise SystemExit(f"the server did not start within {wait:.0f} s")
 
 
 def stop_server(process: subprocess.Popen) -> None:
@@ -267,26 +268,8 @@ def prepare(temp: Path, model: str | None) -> tuple[Path, str]:
 
 def prefix_server(model: str, root: Path, prefix_mb: float, max_tokens: int) -> tuple[subprocess.Popen, str]:
     """`vidlab serve` with the prefix cache of `prefix_mb` MiB (0: off), batches of one (one client)."""
-    port = free_port()
-    command = [sys.executable, "-m", "vidlab.cli", "serve", "--model", model, "--name", "tiny", "--port", str(port),
-               "--media-root", str(root), "--max-batch", "1", "--prefix-cache-mb", str(prefix_mb),
-               "--max-new-tokens", str(max_tokens), "--device", "auto", "--log-level", "warning"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    import httpx2
-
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"the server did not start: {process.stderr.read()[-2000:]}")
-        try:
-            if httpx2.get(f"{url}/health", timeout=1).status_code == 200:
-                return process, url
-        except httpx2.HTTPError:
-            time.sleep(0.2)
-    process.kill()
-    raise SystemExit("the server did not start within 300 s")
+    return start_server(model, root, 1, max_tokens, extra=("--prefix-cache-mb", str(prefix_mb)), device="auto",
+                        wait=300)
 
 
 def prefix_request(http, url: str, video: str | None, question: str) -> tuple[float, float]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import mimetypes
 import os
 import time
@@ -380,22 +379,6 @@ def open_client(api: ApiOptions):
     return client
 
 
-def _check_same_endpoint(out_dir: Path, info: dict) -> None:
-    path = out_dir / RUN_INFO
-    if not path.is_file() or not (out_dir / PREDICTIONS).exists():
-        return
-    try:
-        before = json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return
-    then = before.get("api") or {}
-    changed = [k for k in SAME_ENDPOINT_KEYS if then.get(k) != info["api"][k]]
-    if changed:
-        details = "; ".join(f"api {k}: {then.get(k)!r} then, {info['api'][k]!r} now" for k in changed)
-        raise EvaluationError(f"{out_dir}: holds predictions of a different run ({details}). Use another --out "
-                              "folder, or delete this one to start over.")
-
-
 def run_api_predictions(
     api: ApiOptions,
     data: EvalSet | str | Path,
@@ -426,11 +409,11 @@ def run_api_predictions(
     if not isinstance(data, EvalSet):
         data = load_eval_set(data, data_root, format, subtitles)
     data = data.limited(options.limit)
-    order = {record.id: record.index for record in data.records}
+    order = data.order()
     info = {**_run_info(api.model, None, data, options, subtitles, None), "api": api.described()}
     out_dir.mkdir(parents=True, exist_ok=True)
     _check_same_run(out_dir, info)
-    _check_same_endpoint(out_dir, info)
+    _check_same_run(out_dir, info, SAME_ENDPOINT_KEYS, section="api")
     merge_predictions(out_dir, order)
     write_json(out_dir / RUN_INFO, info)
 
@@ -490,7 +473,7 @@ def run_api_predictions(
         finally:
             bar.close()
             client.close()
-    result.predictions = len(merge_predictions(out_dir, order))
+    result.predictions = merge_predictions(out_dir, order)
     result.skipped = _merge_skipped(out_dir, data.skipped + skipped)
     if stopped is not None:
         raise EvaluationError(f"{out_dir}: stopped: {stopped}. The {result.predictions} answers so far are kept; fix "

@@ -171,7 +171,10 @@ def _run_info(model_name: str, adapter, data: EvalSet, options: RunOptions, subt
     }
 
 
-def _check_same_run(out_dir: Path, info: dict) -> None:
+def _check_same_run(out_dir: Path, info: dict, keys: tuple[str, ...] = SAME_RUN_KEYS, section: str | None = None
+                    ) -> None:
+    """Refuse a folder whose predictions came from a run that differs in `keys` (of run.json's `section`: then
+    every key counts; at the top level only the keys the earlier run.json has)."""
     path = out_dir / RUN_INFO
     if not path.is_file() or not (out_dir / PREDICTIONS).exists():
         return
@@ -179,9 +182,11 @@ def _check_same_run(out_dir: Path, info: dict) -> None:
         before = json.loads(path.read_text())
     except json.JSONDecodeError:
         return
-    changed = [k for k in SAME_RUN_KEYS if k in before and before[k] != info[k]]
+    then, now = (before.get(section) or {}, info[section]) if section else (before, info)
+    changed = [k for k in keys if (section or k in then) and then.get(k) != now[k]]
     if changed:
-        details = "; ".join(f"{k}: {before[k]!r} then, {info[k]!r} now" for k in changed)
+        label = f"{section} " if section else ""
+        details = "; ".join(f"{label}{k}: {then.get(k)!r} then, {now[k]!r} now" for k in changed)
         raise EvaluationError(
             f"{out_dir}: holds predictions of a different run ({details}). Use another --out folder, "
             "or delete this one to start over."

@@ -104,3 +104,19 @@ def test_two_replicas_serve_and_a_killed_one_is_replaced_without_losing_requests
                 {"type": "video_url", "video_url": {"url": row["video"]}}, {"type": "text", "text": row["prompt"]}]}]}
             single = post(url, body, key=None).json()
             assert single["choices"][0]["message"]["content"] == row["answer"], row
+
+
+def test_the_media_key_names_the_media_parts_by_uuid_else_url():
+    from vidlab.serve.ray_routing import media_key
+
+    def body(*parts, text: str = "What happens?") -> dict:
+        return {"messages": [{"role": "system", "content": "Be brief."},
+                             {"role": "user", "content": [*parts, {"type": "text", "text": text}]}]}
+
+    video = {"type": "video_url", "video_url": {"url": "moving.mp4"}}
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+    assert media_key(body(video)) == media_key(body(video, text="Which way?"))  # the question does not count
+    assert media_key(body(video)) != media_key(body({"type": "video_url", "video_url": {"url": "flipped.mp4"}}))
+    assert media_key(body(video, image)) != media_key(body(image, video))
+    assert media_key(body({**video, "uuid": "clip-7"})) == media_key(body({"type": "video_url", "uuid": "clip-7"}))
+    assert media_key(body()) is None and media_key({"messages": "not a list"}) is None

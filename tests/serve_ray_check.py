@@ -23,6 +23,7 @@ from pathlib import Path
 import httpx2
 
 PROMPTS = ["What happens?", "Describe the video.", "Which way does it move?", "What colour is it?"]
+AFFINITY_VIDEOS = ["moving.mp4", "flipped.mp4"]  # in the media root
 
 
 def loopback_up() -> None:
@@ -92,14 +93,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def replica_values(client, url: str, name: str) -> dict[str, float]:
-    """The value of sample `name` per `replica` label at the gateway's /metrics."""
+def replica_values(client, url: str, name: str, **labels: str) -> dict[str, float]:
+    """The value of sample `name` (with `labels`) per `replica` label at the gateway's /metrics."""
     from prometheus_client.parser import text_string_to_metric_families
 
     values = {}
     for family in text_string_to_metric_families(client.get(f"{url}/metrics").text):
         for sample in family.samples:
-            if sample.name == name and "replica" in sample.labels:
+            if sample.name == name and "replica" in sample.labels and labels.items() <= sample.labels.items():
                 values[sample.labels["replica"]] = sample.value
     return values
 
@@ -139,8 +140,10 @@ def main(model_dir: str, media_root: str, out: str) -> None:
         client = httpx2.Client(timeout=120)
 
         def ask(i: int) -> tuple[int, int, dict, str | None]:
+            # A uuid of its own per request: requests about the same media go to one replica, these to both.
             body = {"model": "tiny", "max_tokens": 120, "messages": [{"role": "user", "content": [
-                {"type": "video_url", "video_url": {"url": "moving.mp4"}}, {"type": "text", "text": PROMPTS[i % 4]}]}]}
+                {"type": "video_url", "video_url": {"url": "moving.mp4"}, "uuid": f"moving-{i}"},
+                {"type": "text", "text": PROMPTS[i % 4]}]}]}
             response = client.post(url, json=body)
             return i, response.status_code, response.json(), response.headers.get("retry-after")
 
@@ -159,6 +162,37 @@ def main(model_dir: str, media_root: str, out: str) -> None:
         tokens = wait_for_replicas(client, server.url, lambda values: first_replicas <= {r for r, v in values.items()
                                                                                           if v > 0})
         report["first_replica_tokens"] = tokens
+
+        # Media-affine routing: questions about video A and about video B, interleaved, each video on one replica,
+        # whose prefix cache the later questions hit (its /metrics by replica); the others' caches see none.
+        def prefix_hits() -> dict[str, float]:
+            return {replica: value for replica, value in
+                    replica_values(client, server.url, "vidlab_serve_cache_hits_total", cache="prefix").items()}
+
+        hits_before = prefix_hits()
+        affine = []
+        for i in range(len(PROMPTS)):
+            for video in AFFINITY_VIDEOS:
+                body = {"model": "tiny", "max_tokens": 120, "messages": [{"role": "user", "content": [
+                    {"type": "video_url", "video_url": {"url": video}}, {"type": "text", "text": PROMPTS[i]}]}]}
+                response = client.post(url, json=body)
+                answer = response.json()
+                affine.append({"video": video, "prompt": PROMPTS[i], "status": response.status_code,
+                               "replica": answer.get("system_fingerprint"),
+                               "answer": answer["choices"][0]["message"]["content"] if response.is_success else None})
+        report["affinity"] = affine
+        wanted = {}
+        for video in AFFINITY_VIDEOS:
+            for replica in {row["replica"] for row in affine if row["video"] == video}:
+                wanted[replica] = wanted.get(replica, 0) + len(PROMPTS) - 1
+        deadline = time.monotonic() + 30
+        while True:  # the replicas' metrics reach the gateway with their next health checks
+            hits = prefix_hits()
+            delta = {replica: value - hits_before.get(replica, 0) for replica, value in hits.items()}
+            if all(delta.get(replica, 0) >= n for replica, n in wanted.items()) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        report["affinity_prefix_hits"] = delta
 
         # Kill one replica while 24 requests are in flight.
         victim = int(report["first_fingerprints"][0].rsplit("-", 1)[1])

@@ -1,6 +1,7 @@
 """vidlab serve on Ray Serve with 2 CPU replicas of the tiny model, in a network namespace of the test's own (only a
 loopback there, so Ray and all it starts listen on 127.0.0.1 and reach nothing else): both replicas serve, a replica
-killed mid-load is replaced, and no accepted request is lost (each answered, or a 503 with Retry-After; never a 500).
+killed mid-load is replaced, and no accepted request is lost (each answered, or a 503 with Retry-After; never a 500);
+questions about the same video go to one replica (its prefix cache hit) and answer as one server does.
 The work runs in tests/serve_ray_check.py; this test starts it and stops it by process id."""
 
 from __future__ import annotations
@@ -14,7 +15,14 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
+from conftest import gradient_frames
+from serve_support import post, running
+
+from vidlab.media.writer import write_video
+from vidlab.serve import ServeOptions, create_app
+from vidlab.settings import GenerationOptions
 
 pytest.importorskip("ray.serve", reason="Ray Serve is an optional extra: pip install 'vidlab[ray]'")
 
@@ -32,6 +40,7 @@ def test_two_replicas_serve_and_a_killed_one_is_replaced_without_losing_requests
     root = tmp_path / "media"
     root.mkdir()
     shutil.copy(sample_video, root / "moving.mp4")
+    write_video(root / "flipped.mp4", [np.ascontiguousarray(f[::-1]) for f in gradient_frames(40)], fps=10)
     out = tmp_path / "ray.json"
     check = Path(__file__).with_name("serve_ray_check.py")
     ray_tmp = tempfile.mkdtemp(prefix="vidlab-ray-")  # short: Ray's socket paths must fit 107 bytes
@@ -43,7 +52,7 @@ def test_two_replicas_serve_and_a_killed_one_is_replaced_without_losing_requests
                                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                start_new_session=True)
     try:
-        output, _ = process.communicate(timeout=240)
+        output, _ = process.communicate(timeout=360)
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)  # the group this test started, by its leader's id
@@ -74,3 +83,40 @@ def test_two_replicas_serve_and_a_killed_one_is_replaced_without_losing_requests
     # Replicas stopped by Ray remove their temporary folder; the killed one could not (it is empty).
     left = list(uploads.glob("vidlab-serve-*"))
     assert len(left) <= 1 and all(not any(folder.iterdir()) for folder in left)
+
+    # Media-affine routing: every question about a video answered by one replica, whose prefix cache the later
+    # ones hit (at the gateway's /metrics, by replica); a replica that got no video saw no prefix hits.
+    affinity = report["affinity"]
+    assert [row["status"] for row in affinity] == [200] * len(affinity)
+    by_video: dict[str, set[str]] = {}
+    for row in affinity:
+        by_video.setdefault(row["video"], set()).add(row["replica"])
+    assert sorted(by_video) == ["flipped.mp4", "moving.mp4"] and all(len(got) == 1 for got in by_video.values())
+    questions = len(affinity) // 2
+    for replica, hits in report["affinity_prefix_hits"].items():
+        videos_there = sum(got == {replica} for got in by_video.values())
+        assert hits >= videos_there * (questions - 1) and (videos_there or hits == 0), report["affinity_prefix_hits"]
+    # The same answers as one server without Ray.
+    options = ServeOptions(media_root=root, max_batch=4, max_queue=64, generation=GenerationOptions(max_new_tokens=24))
+    with running(create_app(str(tiny_model_dir), name="tiny", device="cpu", options=options)) as url:
+        for row in affinity:
+            body = {"model": "tiny", "max_tokens": 120, "messages": [{"role": "user", "content": [
+                {"type": "video_url", "video_url": {"url": row["video"]}}, {"type": "text", "text": row["prompt"]}]}]}
+            single = post(url, body, key=None).json()
+            assert single["choices"][0]["message"]["content"] == row["answer"], row
+
+
+def test_the_media_key_names_the_media_parts_by_uuid_else_url():
+    from vidlab.serve.ray_routing import media_key
+
+    def body(*parts, text: str = "What happens?") -> dict:
+        return {"messages": [{"role": "system", "content": "Be brief."},
+                             {"role": "user", "content": [*parts, {"type": "text", "text": text}]}]}
+
+    video = {"type": "video_url", "video_url": {"url": "moving.mp4"}}
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+    assert media_key(body(video)) == media_key(body(video, text="Which way?"))  # the question does not count
+    assert media_key(body(video)) != media_key(body({"type": "video_url", "video_url": {"url": "flipped.mp4"}}))
+    assert media_key(body(video, image)) != media_key(body(image, video))
+    assert media_key(body({**video, "uuid": "clip-7"})) == media_key(body({"type": "video_url", "uuid": "clip-7"}))
+    assert media_key(body()) is None and media_key({"messages": "not a list"}) is None

@@ -4,7 +4,9 @@
 
 The gateway is the app of `build_app` (routes, auth, request checks, metrics of its own and the
 replicas', which they send with each health check) over a backend that sends each request to a
-replica through a Ray deployment handle; Ray balances them.
+replica through a Ray deployment handle. Requests about the same media go to the same live replica, whose
+prefix and vision caches hold that media's work (`ray_routing.MediaAffinityRouter`), unless it is saturated;
+the others are balanced by queue length.
 A replica that dies mid-request does not lose it: the gateway sends it again to another replica
 (greedy answers are the same), up to `retries` times, and answers a retryable 503 with Retry-After
 only when none could take it. A stream that already sent text cannot be replayed: it ends with an
@@ -67,6 +69,11 @@ class RayOptions(BaseModel):
             # A replica must see its whole queue, or it could not batch and would never answer 429 itself.
             "max_ongoing_requests": options.max_queue + options.max_batch,
             "health_check_period_s": self.health_check_seconds,
+            # Same media, same replica (its caches); imported by name in the gateway, where Ray routes.
+            "request_router_config": {
+                "request_router_class": "vidlab.serve.ray_routing.MediaAffinityRouter",
+                "request_router_kwargs": {"imbalance": max(1, options.max_batch)},
+            },
         }
         if self.max_replicas is not None:
             low = self.min_replicas if self.min_replicas is not None else 1
@@ -154,18 +161,28 @@ class RayBackend:
     def _body(request: ChatRequest) -> dict:
         return request.model_dump(exclude_unset=True)
 
+    @staticmethod
+    def _media_key(body: dict) -> str | None:
+        from vidlab.serve.ray_routing import media_key
+
+        return media_key(body)
+
     async def _backoff(self, attempt: int) -> None:
         self.resent.inc()
         await asyncio.sleep(min(2.0, 0.2 * 2**attempt))
 
     async def complete(self, request: ChatRequest) -> dict:
         body = self._body(request)
-        _, answer = await self._first_answer(lambda: self.handle.complete.remote(body), lambda response: response)
+        key = self._media_key(body)
+        _, answer = await self._first_answer(lambda: self.handle.complete.remote(body, media_key=key),
+                                             lambda response: response)
         return answer
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[dict]:
         body = self._body(request)
-        chunks, first = await self._first_answer(lambda: self.handle.options(stream=True).stream.remote(body),
+        key = self._media_key(body)
+        chunks, first = await self._first_answer(lambda: self.handle.options(stream=True).stream.remote(
+                                                     body, media_key=key),
                                                  lambda chunks: chunks.__anext__())
         return self._rest(first, chunks)
 
@@ -221,11 +238,11 @@ class VidlabReplica:
             self._started = asyncio.ensure_future(self.engine.start())
         await self._started
 
-    async def complete(self, body: dict) -> dict:
+    async def complete(self, body: dict, media_key: str | None = None) -> dict:  # media_key: for the router
         await self._ready()
         return await self.engine.complete(ChatRequest.model_validate(body))
 
-    async def stream(self, body: dict) -> AsyncIterator[dict]:
+    async def stream(self, body: dict, media_key: str | None = None) -> AsyncIterator[dict]:
         await self._ready()
         async for item in await self.engine.stream(ChatRequest.model_validate(body)):
             yield item

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -121,6 +123,10 @@ def test_full_fine_tuning_moves_the_loss(family, clip, tmp_path):
         "train.seed=3"])
     losses = [row["loss"] for row in train(config).log if "loss" in row]
     assert len(losses) == 3 and losses[-1] < losses[0]
+    base, processor = load_model(folder, dtype="fp32", device="cpu")
+    tuned, _ = load_model(tmp_path / "full", dtype="fp32", device="cpu")  # a whole model of the family, no adapter
+    assert type(tuned) is type(base)
+    assert not torch.allclose(_logits(tuned, processor, settings, clip), _logits(base, processor, settings, clip))
 
 
 def test_web_backend_loads_the_family_and_answers_as_chat(family, clip):
@@ -144,6 +150,11 @@ def test_quantized_loading_8bit_on_the_cpu_and_4bit_refused_in_one_line(family, 
         load_model(folder, device="cpu", quantize="4bit")
     message = str(refused.value)
     assert "\n" not in message and "CUDA GPU" in message and "--quantize 8bit" in message
+    said = subprocess.run([sys.executable, "-m", "vidlab.cli", "chat", "--model", str(folder), "--video", str(clip),
+                           "--device", "cpu", "--quantize", "4bit", QUESTION], capture_output=True, text=True,
+                          timeout=300)
+    lines = said.stderr.strip().splitlines()
+    assert said.returncode == 2 and lines[-1].startswith("error: --quantize 4bit") and "--quantize 8bit" in lines[-1]
     pytest.importorskip("torchao")
     model, processor = load_model(folder, dtype="fp32", device="cpu", quantize="8bit")
     full, _ = load_model(folder, dtype="fp32", device="cpu")
@@ -155,3 +166,20 @@ def test_quantized_loading_8bit_on_the_cpu_and_4bit_refused_in_one_line(family, 
     got, want = _logits(model, processor, settings, clip), _logits(full, processor, settings, clip)
     assert float((got - want).abs().max() / want.abs().max()) < 0.05  # int8 weights: close, not equal
     assert _in_process((model, processor), settings, clip)
+
+
+def test_qlora_off_a_gpu_is_refused_in_one_line_naming_lora(family, clip, tmp_path):
+    from vidlab import train
+    from vidlab.errors import VidlabError
+    from vidlab.training.config import load_config
+
+    _, folder, _ = family
+    (tmp_path / "train.jsonl").write_text(json.dumps({"video": [str(clip)], "conversations": [
+        {"from": "human", "value": "<video>\nDescribe the video."}, {"from": "gpt", "value": "A square."}]}) + "\n")
+    config = load_config(None, ["method=qlora", f"model.path={folder}", f"data.train=[{tmp_path / 'train.jsonl'}]",
+                                f"output.dir={tmp_path / 'qlora'}", "data.workers=0", "train.max_steps=1",
+                                "learning_rates.llm=0.001",
+                                "output.tensorboard=false", "output.progress=false"])
+    with pytest.raises(VidlabError) as refused:
+        train(config)
+    assert "\n" not in str(refused.value) and "CUDA GPU" in str(refused.value) and "method lora" in str(refused.value)

@@ -21,6 +21,7 @@ from vidlab.data.synthetic import Scene, write_scene
 from vidlab.errors import ModelLoadError
 from vidlab.inputs import build_inputs, load_media
 from vidlab.models.load import load_model
+from vidlab.prefix_cache import PrefixCache
 from vidlab.settings import GenerationOptions, MediaSettings
 
 QUESTION = "What happens?"
@@ -83,7 +84,16 @@ def test_serve_over_http_answers_as_chat(family, clip):
         client = OpenAI(base_url=f"{base}/v1", api_key="sk-test", max_retries=0, timeout=120)
         answer = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": [
             {"type": "video_url", "video_url": {"url": url}}, {"type": "text", "text": QUESTION}]}])
-    assert answer.choices[0].message.content == expected
+        from vidlab.web.backend import MediaChoice
+        from vidlab.web.remote import RemoteBackend
+
+        page = RemoteBackend(base, "sk-test")  # the web page as a client of this server (`vidlab web --api`)
+        try:
+            through_page = "".join(page.conversation("tiny", None, settings, GENERATION).stream(
+                QUESTION, MediaChoice(video=clip)))
+        finally:
+            page.close()
+    assert answer.choices[0].message.content == expected == through_page
     assert answer.model_extra["vidlab"]["visual_tokens"] > 0 and answer.usage.completion_tokens >= 1
 
 
@@ -129,19 +139,25 @@ def test_full_fine_tuning_moves_the_loss(family, clip, tmp_path):
     assert not torch.allclose(_logits(tuned, processor, settings, clip), _logits(base, processor, settings, clip))
 
 
-def test_web_backend_loads_the_family_and_answers_as_chat(family, clip):
+def test_web_backend_loads_the_family_and_answers_as_chat(family, clip, tmp_path):
+    from vidlab.web.app import build_app, make_backend
     from vidlab.web.backend import MediaChoice
-    from vidlab.web.local import LocalBackend
 
     _, folder, settings = family
-    backend = LocalBackend(folder, {}, dtype="fp32", device="cpu")
+    backend = make_backend(folder, dtype="fp32", device="cpu")  # what `vidlab web --model FOLDER` builds
     try:
+        assert build_app(backend, temp_dir=tmp_path) is not None  # the page's blocks, around this family's backend
         talk = backend.conversation("base", None, settings, GENERATION)
         answer = "".join(talk.stream(QUESTION, MediaChoice(video=clip)))
-        expected = _in_process((backend.model, backend.processor), settings, clip)
+        follow_up = "".join(talk.stream("And then?", None))  # continues the cached prompt: no pixels sent again
+        uncached = Chat((backend.model, backend.processor), settings=settings, generation=GENERATION,
+                        prefix_cache=PrefixCache(max_bytes=1))  # keeps nothing: every turn from its first token
+        expected = uncached.ask(QUESTION, video=clip).answer
+        expected_follow_up = uncached.ask("And then?").answer
     finally:
         backend.close()
     assert answer == expected and talk.last.visual_tokens > 0
+    assert follow_up == expected_follow_up
 
 
 def test_quantized_loading_8bit_on_the_cpu_and_4bit_refused_in_one_line(family, clip):

@@ -32,7 +32,8 @@ from vidlab.vision_cache import VisionCache
 
 # Model inputs that carry pictures: all of them are covered once the cache holds every vision token.
 _VISION_INPUTS = ("pixel_values", "image_grid_thw", "image_merge_sizes", "pixel_values_videos", "video_grid_thw",
-                  "video_merge_sizes", "video_compression_mask")
+                  "video_merge_sizes", "video_compression_mask",
+                  "pixel_values_frames", "frame_counts", "qformer_input_ids", "qformer_lengths")  # the seed families
 
 
 @dataclass

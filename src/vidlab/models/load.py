@@ -196,7 +196,7 @@ def load_model(
         if adapters:
             raise ValueError("pass `adapter` or `adapters`, not both")
         adapters = {DEFAULT: adapter}
-    from vidlab.models.quantize import bitsandbytes_config, check_quantize, quantize_weights
+    from vidlab.models.quantize import check_quantize, quantize_weights, quantized_placement
 
     adapters = {name: adapter_folder(name, folder) for name, folder in (adapters or {}).items()}
     compressor = adapters_compressor(adapters)
@@ -218,11 +218,7 @@ def load_model(
 
         return load_llama_vid(source, adapters=adapters, dtype=torch_dtype, device=device,
                               attn_implementation=attn_implementation, quantize=quantize)
-    placement: dict = {"device_map": str(device)}
-    if quantize is not None and device.type == "cuda":
-        torch_dtype = torch_dtype if torch_dtype != torch.float32 else torch.float16  # bitsandbytes computes in half
-        placement = {"device_map": {"": device.index or 0},
-                     "quantization_config": bitsandbytes_config(quantize, torch_dtype)}
+    torch_dtype, placement = quantized_placement(quantize, torch_dtype, device)
     try:
         model = load_weights(source, compressor, dtype=torch_dtype,
                              attn_implementation=attn_implementation, **placement)

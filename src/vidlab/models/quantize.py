@@ -53,6 +53,14 @@ def bitsandbytes_config(quantize: str, compute_dtype: torch.dtype):
                               bnb_4bit_compute_dtype=compute_dtype, llm_int8_skip_modules=skip)
 
 
+def quantized_placement(quantize: str | None, dtype: torch.dtype, device: torch.device) -> tuple[torch.dtype, dict]:
+    """(dtype, from_pretrained placement kwargs): bitsandbytes on a CUDA GPU (computing in half), else as asked."""
+    if quantize is None or device.type != "cuda":
+        return dtype, {"device_map": str(device)}
+    dtype = dtype if dtype != torch.float32 else torch.float16  # bitsandbytes computes in half
+    return dtype, {"device_map": {"": device.index or 0}, "quantization_config": bitsandbytes_config(quantize, dtype)}
+
+
 def _quantizable(module: torch.nn.Module, name: str) -> bool:
     # LoRA's own A/B matrices stay full precision; the base layer they wrap is quantized.
     return isinstance(module, torch.nn.Linear) and "lora_" not in name and not any(k in name for k in KEEP_FULL)

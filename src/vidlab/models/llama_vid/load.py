@@ -15,17 +15,18 @@ def load_llama_vid(folder: str | Path, *, adapters: dict, dtype: torch.dtype, de
     from vidlab.models.adapters import load_adapters
     from vidlab.models.llama_vid.model import LlamaVidForConditionalGeneration
     from vidlab.models.llama_vid.processor import LlamaVidProcessor
+    from vidlab.models.quantize import quantize_weights, quantized_placement
 
-    if quantize is not None:
-        raise ModelLoadError(f"{folder}: quantized loading is not available for LLaMA-VID models yet. "
-                             "Leave out --quantize.")
     try:
+        dtype, placement = quantized_placement(quantize, dtype, device)
         model = LlamaVidForConditionalGeneration.from_pretrained(
-            folder, dtype=dtype, attn_implementation=attn_implementation, device_map=str(device))
+            folder, dtype=dtype, attn_implementation=attn_implementation, **placement)
     except OSError as err:
         raise ModelLoadError(f"{folder}: could not load the LLaMA-VID model ({err}). "
                              "Convert the original checkpoint again with `vidlab model convert`.") from err
     processor = LlamaVidProcessor.from_pretrained(folder)
     model = load_adapters(model, adapters)
+    if quantize is not None and device.type != "cuda":  # the base layers; a LoRA adapter on them stays full
+        quantize_weights(model, quantize)
     model.eval()
     return model, processor

@@ -182,6 +182,7 @@ class LlamaVidForConditionalGeneration(LlamaVidPreTrainedModel, GenerationMixin)
         position_ids: torch.LongTensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
+        cache=None,  # named here so that generate() accepts a prompt's key/value cache (a prefix-cache hit)
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         **kwargs,
@@ -189,7 +190,7 @@ class LlamaVidForConditionalGeneration(LlamaVidPreTrainedModel, GenerationMixin)
         outputs = self.model(input_ids=input_ids, pixel_values_frames=pixel_values_frames, frame_counts=frame_counts,
                              qformer_input_ids=qformer_input_ids, qformer_lengths=qformer_lengths,
                              inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids,
-                             use_cache=use_cache, **kwargs)
+                             cache=cache, use_cache=use_cache, **kwargs)
         logits = self.lm_head(slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep))
         loss = None
         if labels is not None:

@@ -13,19 +13,20 @@ def load_tinyllava_video(folder: str | Path, *, adapters: dict, dtype: torch.dty
                          attn_implementation: str | None = None, quantize: str | None = None):
     """(model in eval mode on `device`, its TinyLlavaVideoProcessor); adapters as `vidlab.models.load.load_model`."""
     from vidlab.models.adapters import load_adapters
+    from vidlab.models.quantize import quantize_weights, quantized_placement
     from vidlab.models.tinyllava_video.model import TinyLlavaVideoForConditionalGeneration
     from vidlab.models.tinyllava_video.processor import TinyLlavaVideoProcessor
 
-    if quantize is not None:
-        raise ModelLoadError(f"{folder}: quantized loading is not available for TinyLLaVA-Video models yet. "
-                             "Leave out --quantize.")
     try:
+        dtype, placement = quantized_placement(quantize, dtype, device)
         model = TinyLlavaVideoForConditionalGeneration.from_pretrained(
-            folder, dtype=dtype, attn_implementation=attn_implementation, device_map=str(device))
+            folder, dtype=dtype, attn_implementation=attn_implementation, **placement)
     except OSError as err:
         raise ModelLoadError(f"{folder}: could not load the TinyLLaVA-Video model ({err}). "
                              "Convert the original checkpoint again with `vidlab model convert`.") from err
     processor = TinyLlavaVideoProcessor.from_pretrained(folder)
     model = load_adapters(model, adapters)
+    if quantize is not None and device.type != "cuda":  # the base layers; a LoRA adapter on them stays full
+        quantize_weights(model, quantize)
     model.eval()
     return model, processor

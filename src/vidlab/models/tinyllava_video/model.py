@@ -122,13 +122,14 @@ class TinyLlavaVideoForConditionalGeneration(TinyLlavaVideoPreTrainedModel, Gene
         position_ids: torch.LongTensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
+        cache=None,  # named here so that generate() accepts a prompt's key/value cache (a prefix-cache hit)
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         **kwargs,
     ) -> CausalLMOutputWithPast:
         outputs = self.model(input_ids=input_ids, pixel_values_frames=pixel_values_frames, frame_counts=frame_counts,
                              inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids,
-                             use_cache=use_cache, **kwargs)
+                             cache=cache, use_cache=use_cache, **kwargs)
         logits = self.lm_head(slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep))
         loss = None
         if labels is not None:

@@ -91,7 +91,8 @@ def test_options_build_the_settings_and_leave_out_means_default():
                                      image_merge_size=2)
     with pytest.raises(SettingsError, match="^--min-frames: input should be greater than or equal to 1"):
         _parsed("--min-frames", "0")
-    with pytest.raises(SettingsError, match="--frame-rule: input should be 'videollama3', 'on_screen', 'uniform' or 'stride'"):
+    with pytest.raises(SettingsError,
+                       match="--frame-rule: input should be 'videollama3', 'on_screen', 'uniform' or 'stride'"):
         _parsed("--frame-rule", "middle")
 
 

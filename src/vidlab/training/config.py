@@ -73,6 +73,10 @@ class DataSection(MediaSettings):
     worker_timeout: float = Field(
         600, gt=0, allow_inf_nan=False, description="Seconds a worker may take for a batch before the run stops."
     )
+    feature_cache: str | None = Field(
+        None, description="Folder for the videos' vision features, extracted once (sharded, resumable) and read "
+        "instead of decoding and encoding (SFT with the vision encoder and projector frozen); null: decode each time.",
+    )
 
     @field_validator("train", "val", mode="before")
     @classmethod
@@ -267,6 +271,15 @@ class TrainConfig(_Section):
         if self.output.eval_steps is not None and not self.data.val:
             problems.append("output.eval_steps: set, but data.val lists no validation files. Add data.val or "
                             "remove eval_steps.")
+        if self.data.feature_cache is not None:
+            trained = [part for part in ("vision", "projector") if part in rates]
+            if trained:
+                problems.append(f"data.feature_cache: cached features are the frozen vision encoder's and projector's "
+                                f"output, but learning_rates.{trained[0]} trains them. Remove learning_rates."
+                                f"{', learning_rates.'.join(trained)} or data.feature_cache.")
+            if self.method in ("grpo", "dpo"):
+                problems.append(f"data.feature_cache: method {self.method} encodes each prompt's video itself. "
+                                "Remove data.feature_cache.")
         if self.method in ("grpo", "dpo"):
             frozen = [part for part in rates if part != "llm"]
             if frozen:
@@ -291,8 +304,10 @@ class TrainConfig(_Section):
 
     def to_yaml(self) -> str:
         # The grpo/dpo sections only when the method uses them: SFT configs (and their checkpoints) stay as they were.
-        unused = {name for name in ("grpo", "dpo") if self.method != name}
-        return yaml.safe_dump(self.model_dump(mode="json", exclude=unused), sort_keys=False)
+        exclude: dict = {name: True for name in ("grpo", "dpo") if self.method != name}
+        if self.data.feature_cache is None:  # likewise data.feature_cache, an opt-in
+            exclude["data"] = {"feature_cache"}
+        return yaml.safe_dump(self.model_dump(mode="json", exclude=exclude), sort_keys=False)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -219,6 +219,10 @@ def run_training(config: TrainConfig, resume: bool | str | None = None) -> Train
 
     settings = config.data.media_settings()
     dataset = TrainDataset(records, processor, settings, config.data.model_max_length, config.data.strict)
+    if config.data.feature_cache is not None:  # opt-in: the videos' frozen vision features read from disk
+        from vidlab.training.feature_cache import cached_dataset
+
+        dataset = cached_dataset(config, dataset, accelerator.unwrap_model(model), accelerator)
     val_records = []
     if config.output.eval_steps:  # read once; bad validation records are left out (they are not trained on)
         val_records = list(load_records([Path(f) for f in config.data.val], _data_root(config), strict=False)[0])

@@ -86,6 +86,10 @@ def accumulate(accelerator, model, batches, group: int):
         notes.extend(batch["skipped"])
         count += batch["num_samples"]
         inputs = move_batch(batch["inputs"], accelerator.device)
+        if "video_features" in inputs:  # data.feature_cache: embeddings read from disk instead of pixels
+            from vidlab.training.feature_cache import with_cached_features
+
+            inputs = with_cached_features(inputs)
         labels = inputs.pop("labels")
         sync = index == group - 1
         context = accelerator.no_sync(model) if not sync and accelerator.num_processes > 1 else nullcontext()

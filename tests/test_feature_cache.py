@@ -102,3 +102,11 @@ def test_a_trainable_vision_tower_is_refused_with_the_fix(tiny_model_dir, clips,
                "learning_rates.vision=1e-5")
     message = str(err.value)
     assert "\n" not in message and "data.feature_cache" in message and "Remove learning_rates.vision" in message
+
+
+def test_a_trained_video_compressor_learns_from_cached_features_as_from_decoding(tiny_model_dir, clips, tmp_path):
+    llamavid = ["model.video_compressor={kind: llamavid, heads: 4}", "learning_rates.compressor=0.01"]
+    decoded = train(config(tiny_model_dir, clips, tmp_path / "decoded", *llamavid))
+    cached = train(config(tiny_model_dir, clips, tmp_path / "cached", *llamavid,
+                          f"data.feature_cache={tmp_path / 'cache'}"))
+    assert losses(cached) == pytest.approx(losses(decoded), abs=1e-6) and len(losses(cached)) == 2

@@ -110,3 +110,13 @@ def test_a_trained_video_compressor_learns_from_cached_features_as_from_decoding
     cached = train(config(tiny_model_dir, clips, tmp_path / "cached", *llamavid,
                           f"data.feature_cache={tmp_path / 'cache'}"))
     assert losses(cached) == pytest.approx(losses(decoded), abs=1e-6) and len(losses(cached)) == 2
+
+
+def test_a_run_may_resume_with_the_cache_switched_on_or_off(tiny_model_dir, clips, tmp_path):
+    from vidlab.training.checkpoint import config_changes
+
+    plain = config(tiny_model_dir, clips, tmp_path / "run").to_yaml()
+    cached = config(tiny_model_dir, clips, tmp_path / "run", f"data.feature_cache={tmp_path / 'cache'}").to_yaml()
+    assert "feature_cache" in cached and config_changes(plain, cached) == [] and config_changes(cached, plain) == []
+    other = config(tiny_model_dir, clips, tmp_path / "run", "data.max_frames=2").to_yaml()
+    assert config_changes(plain, other)  # a setting that changes the samples still may not

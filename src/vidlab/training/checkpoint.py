@@ -33,7 +33,7 @@ CONFIG_FILE = "config.yaml"
 PREFIX = "step-"
 WEIGHTS_FILE = "model.safetensors"  # accelerate's name for the (here: trainable) weights of the model
 # Config keys whose change does not alter what a run computes: where and how often it writes, how data is read.
-RESUMABLE_CHANGES = ("output.", "data.workers", "data.worker_timeout", "resume")
+RESUMABLE_CHANGES = ("output.", "data.workers", "data.worker_timeout", "data.feature_cache", "resume")
 
 
 class CheckpointError(VidlabError):

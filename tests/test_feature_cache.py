@@ -120,3 +120,21 @@ def test_a_run_may_resume_with_the_cache_switched_on_or_off(tiny_model_dir, clip
     assert "feature_cache" in cached and config_changes(plain, cached) == [] and config_changes(cached, plain) == []
     other = config(tiny_model_dir, clips, tmp_path / "run", "data.max_frames=2").to_yaml()
     assert config_changes(plain, other)  # a setting that changes the samples still may not
+
+
+def test_an_undecodable_video_is_replaced_and_listed_as_without_the_cache(tiny_model_dir, clips, tmp_path):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(clips, data)
+    (data / "broken.mp4").write_bytes(b"not a video at all")
+    lines = (data / "train.jsonl").read_text().splitlines(keepends=True)
+    lines.insert(1, '{"id": "bad-video", "video": ["broken.mp4"], "conversations": [{"from": "human", "value": '
+                    '"<video>\\nx"}, {"from": "gpt", "value": "y"}]}\n')
+    (data / "train.jsonl").write_text("".join(lines))
+    every = ["train.max_steps=3", "train.epochs=1"]  # 3 batches of 2 of the 7 records (this seed reads the bad one)
+    decoded = train(config(tiny_model_dir, data, tmp_path / "decoded", *every))
+    cached = train(config(tiny_model_dir, data, tmp_path / "cached", *every, f"data.feature_cache={tmp_path / 'c'}"))
+    skipped = [(tmp_path / run / "skipped.jsonl").read_text() for run in ("decoded", "cached")]
+    assert "bad-video" in skipped[0] and skipped[1] == skipped[0]
+    assert losses(cached) == pytest.approx(losses(decoded), abs=1e-6)

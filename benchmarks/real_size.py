@@ -79,10 +79,12 @@ def _sample(model_dir: Path, frames: int, answer_tokens: int, folder: Path, budg
             for k, v in sample.tensors.items()}
 
 
-def _lora_model(model_dir: Path, checkpointing: bool):
+def _lora_model(model_dir: Path, checkpointing: bool, path: str):
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import VideoLlama3ForConditionalGeneration
+
+    from vidlab.training.model import drop_input_grads_of_frozen_vision
 
     model = VideoLlama3ForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32)
     model.config.use_cache = False
@@ -90,7 +92,10 @@ def _lora_model(model_dir: Path, checkpointing: bool):
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     lora = LoraConfig(r=64, lora_alpha=16, lora_dropout=0.05, target_modules=r".*language_model.*_proj")
-    return get_peft_model(model, lora).train()
+    model = get_peft_model(model, lora).train()
+    if path == "vidlab":  # as `vidlab train`: no backward through the frozen vision encoder
+        drop_input_grads_of_frozen_vision(model)
+    return model
 
 
 def run_step(model_dir: Path, path: str, frames: int, answer_tokens: int, checkpointing: bool,
@@ -102,7 +107,7 @@ def run_step(model_dir: Path, path: str, frames: int, answer_tokens: int, checkp
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as folder:
         inputs = _sample(model_dir, frames, answer_tokens, Path(folder), budget)
-    model = _lora_model(model_dir, checkpointing)
+    model = _lora_model(model_dir, checkpointing, path)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     labels = inputs.pop("labels")
     before = peak.start()

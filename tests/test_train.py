@@ -167,6 +167,43 @@ def test_lora_run_learns_and_saves_an_adapter_that_changes_the_model(tiny_model_
     assert torch.allclose(model_logits(plain.eval(), processor, video), model_logits(tuned, processor, video))
 
 
+def test_no_backward_runs_through_a_frozen_vision_tower(tiny_model_dir, caption_data, tmp_path):
+    """With LoRA on the LLM and activation checkpointing, the vision encoder's outputs need no gradient: transformers'
+    `enable_input_require_grads` hooks the patch embeddings too, which made every backward run through the frozen
+    encoder (and recompute its checkpointed layers) for gradients nothing uses."""
+    from vidlab.conversation import parse_record
+    from vidlab.inputs import build_inputs, load_media
+    from vidlab.settings import MediaSettings
+    from vidlab.training.model import load_for_training
+
+    config = make_config(tiny_model_dir, caption_data, tmp_path / "run", "train.gradient_checkpointing=true",
+                         "lora.dropout=0")  # two equal steps
+    model, processor = load_for_training(config, torch.device("cpu"), "no")
+    conv = parse_record({"video": [str(caption_data / "v0.mp4")], "conversations": [
+        {"from": "human", "value": "<video>\nDescribe."}, {"from": "gpt", "value": "a red circle"}]})
+    tensors = build_inputs(conv, load_media(conv, settings=MediaSettings(max_frames=4)), processor).tensors
+    layers = [m for m in model.modules() if type(m).__name__.endswith("VisionEncoderLayer")]
+    needs_grad = []
+    for layer in layers:
+        layer.register_forward_hook(lambda _m, _a, out: needs_grad.append(
+            (out[0] if isinstance(out, tuple) else out).requires_grad))
+
+    def step() -> dict[str, torch.Tensor]:
+        model.zero_grad()
+        needs_grad.clear()
+        model(**tensors).logits.float().pow(2).mean().backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    frozen = step()
+    assert needs_grad == [False] * len(layers) and layers
+    model.enable_input_require_grads()  # what transformers does to every sub-model
+    hooked = step()
+    assert needs_grad == [True] * len(layers)  # backward would run through every layer of the encoder
+    assert frozen.keys() == hooked.keys()
+    for name, grad in frozen.items():
+        torch.testing.assert_close(grad, hooked[name], rtol=1e-5, atol=1e-7)
+
+
 def test_full_run_trains_only_parts_with_a_rate(tiny_model_dir, caption_data, tmp_path):
     from vidlab.models import load_model
 

@@ -170,7 +170,33 @@ def load_for_training(config: TrainConfig, device: torch.device, mixed_precision
     for param in model.parameters():
         if param.requires_grad and param.dtype != torch.float32:
             param.data = param.data.float()
+    drop_input_grads_of_frozen_vision(model)
     return model, processor
+
+
+def drop_input_grads_of_frozen_vision(model: torch.nn.Module) -> None:
+    """Undo `enable_input_require_grads` on a vision tower that trains nothing.
+
+    transformers 5 hooks every sub-model's input embeddings (activation checkpointing and peft call it), so the
+    patch embeddings' output required grad and every backward ran back through the frozen vision encoder,
+    recomputing its checkpointed layers, for input gradients nothing uses. Non-reentrant checkpointing (the only
+    kind vidlab uses) passes gradients to trainable weights without it.
+    """
+    if any(param.requires_grad for name, param in model.named_parameters() if _part_or_none(name) == "vision"):
+        return
+    for name, module in model.named_modules():
+        if _part_or_none(name + ".") != "vision":
+            continue
+        for key, hook in list(module._forward_hooks.items()):  # torch keeps no public way to find a hook
+            if getattr(hook, "__name__", "") == "make_inputs_require_grads":
+                del module._forward_hooks[key]
+
+
+def _part_or_none(name: str) -> str | None:
+    try:
+        return part_of(name)
+    except ValueError:
+        return None
 
 
 def _check_compressor(config: TrainConfig, own) -> None:

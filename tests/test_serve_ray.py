@@ -62,6 +62,8 @@ def test_two_replicas_serve_and_a_killed_one_is_replaced_without_losing_requests
     report = json.loads(out.read_text())
     print("\n" + json.dumps({k: v for k, v in report.items() if k != "during_errors"}))
 
+    # The check runs in a network namespace of its own whose only interface is loopback (asserted first), so a
+    # wildcard address there (Ray's own services bind one) reaches 127.0.0.1 and nothing else.
     assert report["interfaces"] == ["lo"]
     assert all(address in ("127.0.0.1", "::1", "0.0.0.0", "::", "::ffff:127.0.0.1") for address in report["listening"])
     assert report["first_statuses"] == [200] and report["consistent"]

@@ -120,11 +120,25 @@ def run_step(model_dir: Path, path: str, frames: int, answer_tokens: int, checkp
     loss.backward()
     optimizer.step()
     seconds = time.perf_counter() - started
-    _row(kind="step", path=path, frames=frames, tokens=int(labels.shape[1]),
-         visual_tokens=int((inputs["input_ids"] == model.config.video_token_id).sum()),
+    tokens, visual = int(labels.shape[1]), int((inputs["input_ids"] == model.config.video_token_id).sum())
+    labelled = tokens if path == "plain" else int((labels[:, 1:] != -100).sum())  # where each path builds logits
+    _row(kind="step", path=path, frames=frames, tokens=tokens, visual_tokens=visual,
          labels=int((labels[:, 1:] != -100).sum()), checkpointing=checkpointing, loss=round(float(loss), 6),
          peak_gib=round(peak.peak_mb() / 1024, 3), step_gib=round((peak.peak_mb() - before) / 1024, 3),
+         plan_step_gib=round(_plan_step(model_dir, tokens, visual, labelled, checkpointing) / GIB, 3),
          seconds=round(seconds, 1))
+
+
+def _plan_step(model_dir: Path, tokens: int, visual: int, labelled: int, checkpointing: bool) -> float:
+    """`vidlab data plan`'s estimate of what `run_step` measures: the peak above the loaded weights (the
+    optimiser states are made by the step)."""
+    from vidlab.data.plan_memory import Setup, estimate
+    from vidlab.data.plan_model import read_architecture
+
+    setup = Setup(method="lora", precision="fp32", checkpointing=checkpointing, tokens=tokens, vision_tokens=visual,
+                  label_tokens=labelled, lora_dropout=0.05, device="cpu")
+    planned = estimate(read_architecture(str(model_dir), 64, "all-linear"), setup, 64)
+    return planned.peak - planned.weights - planned.runtime
 
 
 def run_vision(model_dir: Path, frames: int, budget: int | None) -> None:

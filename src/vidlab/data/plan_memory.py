@@ -15,7 +15,10 @@ The formulas (docs/data.md lists them with their sources):
                  more for the bf16 logits under mixed precision; past LOSS_CHUNK label tokens, the
                  rest keep only their logits and gradient in the compute dtype (fp32 one chunk at a time)
     vision       a trained vision encoder keeps its layers' activations per patch (4 patches per
-                 video token); a frozen one only the working set of one layer
+                 video token) through the step; a frozen one runs forward only, before the LLM, and
+                 needs the working set of one layer while it runs (a phase of its own)
+    video        a sample with video holds VIDEO_TOKEN_BYTES x hidden x dtype bytes per token more
+                 than a text sample of the same length through the LLM's backward (measured)
 GRPO and DPO (Setup.rl): one forward runs `batch_size` rows of one prompt (G sampled answers, or the
 chosen and the rejected answer) sharing the prompt's vision features (encoded once, frozen); the
 output head runs at the answer positions only (label_tokens: the logits formula as SFT's); the
@@ -27,9 +30,10 @@ the adapters switched off as the reference, nothing. The reference's and the old
 run without gradient and need less than the training forward.
 Sharding: ZeRO-2 divides gradients and optimizer states by the number of GPUs; ZeRO-3 and FSDP
 also the weights (plus one gathered layer). DDP adds gradient buckets (one more gradient copy).
-The peak is weights + optimizer states + the largest of three phases: the end of the forward pass
-(activations, logits, gradients kept across accumulation), the end of backward (all gradients and
-one layer's activations) and the update (gradients, optimizer temporaries); plus the runtime.
+The peak is weights + optimizer states + the largest of the phases: a frozen vision encoder's
+forward, the end of the forward pass (activations, logits, gradients kept across accumulation), the
+end of backward (all gradients and one layer's activations) and the update (gradients, optimizer
+temporaries); plus the runtime.
 """
 
 from __future__ import annotations
@@ -55,6 +59,10 @@ LAYER_CONSTANT = 24  # bytes per layer and token that do not scale with the size
 # Not measured on a GPU (none was available): the CUDA context, cuBLAS workspaces and the caching
 # allocator's reserve are commonly 0.5-1 GiB; on the CPU the measured runtime cost of a step was ~24 MiB.
 RUNTIME = {"cuda": 1 * GIB, "cpu": 24 * MIB}
+# A video sample's step holds this many hidden-size vectors (x dtype bytes) per token more than a text sample of
+# the same length, at the end of backward: measured on the 2b shape in fp32 (benchmarks/real_size.py, 180
+# frames): 10.7 at 6,068 tokens, 9.9 at 16,868; which tensors hold it was not isolated.
+VIDEO_TOKEN_BYTES = 10
 QUANT_BYTES = {4: 0.5 + 1 / 64 + 4 / (64 * 256), 8: 1.0}  # nf4 with double-quantised block scales; int8
 
 
@@ -220,13 +228,16 @@ def estimate(arch: Architecture, setup: Setup, lora_rank: int = 64) -> Estimate:
         vision = patches * (3 * hv + iv) * c  # one frozen layer's working set, nothing kept
         if "projector" in setup.trained:
             vision += setup.batch_size * setup.vision_tokens * (hv + 2 * arch.hidden) * c
+    # A frozen encoder (and projector) runs forward only and is done before the LLM starts: its own phase.
+    kept_vision, vision_phase = (vision, 0) if {"vision", "projector"} & set(setup.trained) else (0, vision)
+    video = VIDEO_TOKEN_BYTES * tokens * arch.hidden * c if setup.vision_tokens else 0
 
     kept_gradients = gradients if setup.grad_accum > 1 else 0
-    forward_phase = activations + logits + vision + kept_gradients
+    forward_phase = activations + logits + kept_vision + kept_gradients
     # The end of backward: all gradients, the first layer's activations (recomputed under checkpointing) and the
     # checkpointed inputs not yet freed.
     stored_inputs = arch.layers * tokens * c * arch.hidden if setup.checkpointing else 0
-    backward_phase = gradients + buckets + tokens * per_layer + stored_inputs
+    backward_phase = gradients + buckets + tokens * per_layer + stored_inputs + video
     if setup.device == "cpu":
         # torch's AdamW on the CPU goes tensor by tensor: sqrt and division make two temporaries of the largest
         # trained tensor (measured on the 2b shape, full fine-tuning: the 151,936-row embedding).
@@ -239,7 +250,8 @@ def estimate(arch: Architecture, setup: Setup, lora_rank: int = 64) -> Estimate:
         generation_phase = (2 * arch.layers * arch.kv_heads * head * tokens * c + setup.batch_size * arch.vocab * 8
                             + kept_gradients)
     runtime = RUNTIME[setup.device]
-    peak = weights + optimizer + max(forward_phase, backward_phase, update_phase, generation_phase) + runtime
+    phases = (vision_phase, forward_phase, backward_phase, update_phase, generation_phase)
+    peak = weights + optimizer + max(phases) + runtime
     return Estimate(*(int(v) for v in (weights, gradients, optimizer, activations, logits, vision, buckets, runtime,
                                        forward_phase, backward_phase, update_phase, peak, trainable,
                                        generation_phase)))

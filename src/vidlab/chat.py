@@ -168,14 +168,19 @@ class Chat:
         return list(self._turns)
 
     def _load(
-        self, video: str | Path | VideoClip | None, images, start: float | None, end: float | None
+        self, video: str | Path | VideoClip | None, images, start: float | None, end: float | None,
+        subtitles: str | Path | None = None,
     ) -> list[tuple[MediaPart, LoadedMedia]]:
         """The new media parts, decoded by the one loader (clips and images given decoded are used as they are)."""
         given: list[tuple[MediaPart, LoadedMedia | None]] = []
+        if subtitles is not None and video is None:
+            raise ValueError("subtitles come with a video: pass video too")
+        subtitles = None if subtitles is None else str(subtitles)
         if isinstance(video, VideoClip):
-            given.append((MediaPart(type="video", path=video.path, start=video.start, end=video.end), video))
+            part = MediaPart(type="video", path=video.path, start=video.start, end=video.end, subtitles=subtitles)
+            given.append((part, video if subtitles is None else None))  # decoded again (from the cache) with its cues
         elif video is not None:
-            given.append((MediaPart(type="video", path=str(video), start=start, end=end), None))
+            given.append((MediaPart(type="video", path=str(video), start=start, end=end, subtitles=subtitles), None))
         if isinstance(images, (str, Path, Image.Image)):
             images = [images]
         for image in images or []:
@@ -196,10 +201,12 @@ class Chat:
         *,
         start: float | None = None,
         end: float | None = None,
+        subtitles: str | Path | None = None,
     ) -> PreparedQuestion:
         """The question (about `video` / `image` if given, else about what came before) decoded and encoded,
-        not yet answered: pass it to `ask` or `stream`. The chat is unchanged until it is answered."""
-        new = self._load(video, image, start, end) or self._carried
+        not yet answered: pass it to `ask` or `stream`. The chat is unchanged until it is answered.
+        `subtitles` (an .srt / .vtt file) come with `video`: a LLaMA-VID model puts each line by its frame."""
+        new = self._load(video, image, start, end, subtitles) or self._carried
         user = Turn(role="user", parts=[*(part for part, _ in new), TextPart(text=question)])
         turns = [*self._turns, user]
         validate_turns(turns, "chat")
@@ -227,10 +234,10 @@ class Chat:
         )
         return self.last_reply
 
-    def _prepared(self, question: str | PreparedQuestion, video, image, start, end) -> PreparedQuestion:
+    def _prepared(self, question: str | PreparedQuestion, video, image, start, end, subtitles=None) -> PreparedQuestion:
         if not isinstance(question, PreparedQuestion):
-            return self.prepare(question, video, image, start=start, end=end)
-        if video is not None or image is not None or start is not None or end is not None:
+            return self.prepare(question, video, image, start=start, end=end, subtitles=subtitles)
+        if any(x is not None for x in (video, image, start, end, subtitles)):
             raise ValueError("a prepared question brings its media: pass video, image, start and end to `prepare`")
         return question
 
@@ -245,13 +252,15 @@ class Chat:
         *,
         start: float | None = None,
         end: float | None = None,
+        subtitles: str | Path | None = None,
     ) -> Reply:
         """Answer `question`, about `video` / `image` if given, else about what came before.
 
-        `start` / `end` (seconds) use only that part of `video`. `question` may be what `prepare` returned.
+        `start` / `end` (seconds) use only that part of `video`; `subtitles` (.srt / .vtt) come with it (a LLaMA-VID
+        model puts each line by its frame). `question` may be what `prepare` returned.
         """
         started = time.perf_counter()
-        prepared = self._prepared(question, video, image, start, end)
+        prepared = self._prepared(question, video, image, start, end, subtitles)
         with active_adapter(self.model, self.answer_as):
             generated = generate(self.model, self.processor, self._batch(prepared), self.generation,
                                  **self._caches())
@@ -265,10 +274,11 @@ class Chat:
         *,
         start: float | None = None,
         end: float | None = None,
+        subtitles: str | Path | None = None,
     ) -> Iterator[str]:
         """Like `ask`, but yields the answer in pieces; `last_reply` holds the whole reply after."""
         started = time.perf_counter()
-        prepared = self._prepared(question, video, image, start, end)
+        prepared = self._prepared(question, video, image, start, end, subtitles)
         with active_adapter(self.model, self.answer_as):
             generated = yield from stream(self.model, self.processor, self._batch(prepared), self.generation,
                                           **self._caches())

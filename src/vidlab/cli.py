@@ -254,7 +254,8 @@ def chat_command(
     start: Annotated[float | None, typer.Option(help="Use the video from this second.")] = None,
     end: Annotated[float | None, typer.Option(help="Use the video up to this second.")] = None,
     subtitles: Annotated[Path | None, typer.Option(
-        help="The video's .srt / .vtt subtitles (LLaMA-VID models: each line put by its frame, its movie prompt).")] = None,
+        help="The video's .srt / .vtt subtitles (LLaMA-VID models: each line by its frame, its movie prompt).")
+    ] = None,
     media_options: MediaOptions = MediaOptions(),
     max_new_tokens: MaxNewTokensOption = None,
     temperature: TemperatureOption = None,

@@ -199,7 +199,8 @@ class LlamaVidForConditionalGeneration(LlamaVidPreTrainedModel, GenerationMixin)
     ) -> CausalLMOutputWithPast:
         outputs = self.model(input_ids=input_ids, pixel_values_frames=pixel_values_frames, frame_counts=frame_counts,
                              qformer_input_ids=qformer_input_ids, qformer_lengths=qformer_lengths,
-                             movie_pictures=movie_pictures, inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids,
+                             movie_pictures=movie_pictures, inputs_embeds=inputs_embeds,
+                             attention_mask=attention_mask, position_ids=position_ids,
                              cache=cache, use_cache=use_cache, **kwargs)
         logits = self.lm_head(slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep))
         loss = None

@@ -1,0 +1,180 @@
+"""LLaMA-VID's long-video (movie) path against the original's own code, and the subtitle reader it shares.
+
+tests/data/seeds/llama_vid/movie.json (tools/seeds/record_llama_vid.py --only-movie) holds what the original
+did with awkward subtitle files: its SRT reader (scripts/extra_tool/extract_movienet_features.py), its
+`load_video_input` (the same function in extract_video_features_subtitles.py) at fixed frame times, and the
+prompt and token ids of llamavid/serve/run_llamavid_movie.py's `run_inference` (run, its model call captured)
+with the tiny tokenizer; movie.safetensors the logits of its long-video path (features as its extractor saves
+them, the basic case's prompt). Where vidlab differs on purpose (docs/models.md), the recording has a twin
+file written as vidlab reads the awkward one, and the original's outcome on the twin is what vidlab must give.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from vidlab.conversation import parse_messages, parse_record
+from vidlab.errors import ConversationError, SampleError
+from vidlab.inputs import build_inputs, load_media
+from vidlab.media import VideoClip
+from vidlab.media.subtitles import Cue, SubtitleError, read_subtitles
+from vidlab.models.llama_vid.convert import convert_llama_vid
+from vidlab.models.llama_vid.movie import frame_lines, movie_text
+from vidlab.models.load import load_model
+
+DATA = Path(__file__).parent / "data" / "seeds" / "llama_vid"
+MOVIE = json.loads((DATA / "movie.json").read_text(encoding="utf-8"))
+TENSORS = load_file(DATA / "movie.safetensors")
+FRAMES = load_file(DATA / "recorded.safetensors")["frames"]  # 3 fixed frames (48 x 72)
+PICTURE = -200  # the original's IMAGE_TOKEN_INDEX
+
+
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory):
+    out = convert_llama_vid(DATA / "checkpoint", tmp_path_factory.mktemp("llama_vid") / "model",
+                            bert=DATA / "bert-base-uncased")
+    return load_model(out, dtype="fp32", device="cpu")
+
+
+def _clip(indices: list[int], fps: float, duration: float, cues: list[Cue] | None, frames=None) -> VideoClip:
+    if frames is None:
+        frames = np.zeros((len(indices), 16, 16, 3), dtype=np.uint8)
+    times = [i / fps for i in indices]
+    return VideoClip(path="movie.mp4", frames=frames, timestamps=times, stamps=times, frame_indices=indices,
+                     source_fps=fps, duration=duration, end=duration, subtitles=cues)
+
+
+def _question():
+    return parse_messages([{"role": "user", "content": [{"type": "video", "video": "movie.mp4"},
+                                                        {"type": "text", "text": MOVIE["question"]}]}])
+
+
+def _original_ids(ids: list[int], token: int) -> list[int]:
+    return [PICTURE if i == token else i for i in ids]
+
+
+def _expected(case: dict) -> dict:
+    return case.get("original_on_twin") or case["original"]
+
+
+@pytest.mark.parametrize("name", list(MOVIE["cases"]))
+def test_subtitles_go_by_their_frames_as_the_original_puts_them(tmp_path, name):
+    case = MOVIE["cases"][name]
+    path = tmp_path / case["file"]
+    path.write_bytes(case["text"].encode("utf-8"))
+    times = [i / case["fps"] for i in case["indices"]]
+    expected = _expected(case)
+    assert times == expected["frame_time"]
+    lines = frame_lines(read_subtitles(path), times, 0.0, case["duration"])
+    assert movie_text(lines, "<image>") == \
+        "Below is a movie. Memorize the content and answer my question after watching this movie." \
+        + expected["video_input"] + "Now the movie end."
+
+
+@pytest.mark.parametrize("name", list(MOVIE["cases"]))
+def test_movie_prompt_ids_and_qformer_text_match_the_original(loaded, tmp_path, name):
+    _, processor = loaded
+    case = MOVIE["cases"][name]
+    path = tmp_path / case["file"]
+    path.write_bytes(case["text"].encode("utf-8"))
+    clip = _clip(case["indices"], case["fps"], case["duration"], read_subtitles(path))
+    batch = build_inputs(_question(), [clip], processor)
+    expected = _expected(case)
+    ids = batch.tensors["input_ids"][0].tolist()
+    assert _original_ids(ids, processor.image_token_id) == expected["input_ids"]
+    # one <image> per frame in vidlab's text, video_token (2) of them in the original's
+    assert batch.texts[0].replace("<image>", "<image><image>") == expected["prompt"]
+    assert expected["prompts"] == [[MOVIE["question"]]]  # the Q-Former reads the question
+    qformer = processor.qformer_tokenizer.decode(batch.tensors["qformer_input_ids"], skip_special_tokens=True)
+    assert qformer == MOVIE["question"].lower()
+    assert batch.tensors["movie_pictures"].tolist() == [True]
+
+
+def test_the_differences_from_the_original_are_the_documented_ones():
+    cases = MOVIE["cases"]
+    assert cases["vtt_styling"]["original"] == {"error": "ValueError"}  # its reader takes SRT only
+    assert "<i>Hello</i>" in cases["srt_tags"]["original"]["video_input"]  # it keeps SRT markup
+    # a cue at 0 s and one past the end: it puts both on the last frame
+    assert cases["past_end"]["original"]["video_input"].endswith("at zero after the last frame past the end")
+    assert cases["past_end"]["original_on_twin"]["video_input"].endswith("after the last frame")
+
+
+def test_movie_logits_match_the_original_long_video_path(loaded, tmp_path):
+    """Its long-video path reads saved features (class token cut off, float16); vidlab reads the frames so."""
+    model, processor = loaded
+    case = MOVIE["cases"]["basic"]
+    (tmp_path / case["file"]).write_bytes(case["text"].encode("utf-8"))
+    clip = _clip([0, 25, 50], 25.0, 5.0, read_subtitles(tmp_path / case["file"]), frames=FRAMES.numpy())
+    batch = build_inputs(_question(), [clip], processor)
+    logits_case = MOVIE["logits_case"]
+    assert _original_ids(batch.tensors["input_ids"][0].tolist(), processor.image_token_id) == \
+        logits_case["input_ids"]
+    with torch.no_grad():
+        logits = model(**batch.tensors).logits[0]
+        short = model(**{**batch.tensors, "movie_pictures": torch.tensor([False])}).logits[0]
+    expected = TENSORS["movie/logits"]
+    scale = expected.abs().max()
+    assert float((logits - expected).abs().max() / scale) < 1e-5
+    assert float((short - expected).abs().max() / scale) > 1e-4  # the Q-Former reading the class token differs
+
+
+def test_a_record_and_chat_messages_bring_subtitles_with_their_video(tmp_path):
+    (tmp_path / "movie.srt").write_text("1\n00:00:00,500 --> 00:00:01,500\nHello\n")
+    conversation = parse_record({"video": "movie.mp4", "subtitles": "movie.srt",
+                                 "conversations": [{"from": "human", "value": "<video>\nWho?"}]}, "data.jsonl:3")
+    assert conversation.media[0].subtitles == "movie.srt"
+    with pytest.raises(ConversationError, match=r'data.jsonl:3: "subtitles" names 2 file\(s\) for 1 video'):
+        parse_record({"video": "movie.mp4", "subtitles": ["a.srt", "b.srt"],
+                      "conversations": [{"from": "human", "value": "<video>\nWho?"}]}, "data.jsonl:3")
+    with pytest.raises(ConversationError, match="data.jsonl:4.*must be the path of an .srt or .vtt"):
+        parse_messages([{"role": "user", "content": [{"type": "video", "video": "m.mp4", "subtitles": "m.txt"}]}],
+                       "data.jsonl:4")
+
+
+def test_load_media_reads_the_subtitles_beside_the_decoded_clip(tmp_path):
+    media = Path(__file__).parent / "data" / "fidelity" / "media" / "cfr25.mp4"
+    (tmp_path / "movie.srt").write_text("1\n00:00:00,500 --> 00:00:01,500\nHello\n")
+    conversation = parse_record({"video": str(media), "subtitles": "movie.srt",
+                                 "conversations": [{"from": "human", "value": "<video>\nWho?"}]})
+    clip, = load_media(conversation, data_root=tmp_path)
+    assert clip.subtitles == [Cue(0.5, 1.5, "Hello", ("Hello",))]
+
+
+def test_a_family_without_a_movie_prompt_refuses_subtitles():
+    from vidlab.inputs import encode
+
+    clip = _clip([0, 25], 25.0, 2.0, [Cue(0.0, 1.0, "Hi", ("Hi",))])
+    with pytest.raises(SampleError, match="only LLaMA-VID models put subtitles"):
+        encode(_question(), [clip], processor=object())
+
+
+@pytest.mark.parametrize("text, message", [
+    (b"1\n00:00:01,000 --> 00:00:02,000\nok\n\n2\n00:00:0x,000 --> 00:00:03,000\nbad\n",
+     r"bad.srt:6: cannot read the cue times in '00:00:0x,000 --> 00:00:03,000'. Write them as"),
+    (b"1\n00:00:01,000 --> 00:00:02,000\ncaf\xe9\n", r"bad.srt:3: not UTF-8 text .*iconv -f latin1"),
+    (b"just some words\nand more\n", r"bad.srt: no subtitle cue in the file"),
+])
+def test_a_garbled_subtitle_file_is_named_with_its_line_and_the_fix(tmp_path, text, message):
+    (tmp_path / "bad.srt").write_bytes(text)
+    with pytest.raises(SubtitleError, match=message):
+        read_subtitles(tmp_path / "bad.srt")
+
+
+def test_a_missing_subtitle_file_is_named(tmp_path):
+    with pytest.raises(SubtitleError, match=r"nope.vtt: cannot read the subtitle file .*Check the path"):
+        read_subtitles(tmp_path / "nope.vtt")
+
+
+def test_the_reader_takes_vtt_utf16_and_a_byte_order_mark(tmp_path):
+    vtt = ("WEBVTT\n\n00:01.000 --> 00:02.500 line:0\n<v Ann>Hi</v> <00:00:01.500>there\n\n"
+           "1\n00:00:03.000 --> 00:00:04.000\n1984\n")
+    (tmp_path / "a.vtt").write_text(vtt, encoding="utf-16")
+    (tmp_path / "b.vtt").write_text(vtt, encoding="utf-8-sig")
+    expected = [Cue(1.0, 2.5, "Hi there", ("Hi there",)), Cue(3.0, 4.0, "1984", ("1984",))]
+    assert read_subtitles(tmp_path / "a.vtt") == expected == read_subtitles(tmp_path / "b.vtt")

@@ -27,6 +27,7 @@ from vidlab.media.subtitles import Cue, SubtitleError, read_subtitles
 from vidlab.models.llama_vid.convert import convert_llama_vid
 from vidlab.models.llama_vid.movie import frame_lines, movie_text
 from vidlab.models.load import load_model
+from vidlab.settings import MediaSettings
 
 DATA = Path(__file__).parent / "data" / "seeds" / "llama_vid"
 MOVIE = json.loads((DATA / "movie.json").read_text(encoding="utf-8"))
@@ -178,3 +179,85 @@ def test_the_reader_takes_vtt_utf16_and_a_byte_order_mark(tmp_path):
     (tmp_path / "b.vtt").write_text(vtt, encoding="utf-8-sig")
     expected = [Cue(1.0, 2.5, "Hi there", ("Hi there",)), Cue(3.0, 4.0, "1984", ("1984",))]
     assert read_subtitles(tmp_path / "a.vtt") == expected == read_subtitles(tmp_path / "b.vtt")
+
+
+# --- each family's own frame rule is the default of chat, serve and eval (an option still wins) ---------------
+
+@pytest.fixture(scope="module")
+def tiny_folders(tmp_path_factory) -> dict[str, Path]:
+    from typer.testing import CliRunner
+
+    from vidlab.cli import app
+
+    folders = {}
+    for family in ("tinyllava-video", "llama-vid"):
+        folders[family] = tmp_path_factory.mktemp(family) / "tiny"
+        built = CliRunner().invoke(app, ["model", "tiny", str(folders[family]), "--family", family])
+        assert built.exit_code == 0, built.output
+    return folders
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory) -> Path:
+    from vidlab.data.synthetic import Scene, write_scene
+
+    return write_scene(tmp_path_factory.mktemp("clip") / "clip.mp4", Scene(seconds=3))
+
+
+def test_a_family_folder_names_its_frame_rule_and_options_override_it(tiny_folders, tmp_path):
+    from vidlab.cli_common import MediaOptions
+    from vidlab.models.frame_rules import family_frame_rule, family_media_settings
+
+    assert family_frame_rule(tiny_folders["llama-vid"]) == {"frame_rule": "stride"}
+    assert family_frame_rule(tiny_folders["tinyllava-video"]) == {"frame_rule": "uniform", "num_frames": 16}
+    (tmp_path / "config.json").write_text('{"model_type": "video_llama_3"}')
+    assert family_frame_rule(tmp_path) == {} == family_frame_rule("DAMO-NLP-SG/VideoLLaMA3-2B")
+    tiny = tiny_folders["tinyllava-video"]
+    assert MediaOptions({}).settings(model=tiny).num_frames == 16
+    one_fps = MediaOptions({"max_frames": 16}).settings(model=tiny)  # its 1 fps models: the count is the user's
+    assert (one_fps.frame_rule, one_fps.num_frames, one_fps.max_frames) == ("uniform", None, 16)
+    other = MediaOptions({"frame_rule": "videollama3"}).settings(model=tiny)
+    assert (other.frame_rule, other.num_frames) == ("videollama3", None)
+    assert family_media_settings(tiny_folders["llama-vid"], fps=2.0).model_dump() == \
+        MediaSettings(frame_rule="stride", fps=2.0).model_dump()
+
+
+def test_chat_takes_the_family_frame_rule_unless_told(tiny_folders, scene):
+    from typer.testing import CliRunner
+
+    from vidlab.chat import Chat
+    from vidlab.cli import app
+
+    def frames(*options: str) -> int:
+        result = CliRunner().invoke(app, ["chat", "--model", str(tiny_folders["tinyllava-video"]), "--video",
+                                          str(scene), "--max-new-tokens", "2", "--device", "cpu", "--json",
+                                          *options, "What happens?"])
+        assert result.exit_code == 0, result.output
+        return len(json.loads(result.output.strip().splitlines()[-1])["frames"])
+
+    assert frames() == 16  # TinyLLaVA-Video's 16 frames spread over the whole clip
+    assert frames("--num-frames", "4") == 4
+    assert frames("--frame-rule", "videollama3") == 3  # VideoLLaMA3's 1 fps over 3 seconds
+    assert Chat(str(tiny_folders["llama-vid"]), device="cpu").settings.frame_rule == "stride"
+
+
+def test_serve_and_eval_take_the_family_frame_rule_unless_told(tiny_folders, scene, tmp_path):
+    from typer.testing import CliRunner
+
+    from vidlab.cli import app
+    from vidlab.serve import ServeOptions, create_app
+
+    folder = tiny_folders["llama-vid"]
+    assert create_app(str(folder), device="cpu").state.engine.options.media.frame_rule == "stride"
+    told = ServeOptions(media=MediaSettings(frame_rule="on_screen"))
+    assert create_app(str(folder), device="cpu", options=told).state.engine.options.media.frame_rule == "on_screen"
+
+    data = tmp_path / "data.jsonl"
+    data.write_text(json.dumps({"id": "a", "video": [str(scene)], "conversations": [
+        {"from": "human", "value": "<video>\nWhat happens?"}, {"from": "gpt", "value": "A shape moves."}]}) + "\n")
+    for options, rule in (((), "stride"), (("--frame-rule", "uniform"), "uniform")):
+        out = tmp_path / f"eval-{rule}"
+        result = CliRunner().invoke(app, ["eval", "run", "--model", str(folder), "--data", str(data), "--out",
+                                          str(out), "--max-new-tokens", "2", "--device", "cpu", *options])
+        assert result.exit_code == 0, result.output
+        assert json.loads((out / "run.json").read_text())["settings"]["frame_rule"] == rule

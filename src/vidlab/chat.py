@@ -33,6 +33,7 @@ from vidlab.media import VideoClip
 from vidlab.media.cache import MediaCache
 from vidlab.models import load_model
 from vidlab.models.adapters import active_adapter
+from vidlab.models.frame_rules import family_media_settings
 from vidlab.prefix_cache import PrefixCache
 from vidlab.settings import MediaSettings
 from vidlab.vision_cache import VisionCache
@@ -100,7 +101,8 @@ class Chat:
         model: a checkpoint folder or hub id, or an already loaded `(model, processor)` pair.
         adapter: a PEFT adapter folder to apply (when `model` is a path).
         system: an optional system message that starts the conversation.
-        settings: frame sampling, visual-token budget, image merge size and DiffFP.
+        settings: frame sampling, visual-token budget, image merge size and DiffFP (default: the library's, with the
+            model folder's family frame rule: `vidlab.models.frame_rules`).
         generation: decoding settings (greedy by default).
         dtype, device, quantize: as in `vidlab.load_model`.
         cache, vision_cache: where decoded media and vision-encoder outputs are kept (default: this
@@ -118,7 +120,7 @@ class Chat:
         adapter: str | Path | None = None,
         *,
         system: str | None = None,
-        settings: MediaSettings = MediaSettings(),
+        settings: MediaSettings | None = None,
         generation: GenerationOptions = GenerationOptions(),
         dtype: str = "auto",
         device: str = "auto",
@@ -134,6 +136,8 @@ class Chat:
         else:
             self.model, self.processor = model
         self.system = system
+        if settings is None:  # the model folder's family frame rule (VideoLLaMA3's: the library defaults)
+            settings = family_media_settings(model if isinstance(model, (str, Path)) else None)
         self.settings = settings
         self.generation = generation
         self.answer_as = answer_as

@@ -273,7 +273,7 @@ def chat_command(
         raise typer.BadParameter("give --video or --image, not both")
     if video is None and (start is not None or end is not None or subtitles is not None):
         raise typer.BadParameter("--start, --end and --subtitles go with a --video; give one")
-    settings = media_options.settings()
+    settings = media_options.settings(model=model)  # the model family's frame rule unless an option says otherwise
     generation = generation_options(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
     media = {"video": video, "image": image or None, "start": start, "end": end}
     if subtitles is not None:

@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import load_file
 
 from vidlab.conversation import parse_messages, parse_record
-from vidlab.errors import ConversationError, SampleError
+from vidlab.errors import ConversationError, SampleError, VidlabError
 from vidlab.inputs import build_inputs, load_media
 from vidlab.media import VideoClip
 from vidlab.media.subtitles import Cue, SubtitleError, read_subtitles
@@ -261,3 +261,41 @@ def test_serve_and_eval_take_the_family_frame_rule_unless_told(tiny_folders, sce
                                           str(out), "--max-new-tokens", "2", "--device", "cpu", *options])
         assert result.exit_code == 0, result.output
         assert json.loads((out / "run.json").read_text())["settings"]["frame_rule"] == rule
+
+
+# --- the web page's frame-rule setting ---------------------------------------------------------------------------
+
+def test_the_web_page_has_a_frame_rule_setting_starting_from_the_given_rule():
+    gr = pytest.importorskip("gradio")
+    from vidlab.settings import GenerationOptions
+    from vidlab.web.controls import read_settings, settings_controls
+    from vidlab.web.remote import request_settings
+
+    with gr.Blocks():
+        controls = settings_controls(MediaSettings(frame_rule="stride"))
+    assert controls.frame_rule.value == "stride" and controls.frame_rule in controls.inputs
+    assert set(controls.frame_rule.choices and [c[0] for c in controls.frame_rule.choices]) == \
+        {"videollama3", "on_screen", "uniform", "stride"}
+    settings = read_settings(1.0, "exactly", 16, "uniform", 0, 0, True, 0.0, 64, "")
+    assert (settings.media.frame_rule, settings.media.num_frames) == ("uniform", 16)
+    with pytest.raises(VidlabError, match="frame rule: input should be 'videollama3'"):
+        read_settings(1.0, "at most", 16, "every other", 0, 0, True, 0.0, 64, "")
+    sent = request_settings(settings.media, GenerationOptions())["extra_body"]["mm_processor_kwargs"]
+    assert sent["frame_rule"] == "uniform"  # a server behind the page samples as the page's strip shows
+
+
+def test_a_movie_chat_answers_and_follows_up(tiny_folders, scene, tmp_path):
+    """`Chat.ask(..., subtitles=...)` on a LLaMA-VID model: the movie prompt, then a follow-up from the prefix cache."""
+    from vidlab.chat import Chat
+    from vidlab.settings import GenerationOptions
+
+    (tmp_path / "clip.srt").write_text("1\n00:00:00,200 --> 00:00:01,400\nLook, a square.\n\n"
+                                       "2\n00:00:01,500 --> 00:00:02,600\nIt moves.\n")
+    chat = Chat(str(tiny_folders["llama-vid"]), device="cpu", generation=GenerationOptions(max_new_tokens=3))
+    first = chat.prepare("What moves?", video=scene, subtitles=tmp_path / "clip.srt")
+    assert "Below is a movie." in first.sample.text and "<image>It moves.Now the movie end." in first.sample.text
+    chat.ask(first)
+    follow_up = chat.prepare("And then?")
+    assert follow_up.sample.text.startswith(first.sample.text)  # the movie stays the conversation's start
+    chat.ask(follow_up)
+    assert chat.last_reply.generated_tokens > 0

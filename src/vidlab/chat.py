@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from PIL import Image
@@ -31,6 +31,7 @@ from vidlab.generate import Generated, GenerationOptions, generate, stream
 from vidlab.inputs import Batch, LoadedMedia, MediaLoad, Sample, collate, encode
 from vidlab.media import VideoClip
 from vidlab.media.cache import MediaCache
+from vidlab.media.subtitles import read_subtitles
 from vidlab.models import load_model
 from vidlab.models.adapters import active_adapter
 from vidlab.models.frame_rules import family_media_settings
@@ -182,7 +183,7 @@ class Chat:
         subtitles = None if subtitles is None else str(subtitles)
         if isinstance(video, VideoClip):
             part = MediaPart(type="video", path=video.path, start=video.start, end=video.end, subtitles=subtitles)
-            given.append((part, video if subtitles is None else None))  # decoded again (from the cache) with its cues
+            given.append((part, video if subtitles is None else replace(video, subtitles=read_subtitles(subtitles))))
         elif video is not None:
             given.append((MediaPart(type="video", path=str(video), start=start, end=end, subtitles=subtitles), None))
         if isinstance(images, (str, Path, Image.Image)):

@@ -8,7 +8,9 @@ layout), loads it back as its `load_pretrained_model` does, then records on fixe
 token ids of its vicuna_v1 template (through LLaVA's `tokenizer_image_token`), the Q-Former's BERT
 ids (truncated from the left at 256), its CLIP pixels of non-square frames and of an image, its
 logits for a video question, a long question and an image, its greedy answer, and which frames its
-1 fps video reader (decord) picks.
+1 fps video reader (decord) picks. And its long-video (movie) path (`movie.json`, `movie.safetensors`; alone
+with --only-movie, on the checkpoint already in the output folder): its SRT reader and `load_video_input` on
+awkward subtitle files, the prompt and ids of run_llamavid_movie.py's `run_inference`, and long-video logits.
 
 Only the outputs and the tiny checkpoint are written (tests/data/seeds/llama_vid/); none of its code.
 
@@ -26,6 +28,13 @@ What is changed to run it on a CPU, and why:
   `llava.constants` load without LLaVA's own model classes.
 - The tiny Q-Former's feature width is LLaMA-VID's fixed 1408 ('qformer_pretrain'), so with the
   88-wide tower its `vlm_att_bert_proj` (88 -> 1408) exists; at the released width (1408) it does not.
+- The movie path: `run_inference` runs as written with its loader returning the tiny tokenizer and an object
+  that keeps what `update_prompt` and `generate` are given (the prompt, ids and features it would send);
+  `whisper` (speech-to-text, not used by the functions recorded) and its flash-attention patch (CUDA only) are
+  stubbed, `Tensor.cuda` leaves tensors on the CPU. For the logits, its long-video switch
+  (`images[0].shape[-1] > 1000`: EVA's 1408-wide features against 224-px pixels) is made at the tiny width
+  (> 87) in a copy of that one method, and `vlm_att_query`, which its loader leaves in float16, is given in
+  float32 (the same values) so that the long path's float32 buffer matches the rest of the model.
 """
 
 from __future__ import annotations

@@ -299,3 +299,17 @@ def test_a_movie_chat_answers_and_follows_up(tiny_folders, scene, tmp_path):
     assert follow_up.sample.text.startswith(first.sample.text)  # the movie stays the conversation's start
     chat.ask(follow_up)
     assert chat.last_reply.generated_tokens > 0
+
+
+def test_a_movie_record_trains_on_its_answer_only(loaded, tmp_path):
+    """A training record with subtitles: the movie prompt, and the labels learn the answer and its </s> only."""
+    _, processor = loaded
+    (tmp_path / "m.srt").write_text("1\n00:00:00,500 --> 00:00:01,500\nHello there.\n")
+    record = parse_record({"video": "m.mp4", "subtitles": "m.srt", "conversations": [
+        {"from": "human", "value": "<video>\nWho speaks?"}, {"from": "gpt", "value": "A man."}]}, "train.jsonl:1")
+    clip = _clip([0, 25, 50], 25.0, 3.0, read_subtitles(tmp_path / "m.srt"))
+    sample = processor.encode_conversation(record, [clip], labels=True)
+    assert "this movie.<image><image>Hello there.<image>Now the movie end.\nWho speaks? ASSISTANT: A man.</s>" \
+        in sample.text
+    learned = [i for i in sample.tensors["labels"].tolist() if i != -100]
+    assert processor.tokenizer.decode(learned) == "A man.</s>"

@@ -520,7 +520,7 @@ def main() -> None:
     _processor_folder(work / "processor", source)
     folder = _build(work, seed=0)
     if args.only_movie:  # the very checkpoint the other recordings were made with (another sentencepiece
-        # version trains another tokenizer.model), over the one just built
+        # version may train another tokenizer.model), over the one just built
         for file in (args.out / "checkpoint").iterdir():
             (folder / file.name).write_bytes(file.read_bytes())
         (work / "eva_vit_g.pth").write_bytes((args.out / "eva_vit_g.pth").read_bytes())

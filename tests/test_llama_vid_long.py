@@ -313,3 +313,45 @@ def test_a_movie_record_trains_on_its_answer_only(loaded, tmp_path):
         in sample.text
     learned = [i for i in sample.tensors["labels"].tolist() if i != -100]
     assert processor.tokenizer.decode(learned) == "A man.</s>"
+
+
+def test_the_long_models_stretched_positions_convert_and_match_the_original(loaded, tmp_path):
+    """Its long-video training writes rope_scaling {"type": "linear", "factor": F} into config.json (64K tokens on
+    Vicuna's 4096): the tiny checkpoint with factor 4, converted, against the original's logits on the movie."""
+    import shutil
+
+    source = shutil.copytree(DATA / "checkpoint", tmp_path / "checkpoint")
+    config = json.loads((source / "config.json").read_text())
+    (source / "config.json").write_text(json.dumps({**config, "rope_scaling": {"type": "linear", "factor": 4.0}}))
+    shutil.copy(DATA / "eva_vit_g.pth", tmp_path / "eva_vit_g.pth")  # where its config names them, one folder up
+    shutil.copytree(DATA / "processor", tmp_path / "processor")
+    folder = convert_llama_vid(source, tmp_path / "model", bert=DATA / "bert-base-uncased")
+    model, processor = load_model(folder, dtype="fp32", device="cpu")
+    text = model.config.text_config
+    assert text.rope_parameters["rope_type"] == "linear" and text.rope_parameters["factor"] == 4.0
+    assert text.max_position_embeddings == 4 * config["max_position_embeddings"]  # the context it holds
+    case = MOVIE["cases"]["basic"]
+    (tmp_path / case["file"]).write_bytes(case["text"].encode("utf-8"))
+    clip = _clip([0, 25, 50], 25.0, 5.0, read_subtitles(tmp_path / case["file"]), frames=FRAMES.numpy())
+    batch = build_inputs(_question(), [clip], processor)
+    with torch.no_grad():
+        logits = model(**batch.tensors).logits[0][-16:]
+        unscaled = loaded[0](**batch.tensors).logits[0][-16:]
+    expected = TENSORS["movie/rope_linear_4/logits"]
+    scale = expected.abs().max()
+    assert float((logits - expected).abs().max() / scale) < 1e-5
+    assert float((unscaled - expected).abs().max() / scale) > 1e-3  # the positions' stretch matters
+
+
+def test_another_rope_scaling_is_refused_by_name(tmp_path):
+    import shutil
+
+    from vidlab.errors import CheckpointConversionError
+
+    source = shutil.copytree(DATA / "checkpoint", tmp_path / "checkpoint")
+    config = json.loads((source / "config.json").read_text())
+    (source / "config.json").write_text(json.dumps({**config, "rope_scaling": {"type": "dynamic", "factor": 2.0}}))
+    shutil.copy(DATA / "eva_vit_g.pth", tmp_path / "eva_vit_g.pth")
+    with pytest.raises(CheckpointConversionError, match="rope_scaling .*dynamic.*linear scaling only"):
+        convert_llama_vid(source, tmp_path / "model", bert=DATA / "bert-base-uncased")
+    assert not (tmp_path / "model").exists()

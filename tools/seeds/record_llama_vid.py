@@ -384,10 +384,11 @@ def _long_video_switch_at_tiny_width() -> None:
     cls.prepare_inputs_labels_for_multimodal = namespace["prepare_inputs_labels_for_multimodal"]
 
 
-def record_movie(tokenizer, model, source: Path, work: Path) -> tuple[dict, dict]:
+def record_movie(tokenizer, model, folder: Path, source: Path, work: Path) -> tuple[dict, dict]:
     """Its long-video path: its SRT reader and `load_video_input` (extract_movienet_features.py; the same function
     in extract_video_features_subtitles.py), the prompt and ids of run_llamavid_movie.py's `run_inference` (run
-    with its model call captured), and logits of the long-video path for one movie."""
+    with its model call captured), and logits of the long-video path for one movie (also with
+    its long model's linear rope scaling)."""
     import pickle
 
     sys.modules["whisper"] = types.ModuleType("whisper")  # only its speech-to-text step uses it
@@ -483,11 +484,25 @@ def record_movie(tokenizer, model, source: Path, work: Path) -> tuple[dict, dict
         model.get_model().vlm_att_query.data = model.get_model().vlm_att_query.data.float()
         model.update_prompt(captured["prompts"])
         logits = model(input_ids=ids, images=[v.float() for v in video]).logits[0]  # float32 here, half there
+    # the long-video model's stretched positions (its training writes rope_scaling linear, factor
+    # ceil(model_max_length / max_position_embeddings)): the same checkpoint with factor 4 in its config
+    stretched = work / "llama-vid-tiny-rope4"
+    stretched.mkdir(exist_ok=True)
+    for file in folder.iterdir():
+        (stretched / file.name).write_bytes(file.read_bytes())
+    config = json.loads((folder / "config.json").read_text())
+    (stretched / "config.json").write_text(json.dumps({**config, "rope_scaling": {"type": "linear", "factor": 4.0}}))
+    _, long_model, _ = _load(stretched)
+    long_model.get_model().vlm_att_query.data = long_model.get_model().vlm_att_query.data.float()
+    with torch.inference_mode():
+        long_model.update_prompt(captured["prompts"])
+        stretched_logits = long_model(input_ids=ids, images=[v.float() for v in video]).logits[0]
     record = {"question": MOVIE_QUESTION, "cases": cases,
               "logits_case": {"file": file_name, "frame_time": [0.0, 1.0, 2.0], "video_input": video_input,
                               "prompt": captured["prompt"], "input_ids": ids[0].tolist(),
                               "prompts": captured["prompts"]}}
-    return record, {"movie/logits": logits, "movie/features": torch.from_numpy(feats.astype("float32"))}
+    return record, {"movie/logits": logits, "movie/rope_linear_4/logits": stretched_logits[-16:],
+                    "movie/features": torch.from_numpy(feats.astype("float32"))}
 
 
 def _write_movie(out: Path, record: dict, tensors: dict) -> None:
@@ -525,7 +540,7 @@ def main() -> None:
             (folder / file.name).write_bytes(file.read_bytes())
         (work / "eva_vit_g.pth").write_bytes((args.out / "eva_vit_g.pth").read_bytes())
     tokenizer, model, processor = _load(folder)
-    _write_movie(args.out, *record_movie(tokenizer, model, source, work))
+    _write_movie(args.out, *record_movie(tokenizer, model, folder, source, work))
     if args.only_movie:
         print(f"wrote {args.out / 'movie.json'}")
         return

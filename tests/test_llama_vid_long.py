@@ -355,3 +355,18 @@ def test_another_rope_scaling_is_refused_by_name(tmp_path):
     with pytest.raises(CheckpointConversionError, match="rope_scaling .*dynamic.*linear scaling only"):
         convert_llama_vid(source, tmp_path / "model", bert=DATA / "bert-base-uncased")
     assert not (tmp_path / "model").exists()
+
+
+def test_the_frames_features_equal_the_ones_its_extractor_saves(loaded):
+    """Its extractor saves the tower's output in float16; vidlab's movie reading rounds the same way."""
+    model, processor = loaded
+    pixels = processor.pixels(_clip([0, 25, 50], 25.0, 3.0, None, frames=FRAMES.numpy()))
+    with torch.no_grad():
+        features = model.model.frame_features(pixels).to(torch.float16).float()
+    saved = TENSORS["movie/features"]
+    assert features.shape == saved.shape == (3, 1 + 16, 88)
+    # float32 sums that differ in their last bits may round to the neighbouring float16 value (a step is at most
+    # 2^-10 of the value), or, near zero, differ by float32's own error on the whole (1e-5 of the largest)
+    bound = torch.maximum(saved.abs() * 2**-10, 1e-5 * saved.abs().max())
+    assert bool(((features - saved).abs() <= bound).all())
+    assert float((features != saved).float().mean()) < 1e-2

@@ -179,7 +179,7 @@ def _long_context(original: dict, where: Path, problems: list[str]) -> dict:
         return {}
     factor = float(scaling["factor"])
     positions = int(original.get("max_position_embeddings") or 4096)
-    return {"rope_scaling": {"rope_type": "linear", "factor": factor},
+    return {"rope_parameters": {"rope_type": "linear", "factor": factor},
             "max_position_embeddings": int(positions * factor)}
 
 

@@ -160,6 +160,8 @@ def test_a_family_without_a_movie_prompt_refuses_subtitles():
      r"bad.srt:6: cannot read the cue times in '00:00:0x,000 --> 00:00:03,000'. Write them as"),
     (b"1\n00:00:01,000 --> 00:00:02,000\ncaf\xe9\n", r"bad.srt:3: not UTF-8 text .*iconv -f latin1"),
     (b"just some words\nand more\n", r"bad.srt: no subtitle cue in the file"),
+    (b"1\n00:00:01,000 --> 00:00:02,000\nok\n\n2\n00:00:03.000 - 00:00:04.000\nlost\n",
+     r"bad.srt:6: '00:00:03.000 - 00:00:04.000' looks like cue times without the `-->`"),
 ])
 def test_a_garbled_subtitle_file_is_named_with_its_line_and_the_fix(tmp_path, text, message):
     (tmp_path / "bad.srt").write_bytes(text)
@@ -370,3 +372,30 @@ def test_the_frames_features_equal_the_ones_its_extractor_saves(loaded):
     bound = torch.maximum(saved.abs() * 2**-10, 1e-5 * saved.abs().max())
     assert bool(((features - saved).abs() <= bound).all())
     assert float((features != saved).float().mean()) < 1e-2
+
+
+def test_vidlab_chat_takes_subtitles_and_names_a_bad_file(tiny_folders, scene, tmp_path):
+    from typer.testing import CliRunner
+
+    from vidlab.cli import app
+
+    def chat(model: str, subtitles: Path):
+        return CliRunner().invoke(app, ["chat", "--model", model, "--video", str(scene), "--subtitles",
+                                        str(subtitles), "--max-new-tokens", "2", "--device", "cpu", "--json", "Who?"])
+
+    good, bad = tmp_path / "good.srt", tmp_path / "bad.srt"
+    good.write_text("1\n00:00:00,200 --> 00:00:01,400\nHello.\n")
+    bad.write_text("1\n00:00:00,200 --> 00:00:01,400\nHello.\n\n2\n00:00:02,000 -> 00:00:02,500\nBye.\n"
+                   "\n3\n00:00:0z,000 --> 00:00:03,000\nOops.\n")
+    result = chat(str(tiny_folders["llama-vid"]), good)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output.strip().splitlines()[-1])["generated_tokens"] > 0
+    # a user error is a VidlabError (the `vidlab` entry point prints it as one `error:` line and exits 2)
+    result = chat(str(tiny_folders["llama-vid"]), bad)
+    assert isinstance(result.exception, SubtitleError)
+    assert str(result.exception).startswith(f"{bad}:6: '00:00:02,000 -> 00:00:02,500' looks like cue times without")
+    result = chat(str(tiny_folders["llama-vid"]), tmp_path / "none.srt")
+    assert isinstance(result.exception, VidlabError) and "none.srt: no such file" in str(result.exception)
+    result = chat(str(tiny_folders["tinyllava-video"]), good)
+    assert isinstance(result.exception, SampleError)
+    assert "only LLaMA-VID models put subtitles" in str(result.exception)

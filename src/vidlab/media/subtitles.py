@@ -19,6 +19,7 @@ from vidlab.errors import MediaError
 SUFFIXES = (".srt", ".vtt")
 _TIME_RE = re.compile(r"^\s*(?:(\d+):)?(\d{1,2}):(\d{2})[,.](\d{1,3})\s*$")
 _TAG_RE = re.compile(r"<[^>]+>|\{[^}]*\}")
+_BROKEN_ARROW_RE = re.compile(r"^\s*(?:\d+:)?\d{1,2}:\d{2}[,.]\d{1,3}\s*(?:-+|=+|—|–)\s*>?\s*(?:\d+:)?\d{1,2}:\d{2}")
 
 
 class SubtitleError(MediaError):
@@ -85,6 +86,9 @@ def read_subtitles(path: str | Path) -> list[Cue]:
     while n < len(lines):
         line = lines[n]
         if "-->" not in line:
+            if _BROKEN_ARROW_RE.match(line):  # a cue whose arrow is mistyped would vanish without a word
+                raise SubtitleError(f"{path}:{n + 1}: {line.strip()!r} looks like cue times without the `-->` "
+                                    "between them. Write `00:01:02,500 --> 00:01:04,000`.")
             n += 1
             continue
         left, right = line.split("-->", 1)

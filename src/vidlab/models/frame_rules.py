@@ -48,10 +48,8 @@ def family_defaults(model: str | Path | None, given: Mapping[str, Any] = {}) -> 
 
 
 def family_media_settings(model: str | Path | None, base: MediaSettings | None = None, **given: Any) -> MediaSettings:
-    """`base` (default: the library defaults) with the model family's frame rule, then the `given` fields.
-
-    >>> family_media_settings("llama-vid-7b").frame_rule      # a folder from `vidlab model convert`
-    'stride'
+    """`base` (default: the library defaults) with the model family's frame rule, then the `given` fields; e.g.
+    `family_media_settings("llama-vid-7b").frame_rule` is "stride" for a LLaMA-VID folder from `vidlab model convert`.
     """
     values = {**(base.model_dump() if base is not None else {}), **family_defaults(model, given)}
     return MediaSettings(**{**values, **{k: v for k, v in given.items() if v is not None}})

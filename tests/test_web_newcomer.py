@@ -225,6 +225,24 @@ def test_the_strip_shows_every_stamp(site, chromium, width, height):
         assert page.evaluate(STRIP_CLIPPED) == []
 
 
+def test_the_frame_rule_setting_picks_the_strip_frames(site, page):
+    """The settings' frame rule starts as the page was started (here VideoLLaMA3's) and a choice redraws the strip
+    with that rule's frames."""
+    from vidlab.media import load_video
+    from vidlab.settings import Sampling
+
+    browser.upload(page, "chat", site["clip"])
+    page.locator("#web-settings button").first.click()
+    assert page.locator("#set-frame-rule input").input_value() == "videollama3"
+    with browser.event(page, "#chat-status", what="frame rule set to uniform"):
+        browser.pick_option(page, "#set-frame-rule", "uniform")
+    uniform = load_video(site["clip"], Sampling(frame_rule="uniform")).stamps  # 8 spread over its 64 frames
+    assert uniform != list(range(8))
+    assert browser.strip_captions(page) == [f"Time {s:.1f}s" for s in uniform]
+    assert "⚠" not in page.locator("#chat-status").inner_text()
+    _no_error_badges(page)
+
+
 def test_a_phone_reaches_ask_without_closing_a_panel(site, chromium):
     phone = {"width": 390, "height": 844}
     with opened_page(chromium, site["server"].url, phone, is_mobile=True, has_touch=True) as page:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from PIL import Image
@@ -31,8 +31,10 @@ from vidlab.generate import Generated, GenerationOptions, generate, stream
 from vidlab.inputs import Batch, LoadedMedia, MediaLoad, Sample, collate, encode
 from vidlab.media import VideoClip
 from vidlab.media.cache import MediaCache
+from vidlab.media.subtitles import read_subtitles
 from vidlab.models import load_model
 from vidlab.models.adapters import active_adapter
+from vidlab.models.frame_rules import family_media_settings
 from vidlab.prefix_cache import PrefixCache
 from vidlab.settings import MediaSettings
 from vidlab.vision_cache import VisionCache
@@ -100,7 +102,8 @@ class Chat:
         model: a checkpoint folder or hub id, or an already loaded `(model, processor)` pair.
         adapter: a PEFT adapter folder to apply (when `model` is a path).
         system: an optional system message that starts the conversation.
-        settings: frame sampling, visual-token budget, image merge size and DiffFP.
+        settings: frame sampling, visual-token budget, image merge size and DiffFP (default: the library's, with the
+            model folder's family frame rule: `vidlab.models.frame_rules`).
         generation: decoding settings (greedy by default).
         dtype, device, quantize: as in `vidlab.load_model`.
         cache, vision_cache: where decoded media and vision-encoder outputs are kept (default: this
@@ -118,7 +121,7 @@ class Chat:
         adapter: str | Path | None = None,
         *,
         system: str | None = None,
-        settings: MediaSettings = MediaSettings(),
+        settings: MediaSettings | None = None,
         generation: GenerationOptions = GenerationOptions(),
         dtype: str = "auto",
         device: str = "auto",
@@ -134,6 +137,8 @@ class Chat:
         else:
             self.model, self.processor = model
         self.system = system
+        if settings is None:  # the model folder's family frame rule (VideoLLaMA3's: the library defaults)
+            settings = family_media_settings(model if isinstance(model, (str, Path)) else None)
         self.settings = settings
         self.generation = generation
         self.answer_as = answer_as
@@ -168,14 +173,19 @@ class Chat:
         return list(self._turns)
 
     def _load(
-        self, video: str | Path | VideoClip | None, images, start: float | None, end: float | None
+        self, video: str | Path | VideoClip | None, images, start: float | None, end: float | None,
+        subtitles: str | Path | None = None,
     ) -> list[tuple[MediaPart, LoadedMedia]]:
         """The new media parts, decoded by the one loader (clips and images given decoded are used as they are)."""
         given: list[tuple[MediaPart, LoadedMedia | None]] = []
+        if subtitles is not None and video is None:
+            raise ValueError("subtitles come with a video: pass video too")
+        subtitles = None if subtitles is None else str(subtitles)
         if isinstance(video, VideoClip):
-            given.append((MediaPart(type="video", path=video.path, start=video.start, end=video.end), video))
+            part = MediaPart(type="video", path=video.path, start=video.start, end=video.end, subtitles=subtitles)
+            given.append((part, video if subtitles is None else replace(video, subtitles=read_subtitles(subtitles))))
         elif video is not None:
-            given.append((MediaPart(type="video", path=str(video), start=start, end=end), None))
+            given.append((MediaPart(type="video", path=str(video), start=start, end=end, subtitles=subtitles), None))
         if isinstance(images, (str, Path, Image.Image)):
             images = [images]
         for image in images or []:
@@ -196,10 +206,12 @@ class Chat:
         *,
         start: float | None = None,
         end: float | None = None,
+        subtitles: str | Path | None = None,
     ) -> PreparedQuestion:
         """The question (about `video` / `image` if given, else about what came before) decoded and encoded,
-        not yet answered: pass it to `ask` or `stream`. The chat is unchanged until it is answered."""
-        new = self._load(video, image, start, end) or self._carried
+        not yet answered: pass it to `ask` or `stream`. The chat is unchanged until it is answered.
+        `subtitles` (an .srt / .vtt file) come with `video`: a LLaMA-VID model puts each line by its frame."""
+        new = self._load(video, image, start, end, subtitles) or self._carried
         user = Turn(role="user", parts=[*(part for part, _ in new), TextPart(text=question)])
         turns = [*self._turns, user]
         validate_turns(turns, "chat")
@@ -227,10 +239,10 @@ class Chat:
         )
         return self.last_reply
 
-    def _prepared(self, question: str | PreparedQuestion, video, image, start, end) -> PreparedQuestion:
+    def _prepared(self, question: str | PreparedQuestion, video, image, start, end, subtitles=None) -> PreparedQuestion:
         if not isinstance(question, PreparedQuestion):
-            return self.prepare(question, video, image, start=start, end=end)
-        if video is not None or image is not None or start is not None or end is not None:
+            return self.prepare(question, video, image, start=start, end=end, subtitles=subtitles)
+        if any(x is not None for x in (video, image, start, end, subtitles)):
             raise ValueError("a prepared question brings its media: pass video, image, start and end to `prepare`")
         return question
 
@@ -245,13 +257,15 @@ class Chat:
         *,
         start: float | None = None,
         end: float | None = None,
+        subtitles: str | Path | None = None,
     ) -> Reply:
         """Answer `question`, about `video` / `image` if given, else about what came before.
 
-        `start` / `end` (seconds) use only that part of `video`. `question` may be what `prepare` returned.
+        `start` / `end` (seconds) use only that part of `video`; `subtitles` (.srt / .vtt) come with it (a LLaMA-VID
+        model puts each line by its frame). `question` may be what `prepare` returned.
         """
         started = time.perf_counter()
-        prepared = self._prepared(question, video, image, start, end)
+        prepared = self._prepared(question, video, image, start, end, subtitles)
         with active_adapter(self.model, self.answer_as):
             generated = generate(self.model, self.processor, self._batch(prepared), self.generation,
                                  **self._caches())
@@ -265,10 +279,11 @@ class Chat:
         *,
         start: float | None = None,
         end: float | None = None,
+        subtitles: str | Path | None = None,
     ) -> Iterator[str]:
         """Like `ask`, but yields the answer in pieces; `last_reply` holds the whole reply after."""
         started = time.perf_counter()
-        prepared = self._prepared(question, video, image, start, end)
+        prepared = self._prepared(question, video, image, start, end, subtitles)
         with active_adapter(self.model, self.answer_as):
             generated = yield from stream(self.model, self.processor, self._batch(prepared), self.generation,
                                           **self._caches())

@@ -253,6 +253,9 @@ def chat_command(
     image: Annotated[list[Path] | None, typer.Option(help="Image file; repeat for several.")] = None,
     start: Annotated[float | None, typer.Option(help="Use the video from this second.")] = None,
     end: Annotated[float | None, typer.Option(help="Use the video up to this second.")] = None,
+    subtitles: Annotated[Path | None, typer.Option(
+        help="The video's .srt / .vtt subtitles (LLaMA-VID models: each line by its frame, its movie prompt).")
+    ] = None,
     media_options: MediaOptions = MediaOptions(),
     max_new_tokens: MaxNewTokensOption = None,
     temperature: TemperatureOption = None,
@@ -268,15 +271,18 @@ def chat_command(
     """Ask a VideoLLaMA3 model about a video or images, once or interactively."""
     if video is not None and image:
         raise typer.BadParameter("give --video or --image, not both")
-    if video is None and (start is not None or end is not None):
-        raise typer.BadParameter("--start and --end cut a --video; give one")
-    settings = media_options.settings()
+    if video is None and (start is not None or end is not None or subtitles is not None):
+        raise typer.BadParameter("--start, --end and --subtitles go with a --video; give one")
+    settings = media_options.settings(model=model)  # the model family's frame rule unless an option says otherwise
     generation = generation_options(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
     media = {"video": video, "image": image or None, "start": start, "end": end}
+    if subtitles is not None:
+        media["subtitles"] = subtitles
     from vidlab.media.clip import require_exists
 
-    for path in [video] if video is not None else image or []:
-        require_exists(path)  # before the model loads, which may take minutes
+    for path in [video, subtitles] if video is not None else image or []:
+        if path is not None:
+            require_exists(path)  # before the model loads, which may take minutes
     quiet_transformers()
     from vidlab.chat import Chat
 

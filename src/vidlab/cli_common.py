@@ -54,8 +54,13 @@ class MediaOptions:
 
     given: dict[str, Any] = field(default_factory=dict)
 
-    def settings(self, base: MediaSettings | None = None) -> MediaSettings:
-        """`base` (default: the library defaults) with the given options applied."""
+    def settings(self, base: MediaSettings | None = None, model: str | Path | None = None) -> MediaSettings:
+        """`base` (default: the library defaults) with the given options applied; with `model`, the model folder's
+        family frame rule first (`vidlab.models.frame_rules`), which the given options override."""
+        if model is not None:
+            from vidlab.models.frame_rules import family_defaults
+
+            base = (base or MediaSettings()).model_copy(update=family_defaults(model, self.given))
         return media_settings(base, **self.given)
 
 

@@ -1,7 +1,7 @@
 """One conversation model for annotation records and for chat messages.
 
 Annotation records (the format VideoLLaMA3 users already have):
-    {"id": "...", "video": ["clip.mp4"], "start": 2.0, "end": 9.5,
+    {"id": "...", "video": ["clip.mp4"], "start": 2.0, "end": 9.5, "subtitles": "clip.srt" (optional),
      "conversations": [{"from": "human", "value": "<video>\\nWhat happens?"},
                        {"from": "gpt", "value": "A dog runs."}]}
 Chat messages (the transformers / OpenAI style):
@@ -45,6 +45,7 @@ class MediaPart(BaseModel):
     path: str
     start: float | None = None
     end: float | None = None
+    subtitles: str | None = None  # a video's .srt / .vtt file (LLaMA-VID's movie prompt puts each line by its frame)
 
 
 Part = TextPart | MediaPart
@@ -195,6 +196,22 @@ def _split_placeholders(text: str, media: dict[str, list[MediaPart]], where: str
     return parts
 
 
+def _subtitle_paths(record: dict, videos: int, where: str) -> list[str | None]:
+    """The record's "subtitles": one .srt / .vtt path per video (a list for several; null for one without)."""
+    if record.get("subtitles") is None:
+        return [None] * videos
+    paths = _as_list(record["subtitles"])
+    fix = ('Give "subtitles" as the path of an .srt or .vtt file (a list of them, or null, one per video in '
+           '"video"). Fix the record.')
+    if len(paths) != videos:
+        raise ConversationError(f'{where}: "subtitles" names {len(paths)} file(s) for {videos} video(s). {fix}',
+                                "wrong field types")
+    for path in paths:
+        if path is not None and not (isinstance(path, str) and path.lower().endswith((".srt", ".vtt"))):
+            raise ConversationError(f'{where}: "subtitles" holds {path!r}. {fix}', "wrong field types")
+    return paths
+
+
 def parse_record(record: dict[str, Any], where: str = "<record>") -> Conversation:
     """An annotation record -> Conversation. `where` (file:line) goes into every error."""
     if not isinstance(record, dict):
@@ -213,6 +230,8 @@ def parse_record(record: dict[str, Any], where: str = "<record>") -> Conversatio
         raise ConversationError(f'{where}: "end" ({end:g}) must be after "start" ({start:g}). Fix the record.',
                                 "clip window")
     videos = [MediaPart(type="video", path=p, start=start, end=end) for p in _paths(record, "video", where)]
+    subtitles = _subtitle_paths(record, len(videos), where)
+    videos = [v.model_copy(update={"subtitles": s}) for v, s in zip(videos, subtitles)]
     images = [MediaPart(type="image", path=p) for p in _paths(record, "image", where)]
     counts = {"video": len(videos), "image": len(images)}
     pending = {"video": videos, "image": images}
@@ -262,7 +281,11 @@ def _parse_content_item(item: Any, where: str, n: int) -> Part:
         where_item = f"{where}: message {n}"
         start = seconds_field(item.get("start"), "start", where_item)
         end = seconds_field(item.get("end"), "end", where_item)
-        return MediaPart(type="video", path=path, start=start, end=end)
+        subtitles = item.get("subtitles")
+        if subtitles is not None and not (isinstance(subtitles, str) and subtitles.lower().endswith((".srt", ".vtt"))):
+            raise ConversationError(f'{where_item}: "subtitles" must be the path of an .srt or .vtt file, got '
+                                    f"{subtitles!r}.")
+        return MediaPart(type="video", path=path, start=start, end=end, subtitles=subtitles)
     raise ConversationError(f"{where}: message {n} has content type {kind!r}. Use text, image or video.")
 
 

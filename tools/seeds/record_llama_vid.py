@@ -8,7 +8,9 @@ layout), loads it back as its `load_pretrained_model` does, then records on fixe
 token ids of its vicuna_v1 template (through LLaVA's `tokenizer_image_token`), the Q-Former's BERT
 ids (truncated from the left at 256), its CLIP pixels of non-square frames and of an image, its
 logits for a video question, a long question and an image, its greedy answer, and which frames its
-1 fps video reader (decord) picks.
+1 fps video reader (decord) picks. And its long-video (movie) path (`movie.json`, `movie.safetensors`; alone
+with --only-movie, on the checkpoint already in the output folder): its SRT reader and `load_video_input` on
+awkward subtitle files, the prompt and ids of run_llamavid_movie.py's `run_inference`, and long-video logits.
 
 Only the outputs and the tiny checkpoint are written (tests/data/seeds/llama_vid/); none of its code.
 
@@ -26,6 +28,13 @@ What is changed to run it on a CPU, and why:
   `llava.constants` load without LLaVA's own model classes.
 - The tiny Q-Former's feature width is LLaMA-VID's fixed 1408 ('qformer_pretrain'), so with the
   88-wide tower its `vlm_att_bert_proj` (88 -> 1408) exists; at the released width (1408) it does not.
+- The movie path: `run_inference` runs as written with its loader returning the tiny tokenizer and an object
+  that keeps what `update_prompt` and `generate` are given (the prompt, ids and features it would send);
+  `whisper` (speech-to-text, not used by the functions recorded) and its flash-attention patch (CUDA only) are
+  stubbed, `Tensor.cuda` leaves tensors on the CPU. For the logits, its long-video switch
+  (`images[0].shape[-1] > 1000`: EVA's 1408-wide features against 224-px pixels) is made at the tiny width
+  (> 87) in a copy of that one method, and `vlm_att_query`, which its loader leaves in float16, is given in
+  float32 (the same values) so that the long path's float32 buffer matches the rest of the model.
 """
 
 from __future__ import annotations
@@ -311,11 +320,206 @@ def record_frame_choice() -> dict:
     return out
 
 
+# LLaMA-VID's long-video (movie) path on awkward subtitle files: (name, file name, its text, a twin with what
+# vidlab reads it as where vidlab differs on purpose (None: the same), frame indices, average rate, duration).
+MOVIE_QUESTION = "Who says hello?"
+MOVIE_CASES = [
+    ("basic", "basic.srt",
+     "1\n00:00:00,500 --> 00:00:01,500\nHello there.\n\n2\n00:00:01,600 --> 00:00:01,900\nShort one\n\n"
+     "3\n00:00:02,000 --> 00:00:03,200\nTwo\nlines\n\n4\n00:00:04,200 --> 00:00:04,800\nLast words\n",
+     None, [0, 25, 50, 75, 100], 25.0, 5.0),
+    ("overlapping", "overlapping.srt",
+     "1\n00:00:00,000 --> 00:00:03,500\nA long line\n\n2\n00:00:01,000 --> 00:00:02,000\ninside it\n\n"
+     "3\n00:00:02,500 --> 00:00:04,500\noverlaps the first\n\n4\n00:00:00,200 --> 00:00:00,900\nout of order\n",
+     None, [0, 25, 50, 75, 100], 25.0, 5.0),
+    ("empty", "empty.srt",
+     "1\n00:00:00,100 --> 00:00:00,400\n\n2\n00:00:00,500 --> 00:00:01,200\n...\n\n"
+     "3\n00:00:01,300 --> 00:00:02,200\nWait... what?\x00\n...and then\n\n"
+     "4\n00:00:02,300 --> 00:00:02,600\n   spaced   out  \n",
+     None, [0, 25, 50, 75], 25.0, 4.0),
+    ("non_ascii", "non_ascii.srt",
+     "1\n00:00:00,100 --> 00:00:00,900\nOù va-t-il ? naïve café\n\n2\n00:00:01,100 --> 00:00:01,900\n漢字とかな\n\n"
+     "3\n00:00:02,100 --> 00:00:02,900\n🙂 Ça va ?\n",
+     None, [0, 25, 50], 25.0, 3.0),
+    ("past_end", "past_end.srt",
+     "1\n00:00:00,000 --> 00:00:00,000\nat zero\n\n2\n00:00:00,100 --> 00:00:00,200\nearly\n\n"
+     "3\n00:00:02,500 --> 00:00:02,900\nafter the last frame\n\n4\n00:00:03,500 --> 00:00:04,000\npast the end\n",
+     "1\n00:00:00,100 --> 00:00:00,200\nearly\n\n2\n00:00:02,500 --> 00:00:02,900\nafter the last frame\n",
+     [0, 30, 60], 29.97, 3.0),
+    ("vtt_styling", "styled.vtt",
+     "WEBVTT\n\nNOTE a comment\n\n00:00.500 --> 00:01.500 align:start position:10%\n<v Bob><c.yellow>Hello</c> "
+     "<i>there</i>\n\nsecond\n00:00:02.000 --> 00:00:03.200\n<b>Bold</b> words\n",
+     "1\n00:00:00,500 --> 00:00:01,500\nHello there\n\n2\n00:00:02,000 --> 00:00:03,200\nBold words\n",
+     [0, 25, 50, 75], 25.0, 4.0),
+    ("srt_tags", "tags.srt",
+     "1\n00:00:00,500 --> 00:00:01,500\n<i>Hello</i> there\n\n2\n00:00:02,000 --> 00:00:03,200\n{\\an8}On top\n",
+     "1\n00:00:00,500 --> 00:00:01,500\nHello there\n\n2\n00:00:02,000 --> 00:00:03,200\nOn top\n",
+     [0, 25, 50, 75], 25.0, 4.0),
+]
+
+
+def _script(source: Path, relative: str, name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, source / relative)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _long_video_switch_at_tiny_width() -> None:
+    """Its long-video switch is `images[0].shape[-1] > 1000` (EVA's 1408-wide features, not 224-px pixels);
+    the tiny tower is 88 wide, so the same test is made at 87. Nothing else in the method changes."""
+    import inspect
+    import textwrap
+
+    from llamavid.model import llamavid_arch
+
+    cls = llamavid_arch.LLaMAVIDMetaForCausalLM
+    text = textwrap.dedent(inspect.getsource(cls.prepare_inputs_labels_for_multimodal))
+    assert text.count("images[0].shape[-1] > 1000") == 1
+    namespace: dict = {}
+    exec(text.replace("images[0].shape[-1] > 1000", f"images[0].shape[-1] > {TOWER_WIDTH - 1}"),
+         llamavid_arch.__dict__, namespace)
+    cls.prepare_inputs_labels_for_multimodal = namespace["prepare_inputs_labels_for_multimodal"]
+
+
+def record_movie(tokenizer, model, folder: Path, source: Path, work: Path) -> tuple[dict, dict]:
+    """Its long-video path: its SRT reader and `load_video_input` (extract_movienet_features.py; the same function
+    in extract_video_features_subtitles.py), the prompt and ids of run_llamavid_movie.py's `run_inference` (run
+    with its model call captured), and logits of the long-video path for one movie (also with
+    its long model's linear rope scaling)."""
+    import pickle
+
+    sys.modules["whisper"] = types.ModuleType("whisper")  # only its speech-to-text step uses it
+    flash = types.ModuleType("llamavid.train.llama_flash_attn_monkey_patch")  # flash-attn: CUDA only
+    flash.replace_llama_attn_with_flash_attn = lambda inference=False: None
+    sys.modules["llamavid.train.llama_flash_attn_monkey_patch"] = flash
+    movienet = _script(source, "scripts/extra_tool/extract_movienet_features.py", "extract_movienet_features")
+    custom = _script(source, "scripts/extra_tool/extract_video_features_subtitles.py", "extract_video_features")
+    import inspect
+
+    assert inspect.getsource(movienet.load_video_input) == inspect.getsource(custom.load_video_input)
+    sys.path.insert(0, str(source / "llamavid" / "serve"))
+    import run_llamavid_movie as movie
+
+    captured: dict = {}
+
+    class Captured:  # stands in for its model: takes what run_inference gives it
+        config = types.SimpleNamespace(mm_use_im_start_end=False)
+
+        def update_prompt(self, prompts):
+            captured["prompts"] = prompts
+
+        def generate(self, input_ids, images=None, **kwargs):
+            captured["input_ids"], captured["images"] = input_ids, images
+            return torch.cat([input_ids, torch.tensor([[tokenizer.eos_token_id]])], dim=1)
+
+    movie.load_pretrained_model = lambda *args: (tokenizer, Captured(), None, 2048)
+    tokenize = movie.tokenizer_image_token
+
+    def keep_prompt(prompt, *args, **kwargs):
+        captured["prompt"] = prompt
+        return tokenize(prompt, *args, **kwargs)
+
+    movie.tokenizer_image_token = keep_prompt
+    cuda = torch.Tensor.cuda
+    torch.Tensor.cuda = lambda self, *args, **kwargs: self  # its tensors go to the GPU; here they stay
+
+    def run(video_input: str, frames: int) -> dict:
+        feats = np.random.default_rng(2).standard_normal((frames, 257, 4)).astype("float16")
+        with open(work / "movie.pkl", "wb") as f:
+            pickle.dump({"feats": feats, "inputs": video_input}, f)
+        args = types.SimpleNamespace(model_path="movie", model_base=None, video_file=str(work / "movie.pkl"),
+                                     video_token=2, question=MOVIE_QUESTION, conv_mode="vicuna_v1",
+                                     pure_text=False, load_8bit=False, load_4bit=False)
+        movie.run_inference(args)
+        ids = captured["input_ids"][0].tolist()
+        assert captured["images"][0].shape == (frames, 256, 4)  # feats[:, 1:]
+        return {"prompt": captured["prompt"], "input_ids": ids, "prompts": captured["prompts"]}
+
+    def outcome(text: str, file_name: str, indices, fps) -> dict:
+        path = work / file_name
+        path.write_bytes(text.encode("utf-8"))
+        try:
+            cues = movienet.load_subtitles(str(path))
+        except Exception as err:  # noqa: BLE001  (what its reader does with the file is the record)
+            return {"error": type(err).__name__}
+        times = [x / fps for x in indices]
+        video_input = movienet.load_video_input(cues, times)
+        return {"cues": cues, "frame_time": times, "video_input": video_input,
+                **run(video_input, len(indices))}
+
+    cases = {}
+    for name, file_name, text, twin, indices, fps, duration in MOVIE_CASES:
+        case = {"file": file_name, "text": text, "indices": indices, "fps": fps, "duration": duration,
+                "original": outcome(text, file_name, indices, fps)}
+        if twin is not None:
+            case["twin"] = twin
+            case["original_on_twin"] = outcome(twin, "twin_" + file_name.rsplit(".", 1)[0] + ".srt", indices, fps)
+        cases[name] = case
+    torch.Tensor.cuda = cuda
+
+    # logits of its long-video path: the features its extractor saves (tower output, float16), the basic case's
+    # prompt; frames: the recorded 3 frames at 0, 1, 2 s
+    _long_video_switch_at_tiny_width()
+    name, file_name, text, _, _, _, _ = MOVIE_CASES[0]
+    pixels = model.get_model().get_vision_tower().image_processor.preprocess(_frames(), return_tensors="pt")[
+        "pixel_values"]
+    with torch.inference_mode():
+        feats = model.get_model().get_vision_tower()(pixels).numpy().astype("float16")  # as it saves them
+        cues = movienet.load_subtitles(str(work / file_name))
+        video_input = movienet.load_video_input(cues, [0.0, 1.0, 2.0])
+        torch.Tensor.cuda = lambda self, *args, **kwargs: self
+        with open(work / "movie.pkl", "wb") as f:
+            pickle.dump({"feats": feats, "inputs": video_input}, f)
+        args = types.SimpleNamespace(model_path="movie", model_base=None, video_file=str(work / "movie.pkl"),
+                                     video_token=2, question=MOVIE_QUESTION, conv_mode="vicuna_v1",
+                                     pure_text=False, load_8bit=False, load_4bit=False)
+        movie.run_inference(args)
+        torch.Tensor.cuda = cuda
+        ids, video = captured["input_ids"], captured["images"]
+        # its loader leaves `vlm_att_query` in float16 (the rest is float32 here), and the long path makes its
+        # embedding buffer in the model's dtype, read off the first such parameter: the same values, in float32
+        model.get_model().vlm_att_query.data = model.get_model().vlm_att_query.data.float()
+        model.update_prompt(captured["prompts"])
+        logits = model(input_ids=ids, images=[v.float() for v in video]).logits[0]  # float32 here, half there
+    # the long-video model's stretched positions (its training writes rope_scaling linear, factor
+    # ceil(model_max_length / max_position_embeddings)): the same checkpoint with factor 4 in its config
+    stretched = work / "llama-vid-tiny-rope4"
+    stretched.mkdir(exist_ok=True)
+    for file in folder.iterdir():
+        (stretched / file.name).write_bytes(file.read_bytes())
+    config = json.loads((folder / "config.json").read_text())
+    (stretched / "config.json").write_text(json.dumps({**config, "rope_scaling": {"type": "linear", "factor": 4.0}}))
+    _, long_model, _ = _load(stretched)
+    long_model.get_model().vlm_att_query.data = long_model.get_model().vlm_att_query.data.float()
+    with torch.inference_mode():
+        long_model.update_prompt(captured["prompts"])
+        stretched_logits = long_model(input_ids=ids, images=[v.float() for v in video]).logits[0]
+    record = {"question": MOVIE_QUESTION, "cases": cases,
+              "logits_case": {"file": file_name, "frame_time": [0.0, 1.0, 2.0], "video_input": video_input,
+                              "prompt": captured["prompt"], "input_ids": ids[0].tolist(),
+                              "prompts": captured["prompts"]}}
+    return record, {"movie/logits": logits, "movie/rope_linear_4/logits": stretched_logits[-16:],
+                    "movie/features": torch.from_numpy(feats.astype("float32"))}
+
+
+def _write_movie(out: Path, record: dict, tensors: dict) -> None:
+    from safetensors.torch import save_file
+
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.float().contiguous() for k, v in tensors.items()}, str(out / "movie.safetensors"))
+    (out / "movie.json").write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkout", type=Path, help="a checkout of the pinned LLaMA-VID commit (default: fetch it)")
     parser.add_argument("--llava", type=Path, help="a checkout of the pinned LLaVA commit (default: fetch it)")
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--only-movie", action="store_true",
+                        help="write only the long-video recordings (movie.json, movie.safetensors)")
     args = parser.parse_args()
     source = _checkout(args.checkout, REPO, PINNED_COMMIT, "LLaMA-VID")
     llava = _checkout(args.llava, LLAVA_REPO, LLAVA_COMMIT, "LLaVA")
@@ -330,7 +534,16 @@ def main() -> None:
     _bert_folder(work / "bert-base-uncased")
     _processor_folder(work / "processor", source)
     folder = _build(work, seed=0)
+    if args.only_movie:  # the very checkpoint the other recordings were made with (another sentencepiece
+        # version may train another tokenizer.model), over the one just built
+        for file in (args.out / "checkpoint").iterdir():
+            (folder / file.name).write_bytes(file.read_bytes())
+        (work / "eva_vit_g.pth").write_bytes((args.out / "eva_vit_g.pth").read_bytes())
     tokenizer, model, processor = _load(folder)
+    _write_movie(args.out, *record_movie(tokenizer, model, folder, source, work))
+    if args.only_movie:
+        print(f"wrote {args.out / 'movie.json'}")
+        return
     record = {"commit": PINNED_COMMIT, "llava_commit": LLAVA_COMMIT, "question": QUESTION, "awkward": AWKWARD,
               "answer": ANSWER, "long": LONG, "templates": record_prompts(tokenizer, model)}
     tensors, record["model"] = record_model(tokenizer, model, processor)

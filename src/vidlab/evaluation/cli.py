@@ -162,7 +162,8 @@ def run_command(
                                api_frame_side or None, api_timeout, api_retries)
         except ValueError as err:
             raise typer.BadParameter(str(err)) from err
-    settings = media_options.settings()
+    # a local model's family frame rule unless an option says otherwise (an --api endpoint: the library defaults)
+    settings = media_options.settings(model=model if isinstance(model, (str, Path)) else None)
     generation = generation_options(max_new_tokens=max_new_tokens)
     from vidlab.evaluation.run import PREDICTIONS, SKIPPED, RunOptions
 

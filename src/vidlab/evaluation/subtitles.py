@@ -1,6 +1,6 @@
 """Subtitles for benchmark prompts: SRT/WebVTT cues and the lines shown at the sampled frames.
 
-SRT and WebVTT are a few lines of text per cue; reading them needs no library. Two rules choose the
+The files are read by `vidlab.media.subtitles` (shared with LLaMA-VID's movie prompt). Two rules choose the
 lines, as VideoLLaMA3's evaluation does: Video-MME takes, for each sampled frame, the cue on screen at
 its time; LongVideoBench keeps, in order, each cue whose span (widened to at least a second around its
 middle) holds a sampled frame.
@@ -8,53 +8,27 @@ middle) holds a sampled frame.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
 from vidlab.errors import EvaluationError
+from vidlab.media.subtitles import Cue, SubtitleError, read_subtitles  # the one SRT/WebVTT reader
+
+__all__ = ["SUBTITLE_INTRO", "Cue", "TimedSubtitles", "benchmark_subtitles", "lines_at", "lines_covering",
+           "read_subtitles", "subtitle_block"]
 
 # VideoLLaMA3's Video-MME prompt puts this before the question when subtitles are used.
 SUBTITLE_INTRO = "This video's subtitles are listed below:\n"
 
-_TIME_RE = re.compile(r"(?:(\d+):)?(\d{1,2}):(\d{2})[,.](\d{1,3})")
-_TAG_RE = re.compile(r"<[^>]+>|\{[^}]*\}")
 
-
-@dataclass(frozen=True)
-class Cue:
-    start: float  # seconds
-    end: float
-    text: str
-
-
-def _seconds(match: re.Match) -> float:
-    hours, minutes, seconds, fraction = match.groups()
-    return int(hours or 0) * 3600 + int(minutes) * 60 + int(seconds) + int(fraction.ljust(3, "0")) / 1000
-
-
-def read_subtitles(path: str | Path) -> list[Cue]:
-    """The cues of an .srt or .vtt file, in file order; markup tags removed, lines joined by spaces."""
-    path = Path(path)
+def benchmark_subtitles(path) -> list[Cue]:
+    """A benchmark's subtitle file read by the shared reader; its errors become the evaluation's (so that a suite
+    run reports the benchmark and goes on)."""
     try:
-        text = path.read_text(encoding="utf-8-sig", errors="replace")
-    except OSError as err:
-        raise EvaluationError(f"{path}: cannot read the subtitle file ({err}). Check the path.") from err
-    cues = []
-    for block in re.split(r"\n\s*\n", text.replace("\r\n", "\n").replace("\r", "\n")):
-        lines = [line.strip() for line in block.strip().split("\n")]
-        for i, line in enumerate(lines):
-            if "-->" not in line:
-                continue
-            left, right = line.split("-->", 1)
-            start, end = _TIME_RE.search(left), _TIME_RE.search(right)
-            if start and end:
-                words = " ".join(_TAG_RE.sub("", t).replace("\\N", " ") for t in lines[i + 1 :] if t)
-                cues.append(Cue(_seconds(start), _seconds(end), words.strip()))
-            break
-    return cues
+        return read_subtitles(path)
+    except SubtitleError as err:
+        raise EvaluationError(str(err)) from err
 
 
 def lines_at(cues: Sequence[Cue], times: Sequence[float]) -> list[str]:

@@ -108,6 +108,11 @@ def encode(
             smallest size, or the processor cannot use its media; the message starts with the
             conversation's source (file:line of a record).
     """
+    subtitled = any(getattr(m, "subtitles", None) is not None for m in media)
+    if subtitled and not getattr(processor, "reads_subtitles", False):
+        raise SampleError(f"{conversation.source}: a subtitle file came with the video, but only LLaMA-VID models put "
+                          "subtitles into their prompt (its movie prompt). Leave the subtitles out, or use a LLaMA-VID "
+                          "model; for Video-MME / LongVideoBench use `vidlab eval run --subtitles`.")
     family_encode = getattr(processor, "encode_conversation", None)
     if family_encode is not None:  # another model family (vidlab.models.tinyllava_video): its own tensors, same Sample
         return family_encode(conversation, media, settings, labels=labels, max_length=max_length)

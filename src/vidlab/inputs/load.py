@@ -11,6 +11,7 @@ Whether a cut file is used is the caller's `allow_partial`: chat decides it for 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from PIL import Image
@@ -19,6 +20,7 @@ from vidlab.conversation import Conversation, MediaPart
 from vidlab.inputs.processing import video_frame_size
 from vidlab.media import VideoClip, load_image, load_video
 from vidlab.media.cache import MediaCache
+from vidlab.media.subtitles import read_subtitles
 from vidlab.settings import MediaSettings
 
 LoadedMedia = VideoClip | Image.Image
@@ -60,11 +62,22 @@ class MediaLoad:
             return None
         if part.type == "image":
             return self.cache.images.get(name)
-        return self.cache.clips.get(self.cache.clips.key(name, self.sampling, part.start, part.end, self.frame_size))
+        found = self.cache.clips.get(self.cache.clips.key(name, self.sampling, part.start, part.end, self.frame_size))
+        return None if found is None else self._with_subtitles(part, found)
+
+    def _with_subtitles(self, part: MediaPart, clip: LoadedMedia) -> LoadedMedia:
+        """The clip with its subtitle cues when the part names a subtitle file: a copy, so that the cached clip
+        itself stays without them."""
+        if part.type != "video" or part.subtitles is None:
+            return clip
+        return replace(clip, subtitles=read_subtitles(self.path(MediaPart(type="video", path=part.subtitles))))
 
     def __call__(self, part: MediaPart, name: tuple | None = None) -> LoadedMedia:
         """The part decoded (from the cache when it holds it). `name` names the content when its file does
         not (a temporary copy of an upload); by default the file's identity does."""
+        return self._with_subtitles(part, self._decoded(part, name))
+
+    def _decoded(self, part: MediaPart, name: tuple | None) -> LoadedMedia:
         path = self.path(part)
         if part.type == "image":
             if name is None or self.cache is None:

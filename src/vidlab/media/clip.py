@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from vidlab.errors import ClipWindowError, MediaNotFoundError
+from vidlab.media.subtitles import Cue
 
 
 @dataclass
@@ -36,6 +37,8 @@ class VideoClip:
             its chat template rounds numpy-style (`announced_stamps`).
         key: what identifies these frames (set by `ClipCache`: the file and the settings that made
             them); None when unknown. Vision features computed from them are cached under it.
+        subtitles: the video's subtitle cues (`vidlab.media.subtitles`), when a subtitle file came with it;
+            times on the video's clock.
     """
 
     path: str
@@ -51,6 +54,7 @@ class VideoClip:
     decoder: str = "pyav"
     key: Hashable | None = None
     numpy_stamps: bool = False
+    subtitles: list[Cue] | None = None
 
     def __len__(self) -> int:
         return len(self.timestamps)

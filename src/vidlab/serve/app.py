@@ -246,15 +246,20 @@ def create_app(
         model: a checkpoint folder or hub id, or a loaded (model, processor) pair.
         adapters: name -> LoRA adapter folder; a request picks one with `"model": name`.
         name: the base model's name in requests (default: `model` as given).
-        options: limits, security, queue, batching and request defaults (`ServeOptions`).
+        options: limits, security, queue, batching and request defaults (`ServeOptions`); without `media` in
+            it, the model folder's family frame rule (`vidlab.models.frame_rules`).
         dtype, device: as in `vidlab.load_model`.
         quantize: 8bit or 4bit LLM weights (bitsandbytes on a GPU; 8bit through torchao on a CPU); None: as saved.
 
     Raises:
         ModelLoadError: the model or an adapter cannot be loaded.
     """
+    from vidlab.models.frame_rules import family_media_settings
     from vidlab.serve.engine import Engine
 
+    if "media" not in options.model_fields_set:  # not chosen: the model folder's family frame rule
+        local = model if isinstance(model, (str, Path)) else None
+        options = options.model_copy(update={"media": family_media_settings(local)})
     registry = CollectorRegistry()
     engine = Engine(model, adapters=adapters, name=name, options=options, dtype=dtype, device=device,
                     quantize=quantize, registry=registry)

@@ -127,7 +127,7 @@ def serve_command(
 ) -> None:
     """Serve a VideoLLaMA3 model and its LoRA adapters over an OpenAI-compatible API (chat completions with video)."""
     adapters = parse_adapters(adapter)
-    media = media_options.settings()
+    media = media_options.settings(model=model)  # the model family's frame rule unless an option says otherwise
     generation = generation_options(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
     options = build(ServeOptions, {
         "media_root": media_root, "allow_remote_media": allow_remote_media or None, "max_media_mb": max_media_mb,

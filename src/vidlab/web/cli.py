@@ -75,7 +75,7 @@ def web_command(
         media_root = media_root or given["media_root"]
     options = build(WebOptions, {"host": host, "port": port, "runs": runs, "media_root": media_root,
                                  "max_upload_mb": max_upload_mb, "max_video_seconds": max_video_seconds,
-                                 "media": media_options.settings(base)}, name=flag)
+                                 "media": media_options.settings(base, model=model)}, name=flag)
     if model is not None:
         quiet_transformers()
     from vidlab.web.app import launch, stop_on_sigterm

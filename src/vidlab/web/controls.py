@@ -7,6 +7,7 @@ import logging
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
+from typing import get_args
 
 import gradio as gr
 
@@ -18,8 +19,9 @@ from vidlab.web.options import WebOptions
 
 log = logging.getLogger("vidlab.web")
 FRAME_MODES = ["at most", "exactly"]
-_LABELS = {"fps": "fps", "max_frames": "N (frames)", "num_frames": "N (frames)", "max_new_tokens": "max tokens",
-           "temperature": "temperature", "start": "clip start", "end": "clip end"}
+FRAME_RULES = list(get_args(MediaSettings.model_fields["frame_rule"].annotation))
+_LABELS = {"frame_rule": "frame rule", "fps": "fps", "max_frames": "N (frames)", "num_frames": "N (frames)",
+           "max_new_tokens": "max tokens", "temperature": "temperature", "start": "clip start", "end": "clip end"}
 
 
 def _help(model, name: str) -> str:
@@ -31,6 +33,7 @@ class SettingsControls:
     fps: gr.Number
     frame_mode: gr.Radio
     frames: gr.Number
+    frame_rule: gr.Dropdown
     start: gr.Number
     end: gr.Number
     compression: gr.Checkbox
@@ -40,15 +43,15 @@ class SettingsControls:
 
     @property
     def inputs(self) -> list:
-        return [self.fps, self.frame_mode, self.frames, self.start, self.end, self.compression, self.temperature,
-                self.max_tokens, self.system]
+        return [self.fps, self.frame_mode, self.frames, self.frame_rule, self.start, self.end, self.compression,
+                self.temperature, self.max_tokens, self.system]
 
     @property
     def frame_triggers(self) -> list:
         """The events after which the frame strip is redrawn: a number box left (blur) or entered, a choice made."""
         numbers = [self.fps, self.frames, self.start, self.end]
         return [*(box.blur for box in numbers), *(box.submit for box in numbers), self.frame_mode.change,
-                self.compression.change]
+                self.frame_rule.change, self.compression.change]
 
 
 def settings_controls(media: MediaSettings = MediaSettings(),
@@ -66,6 +69,9 @@ def settings_controls(media: MediaSettings = MediaSettings(),
                         "spaced")
         frames = gr.Number(media.num_frames or media.max_frames, label="N", precision=0,
                            elem_id="set-frames")
+    # the page starts from the rule `vidlab web` was given (a TinyLLaVA-Video / LLaMA-VID folder: its family's)
+    frame_rule = gr.Dropdown(FRAME_RULES, value=media.frame_rule, label="frame rule",
+                             info=_help(MediaSettings, "frame_rule"), elem_id="set-frame-rule")
     with gr.Row():
         start = gr.Number(0, label="clip start (s)", info="0: from the beginning", elem_id="set-start")
         end = gr.Number(0, label="clip end (s)", info="0: to the end", elem_id="set-end")
@@ -76,7 +82,7 @@ def settings_controls(media: MediaSettings = MediaSettings(),
     max_tokens = gr.Number(generation.max_new_tokens, label="max tokens", precision=0,
                            info=_help(GenerationOptions, "max_new_tokens"), elem_id="set-max-tokens")
     system = gr.Textbox("", label="system prompt", lines=2, placeholder="none", elem_id="set-system")
-    return SettingsControls(fps, mode, frames, start, end, compression, temperature, max_tokens, system)
+    return SettingsControls(fps, mode, frames, frame_rule, start, end, compression, temperature, max_tokens, system)
 
 
 @dataclass(frozen=True)
@@ -88,7 +94,7 @@ class Settings:
     system: str | None
 
 
-def read_settings(fps, frame_mode, frames, start, end, compression, temperature, max_tokens, system, *,
+def read_settings(fps, frame_mode, frames, frame_rule, start, end, compression, temperature, max_tokens, system, *,
                   base: MediaSettings = MediaSettings()) -> Settings:
     """The panel's values as settings objects (what the panel does not show comes from `base`); a bad value is
     one VidlabError naming its control."""
@@ -97,7 +103,8 @@ def read_settings(fps, frame_mode, frames, start, end, compression, temperature,
 
     frames = None if frames is None else int(frames)
     start, end = start or None, end or None  # an empty number box reads 0: the whole video
-    values = {**base.model_dump(), "fps": fps, "compression": bool(compression), "num_frames": None}
+    values = {**base.model_dump(), "fps": fps, "frame_rule": frame_rule, "compression": bool(compression),
+              "num_frames": None}
     values["num_frames" if frame_mode == "exactly" else "max_frames"] = frames
     media = build(MediaSettings, values, name=name)
     generation = build(GenerationOptions, {"temperature": temperature,

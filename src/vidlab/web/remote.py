@@ -79,7 +79,8 @@ def request_settings(settings: MediaSettings, generation: GenerationOptions) -> 
     frames = {"num_frames": settings.num_frames} if settings.num_frames else \
         {"fps": settings.fps, "max_frames": settings.max_frames}
     return {"max_tokens": generation.max_new_tokens, "temperature": generation.temperature,
-            "extra_body": {"mm_processor_kwargs": {**frames, "compression": settings.compression}}}
+            "extra_body": {"mm_processor_kwargs": {**frames, "frame_rule": settings.frame_rule,
+                                                   "compression": settings.compression}}}
 
 
 def _info(extra: dict | None, usage) -> AnswerInfo:

@@ -18,7 +18,7 @@ from vidlab.evaluation.benchmarks.common import (
     question_text,
 )
 from vidlab.evaluation.records import BREAKDOWN_KEYS, EvalSet
-from vidlab.evaluation.subtitles import read_subtitles
+from vidlab.evaluation.subtitles import benchmark_subtitles
 from vidlab.files import iter_json_items
 
 ANSWER_DIRECTLY = "Answer with the option's letter from the given choices directly."
@@ -44,7 +44,7 @@ def _media_parts(item: dict, where: str, start: float | None = None, end: float 
 def _subtitles(item: dict, root: Path, where: str) -> Any:
     subtitles = item.get("subtitles")
     if isinstance(subtitles, str) and Path(subtitles).suffix.lower() in (".srt", ".vtt"):
-        return read_subtitles(root / subtitles)
+        return benchmark_subtitles(root / subtitles)
     if subtitles is not None and not isinstance(subtitles, str):
         raise EvaluationError(f'{where}: "subtitles" must be text or the path of an .srt / .vtt file.')
     return subtitles

@@ -25,7 +25,7 @@ from vidlab.evaluation.benchmarks.common import (
 )
 from vidlab.evaluation.benchmarks.spec import Benchmark, DataFormat
 from vidlab.evaluation.records import EvalSet
-from vidlab.evaluation.subtitles import TimedSubtitles, read_subtitles
+from vidlab.evaluation.subtitles import TimedSubtitles, benchmark_subtitles
 
 PARQUET = "test-00000-of-00001.parquet"
 VIDEO_FOLDERS = ("videos", "data")  # VideoLLaMA3's name, then the one the Hugging Face zips unpack to
@@ -103,7 +103,7 @@ def _rows(path: Path) -> list[tuple[str, Any]]:
 def _subtitles(root: Path, video_key: str) -> TimedSubtitles:
     found = first_existing(root, [f"{folder}/{video_key}.srt" for folder in SUBTITLE_FOLDERS])
     # A video without a subtitle file still gets the (empty) subtitle block, as in VideoLLaMA3's prompt.
-    return TimedSubtitles(read_subtitles(found) if found else [])
+    return TimedSubtitles(benchmark_subtitles(found) if found else [])
 
 
 def load_videomme(path: Path, data_root: Path | None = None, subtitles: bool = False) -> EvalSet:

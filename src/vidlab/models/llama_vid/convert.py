@@ -165,6 +165,24 @@ def _bert(bert: str | Path | None):
     return tokenizer, config
 
 
+def _long_context(original: dict, where: Path, problems: list[str]) -> dict:
+    """The long-video model's stretched positions: its training sets rope_scaling {"type": "linear", "factor":
+    ceil(model_max_length / max_position_embeddings)} (64K tokens on Vicuna's 4096). Kept as the LLM's rope
+    parameters, and the context it holds (what vidlab's limits read) is max_position_embeddings x factor."""
+    scaling = original.get("rope_scaling")
+    if not scaling:
+        return {}
+    kind = scaling.get("type") or scaling.get("rope_type") if isinstance(scaling, dict) else None
+    if kind != "linear" or not isinstance(scaling.get("factor"), (int, float)) or scaling["factor"] < 1:
+        problems.append(f"{where}: rope_scaling {scaling!r}: vidlab converts LLaMA-VID's linear scaling only "
+                        '({"type": "linear", "factor": F}, as its long-video training writes it)')
+        return {}
+    factor = float(scaling["factor"])
+    positions = int(original.get("max_position_embeddings") or 4096)
+    return {"rope_parameters": {"rope_type": "linear", "factor": factor},
+            "max_position_embeddings": int(positions * factor)}
+
+
 def native_config(original: dict, bert_config: dict, weights: dict[str, tuple], vision: Blip2VisionConfig,
                   where: Path, problems: list[str]) -> LlamaVidConfig:
     """vidlab's config from the original's config.json, the BERT config and the Q-Former's tensor shapes."""
@@ -172,7 +190,8 @@ def native_config(original: dict, bert_config: dict, weights: dict[str, tuple], 
     if "qformer" not in bert_type:
         problems.append(f"{where}: bert_type {bert_type!r}: vidlab converts the Q-Former kinds ('qformer...'), "
                         "not LLaMA-VID's 'raw_bert' experiments")
-    text = LlamaConfig(**{k: original[k] for k in _LLM_KEYS if original.get(k) is not None})
+    text = LlamaConfig(**{**{k: original[k] for k in _LLM_KEYS if original.get(k) is not None},
+                          **_long_context(original, where, problems)})
     prefix = "model.vlm_att_encoder.bert."
     layers = {int(k[len(prefix):].split(".")[2]) for k in weights if k.startswith(prefix + "encoder.layer.")}
     cross = [k for k in weights if ".crossattention.self.key.weight" in k]

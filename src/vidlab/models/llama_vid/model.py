@@ -10,7 +10,8 @@ Inputs: `input_ids` in which each picture (a video, or an image as a one-frame v
 frames x tokens_per_frame copies of `config.image_token_id`; `pixel_values_frames` (all frames of all
 pictures: frames x 3 x H x W); `frame_counts` (frames of each picture); `qformer_input_ids` (each
 picture's Q-Former text, BERT word pieces, one after another) and `qformer_lengths` (word pieces of
-each picture's text). Flat, so that a batch's samples concatenate without padding.
+each picture's text); `movie_pictures` (optional, per picture): read as LLaMA-VID's long-video path reads
+a movie's frames. Flat, so that a batch's samples concatenate without padding.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from transformers.modeling_utils import slice_logits_to_keep
 from vidlab.errors import SampleError
 from vidlab.models.llama_vid.config import LlamaVidConfig
 
-PICTURE_INPUTS = ("pixel_values_frames", "frame_counts", "qformer_input_ids", "qformer_lengths")
+PICTURE_INPUTS = ("pixel_values_frames", "frame_counts", "qformer_input_ids", "qformer_lengths", "movie_pictures")
 
 
 class FrameTokens(nn.Module):
@@ -55,8 +56,14 @@ class FrameTokens(nn.Module):
         # LLaVA's mlp2x_gelu (Linear, GELU, Linear), indices as the original's nn.Sequential for its weights
         self.content = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, hidden))
 
-    def forward(self, features: torch.Tensor, text_ids: torch.Tensor) -> torch.Tensor:
-        """(frames, 1 + patches, width) of a picture, its (pieces,) question -> (frames * tokens_per_frame, hidden)."""
+    def forward(self, features: torch.Tensor, text_ids: torch.Tensor, movie: bool = False) -> torch.Tensor:
+        """(frames, 1 + patches, width) of a picture, its (pieces,) question -> (frames * tokens_per_frame, hidden).
+
+        `movie`: as LLaMA-VID's long-video path, which reads features saved beforehand (float16, the class
+        token cut off: `feats[:, 1:]`), so that the Q-Former sees the patches only, rounded through float16.
+        """
+        if movie:
+            features = features[:, 1:].to(torch.float16).to(features.dtype)
         frames = features.shape[0]
         qformer_in = features if self.qformer_input is None else self.qformer_input(features)
         if self.qformer_norm is not None:
@@ -119,17 +126,19 @@ class LlamaVidModel(LlamaVidPreTrainedModel):
         embeddings = tower.embeddings(pixel_values_frames.to(tower.dtype))
         return tower.encoder(inputs_embeds=embeddings).last_hidden_state
 
-    def picture_tokens(self, pixel_values_frames, frame_counts, qformer_input_ids, qformer_lengths) -> list:
+    def picture_tokens(self, pixel_values_frames, frame_counts, qformer_input_ids, qformer_lengths,
+                       movie_pictures=None) -> list:
         """Per picture, its (frames * tokens_per_frame, hidden) tokens for the LLM."""
         features = self.frame_features(pixel_values_frames)
         pictures = features.split([int(n) for n in frame_counts.tolist()], dim=0)
         texts = qformer_input_ids.split([int(n) for n in qformer_lengths.tolist()], dim=0)
         if len(texts) != len(pictures):
             raise SampleError(f"{len(pictures)} pictures but {len(texts)} Q-Former texts came with them")
-        return [self.projector(frames, text) for frames, text in zip(pictures, texts)]
+        movies = [False] * len(pictures) if movie_pictures is None else [bool(m) for m in movie_pictures.tolist()]
+        return [self.projector(frames, text, movie) for frames, text, movie in zip(pictures, texts, movies)]
 
     def embed(self, input_ids, pixel_values_frames=None, frame_counts=None, qformer_input_ids=None,
-              qformer_lengths=None) -> torch.Tensor:
+              qformer_lengths=None, movie_pictures=None) -> torch.Tensor:
         """The LLM's input embeddings, the pictures' tokens in their placeholders' places."""
         slots = input_ids == self.config.image_token_id
         embeds = self.get_input_embeddings()(input_ids.masked_fill(slots, 0))  # the placeholder is never embedded
@@ -138,17 +147,17 @@ class LlamaVidModel(LlamaVidPreTrainedModel):
                 raise SampleError("the prompt has picture placeholders but no pixel_values_frames came with it")
             return embeds
         tokens = torch.cat(self.picture_tokens(pixel_values_frames, frame_counts, qformer_input_ids,
-                                               qformer_lengths), dim=0)
+                                               qformer_lengths, movie_pictures), dim=0)
         if int(slots.sum()) != tokens.shape[0]:
             raise SampleError(f"the prompt has {int(slots.sum())} picture placeholders but the pictures make "
                               f"{tokens.shape[0]} tokens ({self.config.tokens_per_frame} a frame)")
         return embeds.masked_scatter(slots.unsqueeze(-1), tokens.to(embeds.dtype))
 
     def forward(self, input_ids=None, pixel_values_frames=None, frame_counts=None, qformer_input_ids=None,
-                qformer_lengths=None, inputs_embeds=None, **kwargs) -> BaseModelOutputWithPast:
+                qformer_lengths=None, movie_pictures=None, inputs_embeds=None, **kwargs) -> BaseModelOutputWithPast:
         if inputs_embeds is None:
             inputs_embeds = self.embed(input_ids, pixel_values_frames, frame_counts, qformer_input_ids,
-                                       qformer_lengths)
+                                       qformer_lengths, movie_pictures)
         return self.language_model(inputs_embeds=inputs_embeds, **kwargs)
 
 
@@ -178,6 +187,7 @@ class LlamaVidForConditionalGeneration(LlamaVidPreTrainedModel, GenerationMixin)
         frame_counts: torch.Tensor | None = None,
         qformer_input_ids: torch.Tensor | None = None,
         qformer_lengths: torch.Tensor | None = None,
+        movie_pictures: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
@@ -189,7 +199,8 @@ class LlamaVidForConditionalGeneration(LlamaVidPreTrainedModel, GenerationMixin)
     ) -> CausalLMOutputWithPast:
         outputs = self.model(input_ids=input_ids, pixel_values_frames=pixel_values_frames, frame_counts=frame_counts,
                              qformer_input_ids=qformer_input_ids, qformer_lengths=qformer_lengths,
-                             inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids,
+                             movie_pictures=movie_pictures, inputs_embeds=inputs_embeds,
+                             attention_mask=attention_mask, position_ids=position_ids,
                              cache=cache, use_cache=use_cache, **kwargs)
         logits = self.lm_head(slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep))
         loss = None

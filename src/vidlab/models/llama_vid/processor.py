@@ -4,7 +4,9 @@ family's encoder behind `vidlab.inputs`.
 `vidlab.inputs.encode` hands a conversation to `LlamaVidProcessor.encode_conversation` when the model is of
 this family, so chat, evaluation, training and the server build its inputs on the same road as
 VideoLLaMA3's. Frames are chosen by the settings' sampling before (`frame_rule: stride` is the
-original's 1 fps rule: every round(average rate)-th frame).
+original's 1 fps rule: every round(average rate)-th frame). A video that came with subtitles is a movie:
+its frames and subtitle lines are interleaved as LLaMA-VID's long-video path writes them
+(`vidlab.models.llama_vid.movie`), and the model reads its frames as that path does (`movie_pictures`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from transformers.models.clip.image_processing_pil_clip import CLIPImageProcesso
 
 from vidlab.errors import ModelLoadError, SampleError
 from vidlab.files import write_json
+from vidlab.models.llama_vid.movie import clip_frame_lines, movie_text
 from vidlab.models.llama_vid.template import PICTURE, render, tokenize
 
 PROCESSOR_FILE = "vidlab_processor.json"  # what the processor needs beyond the tokenizers and the image processor
@@ -36,6 +39,8 @@ class LlamaVidProcessor:
         qformer_max_length: the Q-Former's text is cut to this many word pieces, from the left.
         image_aspect_ratio: "square" (resize and crop) or "pad" (pad to a square with the mean first) for images.
     """
+
+    reads_subtitles = True  # a video with subtitles becomes its movie prompt (vidlab.inputs.encode checks this)
 
     def __init__(self, tokenizer, qformer_tokenizer, image_processor, tokens_per_frame: int = 2,
                  qformer_max_length: int = 256, image_aspect_ratio: str = "square", image_token: str = PICTURE,
@@ -102,13 +107,18 @@ class LlamaVidProcessor:
         from vidlab.media import VideoClip
 
         where = conversation.source
-        rendered = render(conversation)
+        movies = [isinstance(m, VideoClip) and m.subtitles is not None for m in media]
+        rendered = render(conversation, {i: movie_text(clip_frame_lines(m), PICTURE)
+                                         for i, m in enumerate(media) if movies[i]})
         if len(rendered.questions) != len(media):
             raise SampleError(f"{where}: {len(rendered.questions)} pictures in the text but {len(media)} decoded "
                               "videos or images")
         frames = [self.pixels(m) for m in media]
         counts = [len(f) * self.tokens_per_frame for f in frames]
-        ids, learned = tokenize(rendered, self.tokenizer, self.image_token_id, counts)
+        # a movie has one placeholder run per frame (its lines between), any other picture one run in all
+        runs = [n for f, movie, count in zip(frames, movies, counts)
+                for n in ([self.tokens_per_frame] * len(f) if movie else [count])]
+        ids, learned = tokenize(rendered, self.tokenizer, self.image_token_id, runs)
         if max_length is not None and len(ids) > max_length:
             raise SampleError(f"{where}: {len(ids)} tokens ({self.tokens_per_frame} per frame), above max_length "
                               f"{max_length}. Shorten the text, take fewer frames or raise max_length.")
@@ -123,6 +133,7 @@ class LlamaVidProcessor:
             tensors["frame_counts"] = torch.tensor([len(f) for f in frames])
             tensors["qformer_input_ids"] = torch.tensor([i for t in texts for i in t])
             tensors["qformer_lengths"] = torch.tensor([len(t) for t in texts])
+            tensors["movie_pictures"] = torch.tensor(movies, dtype=torch.bool)
         visual = sum(counts)
         patches = sum(len(f) for f in frames) * self.patches_per_frame
         stats = InputStats(frames=[m.stamps for m in media if isinstance(m, VideoClip)], visual_tokens=visual,

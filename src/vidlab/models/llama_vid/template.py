@@ -35,11 +35,14 @@ class Rendered:
     questions: list[str]  # per picture, the Q-Former's text
 
 
-def render(conversation: Conversation) -> Rendered:
+def render(conversation: Conversation, movies: dict[int, str] | None = None) -> Rendered:
     """The conversation in vicuna_v1; a conversation ending with a user turn is a prompt (ends with ASSISTANT:).
 
-    A system turn replaces the template's system line.
+    A system turn replaces the template's system line. `movies` maps a picture's position (0 for the
+    conversation's first) to the text that stands for it instead of one PICTURE: a video with subtitles,
+    as `vidlab.models.llama_vid.movie.movie_text` writes it (one PICTURE per frame, the lines between).
     """
+    movies = movies or {}
     turns = list(conversation.turns)
     system = DEFAULT_SYSTEM
     if turns and turns[0].role == "system":
@@ -48,8 +51,9 @@ def render(conversation: Conversation) -> Rendered:
     for i in range(0, len(turns), 2):
         turn = turns[i]
         pictures = sum(isinstance(p, MediaPart) for p in turn.parts)
+        placed = "".join(movies.get(len(holders) + n, PICTURE) + "\n" for n in range(pictures))
         holders += [turn.text] * pictures
-        text += "USER: " + f"{PICTURE}\n" * pictures + turn.text + " ASSISTANT:"
+        text += "USER: " + placed + turn.text + " ASSISTANT:"
         if i + 1 < len(turns):
             text += " "
             start = len(text)

@@ -1,15 +1,18 @@
 """A VideoLLaMA3-2B-sized model on a GPU: memory and time of a LoRA training step and of generation.
 
-    python benchmarks/gpu.py [--frames 180] [--size 448x252] [--device cuda] [--json OUT]
+    python benchmarks/gpu.py [--frames 180] [--size 336x196] [--device cuda] [--json OUT]
     python benchmarks/gpu.py --tiny --device cpu      # the same code at tiny sizes (the tests run this)
 
 The model has the released VideoLLaMA3-2B's sizes (Qwen2.5-1.5B LLM: hidden 1536, 28 layers, 12
 heads, 2 key/value heads, vocabulary 151,936, tied embeddings; SigLIP-NaViT vision encoder: hidden
 1152, 27 layers, 16 heads, patch 14) with random weights in bf16; no download. The input is one
-video of --frames frames of --size pixels (merged 2x2: 180 frames of 448x252 are 25,920 visual
-tokens, DiffFP off) and a short question and answer. Measured, each after one warm-up:
+video of --frames frames of --size pixels (merged 2x2: 180 frames of 336x196 are 15,120 visual
+tokens, what the released 16,384-token budget gives 180 frames of a 16:9 video; DiffFP off) and a
+short question and a 40-token answer: the step benchmarks/real_size.py measures on the CPU with 2
+layers, here at full depth. Measured, each after one warm-up:
     lora step        forward + backward + AdamW step, LoRA r 64 on every LLM Linear, with and
-                     without activation checkpointing
+                     without activation checkpointing, the frozen vision encoder forward only (as
+                     `vidlab train`); beside it `vidlab data plan`'s estimate of the same peak
     generate         prefill of the whole prompt and 16 new tokens
     generate 4-bit   the same with the LLM in 4-bit (bitsandbytes nf4; CUDA only)
 Prints one row per measurement: seconds, peak GPU memory (torch.cuda.max_memory_allocated; on the
@@ -28,6 +31,7 @@ from pathlib import Path
 import peak
 import torch
 
+ANSWER_TOKENS = 40
 TEXT_2B = {"hidden_size": 1536, "intermediate_size": 8960, "num_hidden_layers": 28, "num_attention_heads": 12,
            "num_key_value_heads": 2, "vocab_size": 151936, "tie_word_embeddings": True, "rope_theta": 1000000.0,
            "max_position_embeddings": 32768}
@@ -99,21 +103,23 @@ def lora_step(model, inputs: dict, device: torch.device, checkpointing: bool) ->
     from peft import LoraConfig, get_peft_model
 
     from vidlab.models.load import peft_wrapping
-    from vidlab.training.model import lora_target_regex
+    from vidlab.training.model import drop_input_grads_of_frozen_vision, lora_target_regex
     from vidlab.training.steps import label_token_loss
 
     model.config.use_cache = False  # training keeps no key/value cache
     if checkpointing:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
     with peft_wrapping():
         lora = LoraConfig(r=64, lora_alpha=16, target_modules=lora_target_regex(model, "all-linear"))
         peft_model = get_peft_model(model, lora)
+    drop_input_grads_of_frozen_vision(peft_model)  # as `vidlab train`: no backward through the frozen encoder
     trainable = [p for p in peft_model.parameters() if p.requires_grad]
     for param in trainable:
         param.data = param.data.float()  # trainable weights in fp32, as vidlab trains them
     optimizer = torch.optim.AdamW(trainable, lr=1e-4)
     labels = inputs["input_ids"].clone()
-    labels[:, : -8] = -100  # the answer: the last 8 tokens
+    labels[:, :-ANSWER_TOKENS] = -100  # the answer
 
     def step():
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
@@ -129,7 +135,24 @@ def lora_step(model, inputs: dict, device: torch.device, checkpointing: bool) ->
     if checkpointing:
         model.activation_checkpointing_disable()
     model.config.use_cache = True
-    return {"seconds": meter.seconds, "peak_gb": meter.peak_gb}
+    row = {"seconds": meter.seconds, "peak_gb": meter.peak_gb}
+    if model.config.text_config.hidden_size == TEXT_2B["hidden_size"]:  # the plan knows the released sizes
+        row["plan_gb"] = _planned_peak(inputs, device, checkpointing) / 2**30
+    return row
+
+
+def _planned_peak(inputs: dict, device: torch.device, checkpointing: bool) -> float:
+    """`vidlab data plan`'s peak for the step `lora_step` measures (without the runtime it assumes on CUDA, which
+    torch.cuda.max_memory_allocated does not count)."""
+    from vidlab.data.plan_memory import Setup, estimate
+    from vidlab.data.plan_model import read_architecture
+
+    tokens = int(inputs["input_ids"].shape[1])
+    setup = Setup(method="lora", precision="bf16" if device.type == "cuda" else "fp32", checkpointing=checkpointing,
+                  tokens=tokens, vision_tokens=int(inputs["video_compression_mask"].sum()),
+                  label_tokens=ANSWER_TOKENS, lora_dropout=0.0, device=device.type)
+    planned = estimate(read_architecture("videollama3-2b", 64, "all-linear"), setup, 64)
+    return planned.peak - planned.runtime
 
 
 @torch.inference_mode()
@@ -165,14 +188,14 @@ def four_bit(model, inputs: dict, device: torch.device) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=None, help="default: 180 (tiny: 4)")
-    parser.add_argument("--size", default=None, help="WIDTHxHEIGHT, multiples of 28; default 448x252 (tiny: 56x56)")
+    parser.add_argument("--size", default=None, help="WIDTHxHEIGHT, multiples of 28; default 336x196 (tiny: 56x56)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--tiny", action="store_true", help="tiny sizes: checks the script anywhere, in seconds")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     device = torch.device(args.device)
     frames = args.frames or (4 if args.tiny else 180)
-    width, height = map(int, (args.size or ("56x56" if args.tiny else "448x252")).split("x"))
+    width, height = map(int, (args.size or ("56x56" if args.tiny else "336x196")).split("x"))
     if width % 28 or height % 28:
         parser.error(f"--size {width}x{height}: both sides must be multiples of 28")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -197,6 +220,7 @@ def main() -> None:
     unit = "GPU GB" if device.type == "cuda" else "process GB"
     for name, row in results["measurements"].items():
         shown = row.get("skipped") or f"{row['seconds']:.3f} s, peak {row['peak_gb']:.2f} {unit}"
+        shown += f" (plan {row['plan_gb']:.2f})" if "plan_gb" in row else ""
         print(f"  {name:<38} {shown}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

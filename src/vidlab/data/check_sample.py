@@ -1,19 +1,34 @@
-"""One record checked as training reads it: decoded and encoded with `vidlab.training.data.encode_record`.
+"""Records checked as training reads them: decoded and encoded as `vidlab.training.data.encode_record` does.
 
-Runs in the check's worker processes. `prepare` sets the processor and settings once per process
-(inherited under fork, loaded by the initializer under spawn); `measure` then turns a TrainRecord
-into its sizes, or into the kind and reason of its failure.
+Runs in the check's worker processes. `prepare` sets the processor, settings and records once per
+process (inherited under fork, loaded by the initializer under spawn); `work` then runs one task:
+("keys", start, stop) gives the digests of those records (`check_keys`), ("measure", numbers) the
+sizes of records that share their media, or the kind and reason of each one's failure.
+
+Records that share their media (a video asked about several times, with the same clip window) are
+measured together: the media are decoded once, and the video processor's answer for the same frames
+and arguments is reused (`SameFramesOnce`), so each further record costs its tokenizer pass. Each
+record still goes through `vidlab.inputs.encode`, so its sizes are the ones `encode_record` gives.
+`measure` checks one record the plain way (`encode_record`).
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from vidlab.annotations import reason_of
-from vidlab.errors import SampleError
+from vidlab.data.check_keys import record_digests
+from vidlab.data.check_pool import TaskFailure
+from vidlab.errors import MediaError, SampleError
 from vidlab.record_kinds import kind_of
 from vidlab.settings import MediaSettings
-from vidlab.training.data import TrainRecord, encode_record
+from vidlab.training.data import TrainRecord, _decoder_errors, encode_record
 
 _STATE: dict = {}
 
@@ -36,12 +51,74 @@ def load_processor(model: str):
                              "a hub id on a machine that can reach the hub.") from err
 
 
-def prepare(model: str, settings_json: str, max_length: int, processor=None) -> None:
-    """Set what `measure` uses in this process; loads the processor unless given (or already loaded)."""
+def prepare(model: str, settings_json: str, max_length: int, processor=None, records: Sequence | None = None,
+            fingerprint: str = "") -> None:
+    """Set what `measure` and `work` use in this process; loads the processor unless given (or already loaded)."""
     if processor is None and _STATE.get("model") == model:
         processor = _STATE["processor"]
-    _STATE.update(model=model, processor=processor or load_processor(model),
-                  settings=MediaSettings.model_validate_json(settings_json), max_length=max_length)
+    processor = processor or load_processor(model)
+    _STATE.update(model=model, processor=processor, shared=_sharing(processor),
+                  settings=MediaSettings.model_validate_json(settings_json), max_length=max_length,
+                  records=records, fingerprint=fingerprint, identities={})
+
+
+class SameFramesOnce:
+    """The video processor, answering a call with the same frame arrays (the same objects) and the same
+    arguments from the last calls. Hand-written: the arrays are matched by identity (they are the media a
+    group of records shares, kept alive here so an identity is never reused), which no cache library does."""
+
+    _KEEP = 8
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.calls: list[tuple[list, str, Any]] = []
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    def __call__(self, videos, **kwargs):
+        signature = _signature(kwargs)
+        if signature is None or not isinstance(videos, list):
+            return self.inner(videos, **kwargs)
+        for frames, known, result in self.calls:
+            if known == signature and len(frames) == len(videos) and all(a is b for a, b in zip(frames, videos)):
+                return result
+        result = self.inner(videos, **kwargs)
+        self.calls = [*self.calls[-(self._KEEP - 1):], (list(videos), signature, result)]
+        return result
+
+    def forget(self) -> None:
+        self.calls = []
+
+
+def _signature(kwargs: dict) -> str | None:
+    """The arguments as text (metadata by value), or None where one is an array (not compared by value)."""
+    def plain(value):
+        if isinstance(value, (np.ndarray,)) or type(value).__module__.startswith("torch"):
+            raise TypeError
+        if dataclasses.is_dataclass(value):
+            return repr(value)
+        if isinstance(value, dict):
+            return {str(k): plain(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        return repr(value)
+
+    try:
+        return repr(plain(kwargs))
+    except TypeError:
+        return None
+
+
+def _sharing(processor):
+    """A shallow copy of the processor whose video processor is a `SameFramesOnce` (None: a model family
+    with its own encoder, or no video processor)."""
+    if getattr(processor, "encode_conversation", None) is not None or getattr(processor, "video_processor",
+                                                                               None) is None:
+        return None
+    shared = copy.copy(processor)
+    shared.video_processor = SameFramesOnce(processor.video_processor)
+    return shared
 
 
 def _seconds(record: TrainRecord, sampling) -> float | None:
@@ -71,8 +148,73 @@ def measure(record: TrainRecord) -> dict:
         sample = encode_record(record, _STATE["processor"], settings, _STATE["max_length"])
     except SampleError as err:
         return {"ok": False, "kind": kind_of(err), "reason": reason_of(err, record.source)}
+    return _sizes(sample, _seconds(record, settings))
+
+
+def work(task: tuple) -> Iterator:
+    """One task of the check's pool: ("keys", start, stop) yields one (start, digests) item; ("measure",
+    numbers) yields (number, result) per record, in order (a result is `measure`'s, or a TaskFailure)."""
+    if task[0] == "keys":
+        _, start, stop = task
+        yield start, _keys(start, stop)
+    else:
+        yield from _measure_shared(task[1])
+
+
+def _keys(start: int, stop: int) -> bytes:
+    """The 4 digests (content, cache, media, id: 16 bytes each) of records start..stop-1, one row a record."""
+    records, settings = _STATE["records"], _STATE["settings"]
+    dumped = settings.model_dump(mode="json")
+    rows = bytearray()
+    for number in range(start, stop):
+        rows += record_digests(records[number], dumped, _STATE["max_length"], _STATE["fingerprint"],
+                               _STATE["identities"])
+    if len(_STATE["identities"]) > 100_000:  # a data set of a million images: keep this bounded
+        _STATE["identities"].clear()
+    return bytes(rows)
+
+
+def _measure_shared(numbers: Sequence[int]) -> Iterator[tuple[int, Any]]:
+    """Records that share their media, the media decoded once (see the module's docstring)."""
+    import traceback
+
+    from vidlab.inputs import encode, load_media
+
+    records, settings, max_length = _STATE["records"], _STATE["settings"], _STATE["max_length"]
+    processor = _STATE["shared"] or _STATE["processor"]
+    if _STATE["shared"] is not None:
+        processor.video_processor.forget()
+    first = records[int(numbers[0])]
+    media, failure = None, None
+    try:
+        media = load_media(first.conversation, processor, settings, data_root=first.data_root)
+    except _decoder_errors() as err:  # as encode_record words it, for each record of the group
+        failure = err
+    duration: list = []
+    for number in numbers:
+        record = first if number == numbers[0] else records[int(number)]
+        try:
+            if failure is not None:
+                reason = str(failure) if isinstance(failure, MediaError) else (
+                    f"the media could not be decoded ({type(failure).__name__}: {failure}). Check the file or "
+                    "re-encode it"
+                )
+                err = SampleError(f"{record.source}: {reason}")
+                err.__cause__ = failure
+                raise err
+            sample = encode(record.conversation, media, processor, settings, labels=True, max_length=max_length)
+            if not duration:
+                duration.append(_seconds(record, settings))
+            result = _sizes(sample, duration[0])
+        except SampleError as err:
+            result = {"ok": False, "kind": kind_of(err), "reason": reason_of(err, record.source)}
+        except Exception as err:  # noqa: BLE001 - one record's bug fails that record, as the pool would
+            result = TaskFailure("error", f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=6)}")
+        yield int(number), result
+
+
+def _sizes(sample, duration: float | None) -> dict:
     stats = sample.stats
-    duration = _seconds(record, settings)
     return {
         "ok": True,
         "duration": duration,

@@ -225,9 +225,10 @@ def _failure(outcome: TaskFailure) -> dict:
     return {"ok": False, "kind": outcome.kind, "reason": reason}
 
 
-def _run(records: Sequence[TrainRecord], todo: np.ndarray, table: np.ndarray, workers: int, timeout: float,
+def _run(records: Sequence[TrainRecord], groups: list[np.ndarray], keys: np.ndarray, workers: int, timeout: float,
          progress: bool, cache: CheckCache, results: Results, init: tuple) -> None:
-    """Measure the `todo` records (their media decoded once a task) into `results`, appending each to the cache.
+    """Measure the records of each group (their media decoded once a task) into `results`, appending each to the
+    cache under its key digest.
 
     A task that times out or crashes before its first record is done fails every record in it (they
     share the media that hung or crashed the decoder); one that fails later fails the record it was
@@ -235,14 +236,13 @@ def _run(records: Sequence[TrainRecord], todo: np.ndarray, table: np.ndarray, wo
     """
     from tqdm import tqdm
 
-    tasks = {number: group for number, group in enumerate(_groups(todo, _column(table, 2)))}
+    tasks = dict(enumerate(groups))
     done = dict.fromkeys(tasks, 0)
-    bar = tqdm(total=len(records), initial=len(records) - len(todo), desc="checking records", unit="record",
-               file=sys.stderr, disable=not progress, dynamic_ncols=True)
-    size = check_keys.DIGEST_BYTES
+    bar = tqdm(total=len(records), initial=len(records) - sum(len(g) for g in groups), desc="checking records",
+               unit="record", file=sys.stderr, disable=not progress, dynamic_ncols=True)
 
     def finish(i: int, result: dict) -> None:
-        cache.put(table[i, size:2 * size].tobytes(), result)
+        cache.put(keys[i:i + 1].tobytes(), result)
         results.put(i, result)
         bar.update(1)
 
@@ -395,10 +395,12 @@ def check_data(
     check_sample.prepare(*init)
     table = _read_keys(len(records), workers, timeout, progress, init)
     repeats, shared_ids, shared_examples = _duplicates(records, table)
+    keys, media = _column(table, 1), _column(table, 2)
+    del table
 
     results = Results(len(records))
     store = CheckCache(out, enabled=cache)
-    offsets = store.find(_column(table, 1))
+    offsets = store.find(keys)
     offsets[repeats >= 0] = -1
     for i in np.nonzero(offsets >= 0)[0].tolist():
         found = store.result_at(int(offsets[i]))
@@ -406,8 +408,8 @@ def check_data(
             results.put(i, found, cached=True)
     del offsets
     todo = np.nonzero((repeats < 0) & (results.state == UNSET))[0]
-    _run(records, todo, table, workers, timeout, progress, store, results, init)
-    del table
+    _run(records, _groups(todo, media), keys, workers, timeout, progress, store, results, init)
+    del keys, media
 
     kinds: Counter = Counter()
     bad_places: dict[str, array.array] = {}

@@ -1,4 +1,4 @@
-"""The check's per-record results held as arrays (about 50 bytes a record), and its output files read lazily.
+"""The check's per-record results held as arrays (46 bytes a record), and its output files read lazily.
 
 `Results` keeps, per record, whether it is usable, its sizes (one numpy column each) or its kind and
 reason (texts kept once each: many records share one reason), and whether it came from the cache.
@@ -41,7 +41,7 @@ class Results:
         self.state = np.zeros(count, dtype=np.uint8)
         self.cached = np.zeros(count, dtype=bool)
         self.duration = np.full(count, np.nan)
-        self.sizes = np.full((count, len(_SIZES)), -1, dtype=np.int64)  # -1: none (frames of a text sample)
+        self.sizes = np.full((count, len(_SIZES)), -1, dtype=np.int32)  # -1: none (frames of a text sample)
         self.shrunk = np.full(count, -1, dtype=np.int32)
         self.kind = np.full(count, -1, dtype=np.int32)
         self.reason = np.full(count, -1, dtype=np.int32)

@@ -7,9 +7,12 @@ sizes of records that share their media, or the kind and reason of each one's fa
 
 Records that share their media (a video asked about several times, with the same clip window) are
 measured together: the media are decoded once, and the video processor's answer for the same frames
-and arguments is reused (`SameFramesOnce`), so each further record costs its tokenizer pass. Each
-record still goes through `vidlab.inputs.encode`, so its sizes are the ones `encode_record` gives.
-`measure` checks one record the plain way (`encode_record`).
+and arguments is reused (`SameFramesOnce`). A record that fits model_max_length without shrinking
+then differs from the others only in its text: once one record of the group has been encoded in
+full and its sizes found equal to what its text alone gives (`_TextOnly`), each further record costs
+its chat template and tokenizer pass, with the processor's own text expansion and arguments. A
+record that would shrink, or whose text the processor would refuse, is encoded in full. `measure`
+checks one record the plain way (`encode_record`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from vidlab.annotations import reason_of
 from vidlab.data.check_keys import record_digests
@@ -111,14 +115,85 @@ def _signature(kwargs: dict) -> str | None:
 
 
 def _sharing(processor):
-    """A shallow copy of the processor whose video processor is a `SameFramesOnce` (None: a model family
-    with its own encoder, or no video processor)."""
+    """A shallow copy of the processor whose video processor is a `SameFramesOnce` and whose text expansion and
+    tokenizer are watched (`FirstCall`); None for a model family with its own encoder or no video processor."""
     if getattr(processor, "encode_conversation", None) is not None or getattr(processor, "video_processor",
                                                                                None) is None:
         return None
     shared = copy.copy(processor)
     shared.video_processor = SameFramesOnce(processor.video_processor)
+    shared.get_text_with_replacements = FirstCall(processor.get_text_with_replacements)
+    shared.tokenizer = FirstCall(processor.tokenizer)
     return shared
+
+
+class FirstCall:
+    """A callable that, once `arm`ed, remembers the arguments of its next call (the processor's first call
+    for a record: the media's expansions and the tokenizer's arguments at the unshrunk size)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.seen: tuple | None = None
+        self.armed = False
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    def arm(self) -> None:
+        self.seen, self.armed = None, True
+
+    def __call__(self, *args, **kwargs):
+        if self.armed:
+            self.seen, self.armed = (args, kwargs), False
+        return self.inner(*args, **kwargs)
+
+
+@dataclasses.dataclass
+class _TextOnly:
+    """What the records of a group that fit without shrinking share (from one record encoded in full), and how
+    the processor expanded their media's placeholders and called its tokenizer."""
+
+    images: list[str]
+    videos: list[str]
+    tokenizer_kwargs: dict
+    shared: dict  # duration, frames, visual_tokens, visual_tokens_before_pruning
+
+    @classmethod
+    def of(cls, processor, result: dict) -> _TextOnly | None:
+        expansions, tokenized = processor.get_text_with_replacements.seen, processor.tokenizer.seen
+        if expansions is None or tokenized is None:
+            return None
+        args, kwargs = expansions
+        named = dict(zip(("text", "images_replacements", "videos_replacements", "audio_replacements"), args))
+        named.update(kwargs)
+        if named.get("audio_replacements"):
+            return None
+        keys = ("duration", "frames", "visual_tokens", "visual_tokens_before_pruning")
+        return cls(list(named.get("images_replacements", [])), list(named.get("videos_replacements", [])),
+                   {k: v for k, v in tokenized[1].items() if k != "return_tensors"}, {k: result[k] for k in keys})
+
+    def measure(self, record: TrainRecord, processor, max_length: int | None) -> dict | None:
+        """The record's sizes from its text, or None where it must be encoded in full (it would shrink, or its
+        placeholders are not the group's)."""
+        from vidlab.inputs import IGNORE_INDEX, label_assistant_turns
+
+        conversation = record.conversation
+        prompt = conversation.turns[-1].role != "assistant"
+        text = processor.apply_chat_template(conversation.to_messages(), tokenize=False, add_generation_prompt=prompt)
+        video, image = processor.video_token, processor.image_token
+        if text.count(video) != len(self.videos) or text.count(image) != len(self.images):
+            return None
+        expanded = processor.get_text_with_replacements.inner([text], list(self.images), list(self.videos))[0][0]
+        ids = processor.tokenizer.inner([expanded], **self.tokenizer_kwargs)["input_ids"][0]
+        if max_length is not None and len(ids) > max_length:
+            return None
+        if ids.count(processor.video_token_id) != expanded.count(video) or \
+                ids.count(processor.image_token_id) != expanded.count(image):
+            return None  # the processor refuses such a text: encoded in full, it says why
+        labels = label_assistant_turns(torch.tensor(ids), processor.tokenizer)
+        visual = self.shared["visual_tokens"]
+        return {"ok": True, **self.shared, "text_tokens": len(ids) - visual,
+                "label_tokens": int((labels[1:] != IGNORE_INDEX).sum()), "total_tokens": len(ids), "shrunk": None}
 
 
 def _seconds(record: TrainRecord, sampling) -> float | None:
@@ -179,11 +254,15 @@ def _measure_shared(numbers: Sequence[int]) -> Iterator[tuple[int, Any]]:
     import traceback
 
     from vidlab.inputs import encode, load_media
+    from vidlab.models.template import video_compressor_of
 
     records, settings, max_length = _STATE["records"], _STATE["settings"], _STATE["max_length"]
-    processor = _STATE["shared"] or _STATE["processor"]
-    if _STATE["shared"] is not None:
+    shared = _STATE["shared"]
+    processor = shared or _STATE["processor"]
+    if shared is not None:
         processor.video_processor.forget()
+    # From text alone only where the processor's own call decides the sizes (no compressor's layout).
+    text_only: _TextOnly | None | bool = None if shared is not None and video_compressor_of(shared) is None else False
     first = records[int(numbers[0])]
     media, failure = None, None
     try:
@@ -194,6 +273,13 @@ def _measure_shared(numbers: Sequence[int]) -> Iterator[tuple[int, Any]]:
     for number in numbers:
         record = first if number == numbers[0] else records[int(number)]
         try:
+            result = text_only.measure(record, processor, max_length) if text_only else None
+            if result is not None:
+                yield int(number), result
+                continue
+            if text_only is None:
+                processor.get_text_with_replacements.arm()
+                processor.tokenizer.arm()
             if failure is not None:
                 reason = str(failure) if isinstance(failure, MediaError) else (
                     f"the media could not be decoded ({type(failure).__name__}: {failure}). Check the file or "
@@ -206,6 +292,11 @@ def _measure_shared(numbers: Sequence[int]) -> Iterator[tuple[int, Any]]:
             if not duration:
                 duration.append(_seconds(record, settings))
             result = _sizes(sample, duration[0])
+            if text_only is None and result["shrunk"] is None:
+                # Sizes from text alone are used only once they equal this record's, encoded in full.
+                found = _TextOnly.of(processor, result)
+                text_only = found if found is not None and found.measure(record, processor, max_length) == result \
+                    else False
         except SampleError as err:
             result = {"ok": False, "kind": kind_of(err), "reason": reason_of(err, record.source)}
         except Exception as err:  # noqa: BLE001 - one record's bug fails that record, as the pool would

@@ -173,8 +173,9 @@ def test_memory_per_record_stays_small(tiny_model_dir, tmp_path, monkeypatch):
         print(f"{run}: peak {peak / 2**20:.1f} MiB over {COUNT} records ({peak / COUNT:.0f} B a record; one "
               f"parsed copy {parsed_per_record:.0f} B a record); {result.report['seconds']} s")
         assert result.report["ok"] == COUNT and result.report["cached"] == (COUNT if run == "cached" else 0)
-        # The check holds digests, result arrays and the file's index (a few hundred bytes a record), far below
-        # one parsed copy of the records, where it held a dict a sample and a JSON key a record before.
-        assert peak / COUNT < 400
-        assert peak < parsed_per_record * COUNT / 4
+        # The check holds the file's index, 16-byte digests and result arrays (about 200 bytes a record, twice
+        # that at its peak while sorting digests), below half of one parsed copy of these short records, where it
+        # held a dict a sample, a hex key a record and the parsed cache before (3.3 KB a record here).
+        assert peak / COUNT < 600
+        assert peak < parsed_per_record * COUNT / 2
     tracemalloc.stop()

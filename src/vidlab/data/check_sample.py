@@ -273,7 +273,7 @@ def _measure_shared(numbers: Sequence[int]) -> Iterator[tuple[int, Any]]:
     for number in numbers:
         record = first if number == numbers[0] else records[int(number)]
         try:
-            result = text_only.measure(record, processor, max_length) if text_only else None
+            result = _from_text(text_only, record, processor, max_length) if text_only else None
             if result is not None:
                 yield int(number), result
                 continue
@@ -295,13 +295,21 @@ def _measure_shared(numbers: Sequence[int]) -> Iterator[tuple[int, Any]]:
             if text_only is None and result["shrunk"] is None:
                 # Sizes from text alone are used only once they equal this record's, encoded in full.
                 found = _TextOnly.of(processor, result)
-                text_only = found if found is not None and found.measure(record, processor, max_length) == result \
+                text_only = found if found is not None and _from_text(found, record, processor, max_length) == result \
                     else False
         except SampleError as err:
             result = {"ok": False, "kind": kind_of(err), "reason": reason_of(err, record.source)}
         except Exception as err:  # noqa: BLE001 - one record's bug fails that record, as the pool would
             result = TaskFailure("error", f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=6)}")
         yield int(number), result
+
+
+def _from_text(text_only: _TextOnly, record: TrainRecord, processor, max_length: int | None) -> dict | None:
+    """`_TextOnly.measure`, or None (encode in full) where the processor lacks what it uses."""
+    try:
+        return text_only.measure(record, processor, max_length)
+    except (AttributeError, TypeError, ValueError, IndexError, KeyError):
+        return None
 
 
 def _sizes(sample, duration: float | None) -> dict:

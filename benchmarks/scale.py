@@ -1,7 +1,7 @@
 """A million annotation records: `vidlab train` start-up and memory, and `vidlab data check` throughput;
 and DDP: vidlab's training step on 2 processes against 1.
 
-    python benchmarks/scale.py [--records 1000000] [--list-records 100000] [--check-records 500]
+    python benchmarks/scale.py [--records 1000000] [--list-records 100000] [--check-records 10000,100000,1000000]
                                [--ddp-steps 20] [--only records|ddp]
 
 Writes, in a temporary folder (deleted at the end), a few hundred small videos and RECORDS
@@ -31,9 +31,10 @@ docs/train.md) on 1 and 2 processes, the same global batch; its step time is tim
 its peak is each process's own peak RSS. On a GPU machine these runs still use the CPU
 (CUDA_VISIBLE_DEVICES="").
 
-`vidlab data check` is timed on the first --check-records records (each record is decoded and
-encoded, so its rate does not depend on the file's size); its reading of the whole file is the same
-load_records pass timed above.
+`vidlab data check` (`--only check` runs this part alone): the command on JSONL files of each
+--check-records size over the same videos (2 workers, model_max_length 2048), a first run and a rerun
+from its cache: seconds, records/s, and the peak RSS and PSS of the check and its workers together,
+which should not grow with the file.
 """
 
 from __future__ import annotations
@@ -281,21 +282,57 @@ def ddp_rows(model: Path, videos: list[str], folder: Path, steps: int) -> list[d
     return rows
 
 
-def check_rate(model: Path, data: Path, count: int, folder: Path) -> dict:
-    """`vidlab data check` on the first `count` records of `data`: records per second, and again from its cache."""
-    from vidlab.data.check import check_data
+def check_run(model: Path, data: Path, out: Path, workers: int = 2, limit: float = 14400) -> dict:
+    """`vidlab data check` on `data` (the command, in its own process): seconds, records/s, and the peak RSS and
+    PSS of the check and its workers together (sampled every second)."""
+    command = [sys.executable, "-m", "vidlab.cli", "data", "check", str(data), "--model", str(model), "--out",
+               str(out), "--workers", str(workers), "--max-length", "2048", "--no-progress"]
+    started = time.monotonic()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    peak_rss = peak_pss = 0.0
+    try:
+        while process.poll() is None:
+            if time.monotonic() - started > limit:
+                raise RuntimeError(f"vidlab data check on {data} ran past {limit:g} s")
+            rss, pss, _ = tree_memory(process.pid)
+            peak_rss, peak_pss = max(peak_rss, rss), max(peak_pss, pss)
+            time.sleep(1.0)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    seconds = time.monotonic() - started
+    if process.returncode != 0:
+        raise RuntimeError(f"vidlab data check failed:\n{process.stderr.read()[-3000:]}")
+    report = json.loads((out / "check.json").read_text())
+    return {"records": report["records"], "cached": report["cached"], "seconds": round(seconds, 1),
+            "records_per_s": round(report["records"] / seconds, 1), "peak_rss_mb": round(peak_rss),
+            "peak_pss_mb": round(peak_pss)}
 
-    head = folder / "head.jsonl"
-    with open(data, encoding="utf-8") as source, open(head, "w", encoding="utf-8") as out:
-        for _, line in zip(range(count), source):
-            out.write(line)
-    rates = []
-    for _ in range(2):
-        started = time.monotonic()
-        result = check_data([head], model=model, out_dir=folder / "check", workers=2, progress=False,
-                            settings=None, max_length=2048)
-        rates.append(round(result.report["records"] / (time.monotonic() - started), 1))
-    return {"records": count, "records_per_s": rates[0], "records_per_s_cached": rates[1]}
+
+def check_rows(model: Path, videos: list[str], folder: Path, sizes: list[int], workers: int = 2) -> list[dict]:
+    """`vidlab data check` on JSONL files of each size (records over the same videos), a first run and a rerun
+    that reads its cache: the rate, and memory that should not grow with the file."""
+    rows = []
+    for count in sizes:
+        data = write_records(folder / f"check-{count}.jsonl", count, videos, "jsonl")
+        for run in ("first", "cached"):
+            found = check_run(model, data, folder / f"check-{count}", workers)
+            rows.append({"run": run, "workers": workers, **found})
+            print(json.dumps(rows[-1]), flush=True)
+        data.unlink()
+    return rows
+
+
+def _print_check(rows: list[dict]) -> None:
+    if not rows:
+        return
+    print("\n| vidlab data check (JSONL) | run | seconds | records/s | peak RSS, all processes (MB) | peak PSS (MB) |")
+    print("| ---: | --- | ---: | ---: | ---: | ---: |")
+    for row in rows:
+        print(f"| {row['records']:,} records | {row['run']} | {row['seconds']:.1f} | {row['records_per_s']:,} | "
+              f"{row['peak_rss_mb']:,} | {row['peak_pss_mb']:,} |")
 
 
 def main() -> None:
@@ -304,24 +341,29 @@ def main() -> None:
     parser.add_argument("--list-records", type=int, default=100_000,
                         help="records for the parsed-list run (its memory grows with them)")
     parser.add_argument("--videos", type=int, default=300)
-    parser.add_argument("--check-records", type=int, default=500)
+    parser.add_argument("--check-records", default="10000,100000,1000000",
+                        help="sizes (comma-separated) of the JSONL files `vidlab data check` runs on")
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--ddp-steps", type=int, default=20, help="steps of each DDP run (1 and 2 processes)")
-    parser.add_argument("--only", choices=("records", "ddp"), help="run only the million records or only DDP")
+    parser.add_argument("--only", choices=("records", "ddp", "check"),
+                        help="run only the million records, only DDP or only `vidlab data check`")
     args = parser.parse_args()
 
     from vidlab.models.tiny import build_tiny_model
 
     work = Path(tempfile.mkdtemp(prefix="vidlab-scale-"))
     os.environ["VIDLAB_CACHE_DIR"] = str(work / "cache")  # the runs' index cache, deleted with the rest
-    rows, ddp = [], []
+    rows, ddp, check = [], [], []
     try:
         model = build_tiny_model(work / "tiny", seed=0)
         videos = write_videos(work, args.videos if args.only != "ddp" else 8)
-        if args.only != "records":
+        if args.only in (None, "ddp"):
             ddp = ddp_rows(model, videos, work, args.ddp_steps)
         if args.only == "ddp":
             return _print_ddp(ddp)
+        sizes = [int(n) for n in args.check_records.split(",")]
+        if args.only == "check":
+            return _print_check(check_rows(model, videos, work, sizes))
         started = time.monotonic()
         big = {layout: write_records(work / f"train.{layout}", args.records, videos, layout)
                for layout in ("json", "jsonl")}
@@ -351,9 +393,7 @@ def main() -> None:
         for path in big.values():
             path.unlink()
         gc.collect()
-        check = check_rate(model, small, args.check_records, work)
-        print(f"vidlab data check: {check['records_per_s']} records/s on {check['records']} records (2 workers), "
-              f"{check['records_per_s_cached']} records/s from its cache", flush=True)
+        check = check_rows(model, videos, work, sizes)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print("\n| reader | file | first step (s) | peak RSS, all processes (MB) | peak PSS (MB) | PSS / one parsed copy |")
@@ -361,6 +401,7 @@ def main() -> None:
     for row in rows:
         print(f"| {row['reader']} | {row['file']} | {row['seconds']:.1f} | {row['peak_rss_mb']:,} | "
               f"{row['peak_pss_mb']:,} | {row['pss_vs_parsed_copy']} |")
+    _print_check(check)
     _print_ddp(ddp)
 
 

@@ -1,8 +1,9 @@
 """`vidlab data check`: every record read, decoded and encoded as training would, before training.
 
-Records are read with `vidlab.training.data.load_records` and encoded with `encode_record` (the
-same calls, the same settings as `vidlab train` with the same config), each in a worker process
-with a time limit. The result says which records training would skip and why (with file:line),
+Records are read with `vidlab.training.data.load_records` and encoded as `encode_record` does (the
+same calls, the same settings as `vidlab train` with the same config), in worker processes with a
+time limit per record. Records that share their media are measured together, the media decoded
+once (`check_sample`). The result says which records training would skip and why (with file:line),
 how long the samples are (duration, frames, visual, text and total tokens: percentiles and
 histograms), how many the token budget would shrink or skip, and which records are duplicates.
 
@@ -14,28 +15,42 @@ Written to the output folder (each file atomically):
     cache.jsonl     what was measured, so that a rerun decodes only what changed
 and, with cleaned=True, beside each annotation file a copy of it without the bad records
 (<name>.clean.jsonl).
+
+Memory does not grow with the records' text: the records are the file's index (`TrainRecords`),
+each record's keys are 16-byte digests and its result a row of arrays (`check_results`), the cache
+is looked up by digest (`check_cache`), and the output files are written as streams.
 """
 
 from __future__ import annotations
 
+import array
+import heapq
+import json
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from vidlab.annotations import read_records
-from vidlab.data import check_sample
-from vidlab.data.check_cache import CheckCache, cache_key, content_key, processor_fingerprint
+from vidlab.data import check_keys, check_sample
+from vidlab.data.check_cache import CheckCache, processor_fingerprint
 from vidlab.data.check_pool import TaskFailure, TimedPool
-from vidlab.data.check_stats import distributions, save_histograms
+from vidlab.data.check_results import BAD, OK, UNSET, JsonlRows, Results
+from vidlab.data.check_stats import MEASURES, distributions, save_histograms
 from vidlab.errors import VidlabError
-from vidlab.files import write_json, write_jsonl
+from vidlab.files import write_atomic, write_json
 from vidlab.settings import MediaSettings
-from vidlab.training.data import TrainRecord, load_records
+from vidlab.training.data import TrainRecord, TrainRecords, load_records
 
 DEFAULT_MAX_LENGTH = 16384  # the training config's data.model_max_length default
+_CHUNK = 4096  # records whose keys one task reads
+_GROUP = 1024  # records sharing their media that one task measures
+_TOTAL = 5  # the column of total_tokens in Results.sizes
 _FAILURE_REASONS = {
     "timeout": "decoding {detail}. The file may be damaged or very long, or its disk stalled: check it, or raise "
                "--timeout",
@@ -52,23 +67,25 @@ class CheckResult:
     Attributes:
         out_dir: the folder check.json, bad.jsonl, samples.jsonl and histograms.png are in.
         report: the contents of check.json.
-        bad: one dict per bad record (file, index, line, id, kind, reason), in file order.
+        bad: one dict per bad record (file, index, line, id, kind, reason), in file order: bad.jsonl,
+            read from the file when used.
         samples: one dict per usable record (file, index, line, id, duration, frames, visual_tokens,
-            visual_tokens_before_pruning, text_tokens, total_tokens, shrunk), in file order.
+            visual_tokens_before_pruning, text_tokens, label_tokens, total_tokens, shrunk), in file
+            order: samples.jsonl, read from the file when used.
         histograms: the PNG (None when no record was usable).
         cleaned: the cleaned copies written (cleaned=True).
     """
 
     out_dir: Path
     report: dict
-    bad: list[dict]
-    samples: list[dict]
+    bad: Sequence[dict]
+    samples: Sequence[dict]
     histograms: Path | None = None
     cleaned: list[Path] = field(default_factory=list)
 
     @property
     def ok(self) -> int:
-        return len(self.samples)
+        return self.report["ok"]
 
 
 METHODS = ("sft", "grpo", "dpo")
@@ -117,62 +134,211 @@ def _place(file: Any, index: int, line: int, record_id: str | None) -> dict:
     return {"file": str(file), "index": index, "line": line, "id": record_id}
 
 
-def _duplicates(records: list[TrainRecord]) -> tuple[dict[int, str], dict[str, list[str]]]:
-    """Records that repeat an earlier one (index -> the first's file:line), and ids used more than once."""
-    first: dict[str, str] = {}
-    repeats: dict[int, str] = {}
-    by_id: dict[str, list[str]] = {}
-    for record in records:
-        key = content_key(record)
-        if key in first:
-            repeats[record.index] = first[key]
-        else:
-            first[key] = record.source
-        by_id.setdefault(record.id, []).append(record.source)
-    shared = {record_id: places for record_id, places in by_id.items() if len(places) > 1}
-    return repeats, shared
+def _position(records: Sequence[TrainRecord], i: int):
+    """Record i's position, without parsing it where the records are a file's index."""
+    if isinstance(records, TrainRecords):
+        file_number, number = (int(v) for v in records.picks[i])
+        return records.indexes[file_number].position(number)
+    return records[i].position
 
 
-def _run(records: list[TrainRecord], workers: int, timeout: float, progress: bool, cache: CheckCache,
-         keys: dict[int, str], init: tuple) -> dict[int, dict]:
+def _places(records: Sequence[TrainRecord]) -> Iterator[dict]:
+    """Each record's place (file, index, line, id), in order; from a file's index only its JSON is read again."""
+    if not isinstance(records, TrainRecords):
+        for record in records:
+            yield _place(record.file, record.position.index, record.line, record.id)
+        return
+    for begin in range(0, len(records), _CHUNK):
+        for file_number, number in records.picks[begin:begin + _CHUNK].tolist():
+            raw = records.indexes[file_number][number]
+            yield _place(raw.position.file, raw.position.index, raw.position.line, raw.id)
+
+
+def _read_keys(count: int, workers: int, timeout: float, progress: bool, init: tuple) -> np.ndarray:
+    """(count, 4) 16-byte digests a record: content, cache key, media, id (`check_keys`), read by the workers."""
     from tqdm import tqdm
 
-    results: dict[int, dict] = {}
-    todo = []
-    for record in records:
-        cached = cache.get(keys[record.index])
-        if cached is not None:
-            results[record.index] = {**cached, "cached": True}
-        else:
-            todo.append(record)
-    bar = tqdm(total=len(records), initial=len(results), desc="checking records", unit="record", file=sys.stderr,
-               disable=not progress, dynamic_ncols=True)
+    table = np.zeros((count, check_keys.ROW_BYTES), dtype=np.uint8)
+    tasks = [(begin, ("keys", begin, min(begin + _CHUNK, count))) for begin in range(0, count, _CHUNK)]
+    bar = tqdm(total=count, desc="reading records", unit="record", file=sys.stderr, disable=not progress,
+               dynamic_ncols=True)
     try:
         if workers == 0:
-            outcomes = ((record.index, check_sample.measure(record)) for record in todo)
+            outcomes = ((key, part) for key, task in tasks for part in check_sample.work(task))
         else:
-            # Under fork the workers inherit the processor loaded here; under spawn `prepare` loads it in each.
-            pool = TimedPool(check_sample.measure, workers, timeout, initializer=check_sample.prepare, initargs=init)
-            outcomes = pool.run((record.index, record) for record in todo)
-        for index, outcome in outcomes:
+            pool = TimedPool(check_sample.work, workers, max(timeout, 600.0), initializer=check_sample.prepare,
+                             initargs=init, streaming=True)
+            outcomes = pool.run(tasks)
+        for begin, outcome in outcomes:
             if isinstance(outcome, TaskFailure):
-                reason = _FAILURE_REASONS[outcome.kind].format(detail=outcome.detail.strip())
-                outcome = {"ok": False, "kind": outcome.kind, "reason": reason}
-            cache.put(keys[index], outcome)
-            results[index] = outcome
-            bar.update(1)
+                raise VidlabError(f"reading records {begin} to {min(begin + _CHUNK, count) - 1} for the check "
+                                  f"failed ({outcome.kind}: {outcome.detail.strip()}); run with --workers 0 to see "
+                                  "where.")
+            _, rows = outcome
+            block = np.frombuffer(rows, dtype=np.uint8).reshape(-1, check_keys.ROW_BYTES)
+            table[begin:begin + len(block)] = block
+            bar.update(len(block))
+    finally:
+        bar.close()
+    return table
+
+
+def _column(table: np.ndarray, which: int) -> np.ndarray:
+    """One digest column of the keys table as 16-byte strings (sortable, comparable)."""
+    size = check_keys.DIGEST_BYTES
+    return np.ascontiguousarray(table[:, which * size:(which + 1) * size]).view(f"S{size}").ravel()
+
+
+def _duplicates(records: Sequence[TrainRecord], table: np.ndarray) -> tuple[np.ndarray, int, dict[str, list[str]]]:
+    """Per record, the number of the earlier record it repeats (-1: none); how many ids several records use; the
+    first ten of those ids (by first use) with the place of every record using it."""
+    count = len(records)
+    _, first, inverse = np.unique(_column(table, 0), return_index=True, return_inverse=True)
+    repeats = first[inverse.ravel()]
+    repeats[repeats == np.arange(count)] = -1
+    ids = _column(table, 3)
+    unique, first, counts = np.unique(ids, return_index=True, return_counts=True)
+    shared = np.nonzero(counts > 1)[0]
+    examples = {}
+    for k in shared[np.argsort(first[shared])][:10]:
+        users = np.nonzero(ids == unique[k])[0]
+        examples[records[int(users[0])].id] = [str(_position(records, int(i))) for i in users]
+    return repeats, len(shared), examples
+
+
+def _groups(todo: np.ndarray, media: np.ndarray) -> list[np.ndarray]:
+    """The records to measure in tasks of records that share their media (at most _GROUP a task)."""
+    if not len(todo):
+        return []
+    keys = media[todo]
+    order = np.argsort(keys, kind="stable")
+    todo, keys = todo[order], keys[order]
+    starts = np.concatenate([[0], np.nonzero(keys[1:] != keys[:-1])[0] + 1, [len(todo)]])
+    tasks = []
+    for begin, end in zip(starts[:-1], starts[1:]):
+        tasks += [todo[at:min(at + _GROUP, end)] for at in range(begin, end, _GROUP)]
+    return tasks
+
+
+def _failure(outcome: TaskFailure) -> dict:
+    reason = _FAILURE_REASONS[outcome.kind].format(detail=outcome.detail.strip())
+    return {"ok": False, "kind": outcome.kind, "reason": reason}
+
+
+def _run(records: Sequence[TrainRecord], groups: list[np.ndarray], keys: np.ndarray, workers: int, timeout: float,
+         progress: bool, cache: CheckCache, results: Results, init: tuple) -> None:
+    """Measure the records of each group (their media decoded once a task) into `results`, appending each to the
+    cache under its key digest.
+
+    A task that times out or crashes before its first record is done fails every record in it (they
+    share the media that hung or crashed the decoder); one that fails later fails the record it was
+    on, and the rest of the task is measured again in a new task.
+    """
+    from tqdm import tqdm
+
+    tasks = dict(enumerate(groups))
+    done = dict.fromkeys(tasks, 0)
+    bar = tqdm(total=len(records), initial=len(records) - sum(len(g) for g in groups), desc="checking records",
+               unit="record", file=sys.stderr, disable=not progress, dynamic_ncols=True)
+
+    def finish(i: int, result: dict) -> None:
+        cache.put(keys[i:i + 1].tobytes(), result)
+        results.put(i, result)
+        bar.update(1)
+
+    try:
+        if workers == 0:
+            outcomes = ((key, part) for key, group in tasks.items() for part in check_sample.work(("measure", group)))
+            pool = None
+        else:
+            # Under fork the workers inherit the processor and records here; under spawn `prepare` loads them.
+            pool = TimedPool(check_sample.work, workers, timeout, initializer=check_sample.prepare, initargs=init,
+                             streaming=True)
+            outcomes = pool.run((key, ("measure", group)) for key, group in tasks.items())
+        for key, outcome in outcomes:
+            group = tasks[key]
+            if not isinstance(outcome, TaskFailure):
+                number, result = outcome
+                done[key] += 1
+                finish(number, _failure(result) if isinstance(result, TaskFailure) else result)
+                continue
+            at = done[key]
+            failed = group[at:] if at == 0 else group[at:at + 1]
+            for number in failed:
+                finish(int(number), _failure(outcome))
+            rest = group[at + len(failed):]
+            if len(rest) and pool is not None:
+                again = max(tasks) + 1
+                tasks[again], done[again] = rest, 0
+                pool.requeue((again, ("measure", rest)))
     finally:
         bar.close()
         cache.close()
-    return results
 
 
-def _cleaned_copies(files: list[Path], bad_places: set[tuple[str, int]]) -> list[Path]:
+def _bad_rows(records: Sequence[TrainRecord], skipped: list, results: Results, repeats: np.ndarray,
+              files: list[Path]) -> Iterator[dict]:
+    """bad.jsonl's rows in file order: the records reading skipped, and those the check found bad."""
+    order = {str(f): i for i, f in enumerate(files)}
+
+    def sort_key(row: dict) -> tuple[int, int]:
+        return order.get(row["file"], len(order)), row["index"]
+
+    notes = sorted(({**_place(note.file, note.index, note.line, note.id), "kind": note.kind, "reason": note.reason}
+                    for note in skipped), key=sort_key)
+
+    def found() -> Iterator[dict]:
+        bad = np.nonzero((results.state == BAD) | (repeats >= 0))[0]
+        for i in bad.tolist():
+            position = _position(records, i)
+            place = _place(position.file, position.index, position.line, _id(records, i))
+            if repeats[i] >= 0:
+                yield {**place, "kind": "duplicate",
+                       "reason": f"the same conversation and media as {_position(records, int(repeats[i]))}; drop one"}
+            else:
+                kind, reason = results.failure(i)
+                yield {**place, "kind": kind, "reason": reason}
+
+    yield from heapq.merge(notes, sorted(found(), key=sort_key) if not isinstance(records, TrainRecords)
+                           else found(), key=sort_key)
+
+
+def _id(records: Sequence[TrainRecord], i: int) -> str:
+    if isinstance(records, TrainRecords):
+        file_number, number = (int(v) for v in records.picks[i])
+        return records.indexes[file_number][number].id
+    return records[i].id
+
+
+def _sample_rows(records: Sequence[TrainRecord], results: Results) -> Iterator[dict]:
+    for i, place in enumerate(_places(records)):
+        if results.state[i] == OK:
+            yield {**place, **results.sample(i)}
+
+
+def _lines(rows: Iterable[dict], seen: Callable[[dict], None] | None = None) -> Iterator[bytes]:
+    for row in rows:
+        if seen is not None:
+            seen(row)
+        yield (json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def _cleaned_copies(files: list[Path], bad_places: dict[str, array.array]) -> list[Path]:
     """Each file without its bad records, which are known by (file, index): records of a JSON list share lines."""
     written = []
     for file in files:
-        rows = [raw.item for raw in read_records(file) if (str(file), raw.position.index) not in bad_places]
-        written.append(write_jsonl(file.with_name(f"{file.stem}.clean.jsonl"), rows))
+        bad = np.unique(np.frombuffer(bad_places.get(str(file), array.array("q")), dtype=np.int64)).tolist()
+
+        def kept(file=file, bad=bad) -> Iterator[bytes]:
+            at = 0
+            for raw in read_records(file):
+                while at < len(bad) and bad[at] < raw.position.index:
+                    at += 1
+                if at < len(bad) and bad[at] == raw.position.index:
+                    continue
+                yield (json.dumps(raw.item, ensure_ascii=False) + "\n").encode("utf-8")
+
+        written.append(write_atomic(file.with_name(f"{file.stem}.clean.jsonl"), kept()))
     return written
 
 
@@ -224,32 +390,48 @@ def check_data(
     out.mkdir(parents=True, exist_ok=True)
     root = Path(data_root).expanduser() if data_root is not None else None
     records, skipped = load_records(files, root) if method == "sft" else _rl_records(files, root, method)
-    init = (model, settings.model_dump_json(), max_length)
-    check_sample.prepare(*init)
     fingerprint = processor_fingerprint(model)
-    keys = {r.index: cache_key(r, settings, max_length, fingerprint) for r in records}
-    repeats, shared_ids = _duplicates(records)
-    measured = _run([r for r in records if r.index not in repeats], workers, timeout, progress,
-                    CheckCache(out, enabled=cache), keys, init)
+    init = (model, settings.model_dump_json(), max_length, None, records, fingerprint)
+    check_sample.prepare(*init)
+    table = _read_keys(len(records), workers, timeout, progress, init)
+    repeats, shared_ids, shared_examples = _duplicates(records, table)
+    keys, media = _column(table, 1), _column(table, 2)
+    del table
 
-    bad = [{**_place(note.file, note.index, note.line, note.id), "kind": note.kind, "reason": note.reason}
-           for note in skipped]
-    samples = []
-    for record in records:
-        place = _place(record.file, record.position.index, record.line, record.id)
-        if record.index in repeats:
-            bad.append({**place, "kind": "duplicate",
-                        "reason": f"the same conversation and media as {repeats[record.index]}; drop one"})
-            continue
-        result = measured[record.index]
-        if result["ok"]:
-            samples.append({**place, **{k: v for k, v in result.items() if k not in ("ok", "cached")}})
-        else:
-            bad.append({**place, "kind": result["kind"], "reason": result["reason"]})
-    order = {str(f): i for i, f in enumerate(files)}
-    bad.sort(key=lambda row: (order.get(row["file"], len(order)), row["index"]))
+    results = Results(len(records))
+    store = CheckCache(out, enabled=cache)
+    offsets = store.find(keys)
+    offsets[repeats >= 0] = -1
+    for i in np.nonzero(offsets >= 0)[0].tolist():
+        found = store.result_at(int(offsets[i]))
+        if found is not None:
+            results.put(i, found, cached=True)
+    del offsets
+    todo = np.nonzero((repeats < 0) & (results.state == UNSET))[0]
+    _run(records, _groups(todo, media), keys, workers, timeout, progress, store, results, init)
+    del keys, media
 
-    longest = max(samples, key=lambda s: s["total_tokens"], default=None)
+    kinds: Counter = Counter()
+    bad_places: dict[str, array.array] = {}
+
+    def count_bad(row: dict) -> None:
+        kinds[row["kind"]] += 1
+        if cleaned:
+            bad_places.setdefault(row["file"], array.array("q")).append(row["index"])
+
+    write_atomic(out / "bad.jsonl", _lines(_bad_rows(records, skipped, results, repeats, files), count_bad))
+    write_atomic(out / "samples.jsonl", _lines(_sample_rows(records, results)))
+    usable = results.state == OK
+    values = {key: results.values(key, usable) for key in (*MEASURES, "visual_tokens_before_pruning", "label_tokens")}
+    ok = int(usable.sum())
+    longest = None
+    if ok:
+        totals = np.where(usable, results.sizes[:, _TOTAL], -1)
+        best = int(np.argmax(totals))
+        position = _position(records, best)
+        longest = {**_place(position.file, position.index, position.line, _id(records, best)),
+                   "total_tokens": int(totals[best])}
+    shrunk = int(((results.shrunk >= 0) & usable).sum())
     report = {
         "files": [str(f) for f in files],
         "data_root": None if data_root is None else str(data_root),
@@ -258,28 +440,26 @@ def check_data(
         "model_max_length": max_length,
         "method": method,
         "records": len(records) + len(skipped),
-        "ok": len(samples),
-        "bad": len(bad),
-        "bad_by_kind": dict(Counter(row["kind"] for row in bad).most_common()),
+        "ok": ok,
+        "bad": sum(kinds.values()),
+        "bad_by_kind": dict(kinds.most_common()),
         "budget": {
             "model_max_length": max_length,
-            "shrunk": sum(1 for s in samples if s["shrunk"]),
-            "skipped": sum(1 for row in bad if row["kind"] == "over budget"),
+            "shrunk": shrunk,
+            "skipped": kinds.get("over budget", 0),
         },
-        "stats": distributions(samples),
-        "longest": None if longest is None else {k: longest[k]
-                                                 for k in ("file", "index", "line", "id", "total_tokens")},
+        "stats": distributions(values),
+        "longest": longest,
         "duplicates": {
-            "records": len(repeats),
-            "shared_ids": len(shared_ids),
-            "shared_id_examples": dict(list(shared_ids.items())[:10]),
+            "records": int((repeats >= 0).sum()),
+            "shared_ids": shared_ids,
+            "shared_id_examples": shared_examples,
         },
-        "cached": sum(1 for r in measured.values() if r.get("cached")),
+        "cached": int(results.cached.sum()),
         "seconds": round(time.monotonic() - start, 2),
     }
+    histograms = save_histograms(values, ok, out / "histograms.png", max_length)
+    copies = _cleaned_copies(files, bad_places) if cleaned else []
     write_json(out / "check.json", report)
-    write_jsonl(out / "bad.jsonl", bad)
-    write_jsonl(out / "samples.jsonl", samples)
-    histograms = save_histograms(samples, out / "histograms.png", max_length)
-    copies = _cleaned_copies(files, {(row["file"], row["index"]) for row in bad}) if cleaned else []
-    return CheckResult(out, report, bad, samples, histograms, copies)
+    return CheckResult(out, report, JsonlRows(out / "bad.jsonl"), JsonlRows(out / "samples.jsonl"), histograms,
+                       copies)

@@ -4,6 +4,10 @@
 waiting, the worker keeps running), and a worker that dies breaks the whole pool. Here each worker
 has its own pipe, so the pool knows which task each one holds: past the deadline the worker is
 killed and replaced, and a worker that dies (a decoder's segfault) fails only its task.
+
+A streaming pool's function returns an iterator: each item comes back as soon as the worker has it,
+and the time limit applies to each item (the first one from the task's start, each next one from
+the one before), so one task can measure many records that share a video, each within the limit.
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ class TaskFailure:
     detail: str
 
 
-def _worker(conn: Connection, fn: Callable[[Any], Any], initializer: Callable[..., None] | None, initargs: tuple):
+def _worker(conn: Connection, fn: Callable[[Any], Any], initializer: Callable[..., None] | None, initargs: tuple,
+            streaming: bool = False):
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it stops the workers
     faulthandler.disable()  # a decoder's crash is reported as that record's failure, not as a dump on stderr
     try:
@@ -49,15 +54,21 @@ def _worker(conn: Connection, fn: Callable[[Any], Any], initializer: Callable[..
             return
         key, argument = message
         try:
-            conn.send((key, ("ok", fn(argument))))
+            if streaming:
+                for item in fn(argument):
+                    conn.send((key, ("part", item)))
+                conn.send((key, ("end", None)))
+            else:
+                conn.send((key, ("ok", fn(argument))))
         except BaseException as err:  # noqa: BLE001 - one task's exception must not end the worker
             conn.send((key, ("error", f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=6)}")))
 
 
 class _Slot:
-    def __init__(self, context, fn, initializer, initargs):
+    def __init__(self, context, fn, initializer, initargs, streaming=False):
         self.conn, child = context.Pipe()
-        self.process = context.Process(target=_worker, args=(child, fn, initializer, initargs), daemon=True)
+        self.process = context.Process(target=_worker, args=(child, fn, initializer, initargs, streaming),
+                                       daemon=True)
         self.process.start()
         child.close()
         self.ready = False
@@ -103,26 +114,36 @@ class TimedPool:
         timeout: seconds one task may run; then its worker is killed and replaced.
         initializer, initargs: run once in each new worker before its first task.
         context: a multiprocessing context (default: fork where available, else spawn).
+        streaming: `fn` returns an iterator; each of its items is a result of its own (see `run`), and
+            the time limit applies to each item.
     """
 
     def __init__(self, fn: Callable[[Any], Any], workers: int, timeout: float,
-                 initializer: Callable[..., None] | None = None, initargs: tuple = (), context=None):
+                 initializer: Callable[..., None] | None = None, initargs: tuple = (), context=None,
+                 streaming: bool = False):
         if workers < 1:
             raise ValueError("TimedPool needs at least one worker")
         self.fn, self.workers, self.timeout = fn, workers, timeout
         self.initializer, self.initargs = initializer, initargs
         self.context = context or default_context()
+        self.streaming = streaming
+        self._pending: deque = deque()
 
     def _slot(self) -> _Slot:
-        return _Slot(self.context, self.fn, self.initializer, self.initargs)
+        return _Slot(self.context, self.fn, self.initializer, self.initargs, self.streaming)
+
+    def requeue(self, task: tuple[Hashable, Any]) -> None:
+        """Run one more task (during `run`, from the loop that reads its results)."""
+        self._pending.append(task)
 
     def run(self, tasks: Iterable[tuple[Hashable, Any]]) -> Iterator[tuple[Hashable, Any]]:
-        """(key, result) as tasks finish, in any order; a failed task's result is a TaskFailure.
+        """(key, result) as tasks finish, in any order; a failed task's result is a TaskFailure. Streaming:
+        (key, item) for each item as it comes, and (key, TaskFailure) ends a task that failed part way.
 
         Raises:
             VidlabError: a worker could not start (its initializer raised).
         """
-        pending = deque(tasks)
+        pending = self._pending = deque(tasks)
         slots = [self._slot() for _ in range(min(self.workers, len(pending)))]
         self._failed_starts = 0
         try:
@@ -137,49 +158,56 @@ class TimedPool:
                 waitables = [slot.conn for slot in slots] + [slot.process.sentinel for slot in slots]
                 wait(waitables, timeout=max(0.0, deadline - time.monotonic()))
                 for index, slot in enumerate(slots):
-                    outcome = self._poll(slot)
-                    if outcome is None:
-                        continue
-                    if outcome == "replace":
-                        self._failed_starts += 1
-                        if self._failed_starts > 3 * self.workers:
-                            raise VidlabError(f"check workers keep dying before their first task (last: "
-                                              f"{_death(slot.process.exitcode)}); run with --workers 0 to see why.")
-                        slots[index] = self._slot()
-                        continue
-                    yield outcome
-                    if slot.process.is_alive():
-                        continue
-                    slots[index] = self._slot()
+                    for outcome in self._poll(slot):
+                        if outcome == "replace":
+                            self._failed_starts += 1
+                            if self._failed_starts > 3 * self.workers:
+                                raise VidlabError(f"check workers keep dying before their first task (last: "
+                                                  f"{_death(slot.process.exitcode)}); run with --workers 0 to see "
+                                                  "why.")
+                            slots[index] = self._slot()
+                            break
+                        yield outcome
+                        if not slot.process.is_alive() and slot.task is None:
+                            slots[index] = self._slot()
+                            break
+                if pending and len(slots) < self.workers:  # tasks requeued after the pool had shrunk to them
+                    slots += [self._slot() for _ in range(min(self.workers - len(slots), len(pending)))]
         finally:
             for slot in slots:
                 slot.stop(kill=slot.task is not None)
 
-    def _poll(self, slot: _Slot):
-        """What happened to a slot since the last look: a (key, result), "replace" (a dead idle worker), or None."""
-        if slot.conn.poll():
+    def _poll(self, slot: _Slot) -> Iterator:
+        """What happened to a slot since the last look: each (key, result) it sent, then "replace" (a dead idle
+        worker) or the failure of the task it held (died, or past its time)."""
+        while slot.conn.poll():
             try:
                 key, payload = slot.conn.recv()
             except (EOFError, OSError):
-                key, payload = None, None
+                break
             if key == "init-error":
                 raise VidlabError(f"a check worker could not start: {payload}")
             if key == "ready":
                 slot.ready = True
                 self._failed_starts = 0  # only workers that die before ever starting count as a broken setup
-                return None
-            if key is not None:
-                slot.task = None
-                status, value = payload
-                return key, value if status == "ok" else TaskFailure("error", value)
+                continue
+            status, value = payload
+            if status == "part":
+                slot.started = time.monotonic()  # each item has its own time
+                yield key, value
+                continue
+            slot.task = None
+            if status != "end":
+                yield key, value if status == "ok" else TaskFailure("error", value)
         if not slot.process.is_alive():
             task, slot.task = slot.task, None
             slot.conn.close()
             if task is None:
-                return "replace"
-            return task[0], TaskFailure("crashed", _death(slot.process.exitcode))
+                yield "replace"
+                return
+            yield task[0], TaskFailure("crashed", _death(slot.process.exitcode))
+            return
         if slot.task is not None and time.monotonic() - slot.started > self.timeout:
             task, slot.task = slot.task, None
             slot.stop(kill=True)
-            return task[0], TaskFailure("timeout", f"still running after {self.timeout:g} s; its worker was stopped")
-        return None
+            yield task[0], TaskFailure("timeout", f"still running after {self.timeout:g} s; its worker was stopped")

@@ -1,4 +1,8 @@
-"""Distributions of the checked samples: percentiles for check.json and histograms as a PNG."""
+"""Distributions of the checked samples: percentiles for check.json and histograms as a PNG.
+
+The samples come as one array per measure (`SampleSizes`), not as a dict per sample: a million
+samples are a few tens of MB.
+"""
 
 from __future__ import annotations
 
@@ -18,9 +22,9 @@ MEASURES = {
 }
 
 
-def distribution(values: list[float]) -> dict | None:
+def distribution(values) -> dict | None:
     """min, mean, p50/p90/p95/p99 and max of the values (None when there are none)."""
-    if not values:
+    if len(values) == 0:
         return None
     array = np.asarray(values, dtype=float)
     summary = {"count": int(array.size), "min": float(array.min()), "mean": float(array.mean())}
@@ -30,15 +34,17 @@ def distribution(values: list[float]) -> dict | None:
     return {k: round(v, 3) if isinstance(v, float) else v for k, v in summary.items()}
 
 
-def distributions(samples: list[dict]) -> dict:
-    """Per measure (and visual tokens before DiffFP pruning), the distribution over the samples that have it."""
+def distributions(values: dict[str, np.ndarray]) -> dict:
+    """Per measure (and visual tokens before DiffFP pruning and label tokens), the distribution over the samples
+    that have it; `values` holds, per measure, its values in sample order, those a sample lacks left out."""
     keys = [*MEASURES, "visual_tokens_before_pruning", "label_tokens"]
-    return {key: distribution([s[key] for s in samples if s.get(key) is not None]) for key in keys}
+    return {key: distribution(values[key]) for key in keys}
 
 
-def save_histograms(samples: list[dict], path: Path, max_length: int | None) -> Path | None:
-    """One histogram per measure (the budget drawn on total tokens), as a PNG; None when there are no samples."""
-    if not samples:
+def save_histograms(values: dict[str, np.ndarray], count: int, path: Path, max_length: int | None) -> Path | None:
+    """One histogram per measure (the budget drawn on total tokens) of `count` samples, as a PNG; None when there
+    are none."""
+    if not count:
         return None
     import matplotlib
 
@@ -47,9 +53,8 @@ def save_histograms(samples: list[dict], path: Path, max_length: int | None) -> 
 
     figure, axes = plt.subplots(1, len(MEASURES), figsize=(4 * len(MEASURES), 3.2))
     for axis, (key, label) in zip(axes, MEASURES.items()):
-        values = [s[key] for s in samples if s.get(key) is not None]
-        if values:
-            axis.hist(values, bins=min(40, max(5, len(set(values)))), color="#4c72b0")
+        if len(values[key]):
+            axis.hist(values[key], bins=min(40, max(5, len(np.unique(values[key])))), color="#4c72b0")
         else:
             axis.text(0.5, 0.5, "none", ha="center", va="center", transform=axis.transAxes)
         if key == "total_tokens" and max_length:
@@ -57,7 +62,7 @@ def save_histograms(samples: list[dict], path: Path, max_length: int | None) -> 
             axis.legend(fontsize=7)
         axis.set_xlabel(label)
         axis.set_ylabel("samples")
-    figure.suptitle(f"{len(samples)} usable samples", fontsize=10)
+    figure.suptitle(f"{count} usable samples", fontsize=10)
     figure.tight_layout()
     try:
         return save_figure(figure, path)

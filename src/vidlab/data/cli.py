@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
@@ -55,6 +54,7 @@ def check_command(
         raise typer.BadParameter("with --config the media settings are its data section, as training uses them; "
                                  "change them there (or check without --config)")
     from vidlab.data.check import check_data
+    from vidlab.record_index import RecordIndex
 
     result = check_data(files, config=config, model=model, data_root=data_root, out_dir=out, workers=workers,
                         timeout=timeout, max_length=max_length, settings=media_options.settings() if config is None
@@ -64,9 +64,10 @@ def check_command(
                f"{report['ok']} usable, {report['bad']} bad")
     if result.bad:
         typer.echo("bad records by kind: " + ", ".join(f"{kind} {n}" for kind, n in report["bad_by_kind"].items()))
-        starts = Counter((row["file"], row["line"]) for row in [*result.bad, *result.samples])
+        indexes: dict = {}  # a file's index says whether another record starts on a line (a JSON list's)
         for row in result.bad[:_SHOWN]:
-            shared = f" (record {row['index'] + 1})" if starts[row["file"], row["line"]] > 1 else ""
+            index = indexes.get(row["file"]) or indexes.setdefault(row["file"], RecordIndex.of(row["file"]))
+            shared = f" (record {row['index'] + 1})" if index.position(row["index"]).shared_line else ""
             typer.echo(f"  {_shown(row['file'])}:{row['line']}{shared}  {row['kind']}: {row['reason']}")
         if len(result.bad) > _SHOWN:
             typer.echo(f"  ... {len(result.bad) - _SHOWN} more in {result.out_dir / 'bad.jsonl'}")

@@ -204,6 +204,9 @@ class RunningBatch:
         self.has_adapters = bool(configs)
         # peft's mixed adapter batches do not take DoRA adapters: then a batch holds one adapter at a time.
         self.mixed_adapters = not any(getattr(config, "use_dora", False) for config in configs.values())
+        # With SDPA a decoding step takes its mask as built here (see `_step_mask`); other attention kernels (flash,
+        # eager) get the 2-D padding mask and build their own.
+        self._sdpa = getattr(_core(model).config.get_text_config(), "_attn_implementation", None) == "sdpa"
         self._rows: _Rows | None = None
         self._joining: list[_Joining | Request] = []
         self.generated_tokens = 0  # tokens generated in all, and rows decoded over all steps (occupancy)
@@ -412,7 +415,8 @@ class RunningBatch:
         context, extra = self._scope(requests)
         try:
             with context:
-                output = self.model(input_ids=last, attention_mask=mask, position_ids=rows.lengths[:, None],
+                output = self.model(input_ids=last, attention_mask=self._step_mask(mask),
+                                    position_ids=rows.lengths[:, None],
                                     cache=rows.cache, use_cache=True, **extra)
         except Exception as err:  # the rows' shared cache is in an unknown state: they all fail
             self._rows = None
@@ -423,6 +427,16 @@ class RunningBatch:
         self.steps += 1
         self.row_steps += len(requests)
         return self._advance(requests, output.logits[:, -1])
+
+    def _step_mask(self, mask: torch.Tensor) -> torch.Tensor:
+        """The attention mask of a decoding step (one new token per row, which sees every column its row fills).
+
+        For SDPA, the 4-D boolean mask transformers would build from `mask` (its padding only: the new token is the
+        last), built here because transformers' general mask builder costs about a fifth of a small model's step.
+        """
+        if not self._sdpa:
+            return mask
+        return mask[:, None, None, :].bool()
 
     def _advance(self, requests: list[Request], logits: torch.Tensor) -> list[Request]:
         """Each request's next token from its row of `logits`; the ones that ended leave the rows."""

@@ -12,6 +12,11 @@ ignore_eos, so every answer has that length), `--batching static` against `--bat
 --max-batch 8), the two servers running side by side and taking turns. Prints requests per second, p50 / p99
 latency, the mean batch size and each server's peak memory (resident set), and the speed-up (goal: 1.5x, lower p99).
 
+The clients: one thread each, on a keep-alive connection of the standard library's `http.client` (`--client
+httpx2`: an httpx client each, the old way, which costs several times the CPU per request on the machine the server
+shares). The clock starts once every client is connected; the speed-up with the clients' set-up on the clock (how
+it was measured before: making 32 httpx clients took 1-3 s of each round) is printed too.
+
 Starts `vidlab serve --batching static` twice on 127.0.0.1 (a subprocess each, one torch thread): with
 --max-batch 8 (batching on) and with --max-batch 1 (off), the tiny model by default (built in a temporary
 folder); the two take turns at each client count. Each client sends its requests one after

@@ -145,7 +145,7 @@ class ContinuousScheduler(Scheduler):
                 joined += 1
             if joined:
                 self.metrics.queue_depth.set(self._waiting)
-                self.metrics.batch_size.observe(len(self._running))
+                self.metrics.batch_size.observe(min(len(self._running), self.max_batch))  # rows, not those ahead
                 self.metrics.running.set(len(self._running))
 
     def _wire(self, request: Request, job: Job) -> Request:

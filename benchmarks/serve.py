@@ -193,8 +193,9 @@ def main() -> None:
     parser.add_argument("--requests-per-client", type=int, help="Default: 8 (case batching), 2 (case a).")
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--json", type=Path, help="Also write the numbers here.")
-    parser.add_argument("--rounds", type=int, default=6, help="Case a: rounds per server, taken in turn (a round takes a "
-                        "few seconds: on a shared machine fewer rounds mostly measure its load).")
+    parser.add_argument("--rounds", type=int, default=6,
+                        help="Case a: rounds per server, taken in turn (a round takes a few seconds: on a shared "
+                        "machine fewer rounds mostly measure its load).")
     parser.add_argument("--client", choices=tuple(CLIENT_KINDS), default="light",
                         help="light: the standard library's http.client (default); httpx2: the old, heavier client.")
     parser.add_argument("--case", choices=("batching", "a"), default="batching",

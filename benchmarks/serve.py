@@ -2,7 +2,8 @@
 continuous against static batching with mixed answer lengths.
 
     python benchmarks/serve.py [--model DIR] [--requests-per-client 8] [--max-tokens 16] [--json OUT]
-    python benchmarks/serve.py --case a [--model DIR] [--requests-per-client 2] [--json OUT]
+    python benchmarks/serve.py --case a [--model DIR] [--requests-per-client 2] [--rounds 6] [--client httpx2]
+        [--json OUT]
     python benchmarks/serve.py prefix [--model DIR] [--questions 8] [--videos 4] [--json OUT]   (or --case b)
 
 `prefix` (case b): many questions about a few videos, with the prefix cache against without it (`prefix_main`).

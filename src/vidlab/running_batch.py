@@ -402,14 +402,14 @@ class RunningBatch:
             return []
         group = [first]
         if self._whole(first, self.prefill_tokens):
-            # Short prompts go in together: all without a reused prefix, or all continuing one (padded together).
+            # Short prompts go in together: all without a reused prefix, or all continuing one (padded together);
+            # the others wait for a later step.
             budget = self.prefill_tokens - first.embeds.shape[1]
             for item in self._joining[1:]:
-                if not isinstance(item, _Joining) or not self._whole(item, budget) \
-                        or (item.cache is None) != (first.cache is None):
-                    break
-                group.append(item)
-                budget -= item.embeds.shape[1]
+                if isinstance(item, _Joining) and self._whole(item, budget) \
+                        and (item.cache is None) == (first.cache is None):
+                    group.append(item)
+                    budget -= item.embeds.shape[1]
         try:
             return self._prefill_group(group)
         except Exception as err:  # out of memory or a bug: these joiners fail, the running rows go on

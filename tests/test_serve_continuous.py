@@ -208,3 +208,51 @@ def test_a_request_whose_prefill_fails_gets_a_500_alone(server, sequential, monk
     error = response.json()["error"]
     assert "secret" not in error["message"] and "4242" not in error["message"] and error["code"] == "internal_error"
     assert wait_for(lambda: metric(server, "vidlab_serve_running", key=None) == 0)
+
+
+def test_joiners_waiting_ahead_are_prefilled_together_and_answer_as_alone(tiny_model, sample_video, monkeypatch):
+    """Requests beyond the rows wait inside the batch; short prompts go in together, also those continuing a stored
+    prompt start (the prefix cache), and every greedy answer is still `generate`'s."""
+    from vidlab.conversation import Conversation, MediaPart, TextPart, Turn
+    from vidlab.generate import generate
+    from vidlab.inputs import build_inputs, load_media
+    from vidlab.prefix_cache import PrefixCache
+    from vidlab.running_batch import Request, RunningBatch
+
+    model, processor = tiny_model
+
+    def inputs(i: int):
+        parts = [MediaPart(type="video", path=str(sample_video))] if i % 2 else []
+        conversation = Conversation(turns=[Turn(role="user", parts=[*parts, TextPart(text=f"Say {i} now.")])],
+                                    source="test")
+        return build_inputs(conversation, load_media(conversation), processor)
+
+    store = PrefixCache(1 << 30)
+    batch = RunningBatch(model, processor, max_rows=2)
+    groups = []
+    original = RunningBatch._prefill_group
+
+    def spy(self, group):
+        groups.append((len(group), group[0].cache is not None))
+        return original(self, group)
+
+    monkeypatch.setattr(RunningBatch, "_prefill_group", spy)
+    for i in (0, 1):  # alone first: their prompt starts are kept
+        batch.add(Request(inputs(i), GenerationOptions(max_new_tokens=3), prefix_cache=store))
+        while len(batch):
+            batch.step()
+    lengths = (9, 3, 12, 5, 7, 4, 10, 6)
+    requests = [Request(inputs(i), GenerationOptions(max_new_tokens=n, ignore_eos=True), prefix_cache=store)
+                for i, n in enumerate(lengths)]
+    waiting, done = list(requests), []
+    while waiting or len(batch):
+        while waiting and batch.accepts(waiting[0]):
+            batch.add(waiting.pop(0))
+        assert len(batch) <= 4  # 2 rows and 2 ahead
+        done += batch.step()
+    assert len(done) == len(requests) and all(r.error is None for r in done)
+    assert any(size > 1 and reused for size, reused in groups)  # prompts continuing a stored start, together
+    for i, request in enumerate(requests):
+        assert request.peak_rows <= 2
+        expected = generate(model, processor, inputs(i), GenerationOptions(max_new_tokens=lengths[i], ignore_eos=True))
+        assert request.result.token_ids == expected.token_ids, i

@@ -19,6 +19,7 @@ Under greedy decoding every answer is the one `vidlab.generate.generate` gives f
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -177,6 +178,17 @@ def _select(rows: _Rows, keep: list[int]) -> _Rows | None:
     return _Rows(rows.cache, mask[:, first:], rows.lengths.index_select(0, index), [rows.requests[i] for i in keep])
 
 
+def _split(rows: _Rows, count: int) -> tuple[_Rows, _Rows | None]:
+    """(the first `count` rows, the others), each with a cache of its own."""
+    total = len(rows.requests)
+    if count >= total:
+        return rows, None
+    head = copy.copy(rows.cache)  # a cache object of its own, whose layers `_select` replaces
+    head.layers = [copy.copy(layer) for layer in _layers(rows.cache)]
+    first = _select(_Rows(head, rows.mask, rows.lengths, rows.requests), list(range(count)))
+    return first, _select(rows, list(range(count, total)))
+
+
 def _positions(mask: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
     """Position ids of the new columns of a left-padded chunk: each row counts on from `start` (padding: 1, as
     transformers' generate)."""
@@ -188,14 +200,20 @@ class RunningBatch:
     """The requests being answered, advanced one decoding step at a time by `step` (on one thread).
 
     Args:
-        max_rows: most requests at once (`accepts` says no beyond it).
+        max_rows: most requests decoding at once.
         prefill_tokens: most prompt tokens prefilled per step: a longer prompt goes in over several steps, while
             the running rows go on decoding.
+        ahead: requests beyond `max_rows` that may wait inside the batch (`accepts` says no beyond both). A free
+            row is filled from them, and the short prompts among them are prefilled together in one forward pass
+            (at most `prefill_tokens` tokens), so that rows ending one at a time do not each cost a forward pass
+            for a single joiner; those prefilled before a row is free wait with their first token (None: max_rows).
     """
 
-    def __init__(self, model, processor, *, max_rows: int, prefill_tokens: int = DEFAULT_PREFILL_TOKENS):
+    def __init__(self, model, processor, *, max_rows: int, prefill_tokens: int = DEFAULT_PREFILL_TOKENS,
+                 ahead: int | None = None):
         self.model, self.processor = model, processor
         self.max_rows, self.prefill_tokens = max_rows, prefill_tokens
+        self.ahead = max_rows if ahead is None else ahead
         self.stop_ids = _stop_ids(model, processor)
         eos = model.generation_config.eos_token_id
         self._eos = torch.tensor(eos if isinstance(eos, list) else [eos], device=model.device) if eos is not None \
@@ -204,7 +222,11 @@ class RunningBatch:
         self.has_adapters = bool(configs)
         # peft's mixed adapter batches do not take DoRA adapters: then a batch holds one adapter at a time.
         self.mixed_adapters = not any(getattr(config, "use_dora", False) for config in configs.values())
-        self._rows: _Rows | None = None
+        # With SDPA a decoding step takes its mask as built here (see `_step_mask`); other attention kernels (flash,
+        # eager) get the 2-D padding mask and build their own.
+        self._sdpa = getattr(_core(model).config.get_text_config(), "_attn_implementation", None) == "sdpa"
+        self._rows: _Rows | None = None  # decoding
+        self._ready: _Rows | None = None  # prefilled (first token chosen), waiting for a free row
         self._joining: list[_Joining | Request] = []
         self.generated_tokens = 0  # tokens generated in all, and rows decoded over all steps (occupancy)
         self.steps = 0
@@ -214,7 +236,8 @@ class RunningBatch:
 
     @property
     def requests(self) -> list[Request]:
-        rows = self._rows.requests if self._rows is not None else []
+        rows = [*(self._rows.requests if self._rows is not None else []),
+                *(self._ready.requests if self._ready is not None else [])]
         return [*rows, *(j.request if isinstance(j, _Joining) else j for j in self._joining)]
 
     def __len__(self) -> int:
@@ -228,7 +251,7 @@ class RunningBatch:
     def accepts(self, request: Request) -> bool:
         """Whether `request` may join now (room, and its adapter where adapters cannot mix)."""
         current = self.requests
-        if len(current) >= self.max_rows:
+        if len(current) >= self.max_rows + self.ahead:
             return False
         return self.mixed_adapters or not current or self._adapter(current[0]) == self._adapter(request)
 
@@ -240,11 +263,15 @@ class RunningBatch:
     def clear(self) -> list[Request]:
         """Every request, out of the batch (after a failure the batch cannot say more about)."""
         requests = self.requests
-        self._rows, self._joining = None, []
+        self._rows, self._ready, self._joining = None, None, []
         return requests
 
+    def _room(self) -> int:
+        """Rows free for requests not prefilled yet."""
+        return self.max_rows - sum(len(rows.requests) for rows in (self._rows, self._ready) if rows is not None)
+
     def _note_size(self) -> None:
-        size = len(self)
+        size = min(len(self), self.max_rows)  # those waiting ahead are not generated together with the others
         for request in self.requests:
             request.peak_rows = max(request.peak_rows, size)
 
@@ -255,8 +282,9 @@ class RunningBatch:
         """Prefill (a chunk of) the joiners, then one decoding step of the rows; the requests that left (answered,
         cancelled, or failed: `Request.error`)."""
         left = self._drop_cancelled()
-        if self._joining:
+        if self._joining and self._room() > 0:
             left += self._prefill()
+        self._fill()
         if self._rows is not None:
             left += self._decode()
         return left
@@ -269,14 +297,31 @@ class RunningBatch:
                 self._joining.remove(item)
                 request.stopped = True
                 left.append(self._finish(request))
-        if self._rows is not None:
-            gone = [r.cancelled is not None and r.cancelled() for r in self._rows.requests]
-            if any(gone):
-                for request in (r for r, g in zip(self._rows.requests, gone) if g):
-                    request.stopped = True
-                    left.append(self._finish(request))
-                self._rows = _select(self._rows, [i for i, g in enumerate(gone) if not g])
+        self._rows = self._drop_cancelled_rows(self._rows, left)
+        self._ready = self._drop_cancelled_rows(self._ready, left)
         return left
+
+    def _drop_cancelled_rows(self, rows: _Rows | None, left: list[Request]) -> _Rows | None:
+        if rows is None:
+            return None
+        gone = [r.cancelled is not None and r.cancelled() for r in rows.requests]
+        if not any(gone):
+            return rows
+        for request in (r for r, g in zip(rows.requests, gone) if g):
+            request.stopped = True
+            left.append(self._finish(request))
+        return _select(rows, [i for i, g in enumerate(gone) if not g])
+
+    def _fill(self) -> None:
+        """Free rows take the prefilled requests that wait, in order."""
+        if self._ready is None:
+            return
+        room = self.max_rows - (len(self._rows.requests) if self._rows is not None else 0)
+        if room <= 0:
+            return
+        moving, self._ready = _split(self._ready, room)
+        self._rows = moving if self._rows is None else _merge(self._rows, moving)
+        self._note_size()
 
     def _finish(self, request: Request) -> Request:
         text = self.processor.tokenizer.decode(request.token_ids, skip_special_tokens=True)
@@ -356,13 +401,15 @@ class RunningBatch:
         if not isinstance(first, _Joining):
             return []
         group = [first]
-        if first.cache is None and first.embeds.shape[1] <= self.prefill_tokens:
+        if self._whole(first, self.prefill_tokens):
+            # Short prompts go in together: all without a reused prefix, or all continuing one (padded together);
+            # the others wait for a later step.
             budget = self.prefill_tokens - first.embeds.shape[1]
             for item in self._joining[1:]:
-                if not isinstance(item, _Joining) or item.cache is not None or item.embeds.shape[1] > budget:
-                    break
-                group.append(item)
-                budget -= item.embeds.shape[1]
+                if isinstance(item, _Joining) and self._whole(item, budget) \
+                        and (item.cache is None) == (first.cache is None):
+                    group.append(item)
+                    budget -= item.embeds.shape[1]
         try:
             return self._prefill_group(group)
         except Exception as err:  # out of memory or a bug: these joiners fail, the running rows go on
@@ -370,6 +417,11 @@ class RunningBatch:
                 self._joining.remove(item)
                 item.request.error = err
             return [item.request for item in group]
+
+    @staticmethod
+    def _whole(item: _Joining, budget: int) -> bool:
+        """Whether the rest of `item`'s prompt goes in at once within `budget` tokens, none of it prefilled yet."""
+        return item.embeds.shape[1] <= budget and item.done == item.request.result.reused_tokens
 
     def _prefill_group(self, group: list[_Joining]) -> list[Request]:
         take = [min(item.embeds.shape[1], self.prefill_tokens) for item in group]
@@ -381,9 +433,15 @@ class RunningBatch:
         for row, (item, n) in enumerate(zip(group, take)):
             embeds[row, width - n:] = item.embeds[0, :n]
             new[row, width - n:] = 1
-        past = group[0].cache if len(group) == 1 else None
         done = torch.tensor([item.done for item in group], device=device)
-        old = torch.ones((1, past.get_seq_length()), dtype=torch.long, device=device) if past is not None else None
+        past, old = None, None
+        if group[0].cache is not None:  # the reused prefixes (each request's own copy), padded on the left together
+            pasts = None
+            for row, item in enumerate(group):
+                ones = torch.ones((1, item.cache.get_seq_length()), dtype=torch.long, device=device)
+                alone = _Rows(item.cache, ones, done[row:row + 1], [item.request])
+                pasts = alone if pasts is None else _merge(pasts, alone)
+            past, old = pasts.cache, pasts.mask
         mask = new if old is None else torch.cat([old, new], 1)
         context, extra = self._scope([item.request for item in group])
         with context, logits_at(self.model, 1):
@@ -401,8 +459,10 @@ class RunningBatch:
         for item in group:
             item.request._prepared = None  # frees a reused prefix's copy once it is in the rows
         rows = _Rows(output.cache, mask, done + torch.tensor(take, device=device), [item.request for item in group])
-        self._rows = rows if self._rows is None else _merge(self._rows, rows)
-        return self._advance(rows.requests, output.logits[:, -1])
+        rows, ended = self._advance(rows, output.logits[:, -1])
+        if rows is not None:
+            self._ready = rows if self._ready is None else _merge(self._ready, rows)
+        return ended
 
     def _decode(self) -> list[Request]:
         rows = self._rows
@@ -412,7 +472,8 @@ class RunningBatch:
         context, extra = self._scope(requests)
         try:
             with context:
-                output = self.model(input_ids=last, attention_mask=mask, position_ids=rows.lengths[:, None],
+                output = self.model(input_ids=last, attention_mask=self._step_mask(mask),
+                                    position_ids=rows.lengths[:, None],
                                     cache=rows.cache, use_cache=True, **extra)
         except Exception as err:  # the rows' shared cache is in an unknown state: they all fail
             self._rows = None
@@ -422,15 +483,27 @@ class RunningBatch:
         rows.mask, rows.lengths = mask, rows.lengths + 1
         self.steps += 1
         self.row_steps += len(requests)
-        return self._advance(requests, output.logits[:, -1])
+        self._rows, ended = self._advance(rows, output.logits[:, -1])
+        return ended
 
-    def _advance(self, requests: list[Request], logits: torch.Tensor) -> list[Request]:
-        """Each request's next token from its row of `logits`; the ones that ended leave the rows."""
+    def _step_mask(self, mask: torch.Tensor) -> torch.Tensor:
+        """The attention mask of a decoding step (one new token per row, which sees every column its row fills).
+
+        For SDPA, the 4-D boolean mask transformers would build from `mask` (its padding only: the new token is the
+        last), built here because transformers' general mask builder costs about a fifth of a small model's step.
+        """
+        if not self._sdpa:
+            return mask
+        return mask[:, None, None, :].bool()
+
+    def _advance(self, rows: _Rows, logits: torch.Tensor) -> tuple[_Rows | None, list[Request]]:
+        """Each request's next token from its row of `logits`: (`rows` without the ones that ended, those)."""
+        requests = rows.requests
         logits = logits.float()
         held = [row for row, request in enumerate(requests) if len(request.token_ids) < request._least]
         if held:  # as transformers' MinNewTokensLengthLogitsProcessor, for every held row in one go
-            rows = torch.tensor(held, device=logits.device)
-            logits[rows[:, None], self._eos[None, :]] = -float("inf")
+            held_rows = torch.tensor(held, device=logits.device)
+            logits[held_rows[:, None], self._eos[None, :]] = -float("inf")
         chosen = logits.argmax(-1).tolist()
         for row, request in enumerate(requests):
             if request._processors is None and not request.sampled:
@@ -455,10 +528,9 @@ class RunningBatch:
             if self._stream(request) or len(request.token_ids) >= request.options.max_new_tokens:
                 ended.append(request)
         if not ended:
-            return []
-        keep = [i for i, r in enumerate(self._rows.requests) if r not in ended]
-        self._rows = _select(self._rows, keep)
-        return [self._finish(request) for request in ended]
+            return rows, []
+        keep = [i for i, r in enumerate(requests) if r not in ended]
+        return _select(rows, keep), [self._finish(request) for request in ended]
 
     def _stream(self, request: Request) -> bool:
         """Send the text's new piece; True once the text holds a stop string."""

@@ -2,10 +2,11 @@
 
 Admission, the 429 bound, cancellation and shutdown are the static `Scheduler`'s. What differs is the model
 thread: it runs a `vidlab.running_batch.RunningBatch` one decoding step at a time, and between steps waiting
-requests join it in arrival order (their prefill interleaved with the others' decoding) and answered, cancelled or
+requests join it in arrival order (their prefill interleaved with the others' decoding; up to max_batch of them wait
+inside the batch, ahead, so that short prompts are prefilled together when rows free) and answered, cancelled or
 failed ones leave it, so nobody waits for a batch to end. The model thread never waits for the event loop: it takes
-joiners from the queue itself (the queue's bookkeeping is shared under a lock) and hands results and text pieces
-to the event loop with `call_soon_threadsafe`.
+joiners from the queue itself (the queue's bookkeeping is shared under a lock) and hands a step's text pieces and
+results to the event loop in one `call_soon_threadsafe` (one wake-up per step, not one per token and row).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class ContinuousScheduler(Scheduler):
         self._jobs: dict[int, Job] = {}  # id(request) -> its job
         self._counted = (0, 0, 0)  # the batch's generated tokens, steps and row-steps already in the metrics
         self._window = (0, 0.0, 0, 0)  # tokens, seconds, steps and row-steps toward the next readings
+        self._pieces: list[tuple[asyncio.Queue, str]] = []  # this step's text pieces (model thread only)
 
     # ---- the event loop's side: the static scheduler's, under the lock --------------------------------------------
 
@@ -94,13 +96,20 @@ class ContinuousScheduler(Scheduler):
         if job.pieces is not None:
             job.pieces.put_nowait(None)
 
+    def _hand_over(self, pieces: list[tuple[asyncio.Queue, str]], left: list[Request]) -> None:
+        """On the event loop: a step's text pieces, in order, then the outcomes of the requests that left."""
+        for queue, piece in pieces:
+            queue.put_nowait(piece)
+        for request in left:
+            self._deliver(request)
+
     # ---- the model thread ------------------------------------------------------------------------------------------
 
     def _run(self, loop: asyncio.AbstractEventLoop) -> None:
         """Until closed: take joiners, step the batch, hand back who left."""
         while not self._closed:
             self._arrived.clear()
-            self._take(loop)
+            self._take()
             if not len(self.batch):
                 self._arrived.wait(timeout=1.0)
                 continue
@@ -112,10 +121,11 @@ class ContinuousScheduler(Scheduler):
                 for request in left:
                     request.error = err
             self._account(time.perf_counter() - started)
-            for request in left:
-                loop.call_soon_threadsafe(self._deliver, request)
+            if self._pieces or left:
+                pieces, self._pieces = self._pieces, []
+                loop.call_soon_threadsafe(self._hand_over, pieces, left)
 
-    def _take(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _take(self) -> None:
         """Waiting requests join the batch in arrival order while there is room (and their adapter may mix)."""
         joined = 0
         with self._lock:
@@ -123,7 +133,7 @@ class ContinuousScheduler(Scheduler):
                 job = self._pending[0]
                 request = job.extra.get("request")
                 if request is None:
-                    request = job.extra["request"] = self._wire(self.to_request(job), job, loop)
+                    request = job.extra["request"] = self._wire(self.to_request(job), job)
                 if not self.batch.accepts(request):
                     break
                 self._pending.popleft()
@@ -135,13 +145,12 @@ class ContinuousScheduler(Scheduler):
                 joined += 1
             if joined:
                 self.metrics.queue_depth.set(self._waiting)
-                self.metrics.batch_size.observe(len(self._running))
+                self.metrics.batch_size.observe(min(len(self._running), self.max_batch))  # rows, not those ahead
                 self.metrics.running.set(len(self._running))
 
-    @staticmethod
-    def _wire(request: Request, job: Job, loop: asyncio.AbstractEventLoop) -> Request:
+    def _wire(self, request: Request, job: Job) -> Request:
         if job.stream:
-            request.on_text = lambda piece: loop.call_soon_threadsafe(job.pieces.put_nowait, piece)
+            request.on_text = lambda piece: self._pieces.append((job.pieces, piece))
         request.cancelled = lambda: job.cancelled
         return request
 

@@ -254,7 +254,8 @@ def main() -> None:
                         help="a quickstart folder (`vidlab quickstart --out DIR`): its data/ and runs/base/ are "
                              "reused, or made here by the quickstart's first steps (default "
                              "runs/grpo-learns-quickstart, -fast with --fast)")
-    parser.add_argument("--fast", action="store_true", help="train a new quickstart base for `vidlab quickstart --fast`'s "
+    parser.add_argument("--fast", action="store_true",
+                        help="train a new quickstart base for `vidlab quickstart --fast`'s "
                         "150 steps, not 900")
     parser.add_argument("--out", type=Path, default=None, help="default runs/grpo-learns-TASK")
     parser.add_argument("--train", type=int, default=None, help="GRPO's clips (default 256; random base 32)")

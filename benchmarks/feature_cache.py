@@ -2,8 +2,9 @@
 
     python benchmarks/feature_cache.py                      # tiny model, 16 clips (about a minute on a CPU)
     python benchmarks/feature_cache.py --clips 64 --seconds 8
+    python benchmarks/feature_cache.py --model runs/2b-2    # a model folder: here the 2b shape
 
-Three runs of the same config on the tiny model, in one process: an epoch decoding and encoding every
+Three runs of the same config on the tiny model (or --model), in one process: an epoch decoding and encoding every
 video (the default), the first epoch with the cache (extraction, then the epoch from it), and a
 second epoch with the cache (the shards reused). Prints each run's seconds, the ratio of the
 decoding epoch to the cached one, and whether their losses agree.
@@ -51,10 +52,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", type=int, default=16)
     parser.add_argument("--seconds", type=int, default=4)
+    parser.add_argument("--model", type=Path, help="a model folder (default: a tiny model built here)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        model = build_tiny_model(root / "model")
+        model = args.model or build_tiny_model(root / "model")
         (root / "clips").mkdir()
         data = write_clips(root / "clips", args.clips, args.seconds)
         decoded, decoded_losses = timed_epoch(model, data, root / "decoded")
@@ -63,7 +65,7 @@ def main() -> None:
         cached, cached_losses = timed_epoch(model, data, root / "cached", cache)
     agree = max(abs(a - b) for a, b in zip(decoded_losses, cached_losses))
     print(json.dumps({
-        "clips": args.clips, "seconds": args.seconds, "steps": len(decoded_losses),
+        "model": str(args.model or "tiny"), "clips": args.clips, "seconds": args.seconds, "steps": len(decoded_losses),
         "decode_encode_epoch_s": round(decoded, 2), "extract_then_epoch_s": round(extracting, 2),
         "cached_epoch_s": round(cached, 2), "ratio_decode_to_cached": round(decoded / cached, 2),
         "max_loss_difference": agree,

@@ -17,8 +17,8 @@ The formulas (docs/data.md lists them with their sources):
     vision       a trained vision encoder keeps its layers' activations per patch (4 patches per
                  video token) through the step; a frozen one runs forward only, before the LLM, and
                  needs the working set of one layer while it runs (a phase of its own)
-    video        a sample with video holds VIDEO_TOKEN_BYTES x hidden x dtype bytes per token more
-                 than a text sample of the same length through the LLM's backward (measured)
+    backward     the end of backward holds BACKWARD_TOKEN_VECTORS hidden-size vectors per token more
+                 than the per-layer term, and a sample with video VIDEO_TOKEN_VECTORS more (measured)
 GRPO and DPO (Setup.rl): one forward runs `batch_size` rows of one prompt (G sampled answers, or the
 chosen and the rejected answer) sharing the prompt's vision features (encoded once, frozen); the
 output head runs at the answer positions only (label_tokens: the logits formula as SFT's); the
@@ -59,10 +59,12 @@ LAYER_CONSTANT = 24  # bytes per layer and token that do not scale with the size
 # Not measured on a GPU (none was available): the CUDA context, cuBLAS workspaces and the caching
 # allocator's reserve are commonly 0.5-1 GiB; on the CPU the measured runtime cost of a step was ~24 MiB.
 RUNTIME = {"cuda": 1 * GIB, "cpu": 24 * MIB}
-# A video sample's step holds this many hidden-size vectors (x dtype bytes) per token more than a text sample of
-# the same length, at the end of backward: measured on the 2b shape in fp32 (benchmarks/real_size.py, 180
-# frames): 10.7 at 6,068 tokens, 9.9 at 16,868; which tensors hold it was not isolated.
-VIDEO_TOKEN_BYTES = 10
+# The end of backward holds this many hidden-size vectors (x dtype bytes) per token beyond the per-layer term, and
+# a video sample this many more: measured on the 2b shape in fp32 (benchmarks/real_size.py calibrate, text: 4.9
+# at 8K tokens, 5.6 at 16K, 0.5 at 2K; video steps: 10.7 at 6,068 tokens, 9.9 at 16,868 in all); which tensors
+# hold them was not isolated.
+BACKWARD_TOKEN_VECTORS = 5
+VIDEO_TOKEN_VECTORS = 5
 QUANT_BYTES = {4: 0.5 + 1 / 64 + 4 / (64 * 256), 8: 1.0}  # nf4 with double-quantised block scales; int8
 
 
@@ -232,14 +234,14 @@ def estimate(arch: Architecture, setup: Setup, lora_rank: int = 64) -> Estimate:
             vision += setup.batch_size * setup.vision_tokens * (hv + 2 * arch.hidden) * c
     # A frozen encoder (and projector) runs forward only and is done before the LLM starts: its own phase.
     kept_vision, vision_phase = (vision, 0) if {"vision", "projector"} & set(setup.trained) else (0, vision)
-    video = VIDEO_TOKEN_BYTES * tokens * arch.hidden * c if setup.vision_tokens else 0
+    vectors = BACKWARD_TOKEN_VECTORS + (VIDEO_TOKEN_VECTORS if setup.vision_tokens else 0)
 
     kept_gradients = gradients if setup.grad_accum > 1 else 0
     forward_phase = activations + logits + kept_vision + kept_gradients
     # The end of backward: all gradients, the first layer's activations (recomputed under checkpointing) and the
     # checkpointed inputs not yet freed.
     stored_inputs = arch.layers * tokens * c * arch.hidden if setup.checkpointing else 0
-    backward_phase = gradients + buckets + tokens * per_layer + stored_inputs + video
+    backward_phase = gradients + buckets + tokens * per_layer + stored_inputs + vectors * tokens * arch.hidden * c
     if setup.device == "cpu":
         # torch's AdamW on the CPU goes tensor by tensor: sqrt and division make two temporaries of the largest
         # trained tensor (measured on the 2b shape, full fine-tuning: the 151,936-row embedding).

@@ -17,8 +17,9 @@ The formulas (docs/data.md lists them with their sources):
     vision       a trained vision encoder keeps its layers' activations per patch (4 patches per
                  video token) through the step; a frozen one runs forward only, before the LLM, and
                  needs the working set of one layer while it runs (a phase of its own)
-    backward     the end of backward holds BACKWARD_TOKEN_VECTORS hidden-size vectors per token more
-                 than the per-layer term, and a sample with video VIDEO_TOKEN_VECTORS more (measured)
+    backward     the end of backward holds up to BACKWARD_TOKEN_VECTORS hidden-size vectors per token
+                 more than the per-layer term (growing with the length), and a sample with video
+                 VIDEO_TOKEN_VECTORS more (measured)
 GRPO and DPO (Setup.rl): one forward runs `batch_size` rows of one prompt (G sampled answers, or the
 chosen and the rejected answer) sharing the prompt's vision features (encoded once, frozen); the
 output head runs at the answer positions only (label_tokens: the logits formula as SFT's); the
@@ -59,11 +60,12 @@ LAYER_CONSTANT = 24  # bytes per layer and token that do not scale with the size
 # Not measured on a GPU (none was available): the CUDA context, cuBLAS workspaces and the caching
 # allocator's reserve are commonly 0.5-1 GiB; on the CPU the measured runtime cost of a step was ~24 MiB.
 RUNTIME = {"cuda": 1 * GIB, "cpu": 24 * MIB}
-# The end of backward holds this many hidden-size vectors (x dtype bytes) per token beyond the per-layer term, and
-# a video sample this many more: measured on the 2b shape in fp32 (benchmarks/real_size.py calibrate, text: 4.9
-# at 8K tokens, 5.6 at 16K, 0.5 at 2K; video steps: 10.7 at 6,068 tokens, 9.9 at 16,868 in all); which tensors
-# hold them was not isolated.
+# The end of backward holds up to this many hidden-size vectors (x dtype bytes) per token beyond the per-layer term,
+# growing with the length up to BACKWARD_EXTRA_FULL_AT tokens, and a video sample VIDEO_TOKEN_VECTORS more: measured
+# on the 2b shape in fp32 (benchmarks/real_size.py calibrate, text: 0.5 at 2K tokens, 4.9 at 8K, 5.6 at 16K; video
+# steps: 10.7 at 6,068 tokens, 9.9 at 16,868 in all); which tensors hold them was not isolated.
 BACKWARD_TOKEN_VECTORS = 5
+BACKWARD_EXTRA_FULL_AT = 8192
 VIDEO_TOKEN_VECTORS = 5
 QUANT_BYTES = {4: 0.5 + 1 / 64 + 4 / (64 * 256), 8: 1.0}  # nf4 with double-quantised block scales; int8
 
@@ -234,14 +236,15 @@ def estimate(arch: Architecture, setup: Setup, lora_rank: int = 64) -> Estimate:
             vision += setup.batch_size * setup.vision_tokens * (hv + 2 * arch.hidden) * c
     # A frozen encoder (and projector) runs forward only and is done before the LLM starts: its own phase.
     kept_vision, vision_phase = (vision, 0) if {"vision", "projector"} & set(setup.trained) else (0, vision)
-    vectors = BACKWARD_TOKEN_VECTORS + (VIDEO_TOKEN_VECTORS if setup.vision_tokens else 0)
+    vectors = (BACKWARD_TOKEN_VECTORS * min(1.0, setup.tokens / BACKWARD_EXTRA_FULL_AT)
+               + (VIDEO_TOKEN_VECTORS if setup.vision_tokens else 0))
 
     kept_gradients = gradients if setup.grad_accum > 1 else 0
     forward_phase = activations + logits + kept_vision + kept_gradients
     # The end of backward: all gradients, the first layer's activations (recomputed under checkpointing) and the
     # checkpointed inputs not yet freed.
     stored_inputs = arch.layers * tokens * c * arch.hidden if setup.checkpointing else 0
-    backward_phase = gradients + buckets + tokens * per_layer + stored_inputs + vectors * tokens * arch.hidden * c
+    backward_phase = gradients + buckets + tokens * per_layer + stored_inputs + int(vectors * tokens * arch.hidden * c)
     if setup.device == "cpu":
         # torch's AdamW on the CPU goes tensor by tensor: sqrt and division make two temporaries of the largest
         # trained tensor (measured on the 2b shape, full fine-tuning: the 151,936-row embedding).

@@ -90,7 +90,8 @@ def test_full_fine_tuning_on_the_cpu_and_sharded_by_hand():
     per_layer = 36 * 100 + 16 * 300 + 24
     assert est.activations == 2 * 10 * per_layer
     assert est.logits == 10 * 1000 * 12 + 10 * 100 * 8
-    assert est.peak == 44400 + 80000 + (2 * 10 * per_layer + 128000) + 24 * MIB
+    head_gradient = 1000 * 100 * 4  # made first in backward, while the activations are held
+    assert est.peak == 44400 + 80000 + (2 * 10 * per_layer + 128000 + head_gradient) + 24 * MIB
     zero3 = estimate(ARCH, Setup(method="full", tokens=10, device="cpu", gpus=4, strategy="zero3"), lora_rank=8)
     assert (zero3.weights, zero3.gradients, zero3.optimizer) == (11100 + 4000 * 4, 10000, 20000)
     ddp = estimate(ARCH, Setup(method="full", tokens=10, device="cpu", gpus=4, strategy="ddp"), lora_rank=8)

@@ -40,9 +40,9 @@ from vidlab.evaluation.run import (
     _check_same_run,
     _merge_skipped,
     _progress,
-    _prompt_text,
     _run_info,
     merge_predictions,
+    record_row,
 )
 from vidlab.evaluation.sets import load_eval_set
 from vidlab.files import LineAppender, read_jsonl, reason_of, write_json
@@ -291,16 +291,7 @@ def _describe(err: Exception, api: ApiOptions) -> str:
 def _row(record: EvalRecord, sent: Conversation, text: str, extra: dict, media: list, usage,
          seconds: float, requests: int) -> dict:
     """A predictions.jsonl row with the keys in-process evaluation writes (token counts from the endpoint)."""
-    row: dict[str, Any] = {"id": record.id, "source": record.source, "kind": record.kind, "prompt": _prompt_text(sent),
-                           "media": [part.path for part in record.conversation.media], "prediction": text,
-                           "references": record.references}
-    if record.kind == "choice":
-        row["options"] = record.options
-        row["answer"] = record.answer
-    if record.meta:
-        row["meta"] = record.meta
-    if record.scoring:
-        row["scoring"] = record.scoring
+    row = record_row(record, sent, text)
     local = [[round(t, 3) for t in announced_stamps(m)] for m in media if isinstance(m, VideoClip)]
     row.update(
         frames=extra.get("frames") if extra.get("frames") is not None else local,

@@ -320,14 +320,16 @@ def _prompt_text(conversation: Conversation) -> str:
     return "".join(p.text if isinstance(p, TextPart) else f"<{p.type}>\n" for p in turn.parts)
 
 
-def _row(record: EvalRecord, sent: Conversation, answer, stats, seconds: float) -> dict:
+def record_row(record: EvalRecord, sent: Conversation, prediction: str) -> dict:
+    """The keys of a predictions.jsonl row that come from the record, the prompt sent and the answer's text (the
+    same in-process and through an endpoint)."""
     row = {
         "id": record.id,
         "source": record.source,
         "kind": record.kind,
         "prompt": _prompt_text(sent),  # what the model was asked, subtitles included
         "media": [part.path for part in record.conversation.media],
-        "prediction": answer.text,
+        "prediction": prediction,
         "references": record.references,
     }
     if record.kind == "choice":
@@ -337,6 +339,11 @@ def _row(record: EvalRecord, sent: Conversation, answer, stats, seconds: float) 
         row["meta"] = record.meta
     if record.scoring:
         row["scoring"] = record.scoring  # how the benchmark scores this answer (see EvalRecord.scoring)
+    return row
+
+
+def _row(record: EvalRecord, sent: Conversation, answer, stats, seconds: float) -> dict:
+    row = record_row(record, sent, answer.text)
     row.update(
         frames=[[round(t, 3) for t in times] for times in stats.frames],
         visual_tokens=stats.visual_tokens,

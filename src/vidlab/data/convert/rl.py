@@ -16,7 +16,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -68,38 +68,38 @@ def _video_r1_record(raw: dict) -> tuple[dict, list[str]]:
     return record, notes
 
 
-def read_video_r1(path: Path, **_: Any) -> Iterator[Item]:
+def _object_items(path: Path, build: Callable[[dict], tuple[dict, list[str]]]) -> Iterator[Item]:
+    """One Item per JSON object of `path`: `build`'s record and notes, or the ValueError it raised as the problem."""
     for where, raw in json_items(path):
         try:
             if isinstance(raw, Exception):
                 raise raw
             if not isinstance(raw, dict):
                 raise ValueError(f"a record must be a JSON object, got {type(raw).__name__}")
-            record, notes = _video_r1_record(raw)
+            record, notes = build(raw)
         except ValueError as err:
             yield failed(where, err)
             continue
         yield Item(where, records=[record], notes=notes)
 
 
+def _llava_hound_record(raw: dict) -> tuple[dict, list[str]]:
+    videos = path_list(raw.get("video"), "video")
+    if not videos:
+        raise ValueError('no "video"')
+    prompt = text_of(raw.get("prompt"), '"prompt"').strip()
+    chosen, rejected = text_of(raw.get("chosen"), '"chosen"'), text_of(raw.get("rejected"), '"rejected"')
+    if "<video>" not in prompt:
+        prompt = "<video>\n" * len(videos) + prompt
+    record = media_record(raw.get("id"), videos, [])
+    record.update(conversations=[{"from": "human", "value": prompt}], chosen=chosen, rejected=rejected)
+    record.update({k: raw[k] for k in ("chosen_score", "rejected_score") if k in raw})
+    return record, []
+
+
+def read_video_r1(path: Path, **_: Any) -> Iterator[Item]:
+    return _object_items(path, _video_r1_record)
+
+
 def read_llava_hound_dpo(path: Path, **_: Any) -> Iterator[Item]:
-    for where, raw in json_items(path):
-        try:
-            if isinstance(raw, Exception):
-                raise raw
-            if not isinstance(raw, dict):
-                raise ValueError(f"a record must be a JSON object, got {type(raw).__name__}")
-            videos = path_list(raw.get("video"), "video")
-            if not videos:
-                raise ValueError('no "video"')
-            prompt = text_of(raw.get("prompt"), '"prompt"').strip()
-            chosen, rejected = text_of(raw.get("chosen"), '"chosen"'), text_of(raw.get("rejected"), '"rejected"')
-        except ValueError as err:
-            yield failed(where, err)
-            continue
-        if "<video>" not in prompt:
-            prompt = "<video>\n" * len(videos) + prompt
-        record = media_record(raw.get("id"), videos, [])
-        record.update(conversations=[{"from": "human", "value": prompt}], chosen=chosen, rejected=rejected)
-        record.update({k: raw[k] for k in ("chosen_score", "rejected_score") if k in raw})
-        yield Item(where, records=[record])
+    return _object_items(path, _llava_hound_record)

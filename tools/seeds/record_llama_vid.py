@@ -426,14 +426,17 @@ def record_movie(tokenizer, model, folder: Path, source: Path, work: Path) -> tu
     cuda = torch.Tensor.cuda
     torch.Tensor.cuda = lambda self, *args, **kwargs: self  # its tensors go to the GPU; here they stay
 
-    def run(video_input: str, frames: int) -> dict:
-        feats = np.random.default_rng(2).standard_normal((frames, 257, 4)).astype("float16")
+    def infer(feats, video_input: str) -> None:
+        """Its movie script on saved features and their interleaved subtitles, as it reads them from disk."""
         with open(work / "movie.pkl", "wb") as f:
             pickle.dump({"feats": feats, "inputs": video_input}, f)
         args = types.SimpleNamespace(model_path="movie", model_base=None, video_file=str(work / "movie.pkl"),
                                      video_token=2, question=MOVIE_QUESTION, conv_mode="vicuna_v1",
                                      pure_text=False, load_8bit=False, load_4bit=False)
         movie.run_inference(args)
+
+    def run(video_input: str, frames: int) -> dict:
+        infer(np.random.default_rng(2).standard_normal((frames, 257, 4)).astype("float16"), video_input)
         ids = captured["input_ids"][0].tolist()
         assert captured["images"][0].shape == (frames, 256, 4)  # feats[:, 1:]
         return {"prompt": captured["prompt"], "input_ids": ids, "prompts": captured["prompts"]}
@@ -471,12 +474,7 @@ def record_movie(tokenizer, model, folder: Path, source: Path, work: Path) -> tu
         cues = movienet.load_subtitles(str(work / file_name))
         video_input = movienet.load_video_input(cues, [0.0, 1.0, 2.0])
         torch.Tensor.cuda = lambda self, *args, **kwargs: self
-        with open(work / "movie.pkl", "wb") as f:
-            pickle.dump({"feats": feats, "inputs": video_input}, f)
-        args = types.SimpleNamespace(model_path="movie", model_base=None, video_file=str(work / "movie.pkl"),
-                                     video_token=2, question=MOVIE_QUESTION, conv_mode="vicuna_v1",
-                                     pure_text=False, load_8bit=False, load_4bit=False)
-        movie.run_inference(args)
+        infer(feats, video_input)
         torch.Tensor.cuda = cuda
         ids, video = captured["input_ids"], captured["images"]
         # its loader leaves `vlm_att_query` in float16 (the rest is float32 here), and the long path makes its
